@@ -1,0 +1,3 @@
+from gitlab_mci.cli import main
+
+main()

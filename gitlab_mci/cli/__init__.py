@@ -1,0 +1,72 @@
+"""The ``gitlab-mci`` command line.
+
+Sub-command groups live in their own modules and are imported only when invoked, so that ``gitlab-mci helm …`` and
+``gitlab-mci nodeport …`` (run in every deploy job) never import the Google client libraries.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from gitlab_mci import __version__
+from gitlab_mci.errors import UserError
+
+# command name -> "module:attribute" of a click command or group, imported on first use.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "sim": ("gitlab_mci.cli.sim", "Start, stop and inspect the local Google Cloud + GKE simulator."),
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _COMMANDS:
+            module = importlib.import_module(_COMMANDS[cmd_name][0])
+            command: click.Command = module.command
+            return command
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Help text for lazy commands comes from the table above, so `--help` imports nothing.
+        rows = [(name, help_text) for name, (_, help_text) in sorted(_COMMANDS.items())]
+        rows += [(name, cmd.get_short_help_str()) for name, cmd in sorted(self.commands.items())]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(sorted(rows))
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="gitlab-mci")
+def cli() -> None:
+    """One global Google Cloud load balancer in front of the same Auto DevOps app on several GKE clusters.
+
+    Every command runs against Google Cloud by default, or against the local simulator when
+    GITLAB_MCI_COMPUTE_ENDPOINT and KUBECONFIG point at it (see `gitlab-mci sim up`).
+    """
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point of the console script: user errors become one line on stderr and a non-zero exit."""
+    try:
+        return cli.main(args=argv, prog_name="gitlab-mci", standalone_mode=False)
+    except UserError as exc:
+        click.echo(f"gitlab-mci: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("gitlab-mci: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()
