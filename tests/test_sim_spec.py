@@ -1,0 +1,72 @@
+"""The simulator spec: defaults, generated worlds, and one-line errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gitlab_mci.errors import UserError
+from gitlab_mci.sim.spec import generated_spec, load_spec, parse_spec
+from gitlab_mci.sim.world import plan_world
+
+
+def test_default_world_is_prod1_and_prod2_with_three_nodes_each() -> None:
+    spec = load_spec(None)
+    assert [(c.name, c.location, c.zones) for c in spec.clusters] == [
+        ("prod1", "us-central1-a", ("us-central1-a",)),
+        ("prod2", "europe-west1-b", ("europe-west1-b",)),
+    ]
+    records = plan_world(spec)
+    assert [len(r.nodes) for r in records] == [3, 3]
+
+
+def test_regional_cluster_spreads_over_three_zones() -> None:
+    spec = parse_spec({"clusters": [{"name": "eu", "location": "europe-west1", "nodes": 2}]})
+    (rec,) = plan_world(spec)
+    assert rec.spec.zones == ("europe-west1-a", "europe-west1-b", "europe-west1-c")
+    assert len(rec.nodes) == 6 and len(rec.groups) == 3
+
+
+def test_world_plan_is_deterministic_and_names_are_unique() -> None:
+    spec = generated_spec(15, zones_per_cluster=3, nodes_per_zone=3)
+    a, b = plan_world(spec), plan_world(spec)
+    names = [n.name for r in a for n in r.nodes]
+    assert names == [n.name for r in b for n in r.nodes]
+    assert len(names) == len(set(names)) == 15 * 3 * 3
+    ips = [n.internal_ip for r in a for n in r.nodes]
+    assert len(set(ips)) == len(ips)
+    assert all(len(n) <= 63 and not n.startswith("mci-") for n in names)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ([], "must be a YAML mapping"),
+        ({"clusters": []}, "clusters: must be a non-empty list"),
+        ({"clusters": [{"name": "Prod1"}]}, "clusters[0].name"),
+        ({"clusters": [{"name": "a", "location": "mars-1"}]}, "clusters[0].location"),
+        ({"clusters": [{"name": "a"}, {"name": "a"}]}, "duplicate cluster name(s) a"),
+        ({"clusters": [{"name": "a", "zones": ["europe-west1-b"]}]}, "every zone must be in us-central1"),
+        ({"clusters": [{"name": "a", "nodes": 0}]}, "clusters[0].nodes"),
+        ({"clusters": [{"name": "a", "colour": 1}]}, "unknown field(s) colour"),
+        ({"clusters": [{"name": "a"}], "projet": "x"}, "unknown field(s) projet"),
+        ({"clusters": [{"name": "a"}], "project": "X"}, "is not a valid project ID"),
+        ({"clusters": [{"name": "a"}], "nodePortRange": "3-2"}, "nodePortRange"),
+        ({"clusters": [{"name": "a"}], "operationLatency": -1}, "operationLatency"),
+    ],
+)
+def test_bad_spec_is_one_line_naming_the_field(raw: object, message: str) -> None:
+    with pytest.raises(UserError) as info:
+        parse_spec(raw, "spec.yaml")
+    text = str(info.value)
+    assert text.startswith("spec.yaml") and message in text and "\n" not in text
+
+
+def test_spec_file_errors_name_the_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "world.yaml"
+    bad.write_text("clusters:\n  - name: a\n   location: [\n")
+    with pytest.raises(UserError, match=r"world\.yaml:\d+: not valid YAML"):
+        load_spec(bad)
+    with pytest.raises(UserError, match="cannot read simulator spec"):
+        load_spec(tmp_path / "missing.yaml")
