@@ -270,7 +270,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _serve(self) -> None:
@@ -369,7 +369,7 @@ class SimServer:
     @property
     def url(self) -> str:
         host = self._httpd.server_address[0]
-        return f"http://{host}:{self.port}"
+        return f"http://{host!s}:{self.port}"
 
     def start(self) -> SimServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"sim-{self.service}", daemon=True)

@@ -104,6 +104,7 @@ def _cluster(raw: Any, idx: int, where: str) -> ClusterSpec:
     region = location if _REGION_RE.match(location) else location.rsplit("-", 1)[0]
     _require(all(z.rsplit("-", 1)[0] == region for z in zones), f"{at}.zones", f"every zone must be in {region}")
     pools_raw = raw.get("nodePools")
+    pools: tuple[NodePoolSpec, ...]
     if pools_raw is None:
         nodes = raw.get("nodes", 3)
         _require(isinstance(nodes, int) and 1 <= nodes <= 100, f"{at}.nodes", "must be a number from 1 to 100")
