@@ -18,6 +18,8 @@ from gitlab_mci.errors import UserError
 # command name -> "module:attribute" of a click command or group, imported on first use.
 _COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("gitlab_mci.cli.sim", "Start, stop and inspect the local Google Cloud + GKE simulator."),
+    "gitlab": ("gitlab_mci.cli.gitlab", "CI/CD variables per environment, teardown trigger, deployment gate."),
+    "auth": ("gitlab_mci.cli.auth", "Google credentials for jobs: GitLab OIDC to Workload Identity Federation."),
 }
 
 
