@@ -18,6 +18,7 @@ from gitlab_mci.errors import UserError
 # command name -> "module:attribute" of a click command or group, imported on first use.
 _COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("gitlab_mci.cli.sim", "Start, stop and inspect the local Google Cloud + GKE simulator."),
+    "helm": ("gitlab_mci.cli.helm", "Chart values and HELM_UPGRADE_EXTRA_ARGS that pin the app's NodePort."),
     "gitlab": ("gitlab_mci.cli.gitlab", "CI/CD variables per environment, teardown trigger, deployment gate."),
     "auth": ("gitlab_mci.cli.auth", "Google credentials for jobs: GitLab OIDC to Workload Identity Federation."),
 }
