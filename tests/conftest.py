@@ -10,6 +10,8 @@ import pytest
 from gitlab_mci.sim.runtime import SimFiles, Simulator
 from gitlab_mci.sim.spec import WorldSpec, load_spec
 
+pytest_plugins = ["tests.kube_fixtures"]
+
 
 class RunningSim:
     """A started simulator plus the files that point clients at it."""

@@ -1,0 +1,146 @@
+"""``gitlab-mci nodeport``: one node port for the app's Service in every production cluster."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from gitlab_mci.errors import UserError
+from gitlab_mci.helm import NODE_PORT_MAX, NODE_PORT_MIN, check_node_port, parse_port
+
+
+def _node_port(value: str | None) -> int | None:
+    """``None`` for ``auto``; else a port in the NodePort range."""
+    if value is None or value.strip().lower() == "auto":
+        return None
+    return check_node_port(parse_port(value, "--node-port / MCI_NODE_PORT"), "--node-port / MCI_NODE_PORT")
+
+
+def _contexts(values: tuple[str, ...]) -> list[str]:
+    return [c for v in values for c in v.replace(" ", ",").split(",") if c]
+
+
+def _release(release: str | None, service: str | None) -> str | None:
+    if not release and not service:
+        raise UserError("no release: pass --release or --service, or set HELM_RELEASE_NAME or CI_ENVIRONMENT_SLUG")
+    return release
+
+
+release_option = click.option(
+    "--release", envvar=["HELM_RELEASE_NAME", "CI_ENVIRONMENT_SLUG"], default=None,
+    help="Helm release; the Service is <release>-auto-deploy [env: HELM_RELEASE_NAME, else CI_ENVIRONMENT_SLUG].")
+namespace_option = click.option("--namespace", "-n", envvar="KUBE_NAMESPACE", default="default", show_default=True,
+                                help="Namespace of the app [env: KUBE_NAMESPACE].")
+service_option = click.option("--service", envvar="MCI_SERVICE", default=None,
+                              help="Service name, instead of finding it from the release [env: MCI_SERVICE].")
+port_option = click.option("--port", envvar="MCI_SERVICE_PORT_NAME", default=None,
+                           help="Service port (name or number) to pin; default: the port named `web`, else the only "
+                                "port [env: MCI_SERVICE_PORT_NAME].")
+node_port_option = click.option(
+    "--node-port", envvar="MCI_NODE_PORT", default=None,
+    help=f"The node port ({NODE_PORT_MIN}-{NODE_PORT_MAX}), or `auto` for the lowest port free in every given "
+         "cluster [env: MCI_NODE_PORT].")
+kubeconfig_option = click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                                 help="Kubeconfig file (default: KUBECONFIG, else ~/.kube/config).")
+
+
+def _use_kubeconfig(path: Path | None) -> None:
+    if path is not None:
+        import os
+
+        os.environ["KUBECONFIG"] = str(path)
+
+
+@click.group()
+def command() -> None:
+    """Pin, verify or choose the node port of the app's Service across clusters."""
+
+
+@command.command("pin")
+@click.option("--context", envvar="KUBE_CONTEXT", default=None,
+              help="Kubeconfig context of this environment's cluster [env: KUBE_CONTEXT].")
+@release_option
+@namespace_option
+@service_option
+@port_option
+@node_port_option
+@kubeconfig_option
+@click.option("--timeout", type=float, default=60.0, show_default=True,
+              help="Seconds to wait until the Service reports the node port.")
+def pin_cmd(context: str | None, release: str | None, namespace: str, service: str | None, port: str | None,
+            node_port: str | None, kubeconfig: Path | None, timeout: float) -> None:
+    """Make the app's Service in one cluster use the pinned node port (no write when it already does)."""
+    from gitlab_mci import kube, nodeport
+
+    wanted = _node_port(node_port)
+    ref = nodeport.ServiceRef(namespace, _release(release, service), service, port)
+    _use_kubeconfig(kubeconfig)
+    cluster = kube.connect(context)
+    if wanted is None:
+        wanted = nodeport.choose_free([cluster])
+        click.echo(f"chose node port {wanted} (lowest free in context {cluster.context})", err=True)
+    row = nodeport.pin(cluster, ref, wanted, timeout=timeout)
+    verb = "already uses" if row.status == "ok" else "now uses"
+    click.echo(f"{row.cluster}: Service {row.service} port {row.port} {verb} node port {row.node_port}")
+
+
+@command.command("verify")
+@click.option("--context", "contexts", multiple=True, envvar="MCI_CONTEXTS",
+              help="Contexts to check; repeat or comma-separate [env: MCI_CONTEXTS]. Default: every context.")
+@release_option
+@namespace_option
+@service_option
+@port_option
+@node_port_option
+@click.option("--ingress", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Check every Service this Ingress routes to (default backend and all path backends).")
+@kubeconfig_option
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Output format.")
+def verify_cmd(contexts: tuple[str, ...], release: str | None, namespace: str, service: str | None,
+               port: str | None, node_port: str | None, ingress: Path | None, kubeconfig: Path | None,
+               output: str) -> None:
+    """Check that the Service has the same node port in every cluster; exit 1 when any differs or is missing."""
+    from gitlab_mci import kube, nodeport
+
+    wanted = _node_port(node_port) if node_port and node_port.lower() != "auto" else None
+    if ingress is not None:
+        refs = [nodeport.ServiceRef(namespace, None, name, p) for name, p in _ingress_backends(ingress)]
+    else:
+        refs = [nodeport.ServiceRef(namespace, _release(release, service), service, port)]
+    _use_kubeconfig(kubeconfig)
+    names = _contexts(contexts) or kube.list_contexts()
+    clusters = nodeport.parallel(names, kube.connect)
+    rows = nodeport.verify(clusters, refs, wanted)
+    if output == "json":
+        click.echo(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        click.echo(nodeport.render_table(rows))
+    bad = [r for r in rows if not r.ok]
+    if bad:
+        raise UserError(f"{len(bad)} of {len(rows)} Service(s) are not pinned: "
+                        + ", ".join(f"{r.cluster} {r.service} ({r.status})" for r in bad))
+
+
+@command.command("choose")
+@click.option("--context", "contexts", multiple=True, envvar="MCI_CONTEXTS",
+              help="Contexts to consider; repeat or comma-separate [env: MCI_CONTEXTS]. Default: every context.")
+@kubeconfig_option
+def choose_cmd(contexts: tuple[str, ...], kubeconfig: Path | None) -> None:
+    """Print the lowest node port that is free in every given cluster."""
+    from gitlab_mci import kube, nodeport
+
+    _use_kubeconfig(kubeconfig)
+    names = _contexts(contexts) or kube.list_contexts()
+    click.echo(nodeport.choose_free(nodeport.parallel(names, kube.connect)))
+
+
+def _ingress_backends(path: Path) -> list[tuple[str, str | None]]:
+    """(service, port) pairs an Ingress routes to, via the shared Ingress model."""
+    from gitlab_mci.ingress import load_ingress
+
+    model = load_ingress(path)
+    return [(b.service, None if b.port is None else str(b.port)) for b in model.backends()]
