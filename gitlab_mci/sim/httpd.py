@@ -70,6 +70,10 @@ class Response:
 Handler = Callable[[Request], Response]
 
 
+# Compute methods that are POSTs but change nothing (they read, or wait on an operation).
+_READ_ONLY_POSTS = ("/listInstances", "/getHealth", "/wait", "/listManagedInstances", "/listErrors")
+
+
 @dataclass(frozen=True)
 class JournalEntry:
     """One served request: which simulated service, what was asked, what was answered, and how long it took."""
@@ -84,6 +88,8 @@ class JournalEntry:
 
     @property
     def is_write(self) -> bool:
+        if self.method == "POST" and self.path.split("?")[0].endswith(_READ_ONLY_POSTS):
+            return False
         return self.method not in ("GET", "HEAD", "OPTIONS")
 
 
