@@ -174,6 +174,8 @@ class ComputeEmulator:
             return self._operation(method.name, project, zone, params.get("operation"), req)
         assert coll is not None
         name = next((params[k] for k in params if k not in ("project", "zone")), None)
+        if coll.name == "zones":
+            name, zone = zone, None  # zones.get names the zone itself
         if zone is not None:
             self._check_zone(project, zone)
         request_id = req.param("requestId")
@@ -424,8 +426,6 @@ class ComputeEmulator:
                           name: str | None, body: Obj) -> Response:
         everything = [self._render(coll, o) for (c, p, _), b in self._store.items() if c == coll.name and p == project
                       for o in b.values()]
-        if not coll.zonal and (req.param("includeAllScopes") or "").lower() != "true":
-            everything = []
         page = self._filter_page(req, everything)
         scopes: dict[str, Obj] = {}
         for z in sorted(self._bucket(COLLECTIONS["zones"], project, None)):

@@ -26,7 +26,7 @@ class Collection:
     in_use_name: str = ""  # how errors name the kind: health_check, backend_service …
     refs: tuple[Ref, ...] = ()
     defaults: Callable[[Obj], None] | None = None
-    implemented: frozenset[str] = frozenset({"insert", "get", "list", "delete", "patch", "update"})
+    implemented: frozenset[str] = frozenset({"insert", "get", "list", "delete", "patch", "update", "aggregatedList"})
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -83,20 +83,21 @@ COLLECTIONS: dict[str, Collection] = {c.name: c for c in (
                defaults=_backend_service_defaults,
                refs=(Ref("healthChecks[]", ("healthChecks",)),
                      Ref("backends[].group", ("instanceGroups", "networkEndpointGroups"))),
-               implemented=frozenset({"insert", "get", "list", "delete", "patch", "update", "getHealth"})),
+               implemented=frozenset({"insert", "get", "list", "delete", "patch", "update", "getHealth",
+                                      "aggregatedList"})),
     Collection("urlMaps", "urlMaps", "UrlMap", in_use_name="url_map",
                refs=(Ref("defaultService", ("backendServices",)),
                      Ref("pathMatchers[].defaultService", ("backendServices",)),
                      Ref("pathMatchers[].pathRules[].service", ("backendServices",)))),
     Collection("targetHttpProxies", "targetHttpProxies", "TargetHttpProxy", in_use_name="target_http_proxy",
                refs=(Ref("urlMap", ("urlMaps",)),),
-               implemented=frozenset({"insert", "get", "list", "delete", "patch", "setUrlMap"})),
+               implemented=frozenset({"insert", "get", "list", "delete", "patch", "setUrlMap", "aggregatedList"})),
     Collection("targetHttpsProxies", "targetHttpsProxies", "TargetHttpsProxy", in_use_name="target_https_proxy",
                refs=(Ref("urlMap", ("urlMaps",)), Ref("sslCertificates[]", ("sslCertificates",))),
                implemented=frozenset({"insert", "get", "list", "delete", "patch", "setUrlMap",
-                                      "setSslCertificates"})),
+                                      "setSslCertificates", "aggregatedList"})),
     Collection("sslCertificates", "sslCertificates", "SslCertificate", in_use_name="ssl_certificate",
-               defaults=_ssl_defaults, implemented=frozenset({"insert", "get", "list", "delete"})),
+               defaults=_ssl_defaults, implemented=frozenset({"insert", "get", "list", "delete", "aggregatedList"})),
     Collection("globalForwardingRules", "forwardingRules", "ForwardingRule", in_use_name="forwarding_rule",
                defaults=_forwarding_rule_defaults,
                refs=(Ref("target", ("targetHttpProxies", "targetHttpsProxies")),

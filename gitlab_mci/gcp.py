@@ -1,0 +1,129 @@
+"""The one place that builds Google Compute clients and waits on their operations.
+
+The endpoint comes from ``GITLAB_MCI_COMPUTE_ENDPOINT`` (default: Google's); a plain-``http`` loopback endpoint (the
+simulator) gets anonymous credentials, anything else Application Default Credentials. Operations are polled
+through an operations client built with the *same* endpoint — google-cloud-compute's own poller would go to
+compute.googleapis.com — and a finished operation with ``error`` set is a failure even when the library would
+return quietly.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from gitlab_mci.errors import UserError
+
+DEFAULT_ENDPOINT = "https://compute.googleapis.com"
+C = TypeVar("C")
+
+
+class OperationError(Exception):
+    """A Compute operation finished with an error (or did not finish in time)."""
+
+    def __init__(self, message: str, *, reasons: list[str] | None = None, status: int | None = None) -> None:
+        super().__init__(" ".join(message.split()))
+        self.reasons = reasons or []
+        self.status = status
+
+
+def _is_local(endpoint: str) -> bool:
+    parts = urlsplit(endpoint)
+    return parts.scheme == "http" and (parts.hostname or "").startswith(("127.", "localhost", "::1"))
+
+
+def project_from_env(explicit: str | None = None) -> str:
+    """``--project``, else ``GOOGLE_CLOUD_PROJECT``, else ``CLOUDSDK_CORE_PROJECT``."""
+    project = explicit or os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("CLOUDSDK_CORE_PROJECT")
+    if not project:
+        raise UserError("no Google Cloud project: pass --project or set GOOGLE_CLOUD_PROJECT")
+    return project
+
+
+@dataclass
+class Compute:
+    """Compute clients for one endpoint and project, created once and shared across threads."""
+
+    project: str
+    endpoint: str = DEFAULT_ENDPOINT
+    _clients: dict[type, Any] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def from_env(cls, project: str | None = None) -> Compute:
+        endpoint = os.environ.get("GITLAB_MCI_COMPUTE_ENDPOINT") or DEFAULT_ENDPOINT
+        if not endpoint.startswith(("http://", "https://")):
+            raise UserError(f"GITLAB_MCI_COMPUTE_ENDPOINT={endpoint!r} is not an http(s) URL")
+        return cls(project_from_env(project), endpoint.rstrip("/"))
+
+    @property
+    def local(self) -> bool:
+        return _is_local(self.endpoint)
+
+    def client(self, cls: type[C]) -> C:
+        """A client of ``cls`` (e.g. ``compute_v1.BackendServicesClient``) for this endpoint."""
+        with self._lock:
+            if cls not in self._clients:
+                from google.api_core.client_options import ClientOptions
+
+                kwargs: dict[str, Any] = {}
+                if self.endpoint != DEFAULT_ENDPOINT:
+                    kwargs["client_options"] = ClientOptions(api_endpoint=self.endpoint)
+                if self.local:
+                    from google.auth.credentials import AnonymousCredentials
+
+                    kwargs["credentials"] = AnonymousCredentials()
+                else:
+                    kwargs["credentials"] = _default_credentials()
+                self._clients[cls] = cls(**kwargs)
+            client: C = self._clients[cls]
+            return client
+
+    def wait(self, operation: Any, *, timeout: float = 600.0, what: str = "") -> Any:
+        """Wait for an operation (``ExtendedOperation``, ``Operation`` or its name) and raise on any error."""
+        from google.cloud import compute_v1
+
+        op = getattr(operation, "_extended_operation", operation)
+        name = op if isinstance(op, str) else op.name
+        zone = None if isinstance(op, str) else (op.zone.rsplit("/", 1)[-1] if op.zone else None)
+        deadline = time.monotonic() + timeout
+        current = op
+        while True:
+            status = getattr(current, "status", None)
+            if status is not None and getattr(status, "name", str(status)) == "DONE":
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise OperationError(f"{what or name}: operation {name} did not finish within {timeout:g}s")
+            # `wait` returns when the operation is done or after about two minutes, whichever is first.
+            if zone:
+                current = self.client(compute_v1.ZoneOperationsClient).wait(
+                    project=self.project, zone=zone, operation=name, timeout=min(remaining, 130))
+            else:
+                current = self.client(compute_v1.GlobalOperationsClient).wait(
+                    project=self.project, operation=name, timeout=min(remaining, 130))
+        error = getattr(current, "error", None)
+        errors = list(getattr(error, "errors", []) or [])
+        if errors or getattr(current, "http_error_status_code", 0):
+            reasons = [e.code for e in errors]
+            messages = "; ".join(e.message for e in errors) or str(getattr(current, "http_error_message", ""))
+            raise OperationError(f"{what or current.operation_type} failed: {messages}", reasons=reasons,
+                                 status=getattr(current, "http_error_status_code", None) or None)
+        return current
+
+
+def _default_credentials() -> Any:
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+    except DefaultCredentialsError:
+        raise UserError(
+            "no Google credentials: set GOOGLE_APPLICATION_CREDENTIALS (or run `gitlab-mci auth gitlab-oidc` in CI)"
+        ) from None
+    return credentials
