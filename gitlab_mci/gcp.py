@@ -76,7 +76,7 @@ class Compute:
                 if self.local:
                     from google.auth.credentials import AnonymousCredentials
 
-                    kwargs["credentials"] = AnonymousCredentials()
+                    kwargs["credentials"] = AnonymousCredentials()  # type: ignore[no-untyped-call]
                 else:
                     kwargs["credentials"] = _default_credentials()
                 self._clients[cls] = cls(**kwargs)
@@ -108,11 +108,12 @@ class Compute:
                     project=self.project, operation=name, timeout=min(remaining, 130))
         error = getattr(current, "error", None)
         errors = list(getattr(error, "errors", []) or [])
-        if errors or getattr(current, "http_error_status_code", 0):
+        http_status = int(getattr(current, "http_error_status_code", 0) or 0)
+        if errors or http_status:
             reasons = [e.code for e in errors]
             messages = "; ".join(e.message for e in errors) or str(getattr(current, "http_error_message", ""))
             raise OperationError(f"{what or current.operation_type} failed: {messages}", reasons=reasons,
-                                 status=getattr(current, "http_error_status_code", None) or None)
+                                 status=http_status or None)
         return current
 
 

@@ -31,6 +31,7 @@ def test_status_faults_reach_the_client(
     else:
         with pytest.raises(exception) as info:
             list(client.list(project=P))
+        assert isinstance(info.value, gexc.GoogleAPICallError)
         assert info.value.errors[0]["reason"] == (reason or info.value.errors[0]["reason"])
         list(client.list(project=P))  # fired once only
     entries = sim.sim.journal.entries("compute")
