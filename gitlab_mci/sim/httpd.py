@@ -311,15 +311,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             except Exception as exc:  # a bug in the simulator must be loud, not a dropped connection
                 resp = Response(500, {"error": {"code": 500, "message": f"simulator error: {exc!r}"}})
         payload = resp.encode()
-        self.send_response(resp.status)
-        if payload or resp.status not in (204, 304):
-            self.send_header("Content-Type", resp.content_type)
-        for k, v in resp.headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
+        # Recorded before the answer is sent, so a client that has its answer always finds the entry.
         if sim.journal is not None:
             sim.journal.record(
                 JournalEntry(
@@ -332,6 +324,15 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     fault=fault_name,
                 )
             )
+        self.send_response(resp.status)
+        if payload or resp.status not in (204, 304):
+            self.send_header("Content-Type", resp.content_type)
+        for k, v in resp.headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
 

@@ -168,6 +168,13 @@ def test_url_map_proxies_certificates_and_forwarding_rule_chain(sim: RunningSim,
     gc.wait(http.delete(project=P, target_http_proxy=hp))
     gc.wait(certs.delete(project=P, ssl_certificate=self_managed))
     gc.wait(urlmaps.delete(project=P, url_map=um))
+    _delete_bs(gc, bs)
+
+
+def _delete_bs(gc: Compute, url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    gc.wait(gc.client(compute_v1.BackendServicesClient).delete(project=P, backend_service=name))
+    gc.wait(gc.client(compute_v1.HealthChecksClient).delete(project=P, health_check=name + "-hc"))
 
 
 def test_managed_certificate_becomes_active(make_sim: Any) -> None:
@@ -273,3 +280,5 @@ def test_failed_operation_is_an_error_and_changes_nothing(sim: RunningSim, gc: C
     assert info.value.status == 503 and "create url map doomed failed" in str(info.value)
     with pytest.raises(gexc.NotFound):
         client.get(project=P, url_map="doomed")
+    sim.sim.faults.clear()
+    _delete_bs(gc, bs)
