@@ -12,7 +12,8 @@ from tests.conftest import RunningSim
 def gcloud(sim: RunningSim, *args: str) -> str:
     env = {**os.environ, "CLOUDSDK_CONFIG": str(sim.files.gcloud_config)}
     done = subprocess.run(["gcloud", *args, "--quiet"], capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, (done.stderr, [(e.method, e.path, e.status) for e in sim.sim.journal.entries()
+                                                 if "gc-" in e.path or "operations" in e.path][-8:])
     return done.stdout
 
 
