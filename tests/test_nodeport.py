@@ -214,3 +214,26 @@ def test_nodeport_commands_import_no_google_cloud_module(clusters: Any) -> None:
                          env={**os.environ, "KUBECONFIG": str(c.kubeconfig)})
     assert out.returncode == 0, out.stderr
     assert "GOOGLE []" in out.stdout
+
+
+def test_verify_with_an_ingress_checks_every_backend_service(
+    clusters: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    c = clusters("prod1", "prod2")
+    for name in ("prod1", "prod2"):
+        c.add_app_service(name, release="web", node_port=30999 if name == "prod1" else 31500, name="web")
+        c.add_app_service(name, release="api", node_port=31000, name="api")
+    ingress = tmp_path / "ingress.yaml"
+    ingress.write_text(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: shop}\nspec:\n"
+        "  defaultBackend: {service: {name: api, port: {number: 5000}}}\n"
+        "  rules:\n  - http:\n      paths:\n"
+        "      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {name: web}}}}\n"
+    )
+    code, out, _ = run_cli(["nodeport", "verify", "--ingress", str(ingress), "-o", "json"], capsys)
+    rows = yaml.safe_load(out)
+    assert code == 1
+    assert sorted((r["cluster"], r["service"], r["status"]) for r in rows) == [
+        ("prod1", "default/api", "ok"), ("prod1", "default/web", "mismatch"),
+        ("prod2", "default/api", "ok"), ("prod2", "default/web", "mismatch"),
+    ]

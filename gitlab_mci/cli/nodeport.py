@@ -140,7 +140,7 @@ def choose_cmd(contexts: tuple[str, ...], kubeconfig: Path | None) -> None:
 
 def _ingress_backends(path: Path) -> list[tuple[str, str | None]]:
     """(service, port) pairs an Ingress routes to, via the shared Ingress model."""
-    from gitlab_mci.ingress import load_ingress  # type: ignore[import-not-found]
+    from gitlab_mci.ingress import load_ingress
 
     model = load_ingress(path)
-    return [(b.service, None if b.port is None else str(b.port)) for b in model.backends()]
+    return [(b.service, str(b.port)) for b in model.backends()]
