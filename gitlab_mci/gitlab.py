@@ -264,20 +264,10 @@ def load_envs_file(path: Path, env: Mapping[str, str] | None = None) -> EnvsFile
 
     Every problem is a one-line :class:`UserError` naming the file and the key.
     """
-    import yaml
+    from gitlab_mci.files import load_yaml, read_text
 
     env = os.environ if env is None else env
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise UserError(f"{path}: malformed YAML{where}: {problem}") from None
+    doc = load_yaml(read_text(path, "the environments file"), str(path))
     if not isinstance(doc, dict):
         raise UserError(f"{path}: expected a mapping with 'environments' (and optionally 'variables', 'project')")
     unknown = sorted(str(k) for k in doc if k not in _TOP_KEYS)

@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from gitlab_mci.errors import UserError
+from gitlab_mci.files import load_yaml, read_text
 
 _OLD_SHAPES = {"extensions/v1beta1", "networking.k8s.io/v1beta1"}
 _PATH_TYPES = {"Prefix", "Exact", "ImplementationSpecific"}
@@ -73,21 +72,11 @@ def from_service(service: str, port: int | str, name: str | None = None) -> Ingr
 
 def load_ingress(source: str | Path) -> IngressModel:
     """Read an Ingress (or MultiClusterIngress) manifest file; errors name the file and the field."""
-    path = Path(source)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read the Ingress file ({exc.strerror})") from None
-    return parse_ingress(text, str(path))
+    return parse_ingress(read_text(source, "the Ingress file"), str(source))
 
 
 def parse_ingress(text: str, where: str = "ingress") -> IngressModel:
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f"{where}:{mark.line + 1}" if mark is not None else where
-        raise UserError(f"{at}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    docs = load_yaml(text, where, all_documents=True)
     ingresses = [d for d in docs if isinstance(d, dict) and d.get("kind") in ("Ingress", "MultiClusterIngress")]
     if not ingresses:
         kinds = ", ".join(str(d.get("kind")) for d in docs if isinstance(d, dict)) or "nothing"

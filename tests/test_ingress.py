@@ -79,7 +79,7 @@ def test_default_backend_is_optional_and_flags_make_a_model(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("a: [", "i.yaml:1: not valid YAML"),
+        ("a: [", "i.yaml: malformed YAML at line 1"),
         ("kind: Service\n", "i.yaml: no Ingress or MultiClusterIngress found (found Service)"),
         (V1.replace("networking.k8s.io/v1", "apps/v1"), "i.yaml: apiVersion: 'apps/v1' is not an Ingress API version"),
         (V1.replace("name: api, port: {name: http}", "name: api, port: {}"),

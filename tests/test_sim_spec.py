@@ -66,7 +66,7 @@ def test_bad_spec_is_one_line_naming_the_field(raw: object, message: str) -> Non
 def test_spec_file_errors_name_the_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "world.yaml"
     bad.write_text("clusters:\n  - name: a\n   location: [\n")
-    with pytest.raises(UserError, match=r"world\.yaml:\d+: not valid YAML"):
+    with pytest.raises(UserError, match=r"world\.yaml: malformed YAML at line \d+"):
         load_spec(bad)
     with pytest.raises(UserError, match="cannot read simulator spec"):
         load_spec(tmp_path / "missing.yaml")

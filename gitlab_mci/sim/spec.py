@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from gitlab_mci.errors import UserError
+from gitlab_mci.files import load_yaml, read_text
 
 _NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _ZONE_RE = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$")
@@ -175,18 +174,7 @@ def load_spec(path: str | Path | None) -> WorldSpec:
     """Read a spec file (``None``: the default two-cluster world)."""
     if path is None:
         return parse_spec(DEFAULT_SPEC, "default simulator spec")
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise UserError(f"{p}: cannot read simulator spec ({exc.strerror})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
-        raise UserError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    return parse_spec(raw, str(p))
+    return parse_spec(load_yaml(read_text(path, "simulator spec"), str(path)), str(path))
 
 
 def generated_spec(clusters: int, zones_per_cluster: int = 1, nodes_per_zone: int = 3, **extra: Any) -> WorldSpec:
