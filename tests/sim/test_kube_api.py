@@ -163,6 +163,9 @@ def test_kubectl_get_patch_apply_describe_delete_and_conflict(api: Any, tmp_path
     assert kubectl(api, "get", "svc", "-l", "app=shop", "-o", "jsonpath={.items[0].spec.ports[0].nodePort}"
                    ).stdout == "30500"
     assert "NodePort:                 web  30500/TCP" in kubectl(api, "describe", "service", "shop").stdout
+    table = kubectl(api, "get", "svc", "shop").stdout.splitlines()
+    assert table[0].split() == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    assert table[1].split()[:5] == ["shop", "NodePort", table[1].split()[2], "<none>", "80:30500/TCP"]
     clash = kubectl(api, "create", "-f", "-", stdin=json.dumps(svc("clash", 30500)), check=False)
     assert clash.returncode == 1 and "provided port is already allocated" in clash.stderr
     mci = {"apiVersion": "networking.gke.io/v1", "kind": "MultiClusterIngress", "metadata": {"name": "shop"},

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from gitlab_mci.sim.httpd import Request, Response, kube_status
+from gitlab_mci.sim.kube import tables
 from gitlab_mci.sim.kube.patch import (
     PatchError,
     fields_match,
@@ -285,9 +286,15 @@ class KubeApiServer:
         if req.method == "GET" and name is None:
             if req.param("watch") in ("true", "1"):
                 return self._watch(kind, ns, req)
-            return Response(200, self._list(kind, ns, req))
+            listing = self._list(kind, ns, req)
+            if tables.wants_table(req.headers.get("accept", "")):
+                return Response(200, tables.table(kind.kind, listing["items"], str(self._rv)))
+            return Response(200, listing)
         if req.method == "GET" and name is not None:
-            return Response(200, self._get(kind, ns, name))
+            obj = self._get(kind, ns, name)
+            if tables.wants_table(req.headers.get("accept", "")):
+                return Response(200, tables.table(kind.kind, [obj], str(self._rv)))
+            return Response(200, obj)
         if req.method == "POST" and name is None:
             body = self._body(req)
             if kind.namespaced and ns is None:
