@@ -1,0 +1,77 @@
+"""Deterministic, owned names for the load balancer's Compute resources, and the ownership marker.
+
+State lives in the cloud, found by name: ``<prefix>-<kind>-<lb>[-<suffix>]`` (e.g. ``gmci-bs-shop-30999``), never
+starting with ``mci-`` (GKE's hosted Multi Cluster Ingress owns that prefix and deletes what it does not manage).
+Names longer than 63 characters keep a readable head and end in a hash of the full name, so distinct inputs stay
+distinct.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from gitlab_mci.errors import UserError
+
+MAX_LEN = 63
+LB_NAME_MAX = 40
+_RFC1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+LABEL_KEY = "gitlab-mci-lb"
+MARKER = "gitlab-mci:lb="
+
+# Short kind codes keep names readable within 63 characters.
+KINDS = {
+    "address": "ip", "firewall": "fw", "healthCheck": "hc", "backendService": "bs", "urlMap": "um",
+    "redirectUrlMap": "rd", "httpProxy": "hp", "httpsProxy": "sp", "certificate": "crt", "forwardingRule": "fr",
+    "namedPort": "np",
+}
+
+
+def check_lb_name(lb: str) -> str:
+    if not _RFC1035.match(lb) or len(lb) > LB_NAME_MAX:
+        raise UserError(f"load balancer name {lb!r} must be lowercase letters, digits and hyphens, start with a "
+                        f"letter, and be at most {LB_NAME_MAX} characters")
+    return lb
+
+
+@dataclass(frozen=True)
+class Namer:
+    """Names every resource of one load balancer."""
+
+    lb: str
+    prefix: str = "gmci"
+
+    def __post_init__(self) -> None:
+        check_lb_name(self.lb)
+        if not _RFC1035.match(self.prefix) or len(self.prefix) > 10:
+            raise UserError(f"name prefix {self.prefix!r} must be a short lowercase RFC 1035 name")
+        if self.prefix == "mci" or self.prefix.startswith("mci-"):
+            raise UserError(f"name prefix {self.prefix!r} is reserved by GKE Multi Cluster Ingress, which deletes "
+                            "unmanaged mci- resources; choose another --name-prefix")
+
+    def name(self, kind: str, suffix: str | int | None = None) -> str:
+        parts = [self.prefix, KINDS[kind], self.lb] + ([str(suffix)] if suffix not in (None, "") else [])
+        full = "-".join(parts)
+        full = re.sub(r"[^-a-z0-9]", "-", full.lower())
+        if len(full) <= MAX_LEN:
+            return full
+        digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+        return f"{full[:MAX_LEN - 9].rstrip('-')}-{digest}"
+
+    @property
+    def description(self) -> str:
+        """The marker every owned resource carries in ``description``."""
+        return f"{MARKER}{self.lb} " + json.dumps({"managedBy": "gitlab-mci", "lb": self.lb}, separators=(",", ":"))
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Labels for the kinds that have them (global addresses and forwarding rules)."""
+        return {LABEL_KEY: self.lb}
+
+    def owns(self, resource: dict[str, Any]) -> bool:
+        """True when ``resource`` (REST JSON) carries this load balancer's marker."""
+        description = str(resource.get("description") or "")
+        return description.split(" ", 1)[0] == f"{MARKER}{self.lb}"
