@@ -20,6 +20,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("gitlab_mci.cli.sim", "Start, stop and inspect the local Google Cloud + GKE simulator."),
     "helm": ("gitlab_mci.cli.helm", "Chart values and HELM_UPGRADE_EXTRA_ARGS that pin the app's NodePort."),
     "nodeport": ("gitlab_mci.cli.nodeport", "Pin, verify or choose the app's node port in every cluster."),
+    "lb": ("gitlab_mci.cli.lb", "The self-managed global load balancer: plan, apply, destroy."),
     "gitlab": ("gitlab_mci.cli.gitlab", "CI/CD variables per environment, teardown trigger, deployment gate."),
     "auth": ("gitlab_mci.cli.auth", "Google credentials for jobs: GitLab OIDC to Workload Identity Federation."),
 }

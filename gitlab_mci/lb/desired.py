@@ -1,0 +1,220 @@
+"""The desired load balancer: every Compute resource as REST JSON, with its dependencies, from the inputs.
+
+Pure: no API calls. Inputs are the routing model (:mod:`gitlab_mci.ingress`), the options, and what discovery found
+in each cluster. Problems that make the load balancer impossible (a Service missing in a cluster, node ports that
+differ between clusters, probe paths that disagree) are one-line errors here, before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gitlab_mci.errors import UserError
+from gitlab_mci.ingress import Backend, IngressModel
+from gitlab_mci.lb.discovery import ClusterInfo
+from gitlab_mci.lb.names import Namer
+
+API = "https://www.googleapis.com/compute/v1/"
+# Where Google's health checkers and front ends connect from (REFERENCE §3).
+HEALTH_CHECK_RANGES = ("130.211.0.0/22", "35.191.0.0/16")
+MAX_BACKENDS = 50
+
+
+@dataclass(frozen=True)
+class Options:
+    lb: str
+    project: str
+    scheme: str = "EXTERNAL_MANAGED"
+    static_ip: str | None = None  # a global address to use (reused if it exists, reserved if not)
+    health_check_path: str | None = None
+    timeout_sec: int = 30
+    balancing_mode: str = "UTILIZATION"
+    prefix: str = "gmci"
+
+    def __post_init__(self) -> None:
+        if self.scheme not in ("EXTERNAL", "EXTERNAL_MANAGED"):
+            raise UserError(f"--scheme {self.scheme!r}: use EXTERNAL_MANAGED (global external ALB) or EXTERNAL "
+                            "(classic)")
+        if self.balancing_mode not in ("UTILIZATION", "RATE"):
+            raise UserError(f"--balancing-mode {self.balancing_mode!r}: use UTILIZATION or RATE")
+        if not 1 <= self.timeout_sec <= 86400:
+            raise UserError(f"--timeout {self.timeout_sec}: must be 1 to 86400 seconds")
+        if self.health_check_path is not None and not self.health_check_path.startswith("/"):
+            raise UserError(f"--health-check-path {self.health_check_path!r} must start with /")
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One desired Compute resource."""
+
+    collection: str
+    name: str
+    body: dict[str, Any]
+    deps: tuple[str, ...] = ()  # keys of resources that must exist first
+    zone: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.collection}/{self.zone + '/' if self.zone else ''}{self.name}"
+
+
+@dataclass(frozen=True)
+class NamedPorts:
+    """Named ports gitlab-mci needs on one instance group (the group's other named ports are kept)."""
+
+    group: str  # instance group URL
+    ports: dict[str, int]
+
+    @property
+    def key(self) -> str:
+        return f"namedPorts/{self.group.split('/compute/v1/')[-1]}"
+
+
+@dataclass
+class Desired:
+    """The whole desired load balancer."""
+
+    namer: Namer
+    project: str
+    resources: dict[str, Resource] = field(default_factory=dict)
+    named_ports: list[NamedPorts] = field(default_factory=list)
+    address_owned: bool = True  # False when the user named a static IP: never deleted unless asked
+
+    def add(self, r: Resource) -> Resource:
+        self.resources[r.key] = r
+        return r
+
+    def url(self, r: Resource) -> str:
+        scope = f"zones/{r.zone}" if r.zone else "global"
+        segment = {"globalAddresses": "addresses", "globalForwardingRules": "forwardingRules"}.get(
+            r.collection, r.collection)
+        return f"{API}projects/{self.project}/{scope}/{segment}/{r.name}"
+
+
+def _node_ports(model: IngressModel, clusters: Sequence[ClusterInfo]) -> dict[Backend, int]:
+    """The node port of every backend, which must be the same in every cluster."""
+    result: dict[Backend, int] = {}
+    for backend in model.backends():
+        seen: dict[int, str] = {}
+        for c in clusters:
+            svc = c.services.get(backend.service)
+            if svc is None:
+                raise UserError(f"Service {backend.service!r} (routed to by the Ingress) does not exist in "
+                                f"context {c.context!r}")
+            port = svc.port(backend.port)
+            if port is None:
+                raise UserError(f"Service {backend.service!r} in context {c.context!r} has no port {backend.port!r}")
+            if svc.type not in ("NodePort", "LoadBalancer") or port.node_port is None:
+                raise UserError(f"Service {backend.service!r} in context {c.context!r} is {svc.type}, not NodePort "
+                                "(deploy it with `gitlab-mci helm extra-args`)")
+            seen.setdefault(port.node_port, c.context)
+        if len(seen) > 1:
+            pairs = ", ".join(f"{ctx}: {np}" for np, ctx in sorted(seen.items()))
+            raise UserError(f"Service {backend.service!r} port {backend.port} has different node ports across "
+                            f"clusters ({pairs}); run `gitlab-mci nodeport pin` in each")
+        result[backend] = next(iter(seen))
+    return result
+
+
+def _probe_path(backend: Backend, clusters: Sequence[ClusterInfo], override: str | None) -> str:
+    if override:
+        return override
+    paths = {c.context: c.services[backend.service].readiness_path for c in clusters}
+    distinct = {p for p in paths.values() if p}
+    if len(distinct) > 1:
+        listed = ", ".join(f"{ctx}: {p}" for ctx, p in sorted(paths.items()))
+        raise UserError(f"Service {backend.service!r} has different readiness probe paths ({listed}); make them "
+                        "agree or pass --health-check-path")
+    return distinct.pop() if distinct else "/"
+
+
+def _paths(path: str, path_type: str) -> list[str]:
+    if path_type == "Exact":
+        return [path]
+    if path_type == "Prefix":
+        base = path.rstrip("/")
+        return [base or "/", f"{base}/*"] if base else ["/*"]
+    return [path]
+
+
+def build(model: IngressModel, options: Options, clusters: Sequence[ClusterInfo]) -> Desired:
+    """The desired resources for ``model`` served by ``clusters``."""
+    if not clusters:
+        raise UserError("no clusters: pass --context for every production cluster (or set MCI_CONTEXTS)")
+    namer = Namer(options.lb, options.prefix)
+    desired = Desired(namer, options.project, address_owned=options.static_ip is None)
+    owner = namer.description
+    node_ports = _node_ports(model, clusters)
+    groups = sorted({g for c in clusters for g in c.groups})
+    if len(groups) > MAX_BACKENDS:
+        raise UserError(f"{len(groups)} instance groups exceed the {MAX_BACKENDS} backends a backend service may "
+                        "have; use fewer node pools or zones")
+
+    address = desired.add(Resource("globalAddresses", options.static_ip or namer.name("address"),
+                                   {"name": options.static_ip or namer.name("address"), "description": owner,
+                                    "labels": namer.labels}))
+
+    by_network: dict[str, list[ClusterInfo]] = {}
+    for c in clusters:
+        by_network.setdefault(c.network, []).append(c)
+    for network, members in sorted(by_network.items()):
+        suffix = None if len(by_network) == 1 else hashlib.sha256(network.encode()).hexdigest()[:6]
+        name = namer.name("firewall", suffix)
+        desired.add(Resource("firewalls", name, {
+            "name": name, "description": owner, "network": network, "direction": "INGRESS",
+            "sourceRanges": list(HEALTH_CHECK_RANGES),
+            "allowed": [{"IPProtocol": "tcp", "ports": [str(p) for p in sorted(set(node_ports.values()))]}],
+            "targetTags": sorted({t for c in members for t in c.tags}),
+        }))
+
+    port_names = {np: f"{options.prefix}-{np}" for np in sorted(set(node_ports.values()))}
+    desired.named_ports = [NamedPorts(g, {port_names[np]: np for np in port_names}) for g in groups]
+    service_for: dict[int, Resource] = {}
+    for backend, np in node_ports.items():
+        if np in service_for:
+            continue
+        hc = desired.add(Resource("healthChecks", namer.name("healthCheck", np), {
+            "name": namer.name("healthCheck", np), "description": owner, "type": "HTTP",
+            "httpHealthCheck": {"port": np, "requestPath": _probe_path(backend, clusters, options.health_check_path)},
+        }))
+        bs_name = namer.name("backendService", np)
+        backends: list[dict[str, Any]] = [{"group": g, "balancingMode": options.balancing_mode} for g in groups]
+        if options.balancing_mode == "RATE":
+            for b in backends:
+                b["maxRatePerInstance"] = 1e14
+        service_for[np] = desired.add(Resource("backendServices", bs_name, {
+            "name": bs_name, "description": owner, "protocol": "HTTP", "portName": port_names[np],
+            "timeoutSec": options.timeout_sec, "loadBalancingScheme": options.scheme,
+            "healthChecks": [desired.url(hc)], "backends": backends,
+        }, deps=(hc.key, *(n.key for n in desired.named_ports))))
+
+    default = model.default_backend or model.backends()[0]
+    default_bs = service_for[node_ports[default]]
+    url_map_body: dict[str, Any] = {"name": namer.name("urlMap"), "description": owner,
+                                    "defaultService": desired.url(default_bs), "hostRules": [], "pathMatchers": []}
+    for i, rule in enumerate(model.rules):
+        matcher = f"m{i}"
+        path_rules, matcher_default = [], default_bs
+        for p in rule.paths:
+            bs = service_for[node_ports[p.backend]]
+            if p.path == "/" and p.path_type != "Exact":
+                matcher_default = bs
+                continue
+            path_rules.append({"paths": _paths(p.path, p.path_type), "service": desired.url(bs)})
+        url_map_body["hostRules"].append({"hosts": [rule.host or "*"], "pathMatcher": matcher})
+        url_map_body["pathMatchers"].append({"name": matcher, "defaultService": desired.url(matcher_default),
+                                             "pathRules": path_rules})
+    url_map = desired.add(Resource("urlMaps", namer.name("urlMap"), url_map_body,
+                                   deps=tuple(r.key for r in service_for.values())))
+    proxy = desired.add(Resource("targetHttpProxies", namer.name("httpProxy"), {
+        "name": namer.name("httpProxy"), "description": owner, "urlMap": desired.url(url_map)},
+        deps=(url_map.key,)))
+    rule_name = namer.name("forwardingRule", "http")
+    desired.add(Resource("globalForwardingRules", rule_name, {
+        "name": rule_name, "description": owner, "IPAddress": desired.url(address), "IPProtocol": "TCP",
+        "portRange": "80", "target": desired.url(proxy), "loadBalancingScheme": options.scheme,
+        "labels": namer.labels}, deps=(address.key, proxy.key)))
+    return desired

@@ -1,0 +1,398 @@
+"""Read the actual load balancer, diff it against the desired one, and run the changes as a dependency graph.
+
+Reads: one filtered ``list`` per collection (plus one ``get`` per instance group for named ports), not one call per
+resource. Writes: only what differs; independent resources run concurrently (bounded), each waits for the
+resources it references. Resources without gitlab-mci's marker are never changed or deleted.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from gitlab_mci.errors import UserError
+from gitlab_mci.gcp import Compute, OperationError
+from gitlab_mci.lb.desired import Desired
+
+# collection → (client class, message type, request argument name, list request, insert request)
+_API: dict[str, tuple[str, str, str, str, str]] = {
+    "globalAddresses": ("GlobalAddressesClient", "Address", "address", "ListGlobalAddressesRequest",
+                        "InsertGlobalAddressRequest"),
+    "firewalls": ("FirewallsClient", "Firewall", "firewall", "ListFirewallsRequest", "InsertFirewallRequest"),
+    "healthChecks": ("HealthChecksClient", "HealthCheck", "health_check", "ListHealthChecksRequest",
+                     "InsertHealthCheckRequest"),
+    "backendServices": ("BackendServicesClient", "BackendService", "backend_service", "ListBackendServicesRequest",
+                        "InsertBackendServiceRequest"),
+    "urlMaps": ("UrlMapsClient", "UrlMap", "url_map", "ListUrlMapsRequest", "InsertUrlMapRequest"),
+    "targetHttpProxies": ("TargetHttpProxiesClient", "TargetHttpProxy", "target_http_proxy",
+                          "ListTargetHttpProxiesRequest", "InsertTargetHttpProxyRequest"),
+    "globalForwardingRules": ("GlobalForwardingRulesClient", "ForwardingRule", "forwarding_rule",
+                              "ListGlobalForwardingRulesRequest", "InsertGlobalForwardingRuleRequest"),
+}
+# Creation order; deletion runs the other way round.
+ORDER = ("globalAddresses", "firewalls", "healthChecks", "backendServices", "urlMaps", "targetHttpProxies",
+         "globalForwardingRules")
+# Fields that cannot change in place on a forwarding rule: changing them means delete and create.
+_FR_IMMUTABLE = ("IPAddress", "IPProtocol", "portRange", "loadBalancingScheme")
+_TRANSIENT = {429, 500, 502, 503, 504}
+
+
+@dataclass
+class Change:
+    """One planned change: create, update (with the changed fields), delete; or a named-ports update."""
+
+    action: str  # create | update | delete | replace
+    key: str
+    collection: str
+    name: str
+    body: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # field → (old, new)
+    actual: dict[str, Any] | None = None
+    deps: tuple[str, ...] = ()
+
+
+def _normal(value: Any) -> Any:
+    """Compare URLs whatever their host, and treat absent, empty and null alike."""
+    if isinstance(value, str) and "/compute/v1/" in value:
+        return value.split("/compute/v1/", 1)[1]
+    if isinstance(value, list):
+        return [_normal(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _normal(v) for k, v in value.items() if v not in (None, [], {})}
+    return value
+
+
+def _subset_differs(want: Any, have: Any) -> bool:
+    """Whether ``have`` differs from ``want`` on the fields ``want`` sets (server defaults are ignored)."""
+    if isinstance(want, dict):
+        if not isinstance(have, dict):
+            return bool(want)
+        return any(_subset_differs(v, have.get(k)) for k, v in want.items())
+    if isinstance(want, list):
+        if not isinstance(have, list) or len(want) != len(have):
+            return bool(want) or bool(have)
+        return any(_subset_differs(w, h) for w, h in zip(want, have, strict=True))
+    if isinstance(want, float) and isinstance(have, int | float):
+        return float(have) != want
+    return bool(_normal(want) != _normal(have))
+
+
+def _as_served(collection: str, body: dict[str, Any], actual: Actual) -> dict[str, Any]:
+    """The desired body in the form the API answers with, so that an unchanged resource compares equal."""
+    if collection != "globalForwardingRules":
+        return body
+    out = dict(body)
+    ip = str(out.get("IPAddress", ""))
+    if "/addresses/" in ip:  # the API stores the address's IP, not the link to it
+        address = actual.resources.get(f"globalAddresses/{ip.rsplit('/', 1)[1]}")
+        if address is not None:
+            out["IPAddress"] = address.get("address")
+    port = str(out.get("portRange", ""))
+    if port and "-" not in port:
+        out["portRange"] = f"{port}-{port}"
+    return out
+
+
+class ComputeApi:
+    """The Compute calls the engine makes, as REST JSON, with retries of transient errors and waits."""
+
+    def __init__(self, compute: Compute, *, timeout: float = 600.0, retries: int = 5) -> None:
+        self.compute = compute
+        self.project = compute.project
+        self.timeout = timeout
+        self.retries = retries
+
+    def _client(self, collection: str) -> tuple[Any, Any, str]:
+        from google.cloud import compute_v1
+
+        client_name, message, arg, _, _ = _API[collection]
+        return self.compute.client(getattr(compute_v1, client_name)), getattr(compute_v1, message), arg
+
+    def retrying(self, what: str, fn: Callable[[], Any]) -> Any:
+        from google.api_core import exceptions as gexc
+
+        delay = 0.5
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except gexc.GoogleAPICallError as exc:
+                reason = (exc.errors[0] or {}).get("reason") if exc.errors else None
+                transient = exc.code in _TRANSIENT or reason in ("rateLimitExceeded", "userRateLimitExceeded")
+                if not transient or attempt == self.retries:
+                    raise UserError(f"{what}: {exc.message}") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
+        raise AssertionError("unreachable")
+
+    def wait(self, what: str, op: Any) -> None:
+        try:
+            self.compute.wait(op, timeout=self.timeout, what=what)
+        except OperationError as exc:
+            raise UserError(str(exc)) from None
+
+    def list(self, collection: str, name_regex: str) -> list[dict[str, Any]]:
+        from google.cloud import compute_v1
+
+        client, message, _ = self._client(collection)
+        request_type = getattr(compute_v1, _API[collection][3])
+        pages = self.retrying(f"list {collection}", lambda: list(client.list(request=request_type(
+            project=self.project, filter=f'name eq "{name_regex}"'))))
+        return [json.loads(message.to_json(item, always_print_fields_with_no_presence=False)) for item in pages]
+
+    def get(self, collection: str, name: str) -> dict[str, Any] | None:
+        from google.api_core import exceptions as gexc
+
+        client, message, arg = self._client(collection)
+        try:
+            item = client.get(project=self.project, **{arg: name})
+        except gexc.NotFound:
+            return None
+        except gexc.GoogleAPICallError as exc:
+            raise UserError(f"read {collection}/{name}: {exc.message}") from None
+        result: dict[str, Any] = json.loads(message.to_json(item, always_print_fields_with_no_presence=False))
+        return result
+
+    def insert(self, collection: str, body: dict[str, Any]) -> None:
+        from google.cloud import compute_v1
+
+        client, message, arg = self._client(collection)
+        # The same requestId on every retry: a retried insert cannot create twice.
+        request = getattr(compute_v1, _API[collection][4])(
+            project=self.project, request_id=str(uuid.uuid4()),
+            **{f"{arg}_resource": message.from_json(json.dumps(body))})
+        op = self.retrying(f"create {collection}/{body['name']}", lambda: client.insert(request=request))
+        self.wait(f"create {collection}/{body['name']}", op)
+
+    def delete(self, collection: str, name: str) -> None:
+        client, _, arg = self._client(collection)
+        op = self.retrying(f"delete {collection}/{name}", lambda: client.delete(project=self.project, **{arg: name}))
+        self.wait(f"delete {collection}/{name}", op)
+
+    def patch(self, collection: str, name: str, body: dict[str, Any], *, put: bool = False) -> None:
+        client, message, arg = self._client(collection)
+        method = client.update if put else client.patch
+        op = self.retrying(f"update {collection}/{name}", lambda: method(
+            project=self.project, **{arg: name, f"{arg}_resource": message.from_json(json.dumps(body))}))
+        self.wait(f"update {collection}/{name}", op)
+
+    def call(self, what: str, collection: str, method: str, **kwargs: Any) -> None:
+        client, _, _ = self._client(collection)
+        op = self.retrying(what, lambda: getattr(client, method)(project=self.project, **kwargs))
+        self.wait(what, op)
+
+
+@dataclass
+class Actual:
+    resources: dict[str, dict[str, Any]]  # key → REST JSON
+    groups: dict[str, dict[str, Any]]  # group URL → instance group JSON
+
+
+def read_actual(api: ComputeApi, desired: Desired) -> Actual:
+    """Everything of this load balancer that exists: one list per collection, plus the instance groups."""
+    from google.cloud import compute_v1
+
+    namer = desired.namer
+    regex = f"{namer.prefix}-[a-z]+-{namer.lb}(-.*)?"
+    found: dict[str, dict[str, Any]] = {}
+    for collection in ORDER:
+        for item in api.list(collection, regex):
+            found[f"{collection}/{item['name']}"] = item
+    address = next((r for r in desired.resources.values() if r.collection == "globalAddresses"), None)
+    if address is not None and address.key not in found:
+        got = api.get("globalAddresses", address.name)
+        if got is not None:
+            found[address.key] = got
+    groups: dict[str, dict[str, Any]] = {}
+    client = api.compute.client(compute_v1.InstanceGroupsClient)
+    for np in desired.named_ports:
+        parts = np.group.split("/compute/v1/", 1)[1].split("/")  # projects/P/zones/Z/instanceGroups/G
+        group = api.retrying(f"read instance group {parts[-1]}", functools.partial(
+            client.get, project=parts[1], zone=parts[3], instance_group=parts[5]))
+        groups[np.group] = json.loads(compute_v1.InstanceGroup.to_json(
+            group, always_print_fields_with_no_presence=False))
+    return Actual(found, groups)
+
+
+def diff(desired: Desired, actual: Actual, *, adopt: bool = False) -> list[Change]:
+    """The changes that turn ``actual`` into ``desired``; refuses to touch what gitlab-mci does not own."""
+    namer = desired.namer
+    changes: list[Change] = []
+    for key, r in desired.resources.items():
+        have = actual.resources.get(key)
+        if have is None:
+            changes.append(Change("create", key, r.collection, r.name, r.body, deps=r.deps))
+            continue
+        user_address = r.collection == "globalAddresses" and not desired.address_owned
+        if not namer.owns(have):
+            if user_address:
+                continue  # the user's static IP: used as it is, never changed
+            if not adopt:
+                raise UserError(f"{r.collection}/{r.name} exists but was not created by gitlab-mci for load "
+                                f"balancer {namer.lb!r}; delete or rename it, or pass --adopt")
+        if user_address:
+            continue
+        body = dict(r.body)
+        compare = _as_served(r.collection, body, actual)
+        changed = {k: (have.get(k), v) for k, v in compare.items() if _subset_differs(v, have.get(k))}
+        if not namer.owns(have):
+            changed["description"] = (have.get("description"), namer.description)
+        if changed:
+            action = "update"
+            if r.collection == "globalForwardingRules" and any(k in changed for k in _FR_IMMUTABLE):
+                action = "replace"
+            changes.append(Change(action, key, r.collection, r.name, body, changed, have, r.deps))
+    for np in desired.named_ports:
+        group = actual.groups.get(np.group, {})
+        current = {p["name"]: p["port"] for p in group.get("namedPorts", [])}
+        ours = {k: v for k, v in current.items() if k.startswith(f"{namer.prefix}-")}
+        if ours != np.ports:
+            merged = {**{k: v for k, v in current.items() if k not in ours}, **np.ports}
+            changes.append(Change("update", np.key, "namedPorts", np.group.rsplit("/", 1)[1],
+                                  {"namedPorts": [{"name": k, "port": v} for k, v in sorted(merged.items())],
+                                   "fingerprint": group.get("fingerprint"), "group": np.group},
+                                  {"namedPorts": (current, merged)}))
+    for key, have in actual.resources.items():
+        if key not in desired.resources and namer.owns(have):
+            collection = key.split("/", 1)[0]
+            changes.append(Change("delete", key, collection, have["name"], actual=have))
+    return changes
+
+
+def destroy_changes(desired: Desired, actual: Actual, *, release_ip: bool = False) -> list[Change]:
+    """Deleting every owned resource (the global IP only with ``release_ip``) and removing our named ports."""
+    namer = desired.namer
+    changes = []
+    for key, have in actual.resources.items():
+        if not namer.owns(have):
+            continue
+        collection = key.split("/", 1)[0]
+        if collection == "globalAddresses" and not release_ip:
+            continue
+        changes.append(Change("delete", key, collection, have["name"], actual=have))
+    for np in desired.named_ports:
+        group = actual.groups.get(np.group, {})
+        current = {p["name"]: p["port"] for p in group.get("namedPorts", [])}
+        kept = {k: v for k, v in current.items() if not k.startswith(f"{namer.prefix}-")}
+        if kept != current:
+            changes.append(Change("update", np.key, "namedPorts", np.group.rsplit("/", 1)[1],
+                                  {"namedPorts": [{"name": k, "port": v} for k, v in sorted(kept.items())],
+                                   "fingerprint": group.get("fingerprint"), "group": np.group},
+                                  {"namedPorts": (current, kept)}))
+    return changes
+
+
+def _run_one(api: ComputeApi, c: Change) -> None:
+    from google.cloud import compute_v1
+
+    if c.collection == "namedPorts":
+        parts = c.body["group"].split("/compute/v1/", 1)[1].split("/")
+        request = compute_v1.InstanceGroupsSetNamedPortsRequest(
+            named_ports=[compute_v1.NamedPort(name=p["name"], port=p["port"]) for p in c.body["namedPorts"]],
+            fingerprint=c.body.get("fingerprint"))
+        client = api.compute.client(compute_v1.InstanceGroupsClient)
+        op = api.retrying(f"set named ports on {parts[5]}", lambda: client.set_named_ports(
+            project=parts[1], zone=parts[3], instance_group=parts[5],
+            instance_groups_set_named_ports_request_resource=request))
+        api.wait(f"set named ports on {parts[5]}", op)
+        return
+    if c.action == "create":
+        api.insert(c.collection, c.body)
+    elif c.action == "delete":
+        api.delete(c.collection, c.name)
+    elif c.action == "replace":
+        api.delete(c.collection, c.name)
+        api.insert(c.collection, c.body)
+    elif c.collection == "targetHttpProxies":
+        api.call(f"point {c.name} at its URL map", c.collection, "set_url_map", target_http_proxy=c.name,
+                 url_map_reference_resource=compute_v1.UrlMapReference(url_map=c.body["urlMap"]))
+    elif c.collection == "globalForwardingRules":
+        # Retarget in place (no downtime); labels through setLabels.
+        if "target" in c.fields:
+            api.call(f"retarget {c.name}", c.collection, "set_target", forwarding_rule=c.name,
+                     target_reference_resource=compute_v1.TargetReference(target=c.body["target"]))
+        if "labels" in c.fields or "description" in c.fields:
+            fresh = api.get(c.collection, c.name) or {}
+            api.call(f"label {c.name}", c.collection, "set_labels", resource=c.name,
+                     global_set_labels_request_resource=compute_v1.GlobalSetLabelsRequest(
+                         labels=c.body.get("labels", {}), label_fingerprint=fresh.get("labelFingerprint")))
+    else:
+        # Read the fingerprint just before writing: a concurrent change makes this a 412, not a lost update.
+        fresh = api.get(c.collection, c.name) or {}
+        body = {**c.body}
+        if "fingerprint" in fresh:
+            body["fingerprint"] = fresh["fingerprint"]
+        api.patch(c.collection, c.name, body, put=c.collection == "urlMaps")
+
+
+@dataclass
+class Outcome:
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+def execute(api: ComputeApi, changes: list[Change], *, concurrency: int = 16,
+            progress: Callable[[str, Change], None] | None = None) -> Outcome:
+    """Run changes as a graph: creates/updates after what they reference, deletes after what references them."""
+    keys = {c.key for c in changes}
+    deps: dict[str, set[str]] = {}
+    by_key = {c.key: c for c in changes}
+    for c in changes:
+        if c.action == "delete":
+            # A delete waits for the deletes of the resources that reference it.
+            deps[c.key] = {o.key for o in changes if o.action in ("delete", "replace") and o.key != c.key
+                           and _references(o, c)}
+        elif c.collection == "namedPorts":
+            # Our named ports go only after the backend services that use them are gone.
+            deps[c.key] = {o.key for o in changes if o.collection == "backendServices" and o.action == "delete"}
+        else:
+            deps[c.key] = {d for d in c.deps if d in keys} | {
+                n.key for n in changes if n.collection == "namedPorts" and c.collection == "backendServices"}
+    outcome = Outcome()
+    pending = set(by_key)
+    running: dict[Future[None], str] = {}
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        while pending or running:
+            for key in sorted(pending):
+                if deps[key] & set(outcome.failed) | (deps[key] & set(outcome.skipped)):
+                    pending.discard(key)
+                    outcome.skipped.append(key)
+                elif deps[key] <= set(outcome.done):
+                    pending.discard(key)
+                    if progress:
+                        progress("start", by_key[key])
+                    running[pool.submit(_run_one, api, by_key[key])] = key
+            if not running:
+                # Nothing can start and nothing is running: what is left waits on itself.
+                for key in sorted(pending):
+                    outcome.failed[key] = "dependency cycle (a bug in gitlab-mci's plan)"
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                key = running.pop(fut)
+                exc = fut.exception()
+                if exc is None:
+                    outcome.done.append(key)
+                    if progress:
+                        progress("done", by_key[key])
+                else:
+                    outcome.failed[key] = str(exc)
+                    if progress:
+                        progress("failed", by_key[key])
+    return outcome
+
+
+def _references(referrer: Change, target: Change) -> bool:
+    """Whether the live ``referrer`` points at ``target`` (so it must go first)."""
+    # Only what the referrer points at counts, not who points at it (usedBy, users) or its own link.
+    have = {k: v for k, v in (referrer.actual or {}).items() if k not in ("usedBy", "users", "selfLink")}
+    if target.collection == "globalAddresses":
+        return bool(target.actual) and have.get("IPAddress") == (target.actual or {}).get("address")
+    segment = {"globalForwardingRules": "forwardingRules"}.get(target.collection, target.collection)
+    return f"/global/{segment}/{target.name}\"" in json.dumps(have)
