@@ -208,14 +208,18 @@ def read_actual(api: ComputeApi, desired: Desired) -> Actual:
         got = api.get("globalAddresses", address.name)
         if got is not None:
             found[address.key] = got
+    # Our named ports live on the clusters' instance groups: one aggregated list per project reads them all.
+    wanted = {np.group for np in desired.named_ports}
     groups: dict[str, dict[str, Any]] = {}
     client = api.compute.client(compute_v1.InstanceGroupsClient)
-    for np in desired.named_ports:
-        parts = np.group.split("/compute/v1/", 1)[1].split("/")  # projects/P/zones/Z/instanceGroups/G
-        group = api.retrying(f"read instance group {parts[-1]}", functools.partial(
-            client.get, project=parts[1], zone=parts[3], instance_group=parts[5]))
-        groups[np.group] = json.loads(compute_v1.InstanceGroup.to_json(
-            group, always_print_fields_with_no_presence=False))
+    for project in sorted({g.split("/projects/", 1)[1].split("/", 1)[0] for g in wanted}):
+        pages = api.retrying(f"list instance groups of {project}",
+                             functools.partial(lambda p: list(client.aggregated_list(project=p)), project))
+        for _, scoped in pages:
+            for group in scoped.instance_groups:
+                if group.self_link in wanted:
+                    groups[group.self_link] = json.loads(compute_v1.InstanceGroup.to_json(
+                        group, always_print_fields_with_no_presence=False))
     return Actual(found, groups)
 
 
@@ -337,7 +341,7 @@ class Outcome:
     skipped: list[str] = field(default_factory=list)
 
 
-def execute(api: ComputeApi, changes: list[Change], *, concurrency: int = 16,
+def execute(api: ComputeApi, changes: list[Change], *, concurrency: int = 64,
             progress: Callable[[str, Change], None] | None = None) -> Outcome:
     """Run changes as a graph: creates/updates after what they reference, deletes after what references them."""
     keys = {c.key for c in changes}

@@ -233,7 +233,9 @@ class ComputeEmulator:
         """The resource as a GET answers it: computed fields added, private ones removed."""
         out = {k: copy.deepcopy(v) for k, v in obj.items() if not k.startswith("_")}
         out.pop("privateKey", None)
-        users = sorted(self._referrers(obj["selfLink"]))
+        # Referrers are computed on read (no index to keep in step), and only for kinds that show them.
+        shows_users = coll.name == "globalAddresses" or discovery.has_property(coll.schema, "usedBy")
+        users = sorted(self._referrers(obj["selfLink"])) if shows_users else []
         if coll.name == "globalAddresses":
             out["users"] = users
             out["status"] = "IN_USE" if users else "RESERVED"
