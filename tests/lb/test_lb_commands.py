@@ -66,9 +66,9 @@ def test_apply_reapply_plan_and_destroy(world: RunningSim, capsys: pytest.Captur
     code, out, _ = cli(["lb", "apply", *BASE], capsys)
     assert code == 0 and "No changes" in out
     assert world.sim.journal.writes() == []
-    # Reads: one list per collection (7), the 2 instance groups that carry our named ports, and discovery's two
-    # aggregated lists for the project — not one call per resource or per cluster.
-    assert len(world.sim.journal.reads("compute")) == 7 + 2 + 2
+    # Compute reads: one list per collection (7), one aggregated list of instance groups (named ports), and
+    # discovery's two aggregated lists (instances, managers) — per project, not per resource or per cluster.
+    assert len(world.sim.journal.reads("compute")) == 7 + 1 + 2
     code, _, _ = cli(["lb", "plan", *BASE, "--detailed-exitcode"], capsys)
     assert code == 0
 
