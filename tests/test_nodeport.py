@@ -13,17 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gitlab_mci.cli import main
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.cli_helpers import run_cli
 
 
 def node_port_of(svc: dict) -> int:

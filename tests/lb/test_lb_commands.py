@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from gitlab_mci.cli import main
 from gitlab_mci.sim.httpd import FaultRule
 from gitlab_mci.sim.spec import parse_spec
+from tests.cli_helpers import run_cli as cli
 from tests.conftest import RunningSim
 from tests.lb.test_discovery import deploy_app
 
@@ -26,16 +26,6 @@ def world(make_sim: Any, monkeypatch: pytest.MonkeyPatch) -> RunningSim:
         monkeypatch.setenv(key, value)
     running.sim.journal.reset()
     return running
-
-
-def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def owned(running: RunningSim, lb: str = "shop") -> list[str]:
