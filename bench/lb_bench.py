@@ -113,7 +113,7 @@ def run(clusters: int, concurrency: int) -> dict[str, float]:
             noop_reads, noop_writes = _count(entries, write=False), _count(entries, write=True)
             assert not again
             t0 = time.perf_counter()
-            outcome = engine.execute(api, engine.destroy_changes(want, engine.read_actual(api, want)),
+            outcome = engine.execute(api, engine.destroy_changes(want.namer, engine.read_actual(api, want)),
                                      concurrency=concurrency)
             destroy_s = time.perf_counter() - t0
             return {"apply_s": apply_s, "discover_s": discover_s, "execute_s": execute_s, "writes": writes,

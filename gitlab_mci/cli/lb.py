@@ -14,85 +14,105 @@ import click
 from gitlab_mci.errors import UserError
 
 
-def _options(f: Any) -> Any:
+def _common(f: Any) -> Any:
+    """Options every lb command takes: which load balancer, where."""
     decorators = [
         click.option("--lb", "lb_name", envvar="MCI_LB_NAME", required=True,
                      help="Load balancer name; resources are named gmci-<kind>-<lb>… [env: MCI_LB_NAME]."),
         click.option("--context", "contexts", multiple=True, envvar="MCI_CONTEXTS",
                      help="Kubeconfig context of every production cluster; repeat or comma-separate "
                           "[env: MCI_CONTEXTS]."),
-        click.option("--ingress", type=click.Path(dir_okay=False, path_type=Path), envvar="MCI_INGRESS_FILE",
-                     help="Ingress or MultiClusterIngress manifest with the routing [env: MCI_INGRESS_FILE]."),
-        click.option("--service", envvar="MCI_SERVICE", help="Instead of --ingress: the one backend Service "
-                                                            "[env: MCI_SERVICE]."),
-        click.option("--port", envvar="MCI_SERVICE_PORT", default="5000", show_default=True,
-                     help="With --service: its port, number or name [env: MCI_SERVICE_PORT]."),
         click.option("--namespace", "-n", envvar="KUBE_NAMESPACE", default="default", show_default=True,
-                     help="Namespace of the Services [env: KUBE_NAMESPACE]."),
+                     help="Namespace of the Services (and TLS Secrets) [env: KUBE_NAMESPACE]."),
         click.option("--project", envvar="GOOGLE_CLOUD_PROJECT", help="Google Cloud project "
                                                                       "[env: GOOGLE_CLOUD_PROJECT]."),
         click.option("--static-ip", envvar="MCI_STATIC_IP", help="Name of a global address to use (reused if it "
                      "exists, reserved if not; never deleted) [env: MCI_STATIC_IP]."),
-        click.option("--scheme", envvar="MCI_SCHEME", default="EXTERNAL_MANAGED", show_default=True,
-                     type=click.Choice(["EXTERNAL_MANAGED", "EXTERNAL"]),
-                     help="Load balancing scheme [env: MCI_SCHEME]."),
-        click.option("--health-check-path", envvar="MCI_HEALTH_CHECK_PATH",
-                     help="Health check path (default: the pods' readiness probe path) "
-                          "[env: MCI_HEALTH_CHECK_PATH]."),
-        click.option("--timeout-sec", type=int, default=30, show_default=True, help="Backend timeout in seconds."),
-        click.option("--balancing-mode", type=click.Choice(["UTILIZATION", "RATE"]), default="UTILIZATION",
-                     show_default=True, help="Backend balancing mode."),
-        click.option("--adopt", is_flag=True, help="Take over same-named resources gitlab-mci did not create."),
-        click.option("--concurrency", type=int, default=64, show_default=True,
-                     help="Compute operations run at once (named ports on every instance group are one level)."),
         click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path),
                      help="Kubeconfig file (default: KUBECONFIG)."),
-        click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
-                     help="Output format."),
     ]
     for d in reversed(decorators):
         f = d(f)
     return f
 
 
-def _prepare(kw: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """Validate every input, then discover: nothing is written before this returns."""
-    from gitlab_mci import kube
-    from gitlab_mci.gcp import Compute
-    from gitlab_mci.ingress import from_service, load_ingress
-    from gitlab_mci.lb import desired as desired_mod
-    from gitlab_mci.lb.discovery import discover
-    from gitlab_mci.lb.engine import ComputeApi
-    from gitlab_mci.lb.names import check_lb_name
-    from gitlab_mci.nodeport import parallel
+def _options(f: Any) -> Any:
+    """Options of the commands that build the desired state (plan, apply, destroy)."""
+    decorators = [
+        click.option("--ingress", type=click.Path(dir_okay=False, path_type=Path), envvar="MCI_INGRESS_FILE",
+                     help="Ingress or MultiClusterIngress manifest with the routing [env: MCI_INGRESS_FILE]."),
+        click.option("--service", envvar="MCI_SERVICE", help="Instead of --ingress: the one backend Service "
+                                                            "[env: MCI_SERVICE]."),
+        click.option("--port", envvar="MCI_SERVICE_PORT", default="5000", show_default=True,
+                     help="With --service: its port, number or name [env: MCI_SERVICE_PORT]."),
+        click.option("--scheme", envvar="MCI_SCHEME", default="EXTERNAL_MANAGED", show_default=True,
+                     type=click.Choice(["EXTERNAL_MANAGED", "EXTERNAL"]),
+                     help="Load balancing scheme: global external Application LB, or classic [env: MCI_SCHEME]."),
+        click.option("--http/--no-http", "http", default=None, envvar="MCI_HTTP",
+                     help="Serve HTTP on port 80 (default: on, unless the Ingress has "
+                          "kubernetes.io/ingress.allow-http: \"false\") [env: MCI_HTTP]."),
+        click.option("--https-redirect", is_flag=True, envvar="MCI_HTTPS_REDIRECT",
+                     help="Answer HTTP with a 301 redirect to HTTPS [env: MCI_HTTPS_REDIRECT]."),
+        click.option("--ssl-certificate", "ssl_certificates", multiple=True, envvar="MCI_SSL_CERTIFICATES",
+                     help="Name of an existing (pre-shared) SSL certificate in the project; repeat or "
+                          "comma-separate, up to 15; never changed or deleted [env: MCI_SSL_CERTIFICATES]."),
+        click.option("--certificate-file", type=click.Path(dir_okay=False, path_type=Path),
+                     envvar="MCI_CERTIFICATE_FILE",
+                     help="PEM certificate chain of a self-managed certificate [env: MCI_CERTIFICATE_FILE]."),
+        click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), envvar="MCI_KEY_FILE",
+                     help="PEM private key of --certificate-file; never printed [env: MCI_KEY_FILE]."),
+        click.option("--tls-secret", "tls_secrets", multiple=True, envvar="MCI_TLS_SECRETS",
+                     help="kubernetes.io/tls Secret (in --namespace of the first cluster) to serve as a "
+                          "self-managed certificate; the Ingress's spec.tls secrets are added [env: MCI_TLS_SECRETS]."),
+        click.option("--managed-domain", "managed_domains", multiple=True, envvar="MCI_MANAGED_DOMAINS",
+                     help="Domain of a Google-managed certificate; repeat or comma-separate "
+                          "[env: MCI_MANAGED_DOMAINS]."),
+        click.option("--health-check-path", envvar="MCI_HEALTH_CHECK_PATH",
+                     help="Health check path (default: the pods' readiness probe path, which must agree across "
+                          "clusters) [env: MCI_HEALTH_CHECK_PATH]."),
+        click.option("--check-interval-sec", type=int, default=5, show_default=True,
+                     help="Seconds between health checks (also their timeout)."),
+        click.option("--unhealthy-threshold", type=int, default=2, show_default=True,
+                     help="Failed health checks before a backend is taken out of rotation."),
+        click.option("--timeout-sec", type=int, default=30, show_default=True, help="Backend timeout in seconds."),
+        click.option("--balancing-mode", type=click.Choice(["UTILIZATION", "RATE"]), default="UTILIZATION",
+                     show_default=True, help="Backend balancing mode."),
+        click.option("--adopt", is_flag=True, help="Take over same-named resources gitlab-mci did not create."),
+        click.option("--concurrency", type=int, default=64, show_default=True,
+                     help="Compute operations run at once (named ports on every instance group are one level)."),
+        click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
+                     help="Output format."),
+    ]
+    for d in reversed(decorators):
+        f = d(f)
+    return _common(f)
 
-    check_lb_name(kw["lb_name"])
-    if kw["ingress"] and kw["service"]:
-        raise UserError("give either --ingress or --service, not both")
-    if kw["ingress"]:
-        model = load_ingress(kw["ingress"])
-    elif kw["service"]:
-        port: int | str = int(kw["port"]) if str(kw["port"]).isdigit() else kw["port"]
-        model = from_service(kw["service"], port, kw["lb_name"])
-    else:
-        raise UserError("no routing: pass --ingress FILE or --service NAME (or set MCI_INGRESS_FILE / MCI_SERVICE)")
-    contexts = [c for v in kw["contexts"] for c in v.replace(" ", ",").split(",") if c]
-    if not contexts:
-        raise UserError("no clusters: pass --context for every production cluster (or set MCI_CONTEXTS)")
-    if kw["kubeconfig"]:
-        os.environ["KUBECONFIG"] = str(kw["kubeconfig"])
-    compute = Compute.from_env(kw["project"])
-    options = desired_mod.Options(lb=kw["lb_name"], project=compute.project, scheme=kw["scheme"],
-                                  static_ip=kw["static_ip"], health_check_path=kw["health_check_path"],
-                                  timeout_sec=kw["timeout_sec"], balancing_mode=kw["balancing_mode"])
-    clusters = parallel(contexts, kube.connect)
-    infos = discover(clusters, compute, kw["namespace"], sorted({b.service for b in model.backends()}))
-    return desired_mod.build(model, options, infos), ComputeApi(compute), compute
+
+def _prepare(kw: dict[str, Any]) -> Any:
+    """Validate every input, then discover: nothing is written before this returns."""
+    from gitlab_mci.lb.inputs import Inputs, prepare
+
+    if kw["concurrency"] < 1:
+        raise UserError(f"--concurrency {kw['concurrency']}: must be at least 1")
+    return prepare(Inputs(
+        lb=kw["lb_name"], contexts=kw["contexts"], ingress=kw["ingress"], service=kw["service"], port=kw["port"],
+        namespace=kw["namespace"], project=kw["project"], static_ip=kw["static_ip"], scheme=kw["scheme"],
+        health_check_path=kw["health_check_path"], check_interval_sec=kw["check_interval_sec"],
+        unhealthy_threshold=kw["unhealthy_threshold"], timeout_sec=kw["timeout_sec"],
+        balancing_mode=kw["balancing_mode"], http=kw["http"], https_redirect=kw["https_redirect"],
+        ssl_certificates=kw["ssl_certificates"], certificate_file=kw["certificate_file"], key_file=kw["key_file"],
+        tls_secrets=kw["tls_secrets"], managed_domains=kw["managed_domains"], kubeconfig=kw["kubeconfig"]))
 
 
 @click.group()
 def command() -> None:
-    """The self-managed global external HTTP load balancer: plan, apply, destroy."""
+    """The self-managed global external HTTP(S) load balancer: plan, apply, status, destroy."""
+
+
+def _echo_plan(changes: list[Any], output: str) -> None:
+    from gitlab_mci.lb import report
+
+    click.echo(json.dumps(report.as_json(changes), indent=2) if output == "json" else report.render(changes))
 
 
 @command.command("plan")
@@ -100,13 +120,38 @@ def command() -> None:
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes, 0 when there are none.")
 def plan_cmd(detailed_exitcode: bool, **kw: Any) -> None:
     """Show what `apply` would change, without changing anything."""
-    from gitlab_mci.lb import engine, report
+    from gitlab_mci.lb import engine
 
-    desired, api, _ = _prepare(kw)
-    changes = engine.diff(desired, engine.read_actual(api, desired), adopt=kw["adopt"])
-    click.echo(json.dumps(report.as_json(changes), indent=2) if kw["output"] == "json" else report.render(changes))
+    prepared = _prepare(kw)
+    changes = engine.diff(prepared.desired, engine.read_actual(prepared.api, prepared.desired), adopt=kw["adopt"])
+    _echo_plan(changes, kw["output"])
     if detailed_exitcode and changes:
         sys.exit(2)
+
+
+def _run(changes: list[Any], api: Any, kw: dict[str, Any], started: float) -> Any:
+    """Run the changes with a line per finished resource; a failure names the first error."""
+    from gitlab_mci.lb import engine
+
+    text = kw["output"] == "text"
+
+    def progress(event: str, change: engine.Change) -> None:
+        if text and event != "start":
+            mark = "✓" if event == "done" else "✗"
+            click.echo(f"  {mark} {change.action} {change.collection}/{change.name} "
+                       f"({time.monotonic() - started:.1f}s)")
+
+    return engine.execute(api, changes, concurrency=kw["concurrency"], progress=progress)
+
+
+def _url(desired: Any, vip: str) -> str:
+    certs = next((r for r in desired.resources.values() if r.collection == "targetHttpsProxies"), None)
+    http = any(r.key.endswith("-http") for r in desired.resources.values() if r.collection == "globalForwardingRules")
+    managed = [d for r in desired.resources.values() if r.collection == "sslCertificates"
+               for d in (r.body.get("managed") or {}).get("domains", [])]
+    if certs is not None and managed:
+        return f"https://{managed[0]}/"
+    return f"http://{vip}/" if http or certs is None else f"https://{vip}/"
 
 
 @command.command("apply")
@@ -114,23 +159,29 @@ def plan_cmd(detailed_exitcode: bool, **kw: Any) -> None:
 @click.option("--dotenv", type=click.Path(dir_okay=False, path_type=Path),
               help="Write MCI_VIP and MCI_URL to this dotenv file (for GitLab's artifacts:reports:dotenv).")
 def apply_cmd(dotenv: Path | None, **kw: Any) -> None:
-    """Create or update the load balancer so it matches the inputs; no write when it already does."""
-    from gitlab_mci.lb import engine, report
+    """Create or update the load balancer so it matches the inputs; no write when it already does.
 
-    desired, api, _ = _prepare(kw)
-    actual = engine.read_actual(api, desired)
-    changes = engine.diff(desired, actual, adopt=kw["adopt"])
+    Owned resources that are no longer wanted (a removed backend, an old certificate) are deleted once nothing
+    refers to them. Run it again after a failure: it continues from what exists.
+    """
+    from gitlab_mci.lb import engine, report
+    from gitlab_mci.progress import section
+
+    started = time.monotonic()
     text = kw["output"] == "text"
+    with section("mci_discover", f"gitlab-mci: reading clusters and load balancer {kw['lb_name']}",
+                 collapsed=True):
+        prepared = _prepare(kw)
+        desired, api = prepared.desired, prepared.api
+        actual = engine.read_actual(api, desired)
+        changes = engine.diff(desired, actual, adopt=kw["adopt"])
+        if text:
+            for info in prepared.clusters:
+                click.echo(f"  {info.context}: {len(info.groups)} instance group(s) in {', '.join(info.zones)}")
     if text:
         click.echo(report.summary(changes))
-    started = time.monotonic()
-
-    def progress(event: str, change: engine.Change) -> None:
-        if text and event != "start":
-            click.echo(f"  {'✓' if event == 'done' else '✗'} {change.action} {change.collection}/{change.name} "
-                       f"({time.monotonic() - started:.1f}s)")
-
-    outcome = engine.execute(api, changes, concurrency=kw["concurrency"], progress=progress)
+    with section("mci_apply", f"gitlab-mci: applying {len(changes)} change(s)"):
+        outcome = _run(changes, api, kw, started)
     address = next(r for r in desired.resources.values() if r.collection == "globalAddresses")
     known = actual.resources.get(address.key)
     if outcome.failed:
@@ -139,30 +190,95 @@ def apply_cmd(dotenv: Path | None, **kw: Any) -> None:
         vip = known.get("address")  # unchanged: no need to read it again
     else:
         vip = (api.get("globalAddresses", address.name) or {}).get("address")
+    url = _url(desired, vip) if vip else None
     if kw["output"] == "json":
-        click.echo(json.dumps({"changes": report.as_json(changes), "failed": outcome.failed, "vip": vip}, indent=2))
+        click.echo(json.dumps({"changes": report.as_json(changes), "failed": outcome.failed, "vip": vip,
+                               "url": url}, indent=2))
     if outcome.failed:
         first = next(iter(outcome.failed.items()))
         raise UserError(f"{len(outcome.failed)} change(s) failed, {len(outcome.skipped)} skipped; first: "
                         f"{first[0]}: {first[1]} (run apply again to continue)")
     if text:
-        click.echo(f"load balancer {kw['lb_name']} ready at http://{vip}/ ({time.monotonic() - started:.1f}s)")
+        click.echo(f"load balancer {kw['lb_name']} ready at {url} (VIP {vip}, {time.monotonic() - started:.1f}s)")
     if dotenv is not None and vip:
-        dotenv.write_text(f"MCI_VIP={vip}\nMCI_URL=http://{vip}/\n")
+        dotenv.write_text(f"MCI_VIP={vip}\nMCI_URL={url}\n")
+
+
+def _namer_api(kw: dict[str, Any]) -> tuple[Any, Any, list[Any]]:
+    """For commands that need no routing: the load balancer's names, Compute, and the clusters' node groups."""
+    from gitlab_mci import kube
+    from gitlab_mci.gcp import Compute
+    from gitlab_mci.lb.discovery import discover
+    from gitlab_mci.lb.engine import ComputeApi
+    from gitlab_mci.lb.inputs import check_resource_name, split_contexts
+    from gitlab_mci.lb.names import Namer
+    from gitlab_mci.nodeport import parallel
+
+    namer = Namer(kw["lb_name"])
+    if kw["static_ip"]:
+        check_resource_name(kw["static_ip"], "--static-ip")
+    if kw["kubeconfig"]:
+        os.environ["KUBECONFIG"] = str(kw["kubeconfig"])
+    contexts = split_contexts(kw["contexts"])
+    compute = Compute.from_env(kw["project"])
+    clusters = parallel(contexts, kube.connect)
+    infos = discover(clusters, compute, kw["namespace"], []) if clusters else []
+    return namer, ComputeApi(compute), infos
 
 
 @command.command("destroy")
-@_options
-@click.option("--release-ip", is_flag=True, help="Also delete the global IP address (kept by default).")
+@_common
+@click.option("--release-ip", is_flag=True, help="Also delete the global IP address gitlab-mci reserved (kept by "
+                                                 "default; a --static-ip you reserved is never deleted).")
+@click.option("--concurrency", type=int, default=64, show_default=True, help="Compute operations run at once.")
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Output format.")
 def destroy_cmd(release_ip: bool, **kw: Any) -> None:
-    """Delete every resource gitlab-mci created for this load balancer, and only those."""
-    from gitlab_mci.lb import engine, report
+    """Delete every resource gitlab-mci created for this load balancer, and only those; idempotent.
 
-    desired, api, _ = _prepare(kw)
-    changes = engine.destroy_changes(desired, engine.read_actual(api, desired), release_ip=release_ip)
-    if kw["output"] == "text":
-        click.echo(report.render(changes))
-    outcome = engine.execute(api, changes, concurrency=kw["concurrency"])
+    Needs no routing input and works after the app or a cluster is gone: our named ports are removed from the
+    instance groups our backend services use and from those of the --context clusters.
+    """
+    from gitlab_mci.lb import engine
+    from gitlab_mci.progress import section
+
+    started = time.monotonic()
+    with section("mci_destroy_read", f"gitlab-mci: reading load balancer {kw['lb_name']}", collapsed=True):
+        namer, api, infos = _namer_api(kw)
+        actual = engine.read_for_destroy(api, namer, {g for c in infos for g in c.groups})
+        changes = engine.destroy_changes(namer, actual, release_ip=release_ip)
+    _echo_plan(changes, kw["output"])
+    with section("mci_destroy", f"gitlab-mci: deleting ({len(changes)} change(s))"):
+        outcome = _run(changes, api, kw, started)
     if outcome.failed:
         first = next(iter(outcome.failed.items()))
-        raise UserError(f"{len(outcome.failed)} deletion(s) failed; first: {first[0]}: {first[1]}")
+        raise UserError(f"{len(outcome.failed)} deletion(s) failed; first: {first[0]}: {first[1]} "
+                        "(run destroy again to continue)")
+    if kw["output"] == "text":
+        click.echo(f"load balancer {kw['lb_name']} destroyed ({time.monotonic() - started:.1f}s)")
+
+
+@command.command("status")
+@_common
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
+              help="markdown adds a Mermaid diagram: IP → rule → proxy → URL map → backends → clusters.")
+@click.option("--wait", type=float, default=0.0, show_default=True,
+              help="Seconds to wait for every cluster and zone to have a healthy backend; exit 3 if they do not.")
+def status_cmd(fmt: str, wait: float, **kw: Any) -> None:
+    """VIP, listeners, backend health per cluster and zone (from getHealth), and certificate state."""
+    from gitlab_mci.lb import status as status_mod
+
+    namer, api, infos = _namer_api(kw)
+    deadline = time.monotonic() + wait
+    while True:
+        state = status_mod.gather(api, namer, infos, static_ip=kw["static_ip"])
+        if state.healthy or time.monotonic() >= deadline or not state.exists:
+            break
+        time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+    render = {"text": status_mod.render_text, "json": status_mod.render_json,
+              "markdown": status_mod.render_markdown}[fmt]
+    click.echo(render(state))
+    if not state.exists:
+        raise UserError(f"load balancer {kw['lb_name']!r} not found in project {api.project}")
+    if wait and not state.healthy:
+        sys.exit(3)

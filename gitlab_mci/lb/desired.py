@@ -14,6 +14,7 @@ from typing import Any
 
 from gitlab_mci.errors import UserError
 from gitlab_mci.ingress import Backend, IngressModel
+from gitlab_mci.lb.certs import Certificates
 from gitlab_mci.lb.discovery import ClusterInfo
 from gitlab_mci.lb.names import Namer
 
@@ -33,8 +34,26 @@ class Options:
     timeout_sec: int = 30
     balancing_mode: str = "UTILIZATION"
     prefix: str = "gmci"
+    http: bool = True
+    https_redirect: bool = False
+    certificates: Certificates = field(default_factory=Certificates)
+    check_interval_sec: int = 5
+    unhealthy_threshold: int = 2
+
+    @property
+    def https(self) -> bool:
+        return bool(self.certificates)
 
     def __post_init__(self) -> None:
+        if not self.http and not self.https:
+            raise UserError("--no-http needs HTTPS: pass --ssl-certificate, --certificate-file/--key-file, "
+                            "--tls-secret or --managed-domain")
+        if self.https_redirect and not (self.http and self.https):
+            raise UserError("--https-redirect needs both HTTP and HTTPS (a certificate)")
+        if not 1 <= self.check_interval_sec <= 300:
+            raise UserError(f"--check-interval-sec {self.check_interval_sec}: must be 1 to 300 seconds")
+        if not 1 <= self.unhealthy_threshold <= 10:
+            raise UserError(f"--unhealthy-threshold {self.unhealthy_threshold}: must be 1 to 10")
         if self.scheme not in ("EXTERNAL", "EXTERNAL_MANAGED"):
             raise UserError(f"--scheme {self.scheme!r}: use EXTERNAL_MANAGED (global external ALB) or EXTERNAL "
                             "(classic)")
@@ -92,6 +111,10 @@ class Desired:
         segment = {"globalAddresses": "addresses", "globalForwardingRules": "forwardingRules"}.get(
             r.collection, r.collection)
         return f"{API}projects/{self.project}/{scope}/{segment}/{r.name}"
+
+    def link(self, collection: str, name: str) -> str:
+        """URL of a global resource that is not ours (a pre-shared certificate)."""
+        return f"{API}projects/{self.project}/global/{collection}/{name}"
 
 
 def _node_ports(model: IngressModel, clusters: Sequence[ClusterInfo]) -> dict[Backend, int]:
@@ -170,7 +193,7 @@ def build(model: IngressModel, options: Options, clusters: Sequence[ClusterInfo]
             "targetTags": sorted({t for c in members for t in c.tags}),
         }))
 
-    port_names = {np: f"{options.prefix}-{np}" for np in sorted(set(node_ports.values()))}
+    port_names = {np: namer.port_name(np) for np in sorted(set(node_ports.values()))}
     desired.named_ports = [NamedPorts(g, {port_names[np]: np for np in port_names}) for g in groups]
     service_for: dict[int, Resource] = {}
     for backend, np in node_ports.items():
@@ -179,6 +202,8 @@ def build(model: IngressModel, options: Options, clusters: Sequence[ClusterInfo]
         hc = desired.add(Resource("healthChecks", namer.name("healthCheck", np), {
             "name": namer.name("healthCheck", np), "description": owner, "type": "HTTP",
             "httpHealthCheck": {"port": np, "requestPath": _probe_path(backend, clusters, options.health_check_path)},
+            "checkIntervalSec": options.check_interval_sec, "timeoutSec": options.check_interval_sec,
+            "unhealthyThreshold": options.unhealthy_threshold,
         }))
         bs_name = namer.name("backendService", np)
         backends: list[dict[str, Any]] = [{"group": g, "balancingMode": options.balancing_mode} for g in groups]
@@ -209,12 +234,47 @@ def build(model: IngressModel, options: Options, clusters: Sequence[ClusterInfo]
                                              "pathRules": path_rules})
     url_map = desired.add(Resource("urlMaps", namer.name("urlMap"), url_map_body,
                                    deps=tuple(r.key for r in service_for.values())))
-    proxy = desired.add(Resource("targetHttpProxies", namer.name("httpProxy"), {
-        "name": namer.name("httpProxy"), "description": owner, "urlMap": desired.url(url_map)},
-        deps=(url_map.key,)))
-    rule_name = namer.name("forwardingRule", "http")
-    desired.add(Resource("globalForwardingRules", rule_name, {
-        "name": rule_name, "description": owner, "IPAddress": desired.url(address), "IPProtocol": "TCP",
-        "portRange": "80", "target": desired.url(proxy), "loadBalancingScheme": options.scheme,
-        "labels": namer.labels}, deps=(address.key, proxy.key)))
+    if options.https:
+        _add_https(desired, options, address, url_map)
+    if options.http:
+        target = url_map
+        if options.https_redirect:
+            target = desired.add(Resource("urlMaps", namer.name("redirectUrlMap"), {
+                "name": namer.name("redirectUrlMap"), "description": owner,
+                "defaultUrlRedirect": {"httpsRedirect": True, "redirectResponseCode": "MOVED_PERMANENTLY_DEFAULT"}}))
+        proxy = desired.add(Resource("targetHttpProxies", namer.name("httpProxy"), {
+            "name": namer.name("httpProxy"), "description": owner, "urlMap": desired.url(target)},
+            deps=(target.key,)))
+        _add_rule(desired, options, address, proxy, "http", "80")
     return desired
+
+
+def _add_rule(desired: Desired, options: Options, address: Resource, proxy: Resource, kind: str,
+              port: str) -> None:
+    name = desired.namer.name("forwardingRule", kind)
+    desired.add(Resource("globalForwardingRules", name, {
+        "name": name, "description": desired.namer.description, "IPAddress": desired.url(address),
+        "IPProtocol": "TCP", "portRange": port, "target": desired.url(proxy),
+        "loadBalancingScheme": options.scheme, "labels": desired.namer.labels}, deps=(address.key, proxy.key)))
+
+
+def _add_https(desired: Desired, options: Options, address: Resource, url_map: Resource) -> None:
+    """Certificates (content-addressed names, so a new one is created before the old one goes), proxy, rule."""
+    namer, owner, certs = desired.namer, desired.namer.description, options.certificates
+    links = [desired.link("sslCertificates", n) for n in certs.pre_shared]
+    owned: list[Resource] = []
+    for pair in certs.self_managed:
+        name = namer.name("certificate", pair.digest)
+        owned.append(desired.add(Resource("sslCertificates", name, {
+            "name": name, "description": owner, "type": "SELF_MANAGED",
+            "certificate": pair.certificate, "privateKey": pair.private_key})))
+    if certs.managed_domains:
+        name = namer.name("certificate", f"m{certs.managed_digest}")
+        owned.append(desired.add(Resource("sslCertificates", name, {
+            "name": name, "description": owner, "type": "MANAGED",
+            "managed": {"domains": list(certs.managed_domains)}})))
+    links += [desired.url(r) for r in owned]
+    proxy = desired.add(Resource("targetHttpsProxies", namer.name("httpsProxy"), {
+        "name": namer.name("httpsProxy"), "description": owner, "urlMap": desired.url(url_map),
+        "sslCertificates": links}, deps=(url_map.key, *(r.key for r in owned))))
+    _add_rule(desired, options, address, proxy, "https", "443")

@@ -19,6 +19,7 @@ from typing import Any
 from gitlab_mci.errors import UserError
 from gitlab_mci.gcp import Compute, OperationError
 from gitlab_mci.lb.desired import Desired
+from gitlab_mci.lb.names import Namer
 
 # collection → (client class, message type, request argument name, list request, insert request)
 _API: dict[str, tuple[str, str, str, str, str]] = {
@@ -32,12 +33,16 @@ _API: dict[str, tuple[str, str, str, str, str]] = {
     "urlMaps": ("UrlMapsClient", "UrlMap", "url_map", "ListUrlMapsRequest", "InsertUrlMapRequest"),
     "targetHttpProxies": ("TargetHttpProxiesClient", "TargetHttpProxy", "target_http_proxy",
                           "ListTargetHttpProxiesRequest", "InsertTargetHttpProxyRequest"),
+    "sslCertificates": ("SslCertificatesClient", "SslCertificate", "ssl_certificate", "ListSslCertificatesRequest",
+                        "InsertSslCertificateRequest"),
+    "targetHttpsProxies": ("TargetHttpsProxiesClient", "TargetHttpsProxy", "target_https_proxy",
+                           "ListTargetHttpsProxiesRequest", "InsertTargetHttpsProxyRequest"),
     "globalForwardingRules": ("GlobalForwardingRulesClient", "ForwardingRule", "forwarding_rule",
                               "ListGlobalForwardingRulesRequest", "InsertGlobalForwardingRuleRequest"),
 }
 # Creation order; deletion runs the other way round.
-ORDER = ("globalAddresses", "firewalls", "healthChecks", "backendServices", "urlMaps", "targetHttpProxies",
-         "globalForwardingRules")
+ORDER = ("globalAddresses", "firewalls", "healthChecks", "backendServices", "urlMaps", "sslCertificates",
+         "targetHttpProxies", "targetHttpsProxies", "globalForwardingRules")
 # Fields that cannot change in place on a forwarding rule: changing them means delete and create.
 _FR_IMMUTABLE = ("IPAddress", "IPProtocol", "portRange", "loadBalancingScheme")
 _TRANSIENT = {429, 500, 502, 503, 504}
@@ -193,34 +198,48 @@ class Actual:
     groups: dict[str, dict[str, Any]]  # group URL → instance group JSON
 
 
-def read_actual(api: ComputeApi, desired: Desired) -> Actual:
-    """Everything of this load balancer that exists: one list per collection, plus the instance groups."""
-    from google.cloud import compute_v1
-
-    namer = desired.namer
+def read_named(api: ComputeApi, namer: Namer) -> dict[str, dict[str, Any]]:
+    """Every resource named like this load balancer's, owned or not: one filtered list per collection."""
     regex = f"{namer.prefix}-[a-z]+-{namer.lb}(-.*)?"
     found: dict[str, dict[str, Any]] = {}
     for collection in ORDER:
         for item in api.list(collection, regex):
             found[f"{collection}/{item['name']}"] = item
+    return found
+
+
+def read_actual(api: ComputeApi, desired: Desired) -> Actual:
+    """Everything of this load balancer that exists: one list per collection, plus the instance groups."""
+    found = read_named(api, desired.namer)
     address = next((r for r in desired.resources.values() if r.collection == "globalAddresses"), None)
     if address is not None and address.key not in found:
         got = api.get("globalAddresses", address.name)
         if got is not None:
             found[address.key] = got
-    # Our named ports live on the clusters' instance groups: one aggregated list per project reads them all.
-    wanted = {np.group for np in desired.named_ports}
+    return Actual(found, read_groups(api, {np.group for np in desired.named_ports}))
+
+
+def read_groups(api: ComputeApi, wanted: set[str]) -> dict[str, dict[str, Any]]:
+    """The instance groups (our named ports live there): one aggregated list per project reads them all."""
+    from google.cloud import compute_v1
+
     groups: dict[str, dict[str, Any]] = {}
     client = api.compute.client(compute_v1.InstanceGroupsClient)
+    wanted = {_canonical(g) for g in wanted}
     for project in sorted({g.split("/projects/", 1)[1].split("/", 1)[0] for g in wanted}):
         pages = api.retrying(f"list instance groups of {project}",
                              functools.partial(lambda p: list(client.aggregated_list(project=p)), project))
         for _, scoped in pages:
             for group in scoped.instance_groups:
-                if group.self_link in wanted:
-                    groups[group.self_link] = json.loads(compute_v1.InstanceGroup.to_json(
+                if _canonical(group.self_link) in wanted:
+                    groups[_canonical(group.self_link)] = json.loads(compute_v1.InstanceGroup.to_json(
                         group, always_print_fields_with_no_presence=False))
-    return Actual(found, groups)
+    return groups
+
+
+def _canonical(url: str) -> str:
+    """Instance group URLs compared whatever the endpoint's host (the simulator's or Google's)."""
+    return "https://www.googleapis.com/compute/v1/" + url.split("/compute/v1/", 1)[-1]
 
 
 def diff(desired: Desired, actual: Actual, *, adopt: bool = False) -> list[Change]:
@@ -241,6 +260,8 @@ def diff(desired: Desired, actual: Actual, *, adopt: bool = False) -> list[Chang
                                 f"balancer {namer.lb!r}; delete or rename it, or pass --adopt")
         if user_address:
             continue
+        if r.collection == "sslCertificates":
+            continue  # immutable and named by content: a different certificate is a different resource
         body = dict(r.body)
         compare = _as_served(r.collection, body, actual)
         changed = {k: (have.get(k), v) for k, v in compare.items() if _subset_differs(v, have.get(k))}
@@ -252,9 +273,9 @@ def diff(desired: Desired, actual: Actual, *, adopt: bool = False) -> list[Chang
                 action = "replace"
             changes.append(Change(action, key, r.collection, r.name, body, changed, have, r.deps))
     for np in desired.named_ports:
-        group = actual.groups.get(np.group, {})
+        group = actual.groups.get(_canonical(np.group), {})
         current = {p["name"]: p["port"] for p in group.get("namedPorts", [])}
-        ours = {k: v for k, v in current.items() if k.startswith(f"{namer.prefix}-")}
+        ours = {k: v for k, v in current.items() if namer.owns_port(k)}
         if ours != np.ports:
             merged = {**{k: v for k, v in current.items() if k not in ours}, **np.ports}
             changes.append(Change("update", np.key, "namedPorts", np.group.rsplit("/", 1)[1],
@@ -268,9 +289,8 @@ def diff(desired: Desired, actual: Actual, *, adopt: bool = False) -> list[Chang
     return changes
 
 
-def destroy_changes(desired: Desired, actual: Actual, *, release_ip: bool = False) -> list[Change]:
+def destroy_changes(namer: Namer, actual: Actual, *, release_ip: bool = False) -> list[Change]:
     """Deleting every owned resource (the global IP only with ``release_ip``) and removing our named ports."""
-    namer = desired.namer
     changes = []
     for key, have in actual.resources.items():
         if not namer.owns(have):
@@ -279,16 +299,26 @@ def destroy_changes(desired: Desired, actual: Actual, *, release_ip: bool = Fals
         if collection == "globalAddresses" and not release_ip:
             continue
         changes.append(Change("delete", key, collection, have["name"], actual=have))
-    for np in desired.named_ports:
-        group = actual.groups.get(np.group, {})
+    for url, group in sorted(actual.groups.items()):
         current = {p["name"]: p["port"] for p in group.get("namedPorts", [])}
-        kept = {k: v for k, v in current.items() if not k.startswith(f"{namer.prefix}-")}
+        kept = {k: v for k, v in current.items() if not namer.owns_port(k)}
         if kept != current:
-            changes.append(Change("update", np.key, "namedPorts", np.group.rsplit("/", 1)[1],
+            changes.append(Change("update", f"namedPorts/{url.split('/compute/v1/')[-1]}", "namedPorts",
+                                  url.rsplit("/", 1)[1],
                                   {"namedPorts": [{"name": k, "port": v} for k, v in sorted(kept.items())],
-                                   "fingerprint": group.get("fingerprint"), "group": np.group},
+                                   "fingerprint": group.get("fingerprint"), "group": url},
                                   {"namedPorts": (current, kept)}))
     return changes
+
+
+def read_for_destroy(api: ComputeApi, namer: Namer, groups: set[str]) -> Actual:
+    """What to delete: everything named and owned, and the groups that carry our named ports — those our backend
+    services use plus those of the clusters given — so a destroy works after the app or a cluster is gone."""
+    found = read_named(api, namer)
+    for key, item in found.items():
+        if key.startswith("backendServices/") and namer.owns(item):
+            groups |= {b["group"] for b in item.get("backends", []) if "/instanceGroups/" in b.get("group", "")}
+    return Actual(found, read_groups(api, groups))
 
 
 def _run_one(api: ComputeApi, c: Change) -> None:
@@ -312,9 +342,21 @@ def _run_one(api: ComputeApi, c: Change) -> None:
     elif c.action == "replace":
         api.delete(c.collection, c.name)
         api.insert(c.collection, c.body)
-    elif c.collection == "targetHttpProxies":
-        api.call(f"point {c.name} at its URL map", c.collection, "set_url_map", target_http_proxy=c.name,
-                 url_map_reference_resource=compute_v1.UrlMapReference(url_map=c.body["urlMap"]))
+    elif c.collection in ("targetHttpProxies", "targetHttpsProxies"):
+        arg = _API[c.collection][2]
+        if "urlMap" in c.fields:
+            api.call(f"point {c.name} at its URL map", c.collection, "set_url_map", **{
+                arg: c.name, "url_map_reference_resource": compute_v1.UrlMapReference(url_map=c.body["urlMap"])})
+        if "sslCertificates" in c.fields:
+            # New certificates exist before this (deps); old ones are deleted after it (see execute).
+            api.call(f"set certificates of {c.name}", c.collection, "set_ssl_certificates", **{
+                arg: c.name, "target_https_proxies_set_ssl_certificates_request_resource":
+                    compute_v1.TargetHttpsProxiesSetSslCertificatesRequest(
+                        ssl_certificates=c.body["sslCertificates"])})
+        if "description" in c.fields:  # adopted: our marker, through the proxy's patch
+            fresh = api.get(c.collection, c.name) or {}
+            api.patch(c.collection, c.name, {"description": c.body["description"],
+                                             "fingerprint": fresh.get("fingerprint")})
     elif c.collection == "globalForwardingRules":
         # Retarget in place (no downtime); labels through setLabels.
         if "target" in c.fields:
@@ -349,8 +391,9 @@ def execute(api: ComputeApi, changes: list[Change], *, concurrency: int = 64,
     by_key = {c.key: c for c in changes}
     for c in changes:
         if c.action == "delete":
-            # A delete waits for the deletes of the resources that reference it.
-            deps[c.key] = {o.key for o in changes if o.action in ("delete", "replace") and o.key != c.key
+            # A delete waits for every change that stops a resource referencing it: the referrer's own delete,
+            # or its update (a URL map moved to the new backend service, a proxy given the new certificate).
+            deps[c.key] = {o.key for o in changes if o.action in ("delete", "replace", "update") and o.key != c.key
                            and _references(o, c)}
         elif c.collection == "namedPorts":
             # Our named ports go only after the backend services that use them are gone.

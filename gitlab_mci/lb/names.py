@@ -61,6 +61,16 @@ class Namer:
         digest = hashlib.sha256(full.encode()).hexdigest()[:8]
         return f"{full[:MAX_LEN - 9].rstrip('-')}-{digest}"
 
+    def port_name(self, node_port: int) -> str:
+        """The named port on the clusters' instance groups: per load balancer, so two load balancers on the same
+        clusters and node port never remove each other's (``gmci-30999-shop``; at most 5+6+40 characters)."""
+        return f"{self.prefix}-{node_port}-{self.lb}"
+
+    def owns_port(self, name: str) -> bool:
+        head, _, rest = name.partition("-")
+        number, _, lb = rest.partition("-")
+        return head == self.prefix and number.isdigit() and lb == self.lb
+
     @property
     def description(self) -> str:
         """The marker every owned resource carries in ``description``."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from gitlab_mci.lb.engine import ORDER
 from gitlab_mci.sim.httpd import FaultRule
 from gitlab_mci.sim.spec import parse_spec
 from tests.cli_helpers import run_cli as cli
@@ -14,6 +15,7 @@ from tests.conftest import RunningSim
 from tests.lb.test_discovery import deploy_app
 
 BASE = ["--lb", "shop", "--context", "prod1,prod2", "--service", "shop-auto-deploy", "--port", "web"]
+WHERE = BASE[:4]  # what destroy and status need: no routing
 
 
 @pytest.fixture
@@ -46,28 +48,28 @@ def test_apply_reapply_plan_and_destroy(world: RunningSim, capsys: pytest.Captur
     vip = world.sim.compute.get("globalAddresses", "gmci-ip-shop", project="demo-project")["address"]
     assert dotenv.read_text() == f"MCI_VIP={vip}\nMCI_URL=http://{vip}/\n"
     bs = world.sim.compute.get("backendServices", "gmci-bs-shop-30999", project="demo-project")
-    assert len(bs["backends"]) == 2 and bs["portName"] == "gmci-30999"
+    assert len(bs["backends"]) == 2 and bs["portName"] == "gmci-30999-shop"
     hc = world.sim.compute.get("healthChecks", "gmci-hc-shop-30999", project="demo-project")
     assert hc["httpHealthCheck"] == {**hc["httpHealthCheck"], "port": 30999, "requestPath": "/healthz"}
     groups = world.sim.compute.resources("instanceGroups")
-    assert all({"name": "gmci-30999", "port": 30999} in g["namedPorts"] for g in groups)
+    assert all({"name": "gmci-30999-shop", "port": 30999} in g["namedPorts"] for g in groups)
 
     world.sim.journal.reset()
     code, out, _ = cli(["lb", "apply", *BASE], capsys)
     assert code == 0 and "No changes" in out
     assert world.sim.journal.writes() == []
-    # Compute reads: one list per collection (7), one aggregated list of instance groups (named ports), and
+    # Compute reads: one list per collection, one aggregated list of instance groups (named ports), and
     # discovery's two aggregated lists (instances, managers) — per project, not per resource or per cluster.
-    assert len(world.sim.journal.reads("compute")) == 7 + 1 + 2
+    assert len(world.sim.journal.reads("compute")) == len(ORDER) + 1 + 2
     code, _, _ = cli(["lb", "plan", *BASE, "--detailed-exitcode"], capsys)
     assert code == 0
 
-    code, out, err = cli(["lb", "destroy", *BASE], capsys)
+    code, out, err = cli(["lb", "destroy", *WHERE], capsys)
     assert code == 0, err
     assert owned(world) == ["gmci-ip-shop"]  # the global IP survives unless asked
     assert all(not any(p["name"].startswith("gmci-") for p in g.get("namedPorts", []))
                for g in world.sim.compute.resources("instanceGroups"))
-    code, _, _ = cli(["lb", "destroy", *BASE, "--release-ip"], capsys)
+    code, _, _ = cli(["lb", "destroy", *WHERE, "--release-ip"], capsys)
     assert code == 0 and owned(world) == []
 
 
@@ -77,9 +79,13 @@ def test_destroy_leaves_users_and_other_load_balancers_alone(world: RunningSim,
     assert cli(["lb", "apply", *BASE], capsys)[0] == 0
     other = ["--lb", "cart", *BASE[2:]]
     assert cli(["lb", "apply", *other], capsys)[0] == 0
-    assert cli(["lb", "destroy", *BASE, "--release-ip"], capsys)[0] == 0
+    assert cli(["lb", "destroy", *WHERE, "--release-ip"], capsys)[0] == 0
     assert owned(world) == []
     assert len(owned(world, "cart")) == 7
+    # Both load balancers serve node port 30999 from the same instance groups: cart's named port stays.
+    assert all({"name": "gmci-30999-cart", "port": 30999} in g["namedPorts"]
+               and not any(p["name"] == "gmci-30999-shop" for p in g["namedPorts"])
+               for g in world.sim.compute.resources("instanceGroups"))
     assert world.sim.compute.get("globalAddresses", "users-ip", project="demo-project") is not None
 
 
@@ -90,7 +96,7 @@ def test_a_static_ip_reserved_by_the_user_is_used_and_kept(world: RunningSim,
     ip = world.sim.compute.get("globalAddresses", "web-ip", project="demo-project")
     rule = world.sim.compute.get("globalForwardingRules", "gmci-fr-shop-http", project="demo-project")
     assert rule["IPAddress"] == ip["address"] and "description" not in ip
-    assert cli(["lb", "destroy", *BASE, "--static-ip", "web-ip", "--release-ip"], capsys)[0] == 0
+    assert cli(["lb", "destroy", *WHERE, "--static-ip", "web-ip", "--release-ip"], capsys)[0] == 0
     assert world.sim.compute.get("globalAddresses", "web-ip", project="demo-project") is not None
 
 

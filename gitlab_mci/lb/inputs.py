@@ -1,0 +1,164 @@
+"""From flags (and the Ingress's annotations) to a checked desired state, reading before anything is written.
+
+Order matters for safety: every input that can be checked offline (names, files, certificates, routing) is checked
+first; then the clusters and Compute are read (discovery, TLS Secrets, pre-shared certificates); only then may the
+caller write. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gitlab_mci.errors import UserError
+from gitlab_mci.lb.certs import Certificates, PemPair, from_files, from_secret, parse_list
+
+if TYPE_CHECKING:
+    from gitlab_mci.ingress import IngressModel
+    from gitlab_mci.kube import Cluster
+    from gitlab_mci.lb.desired import Desired
+    from gitlab_mci.lb.discovery import ClusterInfo
+    from gitlab_mci.lb.engine import ComputeApi
+
+# Annotations GKE's own Ingress controller (and kubemci) read; honoured when the flag is not given.
+STATIC_IP_ANNOTATION = "kubernetes.io/ingress.global-static-ip-name"
+PRE_SHARED_ANNOTATIONS = ("ingress.gcp.kubernetes.io/pre-shared-cert", "networking.gke.io/pre-shared-certs")
+ALLOW_HTTP_ANNOTATION = "kubernetes.io/ingress.allow-http"
+
+
+@dataclass
+class Inputs:
+    """Everything the user gave, as given (strings from flags or environment variables)."""
+
+    lb: str
+    contexts: Sequence[str] = ()
+    ingress: Path | None = None
+    service: str | None = None
+    port: str = "5000"
+    namespace: str = "default"
+    project: str | None = None
+    static_ip: str | None = None
+    scheme: str = "EXTERNAL_MANAGED"
+    health_check_path: str | None = None
+    check_interval_sec: int = 5
+    unhealthy_threshold: int = 2
+    timeout_sec: int = 30
+    balancing_mode: str = "UTILIZATION"
+    http: bool | None = None  # None: on, unless the Ingress says kubernetes.io/ingress.allow-http: "false"
+    https_redirect: bool = False
+    ssl_certificates: Sequence[str] = ()
+    certificate_file: Path | None = None
+    key_file: Path | None = None
+    tls_secrets: Sequence[str] = ()
+    managed_domains: Sequence[str] = ()
+    kubeconfig: Path | None = None
+
+
+@dataclass
+class Prepared:
+    """A checked desired state and the clients to reach it."""
+
+    desired: Desired
+    api: ComputeApi
+    clusters: list[ClusterInfo]
+
+
+def split_contexts(values: Sequence[str]) -> list[str]:
+    return list(parse_list(values))
+
+
+def routing(inputs: Inputs) -> IngressModel:
+    from gitlab_mci.ingress import from_service, load_ingress
+
+    if inputs.ingress and inputs.service:
+        raise UserError("give either --ingress or --service, not both")
+    if inputs.ingress:
+        return load_ingress(inputs.ingress)
+    if inputs.service:
+        port: int | str = int(inputs.port) if str(inputs.port).isdigit() else inputs.port
+        return from_service(inputs.service, port, inputs.lb)
+    raise UserError("no routing: pass --ingress FILE or --service NAME (or set MCI_INGRESS_FILE / MCI_SERVICE)")
+
+
+def _certificate_files(inputs: Inputs) -> tuple[PemPair, ...]:
+    if (inputs.certificate_file is None) != (inputs.key_file is None):
+        raise UserError("--certificate-file and --key-file go together")
+    if inputs.certificate_file is None or inputs.key_file is None:
+        return ()
+    return (from_files(inputs.certificate_file, inputs.key_file),)
+
+
+def _tls_secret(cluster: Cluster, namespace: str, name: str) -> PemPair:
+    from kubernetes.client.exceptions import ApiException
+
+    from gitlab_mci.kube import api_error_message
+
+    where = f"Secret {namespace}/{name} in context {cluster.context!r}"
+    try:
+        secret = cluster.call(f"read {where}", cluster.core.read_namespaced_secret, name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise UserError(f"{where} not found (give the TLS Secret's name with --tls-secret)") from None
+        raise UserError(f"{where}: {api_error_message(exc)}") from None
+    return from_secret(secret.data, where)
+
+
+def prepare(inputs: Inputs) -> Prepared:
+    """Check every input, then read the clusters and Compute: nothing is written before this returns."""
+    from gitlab_mci import kube
+    from gitlab_mci.gcp import Compute
+    from gitlab_mci.lb import desired as desired_mod
+    from gitlab_mci.lb.discovery import discover
+    from gitlab_mci.lb.engine import ComputeApi
+    from gitlab_mci.lb.names import check_lb_name
+    from gitlab_mci.nodeport import parallel
+
+    check_lb_name(inputs.lb)
+    model = routing(inputs)
+    notes = model.annotations
+    contexts = split_contexts(inputs.contexts)
+    if not contexts:
+        raise UserError("no clusters: pass --context for every production cluster (or set MCI_CONTEXTS)")
+    static_ip = inputs.static_ip or notes.get(STATIC_IP_ANNOTATION) or None
+    pre_shared = parse_list([*inputs.ssl_certificates, *(notes.get(a, "") for a in PRE_SHARED_ANNOTATIONS)])
+    http = inputs.http if inputs.http is not None else notes.get(ALLOW_HTTP_ANNOTATION, "true").lower() != "false"
+    pairs = _certificate_files(inputs)
+    secret_names = parse_list([*inputs.tls_secrets, *model.tls_secrets])
+    # Certificates known offline are checked now; TLS Secrets after connecting (below), before any write.
+    offline = Certificates(pre_shared, pairs, parse_list(inputs.managed_domains))
+    if static_ip is not None:
+        check_resource_name(static_ip, "--static-ip")
+    if inputs.kubeconfig:
+        os.environ["KUBECONFIG"] = str(inputs.kubeconfig)
+    compute = Compute.from_env(inputs.project)
+    options = desired_mod.Options(
+        lb=inputs.lb, project=compute.project, scheme=inputs.scheme, static_ip=static_ip,
+        health_check_path=inputs.health_check_path, timeout_sec=inputs.timeout_sec,
+        balancing_mode=inputs.balancing_mode, http=http or bool(secret_names),
+        https_redirect=inputs.https_redirect and not secret_names, certificates=offline,
+        check_interval_sec=inputs.check_interval_sec, unhealthy_threshold=inputs.unhealthy_threshold)
+    clusters = parallel(contexts, kube.connect)
+    if secret_names:
+        # Like GKE's Ingress controller, the TLS Secrets are read from the first cluster.
+        pairs += tuple(_tls_secret(clusters[0], inputs.namespace, n) for n in secret_names)
+        options = replace(options, http=http, https_redirect=inputs.https_redirect,
+                          certificates=Certificates(pre_shared, pairs, offline.managed_domains))
+    infos = discover(clusters, compute, inputs.namespace, sorted({b.service for b in model.backends()}))
+    desired = desired_mod.build(model, options, infos)
+    api = ComputeApi(compute)
+    for name in pre_shared:
+        if api.get("sslCertificates", name) is None:
+            raise UserError(f"pre-shared certificate {name!r} not found in project {compute.project}")
+    return Prepared(desired, api, infos)
+
+
+def check_resource_name(name: str, flag: str) -> str:
+    import re
+
+    if not re.match(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$", name):
+        raise UserError(f"{flag} {name!r} is not a valid Compute resource name (lowercase letters, digits, "
+                        "hyphens; at most 63 characters)")
+    return name

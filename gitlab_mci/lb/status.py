@@ -1,0 +1,164 @@
+"""What the load balancer looks like now: VIP, listeners, backend health per cluster and zone, certificates.
+
+Health comes from ``backendServices.getHealth`` (one call per backend service and instance group), which is what
+Google's own health checkers see. Renders as a table, JSON, or Markdown with a Mermaid diagram for a GitLab job
+summary or merge request note.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from gitlab_mci.lb.discovery import ClusterInfo
+from gitlab_mci.lb.engine import ComputeApi, read_named
+from gitlab_mci.lb.names import Namer
+
+
+@dataclass
+class GroupHealth:
+    backend_service: str
+    cluster: str
+    zone: str
+    group: str
+    healthy: int
+    total: int
+    states: dict[str, int]
+
+
+@dataclass
+class CertState:
+    name: str
+    type: str
+    status: str
+    domains: list[str]
+    expires: str | None
+
+
+@dataclass
+class Status:
+    lb: str
+    vip: str | None
+    listeners: list[dict[str, str]] = field(default_factory=list)  # rule, port, proxy
+    routes: dict[str, list[str]] = field(default_factory=dict)  # proxy → URL map, URL map → backend services
+    backends: list[GroupHealth] = field(default_factory=list)
+    certificates: list[CertState] = field(default_factory=list)
+    exists: bool = True
+
+    @property
+    def healthy(self) -> bool:
+        return self.exists and bool(self.backends) and all(b.healthy > 0 for b in self.backends)
+
+
+def _last(url: Any) -> str:
+    return str(url or "").rsplit("/", 1)[-1]
+
+
+def gather(api: ComputeApi, namer: Namer, clusters: Sequence[ClusterInfo], *,
+           static_ip: str | None = None) -> Status:
+    """Read the load balancer and its health."""
+    from google.cloud import compute_v1
+
+    found = read_named(api, namer)
+    owned = {k: v for k, v in found.items() if namer.owns(v)}
+    by_coll: dict[str, list[dict[str, Any]]] = {}
+    for key, item in sorted(owned.items()):
+        by_coll.setdefault(key.split("/", 1)[0], []).append(item)
+    address = next(iter(by_coll.get("globalAddresses", [])), None)
+    if static_ip:
+        address = api.get("globalAddresses", static_ip) or address
+    status = Status(namer.lb, (address or {}).get("address"), exists=bool(owned))
+    for rule in by_coll.get("globalForwardingRules", []):
+        status.listeners.append({"rule": rule["name"], "ip": rule.get("IPAddress", ""),
+                                 "port": str(rule.get("portRange", "")).split("-")[0],
+                                 "proxy": _last(rule.get("target"))})
+        status.vip = status.vip or rule.get("IPAddress")
+    for proxy in by_coll.get("targetHttpProxies", []) + by_coll.get("targetHttpsProxies", []):
+        status.routes[proxy["name"]] = [_last(proxy.get("urlMap"))]
+    for um in by_coll.get("urlMaps", []):
+        services = [um.get("defaultService")] + [m.get("defaultService") for m in um.get("pathMatchers", [])]
+        services += [r.get("service") for m in um.get("pathMatchers", []) for r in m.get("pathRules", [])]
+        targets = [_last(x) for x in dict.fromkeys(services) if x]
+        status.routes[um["name"]] = targets or (["redirect to HTTPS"] if um.get("defaultUrlRedirect") else [])
+    cluster_of = {g: (c.context, g.split("/zones/")[1].split("/")[0]) for c in clusters for g in c.groups}
+    client = api.compute.client(compute_v1.BackendServicesClient)
+    for bs in by_coll.get("backendServices", []):
+        for backend in bs.get("backends", []):
+            group = backend["group"]
+            answer = api.retrying(f"read the health of {bs['name']}", functools.partial(
+                client.get_health, project=api.project, backend_service=bs["name"],
+                resource_group_reference_resource=compute_v1.ResourceGroupReference(group=group)))
+            states = Counter(h.health_state or "UNKNOWN" for h in answer.health_status)
+            context, zone = cluster_of.get(_normal_group(group, cluster_of), ("?", group.split("/zones/")[-1]
+                                                                             .split("/")[0]))
+            status.backends.append(GroupHealth(bs["name"], context, zone, _last(group), states.get("HEALTHY", 0),
+                                               sum(states.values()), dict(states)))
+    for cert in by_coll.get("sslCertificates", []):
+        managed = cert.get("managed") or {}
+        status.certificates.append(CertState(
+            cert["name"], cert.get("type", "SELF_MANAGED"),
+            managed.get("status", "ACTIVE") if cert.get("type") == "MANAGED" else "ACTIVE",
+            list(managed.get("domains") or cert.get("subjectAlternativeNames") or []), cert.get("expireTime")))
+    return status
+
+
+def _normal_group(group: str, known: dict[str, Any]) -> str:
+    tail = group.split("/compute/v1/")[-1]
+    return next((g for g in known if g.endswith(tail)), group)
+
+
+def render_text(s: Status) -> str:
+    if not s.exists:
+        return f"load balancer {s.lb}: not found (nothing owned by gitlab-mci under this name)"
+    lines = [f"load balancer {s.lb}: VIP {s.vip or '-'}"]
+    for r in s.listeners:
+        lines.append(f"  listener {r['rule']}: {r['ip']}:{r['port']} → {r['proxy']}")
+    head = ("BACKEND SERVICE", "CLUSTER", "ZONE", "INSTANCE GROUP", "HEALTHY")
+    rows = [head] + [(b.backend_service, b.cluster, b.zone, b.group, f"{b.healthy}/{b.total}") for b in s.backends]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    for c in s.certificates:
+        extra = f" ({', '.join(c.domains)})" if c.domains else ""
+        lines.append(f"  certificate {c.name}: {c.type} {c.status}{extra}"
+                     + (f", expires {c.expires}" if c.expires else ""))
+    lines.append("healthy" if s.healthy else "NOT healthy: some instance group has no healthy instance")
+    return "\n".join(lines)
+
+
+def render_json(s: Status) -> str:
+    return json.dumps({**asdict(s), "healthy": s.healthy}, indent=2)
+
+
+def _node(text: str) -> str:
+    return text.replace('"', "'")
+
+
+def render_markdown(s: Status) -> str:
+    """A summary table and a Mermaid diagram: IP → rule → proxy → URL map → backends → clusters."""
+    out = [f"### Load balancer `{s.lb}`", "", f"VIP: `{s.vip or '-'}`", "",
+           "| Backend service | Cluster | Zone | Healthy |", "|---|---|---|---|"]
+    out += [f"| {b.backend_service} | {b.cluster} | {b.zone} | {b.healthy}/{b.total} |" for b in s.backends]
+    out += ["", "```mermaid", "flowchart LR"]
+    ids: dict[str, str] = {}
+
+    def node(label: str) -> str:
+        if label not in ids:
+            ids[label] = f"n{len(ids)}"
+            out.append(f'  {ids[label]}["{_node(label)}"]')
+        return ids[label]
+
+    edges: list[str] = []
+    ip = node(f"IP {s.vip or '-'}")
+    for r in s.listeners:
+        edges.append(f"  {ip} --> {node(r['rule'] + ' :' + r['port'])} --> {node(r['proxy'])}")
+    for source, targets in s.routes.items():
+        edges += [f"  {node(source)} --> {node(t)}" for t in targets]
+    for b in s.backends:
+        edges.append(f"  {node(b.backend_service)} --> {node(f'{b.cluster} / {b.zone} ({b.healthy}/{b.total})')}")
+    out += list(dict.fromkeys(edges))
+    out.append("```")
+    return "\n".join(out)
