@@ -119,7 +119,9 @@ class ComputeApi:
         client_name, message, arg, _, _ = _API[collection]
         return self.compute.client(getattr(compute_v1, client_name)), getattr(compute_v1, message), arg
 
-    def retrying(self, what: str, fn: Callable[[], Any]) -> Any:
+    def retrying(self, what: str, fn: Callable[[], Any], *, passthrough: tuple[int, ...] = ()) -> Any:
+        """``fn()``, retrying transient errors with backoff; other errors become one line (``passthrough``
+        status codes are raised as they are, for the caller to handle)."""
         from google.api_core import exceptions as gexc
 
         delay = 0.5
@@ -127,6 +129,8 @@ class ComputeApi:
             try:
                 return fn()
             except gexc.GoogleAPICallError as exc:
+                if exc.code in passthrough:
+                    raise
                 reason = (exc.errors[0] or {}).get("reason") if exc.errors else None
                 transient = exc.code in _TRANSIENT or reason in ("rateLimitExceeded", "userRateLimitExceeded")
                 if not transient or attempt == self.retries:
@@ -180,11 +184,25 @@ class ComputeApi:
         self.wait(f"delete {collection}/{name}", op)
 
     def patch(self, collection: str, name: str, body: dict[str, Any], *, put: bool = False) -> None:
+        """Update with the fingerprint read just before: a concurrent change is a 412, answered by reading the
+        fresh fingerprint and writing again (our fields win; the desired state is the whole truth for them)."""
+        from google.api_core import exceptions as gexc
+
         client, message, arg = self._client(collection)
         method = client.update if put else client.patch
-        op = self.retrying(f"update {collection}/{name}", lambda: method(
-            project=self.project, **{arg: name, f"{arg}_resource": message.from_json(json.dumps(body))}))
-        self.wait(f"update {collection}/{name}", op)
+        for attempt in range(self.retries + 1):
+            fresh = self.get(collection, name) or {}
+            sent = {**body, **({"fingerprint": fresh["fingerprint"]} if "fingerprint" in fresh else {})}
+            try:
+                resource = message.from_json(json.dumps(sent))
+                op = self.retrying(f"update {collection}/{name}", functools.partial(
+                    method, project=self.project, **{arg: name, f"{arg}_resource": resource}), passthrough=(412,))
+            except gexc.PreconditionFailed:
+                if attempt == self.retries:
+                    raise UserError(f"update {collection}/{name}: changed concurrently too often") from None
+                continue
+            self.wait(f"update {collection}/{name}", op)
+            return
 
     def call(self, what: str, collection: str, method: str, **kwargs: Any) -> None:
         client, _, _ = self._client(collection)
@@ -216,7 +234,14 @@ def read_actual(api: ComputeApi, desired: Desired) -> Actual:
         got = api.get("globalAddresses", address.name)
         if got is not None:
             found[address.key] = got
-    return Actual(found, read_groups(api, {np.group for np in desired.named_ports}))
+    # Also the groups our backend services still use: a removed cluster's groups lose our named ports.
+    groups = {np.group for np in desired.named_ports} | _backend_groups(desired.namer, found)
+    return Actual(found, read_groups(api, groups))
+
+
+def _backend_groups(namer: Namer, found: dict[str, dict[str, Any]]) -> set[str]:
+    return {b["group"] for key, item in found.items() if key.startswith("backendServices/") and namer.owns(item)
+            for b in item.get("backends", []) if "/instanceGroups/" in b.get("group", "")}
 
 
 def read_groups(api: ComputeApi, wanted: set[str]) -> dict[str, dict[str, Any]]:
@@ -272,16 +297,8 @@ def diff(desired: Desired, actual: Actual, *, adopt: bool = False) -> list[Chang
             if r.collection == "globalForwardingRules" and any(k in changed for k in _FR_IMMUTABLE):
                 action = "replace"
             changes.append(Change(action, key, r.collection, r.name, body, changed, have, r.deps))
-    for np in desired.named_ports:
-        group = actual.groups.get(_canonical(np.group), {})
-        current = {p["name"]: p["port"] for p in group.get("namedPorts", [])}
-        ours = {k: v for k, v in current.items() if namer.owns_port(k)}
-        if ours != np.ports:
-            merged = {**{k: v for k, v in current.items() if k not in ours}, **np.ports}
-            changes.append(Change("update", np.key, "namedPorts", np.group.rsplit("/", 1)[1],
-                                  {"namedPorts": [{"name": k, "port": v} for k, v in sorted(merged.items())],
-                                   "fingerprint": group.get("fingerprint"), "group": np.group},
-                                  {"namedPorts": (current, merged)}))
+    wanted = {_canonical(np.group): np.ports for np in desired.named_ports}
+    changes += _named_port_changes(namer, actual, wanted)
     for key, have in actual.resources.items():
         if key not in desired.resources and namer.owns(have):
             collection = key.split("/", 1)[0]
@@ -299,15 +316,27 @@ def destroy_changes(namer: Namer, actual: Actual, *, release_ip: bool = False) -
         if collection == "globalAddresses" and not release_ip:
             continue
         changes.append(Change("delete", key, collection, have["name"], actual=have))
-    for url, group in sorted(actual.groups.items()):
-        current = {p["name"]: p["port"] for p in group.get("namedPorts", [])}
-        kept = {k: v for k, v in current.items() if not namer.owns_port(k)}
-        if kept != current:
-            changes.append(Change("update", f"namedPorts/{url.split('/compute/v1/')[-1]}", "namedPorts",
-                                  url.rsplit("/", 1)[1],
-                                  {"namedPorts": [{"name": k, "port": v} for k, v in sorted(kept.items())],
-                                   "fingerprint": group.get("fingerprint"), "group": url},
-                                  {"namedPorts": (current, kept)}))
+    return changes + _named_port_changes(namer, actual, {})
+
+
+def _named_port_changes(namer: Namer, actual: Actual, wanted: dict[str, dict[str, int]]) -> list[Change]:
+    """Per instance group: add the named ports we need (before the backend services that use them), and release
+    ours that are no longer needed (after the backend services stopped using them) — two changes, so a node port
+    can move without a dependency cycle. Other named ports on the group are never touched."""
+    changes: list[Change] = []
+    for url in sorted(set(actual.groups) | set(wanted)):
+        current = {p["name"]: p["port"] for p in actual.groups.get(url, {}).get("namedPorts", [])}
+        want = wanted.get(url, {})
+        add = {k: v for k, v in want.items() if current.get(k) != v}
+        stale = sorted(k for k in current if namer.owns_port(k) and k not in want)
+        key, name = f"namedPorts/{url.split('/compute/v1/')[-1]}", url.rsplit("/", 1)[1]
+        if add:
+            changes.append(Change("update", key, "namedPorts", name, {"group": url, "add": add, "remove": []},
+                                  {"namedPorts": (current, {**current, **add})}))
+        if stale:
+            after = {k: v for k, v in {**current, **add}.items() if k not in stale}
+            changes.append(Change("update", f"{key}#release", "namedPorts", name,
+                                  {"group": url, "add": {}, "remove": stale}, {"namedPorts": (current, after)}))
     return changes
 
 
@@ -315,25 +344,43 @@ def read_for_destroy(api: ComputeApi, namer: Namer, groups: set[str]) -> Actual:
     """What to delete: everything named and owned, and the groups that carry our named ports — those our backend
     services use plus those of the clusters given — so a destroy works after the app or a cluster is gone."""
     found = read_named(api, namer)
-    for key, item in found.items():
-        if key.startswith("backendServices/") and namer.owns(item):
-            groups |= {b["group"] for b in item.get("backends", []) if "/instanceGroups/" in b.get("group", "")}
-    return Actual(found, read_groups(api, groups))
+    return Actual(found, read_groups(api, groups | _backend_groups(namer, found)))
+
+
+def _set_named_ports(api: ComputeApi, group: str, add: dict[str, int], remove: list[str]) -> None:
+    """Read the group's named ports just before writing them: another load balancer (or a person) may have
+    changed them since the plan; their fingerprint turns a race into a 412 that is retried on fresh data."""
+    from google.api_core import exceptions as gexc
+    from google.cloud import compute_v1
+
+    parts = group.split("/compute/v1/", 1)[1].split("/")
+    project, zone, name = parts[1], parts[3], parts[5]
+    client = api.compute.client(compute_v1.InstanceGroupsClient)
+    for attempt in range(api.retries + 1):
+        fresh = api.retrying(f"read instance group {name}", lambda: client.get(
+            project=project, zone=zone, instance_group=name))
+        ports = {p.name: p.port for p in fresh.named_ports if p.name not in remove}
+        ports.update(add)
+        request = compute_v1.InstanceGroupsSetNamedPortsRequest(
+            named_ports=[compute_v1.NamedPort(name=k, port=v) for k, v in sorted(ports.items())],
+            fingerprint=fresh.fingerprint)
+        try:
+            op = api.retrying(f"set named ports on {name}", functools.partial(
+                client.set_named_ports, project=project, zone=zone, instance_group=name,
+                instance_groups_set_named_ports_request_resource=request), passthrough=(412,))
+        except gexc.PreconditionFailed:
+            if attempt == api.retries:
+                raise UserError(f"set named ports on {name}: changed concurrently too often") from None
+            continue
+        api.wait(f"set named ports on {name}", op)
+        return
 
 
 def _run_one(api: ComputeApi, c: Change) -> None:
     from google.cloud import compute_v1
 
     if c.collection == "namedPorts":
-        parts = c.body["group"].split("/compute/v1/", 1)[1].split("/")
-        request = compute_v1.InstanceGroupsSetNamedPortsRequest(
-            named_ports=[compute_v1.NamedPort(name=p["name"], port=p["port"]) for p in c.body["namedPorts"]],
-            fingerprint=c.body.get("fingerprint"))
-        client = api.compute.client(compute_v1.InstanceGroupsClient)
-        op = api.retrying(f"set named ports on {parts[5]}", lambda: client.set_named_ports(
-            project=parts[1], zone=parts[3], instance_group=parts[5],
-            instance_groups_set_named_ports_request_resource=request))
-        api.wait(f"set named ports on {parts[5]}", op)
+        _set_named_ports(api, c.body["group"], c.body["add"], c.body["remove"])
         return
     if c.action == "create":
         api.insert(c.collection, c.body)
@@ -354,9 +401,7 @@ def _run_one(api: ComputeApi, c: Change) -> None:
                     compute_v1.TargetHttpsProxiesSetSslCertificatesRequest(
                         ssl_certificates=c.body["sslCertificates"])})
         if "description" in c.fields:  # adopted: our marker, through the proxy's patch
-            fresh = api.get(c.collection, c.name) or {}
-            api.patch(c.collection, c.name, {"description": c.body["description"],
-                                             "fingerprint": fresh.get("fingerprint")})
+            api.patch(c.collection, c.name, {"description": c.body["description"]})
     elif c.collection == "globalForwardingRules":
         # Retarget in place (no downtime); labels through setLabels.
         if "target" in c.fields:
@@ -368,12 +413,7 @@ def _run_one(api: ComputeApi, c: Change) -> None:
                      global_set_labels_request_resource=compute_v1.GlobalSetLabelsRequest(
                          labels=c.body.get("labels", {}), label_fingerprint=fresh.get("labelFingerprint")))
     else:
-        # Read the fingerprint just before writing: a concurrent change makes this a 412, not a lost update.
-        fresh = api.get(c.collection, c.name) or {}
-        body = {**c.body}
-        if "fingerprint" in fresh:
-            body["fingerprint"] = fresh["fingerprint"]
-        api.patch(c.collection, c.name, body, put=c.collection == "urlMaps")
+        api.patch(c.collection, c.name, c.body, put=c.collection == "urlMaps")
 
 
 @dataclass
@@ -395,12 +435,16 @@ def execute(api: ComputeApi, changes: list[Change], *, concurrency: int = 64,
             # or its update (a URL map moved to the new backend service, a proxy given the new certificate).
             deps[c.key] = {o.key for o in changes if o.action in ("delete", "replace", "update") and o.key != c.key
                            and _references(o, c)}
+        elif c.collection == "namedPorts" and c.body["remove"]:
+            # Our named ports go only after the backend services that used them changed or went.
+            deps[c.key] = {o.key for o in changes if o.collection == "backendServices"
+                           and o.action in ("delete", "update")}
         elif c.collection == "namedPorts":
-            # Our named ports go only after the backend services that use them are gone.
-            deps[c.key] = {o.key for o in changes if o.collection == "backendServices" and o.action == "delete"}
+            deps[c.key] = set()
         else:
             deps[c.key] = {d for d in c.deps if d in keys} | {
-                n.key for n in changes if n.collection == "namedPorts" and c.collection == "backendServices"}
+                n.key for n in changes if n.collection == "namedPorts" and not n.body["remove"]
+                and c.collection == "backendServices"}
     outcome = Outcome()
     pending = set(by_key)
     running: dict[Future[None], str] = {}

@@ -379,7 +379,9 @@ class SimServer:
         return f"http://{host!s}:{self.port}"
 
     def start(self) -> SimServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"sim-{self.service}", daemon=True)
+        # A short poll interval makes stop() (shutdown) take ~50 ms instead of up to 0.5 s per server.
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"sim-{self.service}", daemon=True)
         self._thread.start()
         return self
 

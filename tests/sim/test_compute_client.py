@@ -14,6 +14,7 @@ from gitlab_mci.gcp import Compute, OperationError
 from gitlab_mci.sim.httpd import FaultRule
 from gitlab_mci.sim.spec import parse_spec
 from tests.conftest import RunningSim
+from tests.pki import self_signed
 
 P = "demo-project"
 
@@ -130,10 +131,16 @@ def test_url_map_proxies_certificates_and_forwarding_rule_chain(sim: RunningSim,
         name=managed, type_="MANAGED", managed=compute_v1.SslCertificateManagedSslCertificate(domains=["shop.example.com"]))))
     assert certs.get(project=P, ssl_certificate=managed).managed.status == "PROVISIONING"
     self_managed = _name("pem")
+    with pytest.raises(gexc.BadRequest, match="could not be parsed"):
+        certs.insert(project=P, ssl_certificate_resource=compute_v1.SslCertificate(
+            name=self_managed, certificate="-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
+            private_key="-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----"))
+    pem, key = self_signed("pem.example.com")
     gc.wait(certs.insert(project=P, ssl_certificate_resource=compute_v1.SslCertificate(
-        name=self_managed, certificate="-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
-        private_key="-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----")))
-    assert "secret" not in str(certs.get(project=P, ssl_certificate=self_managed))
+        name=self_managed, certificate=pem, private_key=key)))
+    stored = certs.get(project=P, ssl_certificate=self_managed)
+    assert key.splitlines()[1] not in str(stored) and not stored.private_key  # the key is never answered
+    assert list(stored.subject_alternative_names) == ["pem.example.com"] and stored.expire_time
     https = gc.client(compute_v1.TargetHttpsProxiesClient)
     sp = _name("sp")
     gc.wait(https.insert(project=P, target_https_proxy_resource=compute_v1.TargetHttpsProxy(

@@ -225,6 +225,8 @@ class ComputeEmulator:
             obj["address"] = str(next(self._pool))
         if coll.name == "sslCertificates":
             obj["_created"] = time.time()
+            if obj.get("type", "SELF_MANAGED") == "SELF_MANAGED":
+                obj.update(_certificate_facts(str(obj.get("certificate", ""))))
         for ref in coll.refs:
             _map_ref(obj, ref.path, functools.partial(self._canonical_ref, ref=ref, project=project))
         return obj
@@ -647,6 +649,23 @@ class ComputeEmulator:
                 ip = (inst.get("networkInterfaces") or [{}])[0].get("networkIP", "")
                 statuses.append({"instance": url, "ipAddress": ip, "port": port, "healthState": "HEALTHY"})
         return Response(200, {"kind": "compute#backendServiceGroupHealth", "healthStatus": statuses})
+
+
+def _certificate_facts(pem: str) -> Obj:
+    """What Compute derives from a self-managed certificate; one that does not parse is refused, as Google does."""
+    from cryptography import x509
+
+    try:
+        leaf = x509.load_pem_x509_certificates(pem.encode())[0]
+    except ValueError:
+        raise ApiError(400, "The SSL certificate could not be parsed.", "sslCertificateCouldNotParseCert") from None
+    try:
+        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.DNSName)
+    except x509.ExtensionNotFound:
+        names = []
+    return {"expireTime": leaf.not_valid_after_utc.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "subjectAlternativeNames": names}
 
 
 def _plural_key(coll: Collection) -> str:
