@@ -20,16 +20,20 @@ def in_gitlab_job() -> bool:
 
 
 @contextmanager
-def section(name: str, header: str, *, collapsed: bool = False) -> Iterator[None]:
-    """Group the output written inside the block under ``header``."""
+def section(name: str, header: str, *, collapsed: bool = False, enabled: bool = True) -> Iterator[None]:
+    """Group the output written inside the block under ``header`` (nothing when not ``enabled``: JSON output)."""
+    if not enabled:
+        yield
+        return
     if not in_gitlab_job():
         click.echo(header)
         yield
         return
     slug = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
     option = "[collapsed=true]" if collapsed else ""
-    click.echo(f"\x1b[0Ksection_start:{int(time.time())}:{slug}{option}\r\x1b[0K{header}")
+    # color=True: the job log is not a terminal, and click would otherwise strip the escape codes GitLab needs.
+    click.echo(f"\x1b[0Ksection_start:{int(time.time())}:{slug}{option}\r\x1b[0K{header}", color=True)
     try:
         yield
     finally:
-        click.echo(f"\x1b[0Ksection_end:{int(time.time())}:{slug}\r\x1b[0K")
+        click.echo(f"\x1b[0Ksection_end:{int(time.time())}:{slug}\r\x1b[0K", color=True)

@@ -170,7 +170,7 @@ def apply_cmd(dotenv: Path | None, **kw: Any) -> None:
     started = time.monotonic()
     text = kw["output"] == "text"
     with section("mci_discover", f"gitlab-mci: reading clusters and load balancer {kw['lb_name']}",
-                 collapsed=True):
+                 collapsed=True, enabled=text):
         prepared = _prepare(kw)
         desired, api = prepared.desired, prepared.api
         actual = engine.read_actual(api, desired)
@@ -180,7 +180,7 @@ def apply_cmd(dotenv: Path | None, **kw: Any) -> None:
                 click.echo(f"  {info.context}: {len(info.groups)} instance group(s) in {', '.join(info.zones)}")
     if text:
         click.echo(report.summary(changes))
-    with section("mci_apply", f"gitlab-mci: applying {len(changes)} change(s)"):
+    with section("mci_apply", f"gitlab-mci: applying {len(changes)} change(s)", enabled=text):
         outcome = _run(changes, api, kw, started)
     address = next(r for r in desired.resources.values() if r.collection == "globalAddresses")
     known = actual.resources.get(address.key)
@@ -243,18 +243,20 @@ def destroy_cmd(release_ip: bool, **kw: Any) -> None:
     from gitlab_mci.progress import section
 
     started = time.monotonic()
-    with section("mci_destroy_read", f"gitlab-mci: reading load balancer {kw['lb_name']}", collapsed=True):
+    text = kw["output"] == "text"
+    with section("mci_destroy_read", f"gitlab-mci: reading load balancer {kw['lb_name']}", collapsed=True,
+                 enabled=text):
         namer, api, infos = _namer_api(kw)
         actual = engine.read_for_destroy(api, namer, {g for c in infos for g in c.groups})
         changes = engine.destroy_changes(namer, actual, release_ip=release_ip)
     _echo_plan(changes, kw["output"])
-    with section("mci_destroy", f"gitlab-mci: deleting ({len(changes)} change(s))"):
+    with section("mci_destroy", f"gitlab-mci: deleting ({len(changes)} change(s))", enabled=text):
         outcome = _run(changes, api, kw, started)
     if outcome.failed:
         first = next(iter(outcome.failed.items()))
         raise UserError(f"{len(outcome.failed)} deletion(s) failed; first: {first[0]}: {first[1]} "
                         "(run destroy again to continue)")
-    if kw["output"] == "text":
+    if text:
         click.echo(f"load balancer {kw['lb_name']} destroyed ({time.monotonic() - started:.1f}s)")
 
 
