@@ -97,6 +97,11 @@ def test_pre_shared_certificate_and_static_ip_made_with_gcloud_are_used_and_kept
     rules = json.loads(gcloud(world, "compute", "forwarding-rules", "list", "--global", "--format=json",
                               "--filter=name~^gmci-fr-shop"))
     assert {r["IPAddress"] for r in rules} == {ip["address"]} and len(rules) == 2
+    um = json.loads(gcloud(world, "compute", "url-maps", "describe", "gmci-um-shop", "--format=json"))
+    bs = json.loads(gcloud(world, "compute", "backend-services", "describe", "gmci-bs-shop-30999", "--global",
+                           "--format=json"))
+    assert um["defaultService"] == bs["selfLink"] and bs["portName"] == "gmci-30999-shop"
+    assert len(bs["backends"]) == 2 and bs["loadBalancingScheme"] == "EXTERNAL_MANAGED"
     assert cli(["lb", "destroy", *WHERE, "--release-ip"], capsys)[0] == 0
     names = gcloud(world, "compute", "ssl-certificates", "list", "--format=value(name)").split()
     assert names == ["users-cert"]
