@@ -330,13 +330,17 @@ def _named_port_changes(namer: Namer, actual: Actual, wanted: dict[str, dict[str
         add = {k: v for k, v in want.items() if current.get(k) != v}
         stale = sorted(k for k in current if namer.owns_port(k) and k not in want)
         key, name = f"namedPorts/{url.split('/compute/v1/')[-1]}", url.rsplit("/", 1)[1]
+        planned = {"ports": current, "fingerprint": actual.groups.get(url, {}).get("fingerprint")}
         if add:
-            changes.append(Change("update", key, "namedPorts", name, {"group": url, "add": add, "remove": []},
+            changes.append(Change("update", key, "namedPorts", name,
+                                  {"group": url, "add": add, "remove": [], "planned": planned},
                                   {"namedPorts": (current, {**current, **add})}))
         if stale:
+            # After the add on the same group (if any), whose write changes the fingerprint: read fresh then.
             after = {k: v for k, v in {**current, **add}.items() if k not in stale}
             changes.append(Change("update", f"{key}#release", "namedPorts", name,
-                                  {"group": url, "add": {}, "remove": stale}, {"namedPorts": (current, after)}))
+                                  {"group": url, "add": {}, "remove": stale,
+                                   "planned": {} if add else planned}, {"namedPorts": (current, after)}))
     return changes
 
 
@@ -347,23 +351,29 @@ def read_for_destroy(api: ComputeApi, namer: Namer, groups: set[str]) -> Actual:
     return Actual(found, read_groups(api, groups | _backend_groups(namer, found)))
 
 
-def _set_named_ports(api: ComputeApi, group: str, add: dict[str, int], remove: list[str]) -> None:
-    """Read the group's named ports just before writing them: another load balancer (or a person) may have
-    changed them since the plan; their fingerprint turns a race into a 412 that is retried on fresh data."""
+def _set_named_ports(api: ComputeApi, group: str, add: dict[str, int], remove: list[str],
+                     planned: dict[str, Any]) -> None:
+    """Write the group's named ports from what the plan read (its fingerprint guards against a change since);
+    on a 412 — another load balancer or a person changed them — read them fresh and write again."""
     from google.api_core import exceptions as gexc
     from google.cloud import compute_v1
 
     parts = group.split("/compute/v1/", 1)[1].split("/")
     project, zone, name = parts[1], parts[3], parts[5]
     client = api.compute.client(compute_v1.InstanceGroupsClient)
+    def read() -> tuple[dict[str, int], str]:
+        fresh = api.retrying(f"read instance group {name}", functools.partial(
+            client.get, project=project, zone=zone, instance_group=name))
+        return {p.name: p.port for p in fresh.named_ports}, fresh.fingerprint
+
+    # Never write without a fingerprint: that would overwrite whatever is there now.
+    current, fingerprint = (dict(planned["ports"]), planned["fingerprint"]) if planned.get("fingerprint") else read()
     for attempt in range(api.retries + 1):
-        fresh = api.retrying(f"read instance group {name}", lambda: client.get(
-            project=project, zone=zone, instance_group=name))
-        ports = {p.name: p.port for p in fresh.named_ports if p.name not in remove}
+        ports = {k: v for k, v in current.items() if k not in remove}
         ports.update(add)
         request = compute_v1.InstanceGroupsSetNamedPortsRequest(
             named_ports=[compute_v1.NamedPort(name=k, port=v) for k, v in sorted(ports.items())],
-            fingerprint=fresh.fingerprint)
+            fingerprint=fingerprint)
         try:
             op = api.retrying(f"set named ports on {name}", functools.partial(
                 client.set_named_ports, project=project, zone=zone, instance_group=name,
@@ -371,6 +381,7 @@ def _set_named_ports(api: ComputeApi, group: str, add: dict[str, int], remove: l
         except gexc.PreconditionFailed:
             if attempt == api.retries:
                 raise UserError(f"set named ports on {name}: changed concurrently too often") from None
+            current, fingerprint = read()
             continue
         api.wait(f"set named ports on {name}", op)
         return
@@ -380,7 +391,7 @@ def _run_one(api: ComputeApi, c: Change) -> None:
     from google.cloud import compute_v1
 
     if c.collection == "namedPorts":
-        _set_named_ports(api, c.body["group"], c.body["add"], c.body["remove"])
+        _set_named_ports(api, c.body["group"], c.body["add"], c.body["remove"], c.body["planned"])
         return
     if c.action == "create":
         api.insert(c.collection, c.body)
