@@ -275,3 +275,12 @@ def fault_clear(state_dir: Path) -> None:
     """Remove every fault rule."""
     _admin(_running_state(state_dir), "DELETE", "faults")
     click.echo("faults cleared")
+
+
+def _register_deploy() -> None:
+    from gitlab_mci.cli.sim_deploy import deploy_cmd
+
+    command.add_command(deploy_cmd)
+
+
+_register_deploy()

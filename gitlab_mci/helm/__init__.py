@@ -123,6 +123,18 @@ def _assignments(value: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def upgrade_inputs(args: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """The ``--values`` files and ``--set`` assignments in a Helm command line, in order (for the deploy stand-in)."""
+    files: list[str] = []
+    sets: list[tuple[str, str]] = []
+    for arg in _parse(split_words(args)):
+        if arg.flag in _VALUES_FLAGS and arg.value is not None:
+            files.append(arg.value)
+        elif arg.flag in _SET_FLAGS and arg.value is not None:
+            sets.extend(_assignments(arg.value))
+    return files, sets
+
+
 def _is_ours(arg: _Arg, settings: HelmSettings) -> bool:
     if arg.flag == "--set" and arg.value is not None and len(arg.words) == 2:
         pairs = _assignments(arg.value)

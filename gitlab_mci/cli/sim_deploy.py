@@ -1,0 +1,57 @@
+"""``gitlab-mci sim deploy``: the Auto DevOps deploy step's stand-in for simulated clusters."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from gitlab_mci.errors import UserError
+
+
+@click.command("deploy")
+@click.option("--context", envvar="KUBE_CONTEXT", help="Kubeconfig context of the cluster [env: KUBE_CONTEXT].")
+@click.option("--release", envvar=["HELM_RELEASE_NAME", "CI_ENVIRONMENT_SLUG"],
+              help="Helm release name [env: HELM_RELEASE_NAME, then CI_ENVIRONMENT_SLUG].")
+@click.option("--namespace", "-n", envvar="KUBE_NAMESPACE", default="default", show_default=True,
+              help="Namespace [env: KUBE_NAMESPACE].")
+@click.option("--values", "-f", "values_files", multiple=True, type=click.Path(dir_okay=False),
+              help="Helm values file(s), applied before HELM_UPGRADE_EXTRA_ARGS (default: HELM_UPGRADE_VALUES_FILE "
+                   "or .gitlab/auto-deploy-values.yaml when it exists, like the deploy script).")
+@click.option("--extra-args", envvar="HELM_UPGRADE_EXTRA_ARGS", default="",
+              help="Helm arguments as the deploy script passes them (--values/-f and --set are honoured) "
+                   "[env: HELM_UPGRADE_EXTRA_ARGS].")
+@click.option("--track", default="stable", show_default=True, help="application.track (stable or canary).")
+@click.option("--replicas", type=int, help="replicaCount (default: the values', else 1).")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), help="Kubeconfig file.")
+def deploy_cmd(context: str | None, release: str | None, namespace: str, values_files: tuple[str, ...],
+               extra_args: str, track: str, replicas: int | None, kubeconfig: Path | None) -> None:
+    """Deploy what the auto-deploy-app chart would (Deployment <release>, Service <release>-auto-deploy).
+
+    A stand-in for `auto-deploy deploy` in simulated clusters, where Helm and images are not available: it renders
+    the chart's Deployment and Service from the chart defaults, the values files and the --set flags, and creates or
+    replaces them.
+    """
+    from gitlab_mci import kube
+    from gitlab_mci.sim.autodeploy import Release, deploy, values_for
+
+    if not release:
+        raise UserError("no release: pass --release or set HELM_RELEASE_NAME or CI_ENVIRONMENT_SLUG")
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = str(kubeconfig)
+    files = list(values_files)
+    default_file = os.environ.get("HELM_UPGRADE_VALUES_FILE", ".gitlab/auto-deploy-values.yaml")
+    if not files and Path(default_file).is_file():
+        files = [default_file]  # what the deploy script does when the file exists
+    values = values_for(extra_args, files)
+    values["application"]["track"] = track
+    if replicas is not None:
+        values["replicaCount"] = replicas
+    rel = Release(release, namespace, values)
+    cluster = kube.connect(context)
+    service = deploy(cluster, rel)
+    ports = ", ".join(f"{p.get('name')}:{p.get('port')}" + (f"→{p['nodePort']}" if p.get("nodePort") else "")
+                      for p in service["spec"]["ports"])
+    click.echo(f"deployed {rel.deployment_name} to {cluster.context}: Service {rel.service_name} "
+               f"({service['spec']['type']} {ports})")

@@ -1,0 +1,65 @@
+"""The Auto DevOps deploy stand-in renders what the chart renders, from the values and flags gitlab-mci produces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+from kubernetes import client as k8s
+
+from gitlab_mci.sim.autodeploy import Release, manifests, values_for
+from tests.cli_helpers import run_cli as cli
+from tests.conftest import RunningSim
+
+
+@pytest.fixture
+def env(sim: RunningSim, monkeypatch: pytest.MonkeyPatch) -> RunningSim:
+    for key, value in sim.env.items():
+        monkeypatch.setenv(key, value)
+    return sim
+
+
+def test_chart_defaults_give_a_cluster_ip_service_named_like_the_chart() -> None:
+    deployment, service = manifests(Release("prod1", "shop", values_for("")))
+    assert deployment["metadata"]["name"] == "prod1" and service["metadata"]["name"] == "prod1-auto-deploy"
+    assert service["spec"]["type"] == "ClusterIP" and "nodePort" not in service["spec"]["ports"][0]
+    assert service["spec"]["selector"] == {"app": "prod1", "track": "stable", "tier": "web"}
+    canary = manifests(Release("prod1", "shop", {**values_for(""), "application": {"track": "canary",
+                                                                                    "tier": "web"}}))
+    assert canary[1]["metadata"]["name"] == "prod1-canary-auto-deploy"
+    for doc in (deployment, service, *canary):
+        kubernetes_validate.validate(doc, "1.30", strict=True)
+
+
+def test_values_and_extra_args_from_gitlab_mci_pin_the_node_port(env: RunningSim, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    values = tmp_path / "mci-values.yaml"
+    assert cli(["helm", "values", "-o", str(values), "--node-port", "31234"], capsys)[0] == 0
+    code, out, _ = cli(["helm", "extra-args", "--node-port", "31234", "--values-file", str(values),
+                        "--existing", "--atomic"], capsys)
+    assert code == 0
+    extra = out.strip()
+    code, out, err = cli(["sim", "deploy", "--context", "prod1", "--release", "web1", "--extra-args", extra], capsys)
+    assert code == 0, err
+    assert "Service web1-auto-deploy (NodePort web:5000→31234)" in out
+    core = k8s.CoreV1Api(k8s.ApiClient(k8s.Configuration(host=env.sim.kube_url("prod1"))))
+    svc = core.read_namespaced_service("web1-auto-deploy", "default")
+    ip = svc.spec.cluster_ip
+    # An upgrade keeps the Service's address; the pinned port stays.
+    assert cli(["sim", "deploy", "--context", "prod1", "--release", "web1", "--extra-args", extra], capsys)[0] == 0
+    again = core.read_namespaced_service("web1-auto-deploy", "default")
+    assert again.spec.cluster_ip == ip and again.spec.ports[0].node_port == 31234
+    pods = core.list_namespaced_pod("default", label_selector="app=web1,track=stable")
+    assert pods.items
+    core.delete_namespaced_service("web1-auto-deploy", "default")
+    k8s.AppsV1Api(core.api_client).delete_namespaced_deployment("web1", "default")
+
+
+def test_a_bad_values_file_is_one_line(env: RunningSim, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "v.yaml"
+    bad.write_text("service: [")
+    code, _, err = cli(["sim", "deploy", "--context", "prod1", "--release", "x", "-f", str(bad)], capsys)
+    assert code == 1 and "malformed YAML" in err and len(err.splitlines()) == 1
+    code, _, err = cli(["sim", "deploy", "--context", "prod1"], capsys)
+    assert code == 1 and "no release" in err
