@@ -90,7 +90,7 @@ def manifests(release: Release) -> tuple[dict[str, Any], dict[str, Any]]:
     svc = v["service"]
     labels = {"app": release.name, "release": release.deployment_name, "track": track, "tier": tier}
     selector = {"app": release.name, "track": track, "tier": tier}
-    probe = {"httpGet": {"path": v["readinessProbe"].get("path", "/"), "port": svc["internalPort"],
+    probe: dict[str, Any] = {"httpGet": {"path": v["readinessProbe"].get("path", "/"), "port": svc["internalPort"],
                          "scheme": "HTTP"}, "periodSeconds": 10, "timeoutSeconds": 2}
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment",
