@@ -123,7 +123,7 @@ def plan_cmd(detailed_exitcode: bool, **kw: Any) -> None:
     from gitlab_mci.lb import engine
 
     prepared = _prepare(kw)
-    changes = engine.diff(prepared.desired, engine.read_actual(prepared.api, prepared.desired), adopt=kw["adopt"])
+    changes = engine.diff(prepared.desired, prepared.read_actual(), adopt=kw["adopt"])
     _echo_plan(changes, kw["output"])
     if detailed_exitcode and changes:
         sys.exit(2)
@@ -173,7 +173,7 @@ def apply_cmd(dotenv: Path | None, **kw: Any) -> None:
                  collapsed=True, enabled=text):
         prepared = _prepare(kw)
         desired, api = prepared.desired, prepared.api
-        actual = engine.read_actual(api, desired)
+        actual = prepared.read_actual()
         changes = engine.diff(desired, actual, adopt=kw["adopt"])
         if text:
             for info in prepared.clusters:

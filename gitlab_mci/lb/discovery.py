@@ -1,16 +1,18 @@
 """What the load balancer needs to know about each cluster, read from the clusters and Compute themselves.
 
 Node ``spec.providerID`` (``gce://PROJECT/ZONE/INSTANCE``) → the instance → its ``created-by`` metadata (the managed
-instance group) → that manager's ``instanceGroup``: the backend to use. The instances also give the network (which
-may live in another project under Shared VPC) and the node tags the firewall must target. No Ingress object is
-created in the clusters and nothing waits on an in-cluster controller.
+instance group) → the instance group the manager created, which has the manager's name: the backend to use. The
+instances also give the network (which may live in another project under Shared VPC) and the node tags the firewall
+must target. No Ingress object is created in the clusters and nothing waits on an in-cluster controller.
 
 Reads are batched: one node list per cluster, and per project one aggregated list of instances and one of instance
-group managers, however many clusters there are.
+groups, however many clusters there are. The groups are kept (with their named ports and fingerprint) so that
+``lb apply`` need not read them again.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +58,7 @@ class ClusterInfo:
     network: str
     tags: tuple[str, ...]
     services: dict[str, ServiceInfo] = field(default_factory=dict)
+    group_json: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass
@@ -122,19 +125,19 @@ def discover(clusters: Sequence[Cluster], compute: Compute, namespace: str,
     nodes_by_cluster = parallel(clusters, _nodes)
     projects = sorted({n.project for nodes in nodes_by_cluster for n in nodes})
     instances: dict[tuple[str, str, str], Any] = {}
-    managers: dict[tuple[str, str, str], Any] = {}
+    groups_by_key: dict[tuple[str, str, str], Any] = {}
     for project in projects:
         for scope, listed in compute.client(compute_v1.InstancesClient).aggregated_list(project=project):
             for listed_instance in listed.instances:
                 instances[(project, scope.removeprefix("zones/"), listed_instance.name)] = listed_instance
-        for scope, listed in compute.client(compute_v1.InstanceGroupManagersClient).aggregated_list(
-                project=project):
-            for listed_mig in listed.instance_group_managers:
-                managers[(project, scope.removeprefix("zones/"), listed_mig.name)] = listed_mig
+        for scope, listed in compute.client(compute_v1.InstanceGroupsClient).aggregated_list(project=project):
+            for listed_group in listed.instance_groups:
+                groups_by_key[(project, scope.removeprefix("zones/"), listed_group.name)] = listed_group
     svc_infos = parallel(clusters, lambda c: {s: _service(c, namespace, s) for s in services})
     result = []
     for cluster, nodes, found in zip(clusters, nodes_by_cluster, svc_infos, strict=True):
         groups: set[str] = set()
+        group_json: dict[str, dict[str, Any]] = {}
         networks: set[str] = set()
         tags: set[str] = set()
         for node in nodes:
@@ -146,10 +149,13 @@ def discover(clusters: Sequence[Cluster], compute: Compute, namespace: str,
             if not created_by or "/instanceGroupManagers/" not in created_by:
                 raise UserError(f"context {cluster.context!r}: instance {node.instance} was not created by a "
                                 "managed instance group (no created-by metadata); only GKE node pools are supported")
-            mig = managers.get((node.project, node.zone, created_by.rsplit("/", 1)[1]))
-            if mig is None:
-                raise UserError(f"context {cluster.context!r}: instance group manager {created_by} not found")
-            groups.add(mig.instance_group)
+            # A zonal managed instance group's instance group carries the manager's name.
+            group = groups_by_key.get((node.project, node.zone, created_by.rsplit("/", 1)[1]))
+            if group is None:
+                raise UserError(f"context {cluster.context!r}: the instance group of manager {created_by} not found")
+            groups.add(group.self_link)
+            group_json.setdefault(group.self_link, json.loads(compute_v1.InstanceGroup.to_json(
+                group, always_print_fields_with_no_presence=False)))
             networks.add(inst.network_interfaces[0].network)
             tags.update(inst.tags.items)
         if len(networks) > 1:
@@ -158,6 +164,6 @@ def discover(clusters: Sequence[Cluster], compute: Compute, namespace: str,
         result.append(ClusterInfo(
             context=cluster.context, project=nodes[0].project, groups=tuple(sorted(groups)),
             zones=tuple(sorted({n.zone for n in nodes})), network=networks.pop(), tags=tuple(sorted(tags)),
-            services={k: v for k, v in found.items() if v is not None},
+            services={k: v for k, v in found.items() if v is not None}, group_json=group_json,
         ))
     return result

@@ -226,8 +226,10 @@ def read_named(api: ComputeApi, namer: Namer) -> dict[str, dict[str, Any]]:
     return found
 
 
-def read_actual(api: ComputeApi, desired: Desired) -> Actual:
-    """Everything of this load balancer that exists: one list per collection, plus the instance groups."""
+def read_actual(api: ComputeApi, desired: Desired,
+                known_groups: dict[str, dict[str, Any]] | None = None) -> Actual:
+    """Everything of this load balancer that exists: one list per collection, plus the instance groups
+    (``known_groups``, as discovery read them, are not read again)."""
     found = read_named(api, desired.namer)
     address = next((r for r in desired.resources.values() if r.collection == "globalAddresses"), None)
     if address is not None and address.key not in found:
@@ -235,8 +237,9 @@ def read_actual(api: ComputeApi, desired: Desired) -> Actual:
         if got is not None:
             found[address.key] = got
     # Also the groups our backend services still use: a removed cluster's groups lose our named ports.
-    groups = {np.group for np in desired.named_ports} | _backend_groups(desired.namer, found)
-    return Actual(found, read_groups(api, groups))
+    groups = {_canonical(g) for g in {np.group for np in desired.named_ports} | _backend_groups(desired.namer, found)}
+    known = {_canonical(url): data for url, data in (known_groups or {}).items() if _canonical(url) in groups}
+    return Actual(found, {**known, **read_groups(api, groups - set(known))})
 
 
 def _backend_groups(namer: Namer, found: dict[str, dict[str, Any]]) -> set[str]:
@@ -251,6 +254,8 @@ def read_groups(api: ComputeApi, wanted: set[str]) -> dict[str, dict[str, Any]]:
     groups: dict[str, dict[str, Any]] = {}
     client = api.compute.client(compute_v1.InstanceGroupsClient)
     wanted = {_canonical(g) for g in wanted}
+    if not wanted:
+        return groups
     for project in sorted({g.split("/projects/", 1)[1].split("/", 1)[0] for g in wanted}):
         pages = api.retrying(f"list instance groups of {project}",
                              functools.partial(lambda p: list(client.aggregated_list(project=p)), project))

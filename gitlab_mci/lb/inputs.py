@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from gitlab_mci.kube import Cluster
     from gitlab_mci.lb.desired import Desired
     from gitlab_mci.lb.discovery import ClusterInfo
-    from gitlab_mci.lb.engine import ComputeApi
+    from gitlab_mci.lb.engine import Actual, ComputeApi
 
 # Annotations GKE's own Ingress controller (and kubemci) read; honoured when the flag is not given.
 STATIC_IP_ANNOTATION = "kubernetes.io/ingress.global-static-ip-name"
@@ -64,6 +64,13 @@ class Prepared:
     desired: Desired
     api: ComputeApi
     clusters: list[ClusterInfo]
+
+    def read_actual(self) -> Actual:
+        """The load balancer as it is; the instance groups discovery already read are not read again."""
+        from gitlab_mci.lb.engine import read_actual
+
+        known = {url: data for c in self.clusters for url, data in c.group_json.items()}
+        return read_actual(self.api, self.desired, known)
 
 
 def split_contexts(values: Sequence[str]) -> list[str]:
