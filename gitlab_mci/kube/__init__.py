@@ -6,6 +6,7 @@ when it cannot be reached), instead of the kubernetes client's multi-line traceb
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,20 +27,34 @@ def kubeconfig_paths() -> list[str]:
     return [p for p in raw.split(os.pathsep) if p]
 
 
-def list_contexts() -> list[str]:
-    """Names of all contexts in the kubeconfig files."""
-    from kubernetes import config
-    from kubernetes.config.config_exception import ConfigException
-
+def _merged() -> Any:
+    """The kubeconfig files, parsed and merged once per set of files and modification times: connecting to 15
+    contexts must not parse the same YAML 30 times."""
     paths = kubeconfig_paths()
-    existing = [p for p in paths if os.path.exists(p)]
+    existing = tuple(p for p in paths if os.path.exists(p))
     if not existing:
         raise UserError(f"no kubeconfig found at {os.pathsep.join(paths)} (set KUBECONFIG or pass --kubeconfig)")
+    return _load(existing, tuple(os.stat(p).st_mtime_ns for p in existing))
+
+
+@functools.lru_cache(maxsize=4)
+def _load(paths: tuple[str, ...], _stamps: tuple[int, ...]) -> Any:
+    from kubernetes.config.config_exception import ConfigException
+    from kubernetes.config.kube_config import KubeConfigMerger
+
     try:
-        contexts, _ = config.list_kube_config_contexts(config_file=os.pathsep.join(existing))  # type: ignore[no-untyped-call]
-    except ConfigException as exc:
-        raise UserError(f"kubeconfig {os.pathsep.join(existing)}: {exc}") from None
-    return [c["name"] for c in contexts or []]
+        merged = KubeConfigMerger(os.pathsep.join(paths))  # type: ignore[no-untyped-call]
+    except (ConfigException, OSError, ValueError) as exc:
+        raise UserError(f"kubeconfig {os.pathsep.join(paths)}: {exc}") from None
+    if merged.config is None:
+        raise UserError(f"kubeconfig {os.pathsep.join(paths)}: no configuration found")
+    return merged
+
+
+def list_contexts() -> list[str]:
+    """Names of all contexts in the kubeconfig files."""
+    contexts = _merged().config.safe_get("contexts") or []
+    return [c["name"] for c in contexts]
 
 
 @dataclass
@@ -91,21 +106,24 @@ class Cluster:
 
 def connect(context: str | None) -> Cluster:
     """A client for ``context`` (``None``: the kubeconfig's current context)."""
-    from kubernetes import config
+    from kubernetes import client
     from kubernetes.config.config_exception import ConfigException
+    from kubernetes.config.kube_config import KubeConfigLoader
 
-    known = list_contexts()
+    merged = _merged()
+    known = [c["name"] for c in merged.config.safe_get("contexts") or []]
     if context is not None and context not in known:
         raise UserError(f"unknown kubeconfig context {context!r} (known: {', '.join(known) or 'none'})")
-    existing = [p for p in kubeconfig_paths() if os.path.exists(p)]
+    configuration = type.__call__(client.Configuration)
     try:
-        api = config.new_client_from_config(config_file=os.pathsep.join(existing), context=context)  # type: ignore[no-untyped-call]
+        loader = KubeConfigLoader(config_dict=merged.config, config_base_path=None, active_context=context,  # type: ignore[no-untyped-call]
+                                  config_persister=merged.save_changes)
+        loader.load_and_set(configuration)  # type: ignore[no-untyped-call]
     except ConfigException as exc:
         raise UserError(f"kubeconfig context {context!r}: {exc}") from None
     # One retry at most: the caller reports an unreachable cluster quickly and clearly.
-    api.configuration.retries = 1
-    name = context or config.list_kube_config_contexts(config_file=os.pathsep.join(existing))[1]["name"]  # type: ignore[no-untyped-call]
-    return Cluster(name, api)
+    configuration.retries = 1
+    return Cluster(context or loader.current_context["name"], client.ApiClient(configuration=configuration))
 
 
 def api_error_message(exc: Any) -> str:
