@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Run this example's pipeline on this machine with gitlab-ci-local, against the gitlab-mci simulator.
+#
+#   examples/auto-devops-two-clusters/local/run.sh [WORKDIR] [gitlab-ci-local options…]
+#   e.g. run.sh /tmp/shop                          # the deploy pipeline: deploy, pin, load balancer, status
+#        run.sh /tmp/shop --input mci_teardown=true  # a teardown pipeline
+#
+# WORKDIR (default: a new temporary directory) gets a copy of the example as a git repository, the simulator's state
+# (WORKDIR/sim, started if not running) and gitlab-ci-local's. Includes that gitlab-ci-local would download are
+# put in its cache instead: the gitlab-mci template from this checkout, and local/auto-devops.gitlab-ci.yml in
+# place of Auto-DevOps.gitlab-ci.yml. Needs gitlab-mci (with the sim extra), kubectl, rsync and gitlab-ci-local
+# (`npm install --prefix .tools gitlab-ci-local@4.73.0` at the repository root). Stop the simulator afterwards with
+# `gitlab-mci sim down --state-dir WORKDIR/sim`.
+set -euo pipefail
+example=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$example/../.." && pwd)
+work=${1:-$(mktemp -d)}
+shift || true
+gcl=${GITLAB_CI_LOCAL:-$root/.tools/node_modules/.bin/gitlab-ci-local}
+command -v "$gcl" >/dev/null || { echo "error: gitlab-ci-local not found at $gcl (set GITLAB_CI_LOCAL)" >&2; exit 1; }
+
+mkdir -p "$work"
+app=$work/app
+if [ ! -d "$app/.git" ]; then
+  mkdir -p "$app"
+  (cd "$example" && tar --exclude=./local -cf - .) | (cd "$app" && tar -xf -)
+  git -C "$app" init -q -b main
+  git -C "$app" remote add origin https://gitlab.example.com/shop/app.git
+  git -C "$app" add -A
+  git -C "$app" -c user.name=example -c user.email=example@example.com commit -qm "shop app"
+  git -C "$app" update-ref refs/remotes/origin/main HEAD
+  git -C "$app" symbolic-ref refs/remotes/origin/HEAD refs/remotes/origin/main
+fi
+
+cache=$app/.gitlab-ci-local/includes
+mkdir -p "$cache/gitlab.example.com/platform/gitlab-mci/v0.1.0/ci-templates" \
+         "$cache/gitlab.com/gitlab-org/gitlab/-/raw/HEAD/lib/gitlab/ci/templates"
+cp "$root/ci-templates/mci.gitlab-ci.yml" "$cache/gitlab.example.com/platform/gitlab-mci/v0.1.0/ci-templates/"
+cp "$example/local/auto-devops.gitlab-ci.yml" \
+   "$cache/gitlab.com/gitlab-org/gitlab/-/raw/HEAD/lib/gitlab/ci/templates/Auto-DevOps.gitlab-ci.yml"
+
+gitlab-mci sim status --state-dir "$work/sim" >/dev/null 2>&1 || gitlab-mci sim up --detach --state-dir "$work/sim"
+{
+  cat "$example/local/gitlab-ci-local-variables.yml"
+  # The simulator's endpoints, as project variables (directories are left out: gitlab-ci-local copies file paths).
+  gitlab-mci sim env --state-dir "$work/sim" |
+    sed -n 's/^export \(KUBECONFIG\|GITLAB_MCI_COMPUTE_ENDPOINT\|GOOGLE_CLOUD_PROJECT\)=\(.*\)$/\1: "\2"/p'
+} > "$app/.gitlab-ci-local-variables.yml"
+
+cd "$app"
+exec "$gcl" --force-shell-executor "$@"
