@@ -1,0 +1,233 @@
+"""The CI template: GitLab's CI schema for every YAML document, inputs, and the shape of the jobs it adds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gitlab_mci.helm import HelmSettings, extra_args
+from gitlab_mci.sim.autodeploy import values_for
+from tests.ci import render
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "ci-templates" / "mci.gitlab-ci.yml"
+EXAMPLE = ROOT / "examples" / "auto-devops-two-clusters"
+EXAMPLE_INPUTS = {"environments": ["prod1", "prod2"], "node_port": 30999, "lb_name": "shop", "disable_ingress": True,
+                  "teardown": False}
+OUR_JOBS = {"mci-check", "mci-pin", "mci-lb", "mci-status", "mci-teardown"}
+
+
+def check_schema(tmp_path: Path, documents: dict[str, str]) -> None:
+    """Validate each YAML document on its own (check-jsonschema refuses multi-document files)."""
+    paths = []
+    for name, text in documents.items():
+        path = tmp_path / f"{name}.yml"
+        path.write_text(text)
+        paths.append(str(path))
+    proc = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.gitlab-ci",
+                           "--data-transform", "gitlab-ci", *paths], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def documents(path: Path) -> dict[str, str]:
+    head, sep, body = path.read_text().partition("\n---\n")
+    return {f"{path.stem}-header": head, f"{path.stem}-body": body} if sep else {path.stem: head}
+
+
+def rendered(inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+    result: dict[str, Any] = render.render(TEMPLATE.read_text(), inputs)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Schema
+
+
+def test_every_document_of_the_template_validates_against_gitlabs_ci_schema(tmp_path: Path) -> None:
+    docs = documents(TEMPLATE)
+    assert len(docs) == 2  # the spec header, then the jobs
+    check_schema(tmp_path, docs)
+
+
+@pytest.mark.parametrize("inputs", [
+    {},
+    EXAMPLE_INPUTS,
+    {**EXAMPLE_INPUTS, "mode": "hosted", "teardown": True, "release_ip": True, "scheme": "EXTERNAL",
+     "certificates": "shop-2026,shop-2027", "https_redirect": True, "static_ip": "shop-ip", "internal_port": "8080"},
+], ids=["defaults", "example", "hosted-teardown-https"])
+def test_rendered_template_validates(tmp_path: Path, inputs: dict[str, Any]) -> None:
+    check_schema(tmp_path, {"rendered": render.dump(rendered(inputs))})
+
+
+def test_example_and_its_local_auto_devops_stand_in_validate(tmp_path: Path) -> None:
+    docs = {**documents(EXAMPLE / ".gitlab-ci.yml"), **documents(EXAMPLE / "local" / "auto-devops.gitlab-ci.yml")}
+    check_schema(tmp_path, docs)
+    spec, _ = render.split((EXAMPLE / ".gitlab-ci.yml").read_text())
+    assert render.resolve(spec, {}) == {"mci_teardown": False}  # the input `gitlab-mci gitlab teardown` sets
+
+
+def test_example_includes_the_template_with_inputs_the_template_accepts() -> None:
+    body = render.load((EXAMPLE / ".gitlab-ci.yml").read_text().partition("\n---\n")[2])
+    ours = [item for item in body["include"] if item.get("file") == "/ci-templates/mci.gitlab-ci.yml"]
+    assert len(ours) == 1 and ours[0]["project"] == "platform/gitlab-mci"
+    assert body["include"][0] == {"template": "Auto-DevOps.gitlab-ci.yml"}  # Auto DevOps first: we extend its jobs
+    inputs = {**ours[0]["inputs"], "teardown": False}  # `$[[ inputs.mci_teardown ]]` of the project's own spec
+    spec, _ = render.split(TEMPLATE.read_text())
+    render.resolve(spec, inputs)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Inputs
+
+
+@pytest.mark.parametrize(("inputs", "message"), [
+    ({"mode": "fleet"}, "not in the list of allowed options"),
+    ({"node_port": "30999"}, "not a number"),
+    ({"environments": "prod1"}, "not a array"),
+    ({"lb_name": "Shop_1"}, "does not match required regex"),
+    ({"internal_port": "http"}, "does not match required regex"),
+    ({"scheme": "INTERNAL"}, "not in the list of allowed options"),
+    ({"node-port": 30999}, "unknown input"),
+])
+def test_inputs_gitlab_would_refuse(inputs: dict[str, Any], message: str) -> None:
+    with pytest.raises(render.InputError, match=message):
+        rendered(inputs)
+
+
+def test_every_declared_input_is_used() -> None:
+    spec, body = render.split(TEMPLATE.read_text())
+    used = set(render._BLOCK.findall(body))
+    assert used == set(spec["inputs"])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Jobs
+
+
+def test_the_template_adds_its_jobs_and_touches_only_the_production_deploys() -> None:
+    body = rendered(EXAMPLE_INPUTS)
+    jobs = {name for name in body if not name.startswith(".")}
+    assert jobs == OUR_JOBS | {"production", "production_manual"}
+    # Nothing that would replace Auto DevOps' pipeline-wide settings (arrays and scalars replace, they do not merge).
+    assert not {"stages", "workflow", "variables", "default", "image", "include"} & set(body)
+    for name in ("production", "production_manual"):
+        job = body[name]
+        assert set(job) == {"parallel", "environment", "variables", "before_script"}  # merged into Auto DevOps' job
+        assert job["parallel"] == {"matrix": [{"MCI_ENVIRONMENT": ["prod1", "prod2"]}]}
+        assert job["environment"] == {"name": "$MCI_ENVIRONMENT", "deployment_tier": "production"}
+        assert job["variables"]["MCI_NODE_PORT"] == 30999
+
+
+def test_pin_jobs_one_per_environment_without_a_deployment_after_the_deploys() -> None:
+    pin = rendered(EXAMPLE_INPUTS)["mci-pin"]
+    assert pin["parallel"] == {"matrix": [{"MCI_ENVIRONMENT": ["prod1", "prod2"]}]}
+    assert pin["environment"] == {"name": "$MCI_ENVIRONMENT", "action": "prepare"}
+    assert [(n["job"], n["optional"]) for n in pin["needs"]] == [("production", True), ("production_manual", True)]
+    assert "gitlab-mci nodeport pin" in pin["script"]
+    assert pin["artifacts"] == {"reports": {"dotenv": "mci-pin.env"}}
+
+
+def test_load_balancer_job_waits_for_every_environment_holds_a_resource_group_and_publishes_the_url() -> None:
+    lb = rendered(EXAMPLE_INPUTS)["mci-lb"]
+    assert [(n["job"], n.get("optional", False)) for n in lb["needs"]] == [
+        ("production", True), ("production_manual", True), ("mci-pin", True)]
+    assert lb["resource_group"] == "mci-lb-shop"
+    assert lb["environment"] == {"name": "global", "url": "$MCI_URL", "on_stop": "mci-teardown"}
+    assert lb["artifacts"] == {"reports": {"dotenv": "mci.env"}}
+    assert "gitlab-mci lb apply --dotenv mci.env" in "\n".join(s for s in lb["script"] if isinstance(s, str))
+    assert lb["extends"] == [".mci-rules", ".mci-google"]
+    body = rendered(EXAMPLE_INPUTS)
+    assert body[".mci-google"]["id_tokens"]["GITLAB_OIDC_TOKEN"]["aud"].startswith("https://iam.googleapis.com/")
+    assert "gitlab-mci auth gitlab-oidc --format export" in body[".mci-google"]["script"][0]
+
+
+def test_teardown_is_the_environments_stop_action_manual_or_automatic_in_a_teardown_pipeline() -> None:
+    body = rendered(EXAMPLE_INPUTS)
+    down = body["mci-teardown"]
+    assert down["environment"] == {"name": "global", "action": "stop"}
+    assert down["resource_group"] == body["mci-lb"]["resource_group"]
+    assert down["needs"] == []
+    assert down["rules"] == [
+        {"if": '"false" == "true" || $MCI_TEARDOWN == "true"'},
+        {"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH", "when": "manual", "allow_failure": True},
+    ]
+    assert rendered({**EXAMPLE_INPUTS, "teardown": True})["mci-teardown"]["rules"][0] == {
+        "if": '"true" == "true" || $MCI_TEARDOWN == "true"'}
+    # In a teardown pipeline every other gitlab-mci job is off.
+    assert body[".mci-rules"]["rules"][0] == {"if": '"false" == "true" || $MCI_TEARDOWN == "true"', "when": "never"}
+    assert body["mci-status"]["extends"][0] == body["mci-lb"]["extends"][0] == ".mci-rules"
+    assert body["mci-pin"]["extends"] == body["mci-check"]["extends"] == ".mci-rules-nodeport"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The deploy hook: plain sh in the deploy image, the same arguments as `gitlab-mci helm extra-args`
+
+
+def _hook(inputs: dict[str, Any], existing: str | None) -> str:
+    body = rendered({**EXAMPLE_INPUTS, **inputs})
+    job = body["production"]
+    env = {"PATH": os.environ["PATH"], **{k: str(v).lower() if isinstance(v, bool) else str(v)
+                                          for k, v in job["variables"].items()}}
+    if existing is not None:
+        env["HELM_UPGRADE_EXTRA_ARGS"] = existing
+    script = "set -eu\n" + "\n".join(job["before_script"]) + '\nprintf "%s" "${HELM_UPGRADE_EXTRA_ARGS-<unset>}"'
+    proc = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, check=True)
+    return proc.stdout.splitlines()[-1] if proc.stdout.strip() else ""
+
+
+@pytest.mark.parametrize(("inputs", "existing"), [
+    ({}, None),
+    ({}, ""),
+    ({"disable_ingress": False}, "--set image.pullPolicy=Always --values .gitlab/extra.yaml"),
+    ({"node_port": 31000, "service_port": 8080}, "--atomic --timeout 10m"),
+    ({"service_port": 8080, "internal_port": "8081"}, None),
+    ({}, "--set service.type=NodePort --set service.nodePort=30999 --set ingress.enabled=false"),
+])
+def test_deploy_hook_exports_what_gitlab_mci_helm_extra_args_prints(inputs: dict[str, Any], existing: str | None,
+                                                                    tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".gitlab").mkdir()
+    (tmp_path / ".gitlab" / "extra.yaml").write_text("service:\n  annotations: {a: b}\n")
+    merged = {**EXAMPLE_INPUTS, **inputs}
+    settings = HelmSettings(node_port=merged["node_port"], external_port=merged.get("service_port", 5000),
+                            internal_port=int(merged.get("internal_port") or merged.get("service_port", 5000)),
+                            disable_ingress=merged["disable_ingress"])
+    want = extra_args(existing or "", settings)
+    got = _hook(inputs, existing)
+    assert got.split() == want.split()
+    assert values_for(got) == values_for(want)
+    assert _hook(inputs, got) == got  # running the hook on its own output changes nothing
+
+
+def test_deploy_hook_leaves_hosted_mode_alone() -> None:
+    assert _hook({"mode": "hosted"}, "--set a=b") == "--set a=b"
+    assert _hook({"mode": "hosted"}, None) == "<unset>"
+
+
+def test_check_job_refuses_contradicting_helm_arguments_before_the_pipeline_builds() -> None:
+    check = rendered(EXAMPLE_INPUTS)["mci-check"]
+    assert check["stage"] == ".pre"
+    assert check["environment"] == {"name": "$MCI_ENVIRONMENT", "action": "prepare"}
+    venv_bin = str(Path(sys.executable).parent)
+    base = {"PATH": f"{venv_bin}:{os.environ['PATH']}", "CI_ENVIRONMENT_NAME": "prod1", "HELM_RELEASE_NAME": "shop",
+            **{k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in check["variables"].items()}}
+    script = "set -e\n" + "\n".join(check["script"])
+
+    def run(**extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", "-c", script], env={**base, **extra}, capture_output=True, text=True)
+
+    ok = run(HELM_UPGRADE_EXTRA_ARGS="--set replicaCount=2")
+    assert ok.returncode == 0, ok.stderr
+    assert "HELM_UPGRADE_EXTRA_ARGS=--set replicaCount=2 --set service.type=NodePort" in ok.stdout
+    bad = run(HELM_UPGRADE_EXTRA_ARGS="--set service.type=ClusterIP")
+    assert bad.returncode != 0
+    assert "service.type=ClusterIP" in bad.stderr
+    no_service = run(HELM_RELEASE_NAME="")
+    assert no_service.returncode != 0
+    assert "set HELM_RELEASE_NAME" in no_service.stderr
