@@ -10,7 +10,8 @@
 # put in its cache instead: the gitlab-mci template from this checkout, and local/auto-devops.gitlab-ci.yml in
 # place of Auto-DevOps.gitlab-ci.yml. Needs gitlab-mci (with the sim extra), kubectl, rsync and gitlab-ci-local
 # (`npm install --prefix .tools gitlab-ci-local@4.73.0` at the repository root). Stop the simulator afterwards with
-# `gitlab-mci sim down --state-dir WORKDIR/sim`.
+# `gitlab-mci sim down --state-dir WORKDIR/sim`. EXAMPLE_VARIABLES names another scoped-variables file to use instead
+# of local/gitlab-ci-local-variables.yml.
 set -euo pipefail
 example=$(cd "$(dirname "$0")/.." && pwd)
 root=$(cd "$example/../.." && pwd)
@@ -41,7 +42,7 @@ cp "$example/local/auto-devops.gitlab-ci.yml" \
 
 gitlab-mci sim status --state-dir "$work/sim" >/dev/null 2>&1 || gitlab-mci sim up --detach --state-dir "$work/sim"
 {
-  cat "$example/local/gitlab-ci-local-variables.yml"
+  cat "${EXAMPLE_VARIABLES:-$example/local/gitlab-ci-local-variables.yml}"
   # The simulator's endpoints, as project variables (directories are left out: gitlab-ci-local copies file paths).
   gitlab-mci sim env --state-dir "$work/sim" |
     sed -n 's/^export \(KUBECONFIG\|GITLAB_MCI_COMPUTE_ENDPOINT\|GOOGLE_CLOUD_PROJECT\)=\(.*\)$/\1: "\2"/p'
