@@ -36,7 +36,8 @@ class SimFiles:
 class Simulator:
     """The Compute emulator plus one Kubernetes API server per cluster, each on its own loopback port."""
 
-    def __init__(self, spec: WorldSpec, *, host: str = "127.0.0.1", kube_latency: float = 0.0) -> None:
+    def __init__(self, spec: WorldSpec, *, host: str = "127.0.0.1", kube_latency: float = 0.0,
+                 mci_delay: float | None = None) -> None:
         # Imported here so that importing the runtime (e.g. for `sim down`) stays cheap.
         from gitlab_mci.sim.compute import ComputeEmulator
         from gitlab_mci.sim.kube import KubeApiServer
@@ -67,6 +68,15 @@ class Simulator:
             )
             for name, kube in self.clusters.items()
         }
+        # The fleet (GKE Hub) and Google's hosted Multi Cluster Ingress controller.
+        from gitlab_mci.sim.gkehub import GkeHubEmulator
+        from gitlab_mci.sim.mci import MciController
+
+        self.gkehub = GkeHubEmulator(spec)
+        self.mci = MciController(spec, self.records, self.clusters, self.compute, self.gkehub,
+                                 delay=spec.mci_delay if mci_delay is None else mci_delay)
+        self._gkehub_server = SimServer(self.gkehub.handle, service="gkehub", journal=self.journal,
+                                        faults=self.faults, host=host)
         self.started_at = 0.0
 
     # --- lifecycle -------------------------------------------------------------------------------------------
@@ -75,10 +85,14 @@ class Simulator:
         self._compute_server.start()
         for server in self._kube_servers.values():
             server.start()
+        self._gkehub_server.start()
+        self.mci.start()
         self.started_at = time.time()
         return self
 
     def stop(self) -> None:
+        self.mci.stop()
+        self._gkehub_server.stop()
         for server in self._kube_servers.values():
             server.stop()
         self._compute_server.stop()
@@ -95,6 +109,10 @@ class Simulator:
     def compute_url(self) -> str:
         return self._compute_server.url
 
+    @property
+    def gkehub_url(self) -> str:
+        return self._gkehub_server.url
+
     def kube_url(self, cluster: str) -> str:
         return self._kube_servers[cluster].url
 
@@ -107,6 +125,7 @@ class Simulator:
         """Environment variables that point gitlab-mci (and kubectl, gcloud when files are given) here."""
         env = {
             "GITLAB_MCI_COMPUTE_ENDPOINT": self.compute_url,
+            "GITLAB_MCI_GKEHUB_ENDPOINT": self.gkehub_url,
             "GOOGLE_CLOUD_PROJECT": self.spec.project,
         }
         if files is not None:
@@ -140,6 +159,7 @@ class Simulator:
             "started_at": self.started_at,
             "project": self.spec.project,
             "compute": self.compute_url,
+            "gkehub": self.gkehub_url,
             "clusters": {
                 rec.spec.name: {
                     "server": self.kube_url(rec.spec.name),

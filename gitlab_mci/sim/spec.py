@@ -69,6 +69,7 @@ class WorldSpec:
     clusters: tuple[ClusterSpec, ...]
     operation_latency: float = 0.0
     managed_cert_delay: float = 1.0
+    mci_delay: float = 3.0  # seconds the hosted Multi Cluster Ingress controller takes to provision
     node_port_range: tuple[int, int] = (30000, 32767)
     seed: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
@@ -126,7 +127,7 @@ def parse_spec(raw: Any, where: str = "simulator spec") -> WorldSpec:
     """Validate a spec mapping (as loaded from YAML) into a :class:`WorldSpec`; errors name the field."""
     _require(isinstance(raw, dict), where, "must be a YAML mapping")
     known = {"project", "projectNumber", "network", "networkProject", "clusters", "operationLatency",
-             "managedCertDelay", "nodePortRange", "seed"}
+             "managedCertDelay", "nodePortRange", "seed", "mciProvisioningDelay"}
     unknown = set(raw) - known
     _require(not unknown, where, f"unknown field(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
     project = raw.get("project", "demo-project")
@@ -151,6 +152,9 @@ def parse_spec(raw: Any, where: str = "simulator spec") -> WorldSpec:
     cert_delay = raw.get("managedCertDelay", 1.0)
     _require(isinstance(cert_delay, int | float) and cert_delay >= 0, f"{where}: managedCertDelay",
              "must be a number of seconds")
+    mci_delay = raw.get("mciProvisioningDelay", 3.0)
+    _require(isinstance(mci_delay, int | float) and 0 <= mci_delay <= 3600, f"{where}: mciProvisioningDelay",
+             "must be a number of seconds from 0 to 3600")
     npr = raw.get("nodePortRange", "30000-32767")
     m = re.fullmatch(r"(\d+)-(\d+)", str(npr))
     if m is None or not 1 <= int(m.group(1)) < int(m.group(2)) <= 65535:
@@ -165,6 +169,7 @@ def parse_spec(raw: Any, where: str = "simulator spec") -> WorldSpec:
         clusters=clusters,
         operation_latency=float(latency),
         managed_cert_delay=float(cert_delay),
+        mci_delay=float(mci_delay),
         node_port_range=(int(m.group(1)), int(m.group(2))),
         seed=seed,
     )

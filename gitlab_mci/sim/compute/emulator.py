@@ -118,6 +118,12 @@ class ComputeEmulator:
             return [self._render(COLLECTIONS[c], o) for (c, _, _), bucket in sorted(self._store.items())
                     for o in bucket.values() if collection in (None, c)]
 
+    def remove(self, collection: str, name: str, *, project: str, zone: str | None = None) -> bool:
+        """Delete directly (simulated Google-side controllers), without an operation; ``False`` when absent."""
+        with self._lock:
+            self._settle()
+            return self._bucket(COLLECTIONS[collection], project, zone).pop(name, None) is not None
+
     # --- HTTP ----------------------------------------------------------------------------------------------------
 
     def handle(self, req: Request) -> Response:

@@ -1,0 +1,86 @@
+"""``gitlab-mci fleet``: register the clusters in the project's fleet and enable Multi Cluster Ingress."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gitlab_mci.errors import UserError
+
+
+@click.group()
+def command() -> None:
+    """The GKE fleet (GKE Hub) that hosted Multi Cluster Ingress needs."""
+
+
+def resolve(specs: list[Any], project: str | None) -> tuple[str, dict[str, str], Any]:
+    """``(project, {context: link}, compute)`` for the ``--context`` values; reads only what it must."""
+    from gitlab_mci import kube
+    from gitlab_mci.fleet import resolve_link
+    from gitlab_mci.gcp import Compute, project_from_env
+    from gitlab_mci.nodeport import parallel
+
+    project = project_from_env(project)
+    need_nodes = [s for s in specs if not s.link and not s.context.startswith("gke_")]
+    compute = Compute.from_env(project) if need_nodes else None
+    clusters = dict(zip([s.context for s in need_nodes], parallel(need_nodes, lambda s: kube.connect(s.context)),
+                        strict=True))
+    links = parallel(specs, lambda s: resolve_link(s, clusters.get(s.context), compute))
+    return project, dict(zip([s.context for s in specs], links, strict=True)), compute
+
+
+@command.command("enable")
+@click.option("--context", "contexts", multiple=True, envvar="MCI_CONTEXTS",
+              help="Kubeconfig context of every cluster to register, as CONTEXT or CONTEXT=LOCATION/NAME; repeat "
+                   "or comma-separate [env: MCI_CONTEXTS].")
+@click.option("--config-context", envvar="MCI_CONFIG_CONTEXT",
+              help="Context of the config cluster that will hold the MultiClusterIngress objects (default: the "
+                   "first --context) [env: MCI_CONFIG_CONTEXT].")
+@click.option("--project", envvar="GOOGLE_CLOUD_PROJECT", help="Google Cloud project [env: GOOGLE_CLOUD_PROJECT].")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path),
+              help="Kubeconfig file (default: KUBECONFIG).")
+@click.option("--dry-run", is_flag=True, help="Show what would change, change nothing.")
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Output format.")
+def enable_cmd(contexts: tuple[str, ...], config_context: str | None, project: str | None,
+               kubeconfig: Path | None, dry_run: bool, output: str) -> None:
+    """Register every cluster as a fleet member and enable the multiclusteringress feature; idempotent.
+
+    A cluster already registered (under any membership name) is left as it is; the feature's config membership
+    is changed only when it names another cluster.
+    """
+    from gitlab_mci.fleet import Hub, apply_enable, parse_context, parse_contexts, plan_enable
+
+    started = time.monotonic()
+    specs = parse_contexts(contexts)
+    if config_context:
+        config = parse_context(config_context)
+        if config.context not in [s.context for s in specs]:
+            specs.insert(0, config)
+        config_name = config.context
+    elif specs:
+        config_name = specs[0].context
+    else:
+        raise UserError("no clusters: pass --context for every cluster of the fleet (or set MCI_CONTEXTS)")
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = str(kubeconfig)
+    project_id, links, _ = resolve(specs, project)
+    hub = Hub(project_id)
+    plan = plan_enable(hub, links, config_name)
+    text = output == "text"
+    if text:
+        for line in plan.lines() or ["No changes: every cluster is a member and the feature is enabled."]:
+            click.echo(line)
+    if not dry_run and plan.changes:
+        apply_enable(hub, plan, progress=(lambda m: click.echo(f"  ✓ {m}")) if text else None)
+    if output == "json":
+        click.echo(json.dumps({"project": project_id, "dry_run": dry_run, "changes": plan.lines(),
+                               "links": links, "config_membership": plan.config_membership}, indent=2))
+    elif not dry_run:
+        click.echo(f"fleet of {project_id} ready: {len(set(links.values()))} cluster(s), config membership "
+                   f"{plan.config_membership} ({time.monotonic() - started:.1f}s)")

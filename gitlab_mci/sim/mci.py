@@ -1,0 +1,524 @@
+"""The simulated hosted Multi Cluster Ingress controller.
+
+It watches the fleet's config cluster (the ``multiclusteringress`` feature's config membership in the simulated GKE
+Hub) and does what GKE's Google-hosted controller does, after a configurable provisioning delay:
+
+- for every ``MultiClusterService``: a derived headless Service ``mci-<mcs>-svc-<hash>`` in each selected cluster
+  (``spec.clusters`` links, or every fleet member) and one NEG per zone and port in Compute;
+- for every ``MultiClusterIngress``: ``mci-…`` health checks, backend services (NEG backends), URL map, target
+  proxies, forwarding rules and firewall rule, then ``status.VIP`` and ``status.CloudResources``;
+- finalizers ``mci.finalizer.networking.gke.io`` / ``mcs.finalizer.networking.gke.io``, removed once the cloud
+  resources of a deleted object are gone.
+
+Like GKE's controller it owns every ``mci-`` Compute resource of the project and deletes those it did not make.
+Its writes go straight to the emulators (no HTTP), so they never show in the request journal.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gitlab_mci.sim.httpd import Request
+
+if TYPE_CHECKING:
+    from gitlab_mci.sim.compute import ComputeEmulator
+    from gitlab_mci.sim.gkehub import GkeHubEmulator
+    from gitlab_mci.sim.kube import KubeApiServer
+    from gitlab_mci.sim.spec import WorldSpec
+    from gitlab_mci.sim.world import ClusterRecord
+
+Obj = dict[str, Any]
+log = logging.getLogger(__name__)
+
+API = "https://www.googleapis.com/compute/v1"
+MCI_FINALIZER = "mci.finalizer.networking.gke.io"
+MCS_FINALIZER = "mcs.finalizer.networking.gke.io"
+HEALTH_CHECK_RANGES = ["130.211.0.0/22", "35.191.0.0/16"]
+_WATCHED = {"MultiClusterIngress", "MultiClusterService", "BackendConfig", "FrontendConfig", "Namespace"}
+# Creation order; deletion runs in reverse.
+_ORDER = ("networkEndpointGroups", "healthChecks", "backendServices", "urlMaps", "targetHttpProxies",
+          "targetHttpsProxies", "globalForwardingRules", "firewalls")
+_NEG_MARKER = '"gitlab-mci-sim":"neg"'
+
+
+def _hash(*parts: object, n: int = 8, alphabet: str = "0123456789abcdef") -> str:
+    digest = int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest(), "big")
+    out = []
+    for _ in range(n):
+        digest, i = divmod(digest, len(alphabet))
+        out.append(alphabet[i])
+    return "".join(out)
+
+
+def _b36(*parts: object, n: int) -> str:
+    return _hash(*parts, n=n, alphabet="0123456789abcdefghijklmnopqrstuvwxyz")
+
+
+def _fit(name: str, limit: int = 63) -> str:
+    if len(name) <= limit:
+        return name
+    return f"{name[:limit - 9].rstrip('-')}-{_hash(name)}"
+
+
+def derived_service_name(namespace: str, mcs: str) -> str:
+    """The derived Service GKE makes for a MultiClusterService: ``mci-<mcs>-svc-<16 characters>``."""
+    return f"mci-{mcs[:38].rstrip('-')}-svc-{_b36(namespace, mcs, n=16)}"
+
+
+@dataclass
+class _Desired:
+    """What every object in the config cluster asks for, in Compute and in the member clusters."""
+
+    compute: dict[tuple[str, str, str], Obj] = field(default_factory=dict)  # (collection, zone, name) -> body
+    services: dict[tuple[str, str, str], Obj] = field(default_factory=dict)  # (cluster, ns, name) -> Service
+    status: dict[tuple[str, str], Obj] = field(default_factory=dict)  # (ns, mci) -> status
+    errors: list[str] = field(default_factory=list)
+
+
+class MciController:
+    """Reconciles MultiClusterIngress / MultiClusterService in the config cluster; see the module docstring."""
+
+    def __init__(self, spec: WorldSpec, records: list[ClusterRecord], clusters: dict[str, KubeApiServer],
+                 compute: ComputeEmulator, hub: GkeHubEmulator, *, delay: float = 3.0) -> None:
+        self.spec = spec
+        self.records = {r.spec.name: r for r in records}
+        self.clusters = clusters
+        self.compute = compute
+        self.hub = hub
+        self.delay = delay
+        self.errors: list[str] = []  # what the controller could not do, newest last (also logged)
+        self.reconciles = 0
+        self._cond = threading.Condition()
+        self._dirty_at: float | None = None
+        self._busy = False
+        self._stopped = True
+        self._thread: threading.Thread | None = None
+        self._local = threading.local()
+        self._ephemeral = iter(_ephemeral_pool())
+        self._vips: dict[tuple[str, str], str] = {}
+        self._seeded: dict[tuple[str, str, str], Obj] = {}  # what was last written to Compute, to write changes only
+        for kube in clusters.values():
+            kube.add_listener(self._on_kube)
+        hub.add_listener(self.poke)
+
+    # --- lifecycle -------------------------------------------------------------------------------------------------
+
+    def start(self) -> MciController:
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="sim-mci-controller", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def poke(self) -> None:
+        """Something changed: reconcile once the provisioning delay has passed."""
+        if getattr(self._local, "writing", False):
+            return
+        with self._cond:
+            self._dirty_at = time.monotonic()
+            self._cond.notify_all()
+
+    def settle(self, timeout: float = 10.0) -> bool:
+        """Wait until nothing is pending (tests); ``False`` on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._dirty_at is not None or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+        return True
+
+    def _on_kube(self, event: str, obj: Obj) -> None:
+        if obj.get("kind") in _WATCHED:
+            self.poke()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if self._stopped:
+                    return
+                if self._dirty_at is None:
+                    self._cond.wait(0.5)
+                    continue
+                due = self._dirty_at + self.delay
+                now = time.monotonic()
+                if now < due:
+                    self._cond.wait(due - now)
+                    continue
+                self._dirty_at = None
+                self._busy = True
+            try:
+                self.reconcile()
+            except Exception as exc:  # the controller must keep running, and say what went wrong
+                log.exception("simulated MCI controller failed")
+                self.errors.append(f"reconcile failed: {exc!r}")
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    # --- reconcile -------------------------------------------------------------------------------------------------
+
+    def config_cluster(self) -> str | None:
+        link = self.hub.config_link()
+        return next((c.name for c in self.spec.clusters if c.link == link), None) if link else None
+
+    def reconcile(self) -> None:
+        """One pass over every object: converge Compute, derived Services, status and finalizers."""
+        self._local.writing = True
+        try:
+            self.reconciles += 1
+            config = self.config_cluster()
+            kube = self.clusters[config] if config else None
+            mcis = kube.list("networking.gke.io/v1", "MultiClusterIngress") if kube else []
+            mcss = kube.list("networking.gke.io/v1", "MultiClusterService") if kube else []
+            members = [c.name for c in self.spec.clusters if c.link in self.hub.member_links()]
+            desired = self._desired(kube, mcis, mcss, members)
+            if kube is not None:
+                for obj in [*mcis, *mcss]:
+                    self._ensure_finalizer(kube, obj)
+            self._converge_services(desired)
+            self._converge_compute(desired)
+            if kube is not None:
+                for mci in mcis:
+                    key = (mci["metadata"]["namespace"], mci["metadata"]["name"])
+                    if not mci["metadata"].get("deletionTimestamp"):
+                        self._write_status(kube, mci, desired.status.get(key, {}))
+                for obj in [*mcis, *mcss]:
+                    if obj["metadata"].get("deletionTimestamp"):
+                        self._drop_finalizer(kube, obj)
+            for error in desired.errors:
+                if error not in self.errors:
+                    log.warning("simulated MCI controller: %s", error)
+                    self.errors.append(error)
+        finally:
+            self._local.writing = False
+
+    def _desired(self, kube: KubeApiServer | None, mcis: list[Obj], mcss: list[Obj], members: list[str]) -> _Desired:
+        out = _Desired()
+        if kube is None:
+            return out
+        live_mcs = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in mcss
+                    if not o["metadata"].get("deletionTimestamp")}
+        negs: dict[tuple[str, str, str], list[str]] = {}  # (ns, mcs, port) -> NEG URLs
+        for (ns, name), mcs in live_mcs.items():
+            selected = self._selected(mcs, members, out)
+            template = ((mcs.get("spec") or {}).get("template") or {}).get("spec") or {}
+            ports = template.get("ports") or []
+            svc_name = derived_service_name(ns, name)
+            for cluster in selected:
+                if self.clusters[cluster].get("v1", "Namespace", ns) is None:
+                    out.errors.append(f"MultiClusterService {ns}/{name}: namespace {ns} does not exist in "
+                                      f"cluster {cluster}; no derived Service there")
+                    continue
+                uid = _hash(self.spec.project, cluster)
+                neg_names = {}
+                for p in ports:
+                    port = str(p.get("port"))
+                    neg = _fit(f"k8s1-{uid}-{ns[:10]}-{svc_name[:23]}-{port[:5]}-{_hash(cluster, ns, svc_name, port)}")
+                    neg_names[port] = neg
+                    for zone in self.records[cluster].spec.zones:
+                        out.compute[("networkEndpointGroups", zone, neg)] = {
+                            "name": neg, "networkEndpointType": "GCE_VM_IP_PORT",
+                            "network": f"{API}/projects/{self.spec.network_project}/global/networks/"
+                                       f"{self.spec.network}",
+                            "defaultPort": _int(p.get("targetPort"), _int(p.get("port"), 80)),
+                            "description": '{"cluster-uid":"' + uid + '","namespace":"' + ns
+                                           + '","service-name":"' + svc_name + '","port":"' + port + '",'
+                                           + _NEG_MARKER + "}",
+                        }
+                        negs.setdefault((ns, name, port), []).append(
+                            f"{API}/projects/{self.spec.project}/zones/{zone}/networkEndpointGroups/{neg}")
+                out.services[(cluster, ns, svc_name)] = {
+                    "apiVersion": "v1", "kind": "Service",
+                    "metadata": {
+                        "name": svc_name, "namespace": ns,
+                        "labels": {"networking.gke.io/service-name": name, "networking.gke.io/service-namespace": ns,
+                                   "app.kubernetes.io/managed-by": "multi-cluster-ingress"},
+                        "annotations": {
+                            "cloud.google.com/neg": json.dumps(
+                                {"exposed_ports": {str(p.get("port")): {} for p in ports}}, separators=(",", ":")),
+                            "cloud.google.com/neg-status": json.dumps(
+                                {"network_endpoint_groups": neg_names,
+                                 "zones": list(self.records[cluster].spec.zones)}, separators=(",", ":")),
+                        },
+                    },
+                    "spec": {"type": "ClusterIP", "clusterIP": "None", "selector": dict(template.get("selector") or {}),
+                             "ports": [{k: v for k, v in p.items() if k in ("name", "protocol", "port", "targetPort")}
+                                       for p in ports]},
+                }
+        for mci in mcis:
+            if mci["metadata"].get("deletionTimestamp"):
+                continue
+            self._desired_mci(kube, mci, live_mcs, negs, members, out)
+        return out
+
+    def _selected(self, mcs: Obj, members: list[str], out: _Desired) -> list[str]:
+        links = [c.get("link") for c in (mcs.get("spec") or {}).get("clusters") or []]
+        if not links:
+            return members
+        by_link = {c.link: c.name for c in self.spec.clusters if c.name in members}
+        unknown = [str(link) for link in links if link not in by_link]
+        if unknown:
+            out.errors.append(f"MultiClusterService {mcs['metadata']['namespace']}/{mcs['metadata']['name']}: "
+                              f"cluster link(s) {', '.join(unknown)} name no fleet member")
+        return [by_link[str(link)] for link in links if link in by_link]
+
+    def _desired_mci(self, kube: KubeApiServer, mci: Obj, live_mcs: dict[tuple[str, str], Obj],
+                     negs: dict[tuple[str, str, str], list[str]], members: list[str], out: _Desired) -> None:
+        ns, name = mci["metadata"]["namespace"], mci["metadata"]["name"]
+        notes = mci["metadata"].get("annotations") or {}
+        template = ((mci.get("spec") or {}).get("template") or {}).get("spec") or {}
+        prefix = f"mci-{_b36(ns, name, n=6)}"
+        g = f"{API}/projects/{self.spec.project}/global"
+        where = f"MultiClusterIngress {ns}/{name}"
+
+        services: dict[tuple[str, str], str] = {}  # (mcs, port) -> backend service URL
+
+        def backend(raw: Any) -> str | None:
+            raw = raw or {}
+            mcs, port = str(raw.get("serviceName", "")), str(raw.get("servicePort", ""))
+            if (mcs, port) in services:
+                return services[(mcs, port)]
+            source = live_mcs.get((ns, mcs))
+            if source is None:
+                out.errors.append(f"{where}: MultiClusterService {ns}/{mcs} not found")
+                return None
+            ports = (((source.get("spec") or {}).get("template") or {}).get("spec") or {}).get("ports") or []
+            spec_port = next((p for p in ports if str(p.get("port")) == port or str(p.get("name")) == port), None)
+            if spec_port is None:
+                out.errors.append(f"{where}: MultiClusterService {ns}/{mcs} has no port {port}")
+                return None
+            number = str(spec_port.get("port"))
+            bs_name = _fit(f"{prefix}-{number}-{ns}-{mcs}")
+            path = self._health_path(kube, source)
+            out.compute[("healthChecks", "", bs_name)] = {
+                "name": bs_name, "type": "HTTP", "description": f'{{"mci":"{ns}/{name}"}}',
+                "httpHealthCheck": {"portSpecification": "USE_SERVING_PORT", "requestPath": path},
+                "checkIntervalSec": 15, "timeoutSec": 15,
+            }
+            out.compute[("backendServices", "", bs_name)] = {
+                "name": bs_name, "protocol": "HTTP", "portName": f"port{number}", "loadBalancingScheme": "EXTERNAL",
+                "description": f'{{"mci":"{ns}/{name}","mcs":"{mcs}"}}',
+                "healthChecks": [f"{g}/healthChecks/{bs_name}"],
+                "backends": [{"group": url, "balancingMode": "RATE", "maxRatePerEndpoint": 1e8}
+                             for url in negs.get((ns, mcs, number), [])],
+            }
+            services[(mcs, port)] = f"{g}/backendServices/{bs_name}"
+            return services[(mcs, port)]
+
+        default = backend(template["backend"]) if template.get("backend") else None
+        host_rules, matchers = [], []
+        for i, rule in enumerate(template.get("rules") or []):
+            path_rules = []
+            for p in (rule.get("http") or {}).get("paths") or []:
+                url = backend(p.get("backend"))
+                if url is not None:
+                    path_rules.append({"paths": [p.get("path", "/*")], "service": url})
+            if path_rules:
+                matchers.append({"name": f"host{i}", "defaultService": default or path_rules[0]["service"],
+                                 "pathRules": path_rules})
+                host_rules.append({"hosts": [rule.get("host") or "*"], "pathMatcher": f"host{i}"})
+        default = default or next(iter(services.values()), None)
+        if default is None:
+            out.errors.append(f"{where}: no backend could be built; no load balancer")
+            return
+        um = _fit(f"{prefix}-{ns}-{name}")
+        out.compute[("urlMaps", "", um)] = {"name": um, "defaultService": default, "hostRules": host_rules,
+                                           "pathMatchers": matchers}
+        redirect = self._redirect(kube, ns, notes.get("networking.gke.io/frontend-config"))
+        certs = [c.strip() for c in notes.get("networking.gke.io/pre-shared-certs", "").split(",") if c.strip()]
+        missing = [c for c in certs if self.compute.get("sslCertificates", c, project=self.spec.project) is None]
+        if missing:
+            out.errors.append(f"{where}: pre-shared certificate(s) {', '.join(missing)} not found")
+            certs = [c for c in certs if c not in missing]
+        http_map = um
+        if redirect and certs:
+            http_map = _fit(f"{prefix}-rm-{ns}-{name}")
+            out.compute[("urlMaps", "", http_map)] = {
+                "name": http_map, "defaultUrlRedirect": {"httpsRedirect": True,
+                                                         "redirectResponseCode": "MOVED_PERMANENTLY_DEFAULT"}}
+        vip = notes.get("networking.gke.io/static-ip") or self._ephemeral_vip(ns, name)
+        proxies, rules = [um], []
+        out.compute[("targetHttpProxies", "", um)] = {"name": um, "urlMap": f"{g}/urlMaps/{http_map}"}
+        fw_http = _fit(f"{prefix}-fw-{ns}-{name}")
+        out.compute[("globalForwardingRules", "", fw_http)] = {
+            "name": fw_http, "IPAddress": vip, "IPProtocol": "TCP", "portRange": "80-80",
+            "loadBalancingScheme": "EXTERNAL", "target": f"{g}/targetHttpProxies/{um}"}
+        rules.append(fw_http)
+        if certs:
+            out.compute[("targetHttpsProxies", "", um)] = {
+                "name": um, "urlMap": f"{g}/urlMaps/{um}",
+                "sslCertificates": [f"{g}/sslCertificates/{c}" for c in certs]}
+            fws = _fit(f"{prefix}-fws-{ns}-{name}")
+            out.compute[("globalForwardingRules", "", fws)] = {
+                "name": fws, "IPAddress": vip, "IPProtocol": "TCP", "portRange": "443-443",
+                "loadBalancingScheme": "EXTERNAL", "target": f"{g}/targetHttpsProxies/{um}"}
+            rules.append(fws)
+        used_mcs = {m for m, _ in services}
+        derived = {derived_service_name(ns, m) for m in used_mcs}
+        clusters = sorted({c for (c, sns, sname) in out.services if sns == ns and sname in derived})
+        fw = _fit(f"{prefix}-default-l7")
+        target_ports = sorted({str(b["defaultPort"]) for (coll, _z, _n), b in out.compute.items()
+                               if coll == "networkEndpointGroups"})
+        out.compute[("firewalls", "", fw)] = {
+            "name": fw, "network": f"{API}/projects/{self.spec.network_project}/global/networks/{self.spec.network}",
+            "direction": "INGRESS", "sourceRanges": HEALTH_CHECK_RANGES,
+            "allowed": [{"IPProtocol": "tcp", "ports": target_ports or ["80"]}],
+            "targetTags": sorted(self.records[c].network_tag for c in clusters) or ["none"],
+        }
+        neg_refs = sorted({url.removeprefix(f"{API}/projects/{self.spec.project}/")
+                           for (m, _p), _u in services.items() for (nns, mm, _pp), urls in negs.items()
+                           if nns == ns and mm == m for url in urls})
+        out.status[(ns, name)] = {
+            "VIP": vip,
+            "CloudResources": {
+                "BackendServices": sorted({u.rsplit("/", 1)[-1] for u in services.values()}),
+                "Firewalls": [fw],
+                "ForwardingRules": rules,
+                "HealthChecks": sorted({u.rsplit("/", 1)[-1] for u in services.values()}),
+                "NetworkEndpointGroups": neg_refs,
+                "TargetProxies": proxies,
+                "UrlMap": um,
+            },
+        }
+
+    def _health_path(self, kube: KubeApiServer, mcs: Obj) -> str:
+        raw = (mcs["metadata"].get("annotations") or {}).get("beta.cloud.google.com/backend-config") or \
+            (mcs["metadata"].get("annotations") or {}).get("cloud.google.com/backend-config")
+        if not raw:
+            return "/"
+        try:
+            ref = json.loads(raw)
+        except ValueError:
+            return "/"
+        name = ref.get("default") or next(iter((ref.get("ports") or {}).values()), None)
+        bc = kube.get("cloud.google.com/v1", "BackendConfig", str(name), mcs["metadata"]["namespace"]) if name else None
+        return str(((bc or {}).get("spec") or {}).get("healthCheck", {}).get("requestPath") or "/")
+
+    def _redirect(self, kube: KubeApiServer, ns: str, name: str | None) -> bool:
+        if not name:
+            return False
+        fc = kube.get("networking.gke.io/v1beta1", "FrontendConfig", name, ns)
+        return bool((((fc or {}).get("spec") or {}).get("redirectToHttps") or {}).get("enabled"))
+
+    def _ephemeral_vip(self, ns: str, name: str) -> str:
+        key = (ns, name)
+        if key not in self._vips:
+            self._vips[key] = next(self._ephemeral)
+        return self._vips[key]
+
+    # --- converge --------------------------------------------------------------------------------------------------
+
+    def _converge_services(self, desired: _Desired) -> None:
+        for cluster, kube in self.clusters.items():
+            for svc in kube.list("v1", "Service", label_selector="app.kubernetes.io/managed-by=multi-cluster-ingress"):
+                key = (cluster, svc["metadata"]["namespace"], svc["metadata"]["name"])
+                if key not in desired.services:
+                    self._call(kube, "DELETE", f"/api/v1/namespaces/{key[1]}/services/{key[2]}")
+        for (cluster, ns, name), svc in desired.services.items():
+            kube = self.clusters[cluster]
+            live = kube.get("v1", "Service", name, ns)
+            if live is None:
+                self._call(kube, "POST", f"/api/v1/namespaces/{ns}/services", svc)
+            elif any(live["metadata"].get(k, {}).get(x) != v for k in ("labels", "annotations")
+                     for x, v in svc["metadata"][k].items()) \
+                    or live["spec"].get("selector") != svc["spec"]["selector"] or _ports(live) != _ports(svc):
+                patch = {"metadata": {k: svc["metadata"][k] for k in ("labels", "annotations")},
+                         "spec": {"selector": svc["spec"]["selector"], "ports": svc["spec"]["ports"]}}
+                self._call(kube, "PATCH", f"/api/v1/namespaces/{ns}/services/{name}", patch)
+
+    def _converge_compute(self, desired: _Desired) -> None:
+        project = self.spec.project
+        for coll in _ORDER:
+            for (c, zone, name), body in desired.compute.items():
+                if c != coll:
+                    continue
+                live = self.compute.get(coll, name, project=project, zone=zone or None)
+                if live is not None and self._seeded.get((coll, zone, name)) == body:
+                    continue
+                try:
+                    self.compute.seed(coll, body, project=project, zone=zone or None)
+                    self._seeded[(coll, zone, name)] = copy.deepcopy(body)
+                except Exception as exc:  # a reference that does not exist: say so, go on with the rest
+                    desired.errors.append(f"{coll}/{name}: {exc}")
+        for coll in reversed(_ORDER):
+            for live in self.compute.resources(coll):
+                name = live["name"]
+                zone = live["zone"].rsplit("/", 1)[-1] if live.get("zone") else ""
+                ours = name.startswith("mci-") or (coll == "networkEndpointGroups"
+                                                   and _NEG_MARKER in str(live.get("description", "")))
+                if ours and (coll, zone, name) not in desired.compute and \
+                        live["selfLink"].split("/projects/")[1].startswith(f"{project}/"):
+                    self.compute.remove(coll, name, project=project, zone=zone or None)
+                    self._seeded.pop((coll, zone, name), None)
+
+    def _write_status(self, kube: KubeApiServer, mci: Obj, status: Obj) -> None:
+        if (mci.get("status") or {}) == status:
+            return
+        ns, name = mci["metadata"]["namespace"], mci["metadata"]["name"]
+        self._call(kube, "PUT", f"/apis/networking.gke.io/v1/namespaces/{ns}/multiclusteringresses/{name}/status",
+                   {"apiVersion": "networking.gke.io/v1", "kind": "MultiClusterIngress",
+                    "metadata": {"name": name, "namespace": ns}, "status": status})
+
+    def _ensure_finalizer(self, kube: KubeApiServer, obj: Obj) -> None:
+        if obj["metadata"].get("deletionTimestamp"):
+            return
+        finalizer = MCI_FINALIZER if obj["kind"] == "MultiClusterIngress" else MCS_FINALIZER
+        current = list(obj["metadata"].get("finalizers") or [])
+        if finalizer not in current:
+            self._call(kube, "PATCH", _path(obj), {"metadata": {"finalizers": [*current, finalizer]}})
+
+    def _drop_finalizer(self, kube: KubeApiServer, obj: Obj) -> None:
+        finalizer = MCI_FINALIZER if obj["kind"] == "MultiClusterIngress" else MCS_FINALIZER
+        current = list(obj["metadata"].get("finalizers") or [])
+        if finalizer in current:
+            rest = [f for f in current if f != finalizer]
+            self._call(kube, "PATCH", _path(obj), {"metadata": {"finalizers": rest or None}})
+
+    @staticmethod
+    def _call(kube: KubeApiServer, method: str, path: str, body: Obj | None = None) -> Obj:
+        ctype = "application/merge-patch+json" if method == "PATCH" else "application/json"
+        req = Request(method=method, path=path, query={}, headers={"content-type": ctype},
+                      body=json.dumps(body).encode() if body is not None else b"", service="sim-mci")
+        resp = kube.handle(req)
+        if resp.status >= 400 and not (method == "DELETE" and resp.status == 404):
+            raise RuntimeError(f"{method} {path}: {resp.status} {resp.body}")
+        return copy.deepcopy(resp.body) if isinstance(resp.body, dict) else {}
+
+
+def _path(obj: Obj) -> str:
+    group, version = obj["apiVersion"].split("/")
+    plurals = {"MultiClusterIngress": "multiclusteringresses", "MultiClusterService": "multiclusterservices"}
+    plural = plurals[obj["kind"]]
+    return f"/apis/{group}/{version}/namespaces/{obj['metadata']['namespace']}/{plural}/{obj['metadata']['name']}"
+
+
+def _ports(svc: Obj) -> list[tuple[Any, ...]]:
+    return [(p.get("name"), p.get("protocol", "TCP"), p.get("port"), p.get("targetPort", p.get("port")))
+            for p in (svc.get("spec") or {}).get("ports") or []]
+
+
+def _int(value: Any, default: int) -> int:
+    return int(value) if isinstance(value, int) or (isinstance(value, str) and value.isdigit()) else default
+
+
+def _ephemeral_pool() -> Any:
+    """Ephemeral VIPs: a range apart from the Compute emulator's reserved addresses (127.1.0.0/16)."""
+    for third in range(256):
+        for fourth in range(1, 255):
+            yield f"127.2.{third}.{fourth}"
