@@ -193,3 +193,16 @@ def test_merged_pipeline_matches_the_golden_preview(example: Example) -> None:
         GOLDEN.write_text(preview)
     assert preview == GOLDEN.read_text(), (
         "the merged pipeline changed; if on purpose, rerun with MCI_UPDATE_GOLDEN=1 and review the diff")
+
+
+def test_the_template_works_as_a_ci_cd_component(example: Example) -> None:
+    as_project = example.run("--preview")
+    assert as_project.returncode == 0, as_project.stderr
+    text = (example.app / ".gitlab-ci.yml").read_text()
+    project_include = "  - project: platform/gitlab-mci\n    ref: v0.1.0\n    file: /ci-templates/mci.gitlab-ci.yml\n"
+    assert project_include in text
+    (example.app / "component.gitlab-ci.yml").write_text(text.replace(
+        project_include, "  - component: gitlab.example.com/platform/gitlab-mci/mci@0.1.0\n"))
+    as_component = example.run("--file", "component.gitlab-ci.yml", "--preview")
+    assert as_component.returncode == 0, as_component.stderr
+    assert as_component.stdout[as_component.stdout.index("---"):] == as_project.stdout[as_project.stdout.index("---"):]

@@ -37,6 +37,9 @@ cache=$app/.gitlab-ci-local/includes
 mkdir -p "$cache/gitlab.example.com/platform/gitlab-mci/v0.1.0/ci-templates" \
          "$cache/gitlab.com/gitlab-org/gitlab/-/raw/HEAD/lib/gitlab/ci/templates"
 cp "$root/ci-templates/mci.gitlab-ci.yml" "$cache/gitlab.example.com/platform/gitlab-mci/v0.1.0/ci-templates/"
+# The same file as a CI/CD component, for `include: component: gitlab.example.com/platform/gitlab-mci/mci@0.1.0`.
+mkdir -p "$cache/gitlab.example.com/platform/gitlab-mci/0.1.0/templates"
+cp "$root/ci-templates/mci.gitlab-ci.yml" "$cache/gitlab.example.com/platform/gitlab-mci/0.1.0/templates/mci.yml"
 cp "$example/local/auto-devops.gitlab-ci.yml" \
    "$cache/gitlab.com/gitlab-org/gitlab/-/raw/HEAD/lib/gitlab/ci/templates/Auto-DevOps.gitlab-ci.yml"
 
