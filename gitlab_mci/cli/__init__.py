@@ -23,6 +23,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "lb": ("gitlab_mci.cli.lb", "The self-managed global load balancer: plan, apply, destroy."),
     "gitlab": ("gitlab_mci.cli.gitlab", "CI/CD variables per environment, teardown trigger, deployment gate."),
     "auth": ("gitlab_mci.cli.auth", "Google credentials for jobs: GitLab OIDC to Workload Identity Federation."),
+    "hosted": ("gitlab_mci.cli.hosted", "GKE-hosted Multi Cluster Ingress: plan, apply, status, delete."),
+    "fleet": ("gitlab_mci.cli.fleet", "Register clusters in the GKE fleet and enable Multi Cluster Ingress."),
 }
 
 
