@@ -188,15 +188,15 @@ def apply_cmd(timeout: float, no_wait: bool, dotenv: Path | None, **kw: Any) -> 
               help="Seconds to wait for a VIP; exit 3 if there is none by then.")
 def status_cmd(output: str, wait: float, **kw: Any) -> None:
     """VIP, cloud resources (status.CloudResources) and cluster selection of the MultiClusterIngress."""
-    from gitlab_mci.hosted.engine import render_status, status
+    from gitlab_mci.hosted.engine import backoff, render_status, status
 
     cluster = _config_cluster(kw)
-    deadline = time.monotonic() + wait
+    started = time.monotonic()
     while True:
         state = status(cluster, kw["namespace"], kw["lb_name"])
-        if state is None or state["vip"] or time.monotonic() >= deadline:
+        if state is None or state["vip"] or time.monotonic() >= started + wait:
             break
-        time.sleep(min(2.0, max(0.05, deadline - time.monotonic())))
+        time.sleep(min(backoff(time.monotonic() - started, 2.0), max(0.05, started + wait - time.monotonic())))
     if state is None:
         raise UserError(f"MultiClusterIngress {kw['namespace']}/{kw['lb_name']} not found in context "
                         f"{cluster.context!r}")

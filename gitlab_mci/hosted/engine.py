@@ -192,10 +192,11 @@ def wait_for_vip(cluster: Cluster, namespace: str, name: str, *, timeout: float,
             progress(f"still waiting for the VIP ({now - started:.0f}s of {timeout:g}s)")
             next_note = now + 10.0
         # Short first polls (a change the controller picks up at once), then every `interval` seconds.
-        time.sleep(min(_backoff(now - started, interval), max(0.05, timeout - (now - started))))
+        time.sleep(min(backoff(now - started, interval), max(0.05, timeout - (now - started))))
 
 
-def _backoff(elapsed: float, interval: float) -> float:
+def backoff(elapsed: float, interval: float) -> float:
+    """Polling interval: short at first (the controller may be done at once), then ``interval``."""
     return min(interval, 0.1 + elapsed / 4)
 
 
@@ -232,7 +233,7 @@ def delete(cluster: Cluster, namespace: str, lb: str, *, timeout: float, wait: b
                 names = ", ".join(f"{c.kind} {namespace}/{c.name}" for c in pending)
                 raise UserError(f"{names} still there after {timeout:g}s: its finalizers were not removed (is the "
                                 "Multi Cluster Ingress feature still enabled?); run delete again to keep waiting")
-            time.sleep(_backoff(time.monotonic() - waited_from, interval))
+            time.sleep(backoff(time.monotonic() - waited_from, interval))
     return changes
 
 
