@@ -102,7 +102,16 @@ class Example:
 
 @pytest.fixture
 def example(tmp_path: Path) -> Iterator[Example]:
+    """A checkout with its own simulator, for a test that runs jobs."""
     ex = Example(tmp_path)
+    yield ex
+    ex.stop()
+
+
+@pytest.fixture(scope="module")
+def listing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Example]:
+    """One checkout shared by the tests that only list or preview the pipeline (no job runs, nothing changes)."""
+    ex = Example(tmp_path_factory.mktemp("listing"))
     yield ex
     ex.stop()
 
@@ -145,7 +154,8 @@ def test_example_pipeline_deploys_pins_provisions_then_tears_down(example: Examp
     assert f"MCI_VIP={address['address']}\n" in dotenv
     assert f"MCI_URL=http://{address['address']}/\n" in dotenv
     assert f"load balancer shop at http://{address['address']}/ (VIP {address['address']})" in example.log("mci-status")
-    assert "healthy" in example.log("mci-status")
+    for backend_health in ("prod1 / us-central1-a (3/3)", "prod2 / europe-west1-b (3/3)"):  # every node healthy
+        assert backend_health in example.log("mci-status")
     assert "flowchart" in (example.app / ".gitlab-ci-local/artifacts/mci-status/mci-status.md").read_text()
 
     # A teardown pipeline (the project's input mci_teardown): the teardown job runs, no other gitlab-mci job does.
@@ -173,7 +183,8 @@ def test_a_failed_deploy_never_provisions(example: Example, tmp_path: Path) -> N
         assert example.ours(collection) == [], collection
 
 
-def test_rules_manual_teardown_in_deploy_pipelines_and_the_teardown_pipeline(example: Example) -> None:
+def test_rules_manual_teardown_in_deploy_pipelines_and_the_teardown_pipeline(listing: Example) -> None:
+    example = listing
     deploy = listed(example)
     assert deploy["mci-teardown"]["when"] == "manual" and deploy["mci-teardown"]["allow_failure"] is True
     assert deploy["mci-lb"]["when"] == "on_success"
@@ -184,7 +195,8 @@ def test_rules_manual_teardown_in_deploy_pipelines_and_the_teardown_pipeline(exa
     assert {name for name in variable if name.startswith("mci-")} == {"mci-teardown"}
 
 
-def test_merged_pipeline_matches_the_golden_preview(example: Example) -> None:
+def test_merged_pipeline_matches_the_golden_preview(listing: Example) -> None:
+    example = listing
     proc = example.run("--preview")
     assert proc.returncode == 0, proc.stderr
     preview = proc.stdout[proc.stdout.index("---"):]
@@ -195,7 +207,8 @@ def test_merged_pipeline_matches_the_golden_preview(example: Example) -> None:
         "the merged pipeline changed; if on purpose, rerun with MCI_UPDATE_GOLDEN=1 and review the diff")
 
 
-def test_the_template_works_as_a_ci_cd_component(example: Example) -> None:
+def test_the_template_works_as_a_ci_cd_component(listing: Example) -> None:
+    example = listing
     as_project = example.run("--preview")
     assert as_project.returncode == 0, as_project.stderr
     text = (example.app / ".gitlab-ci.yml").read_text()
