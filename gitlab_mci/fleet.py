@@ -180,9 +180,9 @@ class Hub:
         except gexc.NotFound as exc:
             if missing_ok:
                 raise
-            raise UserError(f"GKE Hub: cannot {what} in project {self.project}: {exc.message}") from None
+            raise UserError(f"GKE Hub: cannot {what} in project {self.project}: {_message(exc)}") from None
         except gexc.GoogleAPICallError as exc:
-            raise UserError(f"GKE Hub: cannot {what} in project {self.project}: {exc.message}") from None
+            raise UserError(f"GKE Hub: cannot {what} in project {self.project}: {_message(exc)}") from None
         except gexc.RetryError as exc:
             raise UserError(f"GKE Hub: cannot {what} in project {self.project}: {exc}") from None
 
@@ -213,9 +213,14 @@ class Hub:
         try:
             return operation.result(timeout=timeout)
         except gexc.GoogleAPICallError as exc:
-            raise UserError(f"GKE Hub: {what} failed: {exc.message}") from None
+            raise UserError(f"GKE Hub: {what} failed: {_message(exc)}") from None
         except TimeoutError:
             raise UserError(f"GKE Hub: {what} did not finish within {timeout:g}s") from None
+
+
+def _message(exc: Any) -> str:
+    """The API's message, without the REST transport's ``POST https://…: `` prefix."""
+    return re.sub(r"^(GET|POST|PATCH|PUT|DELETE) \S+: ", "", str(exc.message))
 
 
 def same_membership(a: str, b: str) -> bool:
