@@ -253,3 +253,20 @@ def test_apply_times_out_without_a_vip_and_status_waits(fleet: RunningSim, capsy
     assert code == 0 and "VIP: 127.2." in out, err
     code, _, err = cli(["hosted", "status", "--lb", "other", "--context", "prod1"], capsys)
     assert code == 1 and "MultiClusterIngress default/other not found in context 'prod1'" in err
+
+
+def test_status_and_delete_import_no_google_cloud_library(fleet: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    assert cli(["hosted", "apply", *BASE], capsys)[0] == 0
+    script = ("import sys\nfrom gitlab_mci.cli import main\n"
+              "for args in (['hosted', 'status', '--lb', 'shop', '--context', 'prod1'],\n"
+              "             ['hosted', 'delete', '--lb', 'shop', '--context', 'prod1']):\n"
+              "    try:\n        main(args)\n    except SystemExit as exc:\n        assert not exc.code, exc.code\n"
+              "print(sorted({m for m in sys.modules if m.startswith(('google.cloud', 'google.api_core'))}))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ})
+    assert done.returncode == 0, done.stderr
+    # No Google Cloud client library (google.auth comes with the kubernetes client itself).
+    assert done.stdout.splitlines()[-1] == "[]"
+    assert get(fleet, "MultiClusterIngress", "shop") is None
