@@ -165,6 +165,7 @@ def apply_cmd(timeout: float, no_wait: bool, dotenv: Path | None, **kw: Any) -> 
         execute(prepared.config, changes, progress=(lambda m: say(f"✓ {m}")) if text else None)
         vip = None
         if not no_wait:
+            say(f"waiting for the VIP of MultiClusterIngress {model.namespace}/{model.lb} (up to {timeout:g}s)")
             mci = wait_for_vip(prepared.config, model.namespace, model.lb, timeout=timeout,
                                progress=say if text else None)
             vip = mci["status"]["VIP"]

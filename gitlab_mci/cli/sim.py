@@ -66,6 +66,8 @@ def _running_state(state_dir: Path) -> dict[str, Any]:
 
 def _print_summary(state: dict[str, Any], files: dict[str, str]) -> None:
     click.echo(f"Compute Engine API  {state['compute']}  (project {state['project']})")
+    if state.get("gkehub"):
+        click.echo(f"GKE Hub (fleet) API {state['gkehub']}  (gitlab-mci fleet enable, hosted Multi Cluster Ingress)")
     for name, c in state["clusters"].items():
         click.echo(f"GKE cluster {name:<8} {c['server']}  {c['location']}, {c['nodes']} nodes")
     click.echo(f"kubeconfig          {files['kubeconfig']}  (one context per cluster)")
