@@ -251,8 +251,7 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     present = parallel(all_specs, lambda s: _namespace_exists(connected[s.context], namespace))
     missing = [s.context for s, ok in zip(all_specs, present, strict=True) if not ok]
     if missing:
-        role = "the config cluster" if missing[0] == config.context and missing[0] not in \
-            [s.context for s in specs] else "a selected cluster"
+        role = "the config cluster" if missing[0] == config.context else "a selected cluster"
         raise UserError(f"namespace {namespace!r} does not exist in context {missing[0]!r} ({role}); Multi Cluster "
                         "Ingress needs the same namespace in the config cluster and every selected cluster "
                         "(namespace sameness): create it or deploy there first")

@@ -171,6 +171,10 @@ def _namespace_only_in_prod1(running: RunningSim) -> None:
     deploy_service(running, "prod1", namespace="shop")
 
 
+def _namespace_only_in_prod2(running: RunningSim) -> None:
+    deploy_service(running, "prod2", namespace="shop")
+
+
 @pytest.mark.parametrize(
     ("args", "setup", "message"),
     [
@@ -180,6 +184,8 @@ def _namespace_only_in_prod1(running: RunningSim) -> None:
          "is not <zone-or-region>/<cluster-name>"),
         ([*BASE, "--namespace", "shop"], _namespace_only_in_prod1,
          "namespace 'shop' does not exist in context 'prod2' (a selected cluster)"),
+        (["--lb", "shop", "--context", "prod2", "--config-context", "prod1", "--service", MCS_NAME, "-n", "shop"],
+         _namespace_only_in_prod2, "namespace 'shop' does not exist in context 'prod1' (the config cluster)"),
         ([*BASE, "--static-ip", "no-such-ip"], None,
          "--static-ip 'no-such-ip': no global address of that name in project demo-project"),
         (["--lb", "mci-shop", "--context", "prod1,prod2", "--service", MCS_NAME], None,
