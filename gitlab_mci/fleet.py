@@ -154,17 +154,12 @@ class Hub:
             from google.api_core.client_options import ClientOptions
             from google.cloud import gkehub_v1
 
-            from gitlab_mci.gcp import _default_credentials, _is_local
+            from gitlab_mci.gcp import credentials_for
 
-            kwargs: dict[str, Any] = {"transport": "rest"}
+            # REST, not gRPC: the same transport reaches Google and the simulator's plain-http endpoint.
+            kwargs: dict[str, Any] = {"transport": "rest", "credentials": credentials_for(self.endpoint)}
             if self.endpoint != DEFAULT_ENDPOINT:
                 kwargs["client_options"] = ClientOptions(api_endpoint=self.endpoint)
-            if _is_local(self.endpoint):
-                from google.auth.credentials import AnonymousCredentials
-
-                kwargs["credentials"] = AnonymousCredentials()  # type: ignore[no-untyped-call]
-            else:
-                kwargs["credentials"] = _default_credentials()
             self._client = gkehub_v1.GkeHubClient(**kwargs)
         return self._client
 

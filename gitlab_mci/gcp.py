@@ -117,6 +117,16 @@ class Compute:
         return current
 
 
+def credentials_for(endpoint: str) -> Any:
+    """Anonymous credentials for a plain-http loopback endpoint (the simulator), else Application Default
+    Credentials: the rule every Google client here follows (Compute above, GKE Hub in :mod:`gitlab_mci.fleet`)."""
+    if _is_local(endpoint):
+        from google.auth.credentials import AnonymousCredentials
+
+        return AnonymousCredentials()  # type: ignore[no-untyped-call]
+    return _default_credentials()
+
+
 def _default_credentials() -> Any:
     import google.auth
     from google.auth.exceptions import DefaultCredentialsError

@@ -88,8 +88,9 @@ def test_apply_status_change_selection_and_delete(fleet: RunningSim, capsys: pyt
 
     # Again: nothing to change, nothing written.
     fleet.sim.journal.reset()
-    code, out, err = cli(["hosted", "apply", *args], capsys)
-    assert code == 0 and "No changes" in out, err
+    code, out, err = cli(["hosted", "apply", *args, "-o", "json"], capsys)
+    assert code == 0, err
+    assert json.loads(out) == {"changes": [], "vip": address, "url": f"http://{address}/"}
     assert fleet.sim.journal.writes() == []
 
     code, out, err = cli(["hosted", "status", *WHERE], capsys)
