@@ -59,6 +59,7 @@ class Example:
         self.app = work / "app"
         self.env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
         self.env.pop("GITLAB_MCI_SIM_DIR", None)
+        self._sim_env: dict[str, str] = {}
 
     def run(self, *args: str, variables: Path | None = None) -> subprocess.CompletedProcess[str]:
         """run.sh WORKDIR ARGS…, with a fresh gitlab-ci-local state (no artifacts of an earlier pipeline)."""
@@ -70,9 +71,12 @@ class Example:
                                *args], env=env, capture_output=True, text=True, timeout=240, cwd=self.work)
 
     def sim_env(self) -> dict[str, str]:
-        out = subprocess.run([str(VENV_BIN / "gitlab-mci"), "sim", "env", "--state-dir", str(self.work / "sim")],
-                             capture_output=True, text=True, check=True).stdout
-        return dict(re.findall(r"^export (\w+)=(.*)$", out, re.M))
+        """The simulator's endpoints (`gitlab-mci sim env`), read once it runs."""
+        if not self._sim_env:
+            out = subprocess.run([str(VENV_BIN / "gitlab-mci"), "sim", "env", "--state-dir", str(self.work / "sim")],
+                                 capture_output=True, text=True, check=True).stdout
+            self._sim_env = dict(re.findall(r"^export (\w+)=(.*)$", out, re.M))
+        return self._sim_env
 
     def kubectl(self, context: str, *args: str) -> Any:
         env = {**self.env, **self.sim_env()}
@@ -91,6 +95,20 @@ class Example:
     def ours(self, collection: str) -> list[str]:
         return sorted(item["name"] for item in self.compute(collection) if item["name"].endswith("-shop")
                       or "-shop-" in item["name"])
+
+    def gitlab_mci(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """gitlab-mci pointed at this checkout's simulator."""
+        return subprocess.run([str(VENV_BIN / "gitlab-mci"), *args], env={**self.env, **self.sim_env()},
+                              capture_output=True, text=True, check=True)
+
+    def variant(self, name: str, *replacements: tuple[str, str]) -> str:
+        """Write a copy of the example's .gitlab-ci.yml with some lines changed; returns its file name."""
+        text = (self.app / ".gitlab-ci.yml").read_text()
+        for old, new in replacements:
+            assert old in text, old
+            text = text.replace(old, new)
+        (self.app / name).write_text(text)
+        return name
 
     def log(self, job: str) -> str:
         return (self.app / ".gitlab-ci-local" / "output" / f"{job}.log").read_text()
@@ -219,3 +237,26 @@ def test_the_template_works_as_a_ci_cd_component(listing: Example) -> None:
     as_component = example.run("--file", "component.gitlab-ci.yml", "--preview")
     assert as_component.returncode == 0, as_component.stderr
     assert as_component.stdout[as_component.stdout.index("---"):] == as_project.stdout[as_project.stdout.index("---"):]
+
+
+def test_hosted_mode_deploys_without_node_ports_and_publishes_the_multi_cluster_ingress_vip(example: Example) -> None:
+    assert example.run("--list").returncode == 0  # the checkout and its simulator
+    example.gitlab_mci("fleet", "enable", "--context", "prod1,prod2", "--config-context", "prod1")  # once per fleet
+    hosted = example.variant("hosted.gitlab-ci.yml",
+                             ("      lb_name: shop\n", "      lb_name: shop\n      mode: hosted\n      config_context: prod1\n"))
+    proc = example.run("--file", hosted)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    ran = results(proc.stdout)
+    assert {job: ran[job] for job in ("mci-pin: [prod1]", "mci-pin: [prod2]", "mci-lb", "mci-status")} == dict.fromkeys(
+        ("mci-pin: [prod1]", "mci-pin: [prod2]", "mci-lb", "mci-status"), "PASS")
+    for context in CONTEXTS:  # NEG backends: the chart's own ClusterIP Service, no node port
+        assert example.kubectl(context, "get", "service", "shop-auto-deploy", "-n", "shop")["spec"]["type"] == "ClusterIP"
+    mci = example.kubectl("prod1", "get", "multiclusteringress", "shop", "-n", "shop")
+    dotenv = (example.app / ".gitlab-ci-local/artifacts/mci-lb/.gitlab-ci-reports/dotenv/mci.env").read_text()
+    assert f"MCI_VIP={mci['status']['VIP']}\n" in dotenv
+    assert f"VIP: {mci['status']['VIP']}" in (example.app / ".gitlab-ci-local/artifacts/mci-status/mci-status.md").read_text()
+
+    down = example.run("--file", hosted, "--input", "mci_teardown=true")
+    assert down.returncode == 0, down.stdout[-4000:] + down.stderr[-2000:]
+    assert results(down.stdout)["mci-teardown"] == "PASS"
+    assert example.kubectl("prod1", "get", "multiclusteringress", "-n", "shop")["items"] == []

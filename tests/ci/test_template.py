@@ -128,14 +128,14 @@ def test_pin_jobs_one_per_environment_without_a_deployment_after_the_deploys() -
     assert pin["parallel"] == {"matrix": [{"MCI_ENVIRONMENT": ["prod1", "prod2"]}]}
     assert pin["environment"] == {"name": "$MCI_ENVIRONMENT", "action": "prepare"}
     assert [(n["job"], n["optional"]) for n in pin["needs"]] == [("production", True), ("production_manual", True)]
-    assert "gitlab-mci nodeport pin" in pin["script"]
+    assert 'if [ "$MCI_MODE" = self-managed ]; then gitlab-mci nodeport pin; fi' in pin["script"]
     assert pin["artifacts"] == {"reports": {"dotenv": "mci-pin.env"}}
 
 
 def test_load_balancer_job_waits_for_every_environment_holds_a_resource_group_and_publishes_the_url() -> None:
     lb = rendered(EXAMPLE_INPUTS)["mci-lb"]
     assert [(n["job"], n.get("optional", False)) for n in lb["needs"]] == [
-        ("production", True), ("production_manual", True), ("mci-pin", True)]
+        ("production", True), ("production_manual", True), ("mci-pin", False)]  # pins run in every mode
     assert lb["resource_group"] == "mci-lb-shop"
     assert lb["environment"] == {"name": "global", "url": "$MCI_URL", "on_stop": "mci-teardown"}
     assert lb["artifacts"] == {"reports": {"dotenv": "mci.env"}}
@@ -161,7 +161,7 @@ def test_teardown_is_the_environments_stop_action_manual_or_automatic_in_a_teard
     # In a teardown pipeline every other gitlab-mci job is off.
     assert body[".mci-rules"]["rules"][0] == {"if": '"false" == "true" || $MCI_TEARDOWN == "true"', "when": "never"}
     assert body["mci-status"]["extends"][0] == body["mci-lb"]["extends"][0] == ".mci-rules"
-    assert body["mci-pin"]["extends"] == body["mci-check"]["extends"] == ".mci-rules-nodeport"
+    assert body["mci-pin"]["extends"] == body["mci-check"]["extends"] == ".mci-rules"
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -43,12 +43,13 @@ cp "$root/ci-templates/mci.gitlab-ci.yml" "$cache/gitlab.example.com/platform/gi
 cp "$example/local/auto-devops.gitlab-ci.yml" \
    "$cache/gitlab.com/gitlab-org/gitlab/-/raw/HEAD/lib/gitlab/ci/templates/Auto-DevOps.gitlab-ci.yml"
 
-gitlab-mci sim status --state-dir "$work/sim" >/dev/null 2>&1 || gitlab-mci sim up --detach --state-dir "$work/sim"
+gitlab-mci sim status --state-dir "$work/sim" >/dev/null 2>&1 ||
+  gitlab-mci sim up --detach --spec "$example/local/sim-spec.yaml" --state-dir "$work/sim"
 {
   cat "${EXAMPLE_VARIABLES:-$example/local/gitlab-ci-local-variables.yml}"
   # The simulator's endpoints, as project variables (directories are left out: gitlab-ci-local copies file paths).
   gitlab-mci sim env --state-dir "$work/sim" |
-    sed -n 's/^export \(KUBECONFIG\|GITLAB_MCI_COMPUTE_ENDPOINT\|GOOGLE_CLOUD_PROJECT\)=\(.*\)$/\1: "\2"/p'
+    sed -n 's/^export \(KUBECONFIG\|GITLAB_MCI_[A-Z]*_ENDPOINT\|GOOGLE_CLOUD_PROJECT\)=\(.*\)$/\1: "\2"/p'
 } > "$app/.gitlab-ci-local-variables.yml"
 
 cd "$app"
