@@ -190,6 +190,7 @@ class Simulator:
             "disable_credentials = True\n"
             "[api_endpoint_overrides]\n"
             f"compute = {self.compute_url}/compute/v1/\n"
+            f"gkehub = {self.gkehub_url}/\n"
             "[component_manager]\n"
             "disable_update_check = True\n"
         )

@@ -96,3 +96,18 @@ def test_a_membership_name_taken_by_another_cluster_is_refused(make_sim: Any, mo
     code, _, err = cli(["fleet", "enable", "--context", "prod1"], capsys)
     assert code == 1 and "fleet membership 'prod1' already exists for europe-west1-b/other" in err
     assert running.sim.journal.writes() == []
+
+
+def test_gcloud_reads_the_fleet_gitlab_mci_made(world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    import subprocess
+
+    assert cli(["fleet", "enable", "--context", "prod1,prod2"], capsys)[0] == 0
+    done = subprocess.run(["gcloud", "container", "fleet", "ingress", "describe", "--format=json", "--quiet"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "CLOUDSDK_CONFIG": str(world.files.gcloud_config)})
+    assert done.returncode == 0, done.stderr
+    feature = json.loads(done.stdout)
+    assert feature["spec"]["multiclusteringress"]["configMembership"] == \
+        "projects/demo-project/locations/global/memberships/prod1"
+    assert feature["resourceState"]["state"] == "ACTIVE"
