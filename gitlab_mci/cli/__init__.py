@@ -24,7 +24,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "gitlab": ("gitlab_mci.cli.gitlab", "CI/CD variables per environment, teardown trigger, deployment gate."),
     "auth": ("gitlab_mci.cli.auth", "Google credentials for jobs: GitLab OIDC to Workload Identity Federation."),
     "hosted": ("gitlab_mci.cli.hosted", "GKE-hosted Multi Cluster Ingress: plan, apply, status, delete."),
-    "fleet": ("gitlab_mci.cli.fleet", "Register clusters in the GKE fleet and enable Multi Cluster Ingress."),
+    "fleet": ("gitlab_mci.cli.fleet", "GKE fleet: memberships and the multiclusteringress feature."),
 }
 
 
