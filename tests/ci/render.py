@@ -113,3 +113,26 @@ def render(text: str, inputs: dict[str, Any] | None = None) -> Any:
     if missing:
         raise InputError(f"unknown interpolation key(s): {', '.join(missing)}")
     return _interpolate(data, values)
+
+
+def expand_references(data: Any, node: Any = None) -> Any:
+    """Replace ``!reference [job, key…]`` with what it points to, splicing lists into lists like GitLab."""
+    if node is None:
+        node = data
+    if isinstance(node, Reference):
+        target = data
+        for part in node.path:
+            target = target[part]
+        return expand_references(data, target)
+    if isinstance(node, dict):
+        return {k: expand_references(data, v) for k, v in node.items()}
+    if isinstance(node, list):
+        out: list[Any] = []
+        for item in node:
+            value = expand_references(data, item)
+            if isinstance(item, Reference) and isinstance(value, list):
+                out.extend(value)
+            else:
+                out.append(value)
+        return out
+    return node

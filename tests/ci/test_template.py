@@ -123,6 +123,25 @@ def test_the_template_adds_its_jobs_and_touches_only_the_production_deploys() ->
         assert job["variables"]["MCI_NODE_PORT"] == 30999
 
 
+def test_variable_values_are_strings_or_numbers_as_gitlab_requires() -> None:
+    # GitLab refuses `VAR: true` ("variables config should be a hash of key value pairs"); boolean inputs interpolated
+    # on their own stay booleans, so they must never be a variable's whole value.
+    body = rendered({**EXAMPLE_INPUTS, "disable_ingress": True, "https_redirect": True, "release_ip": True})
+    for name, job in body.items():
+        for key, value in (job.get("variables") or {}).items():
+            assert isinstance(value, str | int | float) and not isinstance(value, bool), (name, key, value)
+
+
+def test_boolean_inputs_reach_the_jobs_as_true_or_false_unless_a_variable_overrides_them() -> None:
+    body = render.expand_references(rendered({**EXAMPLE_INPUTS, "https_redirect": True, "release_ip": False}))
+    line = body[".mci-settings"]["script"][0]
+    assert 'MCI_HTTPS_REDIRECT="${MCI_HTTPS_REDIRECT:-true}"' in line
+    assert 'MCI_RELEASE_IP="${MCI_RELEASE_IP:-false}"' in line
+    for job in ("mci-check", "mci-lb", "mci-teardown"):
+        assert body[job]["script"][0] == line, job
+    assert body["production"]["before_script"][0] == line
+
+
 def test_pin_jobs_one_per_environment_without_a_deployment_after_the_deploys() -> None:
     pin = rendered(EXAMPLE_INPUTS)["mci-pin"]
     assert pin["parallel"] == {"matrix": [{"MCI_ENVIRONMENT": ["prod1", "prod2"]}]}
@@ -169,7 +188,7 @@ def test_teardown_is_the_environments_stop_action_manual_or_automatic_in_a_teard
 
 
 def _hook(inputs: dict[str, Any], existing: str | None) -> str:
-    body = rendered({**EXAMPLE_INPUTS, **inputs})
+    body = render.expand_references(rendered({**EXAMPLE_INPUTS, **inputs}))
     job = body["production"]
     env = {"PATH": os.environ["PATH"], **{k: str(v).lower() if isinstance(v, bool) else str(v)
                                           for k, v in job["variables"].items()}}
@@ -211,7 +230,7 @@ def test_deploy_hook_leaves_hosted_mode_alone() -> None:
 
 
 def test_check_job_refuses_contradicting_helm_arguments_before_the_pipeline_builds() -> None:
-    check = rendered(EXAMPLE_INPUTS)["mci-check"]
+    check = render.expand_references(rendered(EXAMPLE_INPUTS))["mci-check"]
     assert check["stage"] == ".pre"
     assert check["environment"] == {"name": "$MCI_ENVIRONMENT", "action": "prepare"}
     venv_bin = str(Path(sys.executable).parent)
