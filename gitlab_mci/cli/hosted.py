@@ -183,13 +183,13 @@ def apply_cmd(timeout: float, no_wait: bool, dotenv: Path | None, **kw: Any) -> 
 
 @command.command("status")
 @_where
-@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Output format.")
+@click.option("--output", "-o", "--format", type=click.Choice(["text", "json", "markdown"]), default="text",
+              show_default=True, help="Output format; markdown adds a Mermaid diagram of the cloud resources.")
 @click.option("--wait", type=float, default=0.0, show_default=True,
               help="Seconds to wait for a VIP; exit 3 if there is none by then.")
 def status_cmd(output: str, wait: float, **kw: Any) -> None:
     """VIP, cloud resources (status.CloudResources) and cluster selection of the MultiClusterIngress."""
-    from gitlab_mci.hosted.engine import backoff, render_status, status
+    from gitlab_mci.hosted.engine import backoff, render_markdown, render_status, status
 
     cluster = _config_cluster(kw)
     started = time.monotonic()
@@ -201,7 +201,10 @@ def status_cmd(output: str, wait: float, **kw: Any) -> None:
     if state is None:
         raise UserError(f"MultiClusterIngress {kw['namespace']}/{kw['lb_name']} not found in context "
                         f"{cluster.context!r}")
-    click.echo(json.dumps(state, indent=2) if output == "json" else render_status(state))
+    if output == "json":
+        click.echo(json.dumps(state, indent=2))
+    else:
+        click.echo(render_markdown(state) if output == "markdown" else render_status(state), nl=output == "text")
     if wait and not state["vip"]:
         sys.exit(3)
 

@@ -283,3 +283,34 @@ def render_status(state: Obj) -> str:
             for item in value if isinstance(value, list) else [value]:
                 lines.append(f"    {kind}: {item}")
     return "\n".join(lines)
+
+
+def render_markdown(state: Obj) -> str:
+    """The status as Markdown (for a job artifact or merge request note), with a Mermaid diagram of the chain
+    GKE built: VIP → forwarding rules → target proxies → URL map → backend services → NEGs per zone."""
+    res = state["cloudResources"]
+    lines = [f"### MultiClusterIngress `{state['namespace']}/{state['name']}`", "",
+             "| | |", "| --- | --- |", f"| VIP | {state['vip'] or 'pending (GKE is provisioning)'} |",
+             f"| config cluster | `{state['context']}` |"]
+    for svc in state["multiClusterServices"]:
+        clusters = svc["clusters"] if isinstance(svc["clusters"], str) else ", ".join(f"`{c}`" for c in svc["clusters"])
+        lines.append(f"| MultiClusterService `{svc['name']}` | {clusters} |")
+    for k, v in state["annotations"].items():
+        lines.append(f"| `{k}` | `{v}` |")
+    if state["deleting"]:
+        lines.append(f"| being deleted | waiting for {', '.join(state['finalizers'])} |")
+    if not res:
+        return "\n".join(lines) + "\n"
+    lines += ["", "```mermaid", "flowchart LR", f"  vip([\"{state['vip'] or 'VIP pending'}\"])"]
+    for i, rule in enumerate(res.get("ForwardingRules") or []):
+        lines.append(f"  vip --> fr{i}[\"{rule}\"]")
+        for j, proxy in enumerate(res.get("TargetProxies") or []):
+            lines.append(f"  fr{i} --> tp{j}[\"{proxy}\"]")
+    for j in range(len(res.get("TargetProxies") or [])):
+        lines.append(f"  tp{j} --> um[\"{res.get('UrlMap', 'URL map')}\"]")
+    for b, backend in enumerate(res.get("BackendServices") or []):
+        lines.append(f"  um --> bs{b}[\"{backend}\"]")
+        for n, neg in enumerate(res.get("NetworkEndpointGroups") or []):
+            lines.append(f"  bs{b} --> neg{n}[\"NEG {neg.split('/')[1]}\"]")
+    lines.append("```")
+    return "\n".join(lines) + "\n"

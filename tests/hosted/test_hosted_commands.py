@@ -99,6 +99,9 @@ def test_apply_status_change_selection_and_delete(fleet: RunningSim, capsys: pyt
     assert f"UrlMap: {status['CloudResources']['UrlMap']}" in out
     code, out, _ = cli(["hosted", "status", *WHERE, "-o", "json"], capsys)
     assert json.loads(out)["cloudResources"] == status["CloudResources"]
+    code, out, _ = cli(["hosted", "status", *WHERE, "--format", "markdown"], capsys)
+    assert code == 0 and f"| VIP | {address} |" in out and "```mermaid" in out
+    assert f'um --> bs0["{status["CloudResources"]["BackendServices"][0]}"]' in out
 
     # Serve from prod1 only: spec.clusters names it; GKE removes prod2's derived Service and NEG.
     code, out, err = cli(["hosted", "apply", *args[:2], "--context", "prod1", *args[4:]], capsys)
