@@ -280,3 +280,20 @@ def test_status_and_delete_import_no_google_cloud_library(fleet: RunningSim, cap
     # No Google Cloud client library (google.auth comes with the kubernetes client itself).
     assert done.stdout.splitlines()[-1] == "[]"
     assert get(fleet, "MultiClusterIngress", "shop") is None
+
+
+def test_quotas_are_checked_before_any_write(fleet: RunningSim, capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    fleet.sim.clusters["prod1"].seed({
+        "apiVersion": "networking.gke.io/v1", "kind": "MultiClusterIngress",
+        "metadata": {"name": "other", "namespace": "default"},
+        "spec": {"template": {"spec": {"backend": {"serviceName": "other", "servicePort": 80}}}}})
+    fleet.sim.journal.reset()
+    monkeypatch.setattr("gitlab_mci.hosted.prepare.MAX_MCI", 1)
+    code, _, err = cli(["hosted", "apply", *BASE], capsys)
+    assert code == 1 and "1 MultiClusterIngress objects exist in the config cluster: GKE allows 1 per project" in err
+    monkeypatch.setattr("gitlab_mci.hosted.prepare.MAX_MCI", 100)
+    monkeypatch.setattr("gitlab_mci.hosted.prepare.MAX_MCS", 0)
+    code, _, err = cli(["hosted", "apply", *BASE], capsys)
+    assert code == 1 and "GKE allows 0 per project" in err and len(err.splitlines()) == 1
+    assert fleet.sim.journal.writes() == []
