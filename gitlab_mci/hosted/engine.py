@@ -172,6 +172,19 @@ def get(cluster: Cluster, kind: str, namespace: str, name: str) -> Obj | None:
     return found
 
 
+def warnings(cluster: Cluster, kind: str, namespace: str, name: str) -> list[str]:
+    """Messages of the Warning Events GKE's controller recorded on an object, oldest first (empty when unreadable)."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        listed = cluster.call("list Events", cluster.core.list_namespaced_event, namespace,
+                              field_selector=f"involvedObject.kind={kind},involvedObject.name={name},type=Warning")
+    except ApiException:
+        return []
+    events = sorted(listed.items, key=lambda e: str(e.last_timestamp or e.first_timestamp or ""))
+    return [str(e.message) for e in events if e.message]
+
+
 def wait_for_vip(cluster: Cluster, namespace: str, name: str, *, timeout: float, interval: float = 2.0,
                  progress: Progress | None = None) -> Obj:
     """Poll the MultiClusterIngress until ``status.VIP`` is set; the object when it is."""
@@ -185,9 +198,10 @@ def wait_for_vip(cluster: Cluster, namespace: str, name: str, *, timeout: float,
             return mci
         now = time.monotonic()
         if now - started >= timeout:
-            raise UserError(f"MultiClusterIngress {namespace}/{name} has no VIP after {timeout:g}s (GKE can take "
-                            "about 10 minutes; check `gitlab-mci hosted status` and the object's events, or raise "
-                            "--timeout)")
+            said = warnings(cluster, "MultiClusterIngress", namespace, name)
+            reason = f"; GKE says: {said[-1]}" if said else " (GKE can take about 10 minutes; raise --timeout)"
+            raise UserError(f"MultiClusterIngress {namespace}/{name} has no VIP after {timeout:g}s{reason}; see "
+                            "`gitlab-mci hosted status`")
         if progress and now >= next_note:
             progress(f"still waiting for the VIP ({now - started:.0f}s of {timeout:g}s)")
             next_note = now + 10.0
@@ -263,6 +277,8 @@ def status(cluster: Cluster, namespace: str, lb: str) -> Obj | None:
         "finalizers": mci["metadata"].get("finalizers") or [],
         "deleting": bool(mci["metadata"].get("deletionTimestamp")),
         "multiClusterServices": services,
+        "warnings": [*warnings(cluster, "MultiClusterIngress", namespace, lb),
+                     *(w for s in services for w in warnings(cluster, "MultiClusterService", namespace, s["name"]))],
     }
 
 
@@ -276,6 +292,8 @@ def render_status(state: Obj) -> str:
     for svc in state["multiClusterServices"]:
         clusters = svc["clusters"] if isinstance(svc["clusters"], str) else ", ".join(svc["clusters"])
         lines.append(f"  MultiClusterService {svc['name']}: {clusters}")
+    for warning in state["warnings"]:
+        lines.append(f"  warning: {warning}")
     resources = state["cloudResources"]
     if resources:
         lines.append("  Cloud resources:")
@@ -299,6 +317,8 @@ def render_markdown(state: Obj) -> str:
         lines.append(f"| `{k}` | `{v}` |")
     if state["deleting"]:
         lines.append(f"| being deleted | waiting for {', '.join(state['finalizers'])} |")
+    for warning in state["warnings"]:
+        lines.append(f"| warning | {warning} |")
     if not res:
         return "\n".join(lines) + "\n"
     lines += ["", "```mermaid", "flowchart LR", f"  vip([\"{state['vip'] or 'VIP pending'}\"])"]

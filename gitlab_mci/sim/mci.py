@@ -20,6 +20,7 @@ import copy
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ _WATCHED = {"MultiClusterIngress", "MultiClusterService", "BackendConfig", "Fron
 _ORDER = ("networkEndpointGroups", "healthChecks", "backendServices", "urlMaps", "targetHttpProxies",
           "targetHttpsProxies", "globalForwardingRules", "firewalls")
 _NEG_MARKER = '"gitlab-mci-sim":"neg"'
+_ERROR_RE = re.compile(r"^(MultiClusterIngress|MultiClusterService) ([^/ ]+)/([^: ]+): (.*)$")
 
 
 def _hash(*parts: object, n: int = 8, alphabet: str = "0123456789abcdef") -> str:
@@ -205,6 +207,8 @@ class MciController:
                 if error not in self.errors:
                     log.warning("simulated MCI controller: %s", error)
                     self.errors.append(error)
+                if kube is not None:
+                    self._warning_event(kube, error)
         finally:
             self._local.writing = False
 
@@ -489,6 +493,23 @@ class MciController:
         if finalizer in current:
             rest = [f for f in current if f != finalizer]
             self._call(kube, "PATCH", _path(obj), {"metadata": {"finalizers": rest or None}})
+
+    def _warning_event(self, kube: KubeApiServer, error: str) -> None:
+        """A Warning Event on the object an error is about, as GKE's controller reports sync problems."""
+        m = _ERROR_RE.match(error)
+        if m is None:
+            return
+        kind, ns, name, message = m.groups()
+        event_name = f"{name}.{_hash(kind, message, n=16)}"
+        if kube.get("v1", "Event", event_name, ns) is not None or kube.get("v1", "Namespace", ns) is None:
+            return
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._call(kube, "POST", f"/api/v1/namespaces/{ns}/events", {
+            "apiVersion": "v1", "kind": "Event", "metadata": {"name": event_name, "namespace": ns},
+            "involvedObject": {"apiVersion": "networking.gke.io/v1", "kind": kind, "name": name, "namespace": ns},
+            "reason": "SyncError", "message": message, "type": "Warning", "count": 1,
+            "firstTimestamp": now, "lastTimestamp": now,
+            "source": {"component": "multi-cluster-ingress-controller"}})
 
     @staticmethod
     def _call(kube: KubeApiServer, method: str, path: str, body: Obj | None = None) -> Obj:

@@ -297,3 +297,40 @@ def test_quotas_are_checked_before_any_write(fleet: RunningSim, capsys: pytest.C
     code, _, err = cli(["hosted", "apply", *BASE], capsys)
     assert code == 1 and "GKE allows 0 per project" in err and len(err.splitlines()) == 1
     assert fleet.sim.journal.writes() == []
+
+
+def test_what_gke_cannot_build_is_said_by_apply_and_status(fleet: RunningSim,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # A certificate deleted between the check and GKE's sync: the controller's Warning Event reaches the user.
+    from tests.pki import self_signed
+
+    cert, key = self_signed("shop.example.com")
+    fleet.sim.compute.seed("sslCertificates", {"name": "gone-cert", "certificate": cert, "privateKey": key},
+                           project="demo-project")
+    fleet.sim.mci.delay = 0.5
+    code, _, err = cli(["hosted", "apply", *BASE, "--ssl-certificate", "gone-cert", "--no-wait"], capsys)
+    assert code == 0, err
+    fleet.sim.compute.remove("sslCertificates", "gone-cert", project="demo-project")
+    assert fleet.sim.mci.settle()
+    code, out, _ = cli(["hosted", "status", *WHERE], capsys)
+    assert code == 0 and "warning: pre-shared certificate(s) gone-cert not found" in out
+    events = kubectl(fleet, "get", "events", "--field-selector", "type=Warning", "-o", "json")
+    assert [e["source"]["component"] for e in json.loads(events)["items"]] == ["multi-cluster-ingress-controller"]
+
+
+def test_a_timeout_names_gkes_last_warning(fleet: RunningSim) -> None:
+    from gitlab_mci import kube
+    from gitlab_mci.errors import UserError
+    from gitlab_mci.hosted.engine import wait_for_vip
+
+    fleet.sim.clusters["prod1"].seed({
+        "apiVersion": "networking.gke.io/v1", "kind": "MultiClusterIngress",
+        "metadata": {"name": "bad", "namespace": "default"},
+        "spec": {"template": {"spec": {"backend": {"serviceName": "nope", "servicePort": 80}}}}})
+    assert fleet.sim.mci.settle()
+    with pytest.raises(UserError) as info:
+        wait_for_vip(kube.connect("prod1"), "default", "bad", timeout=0.2)
+    message = str(info.value)
+    assert message.startswith("MultiClusterIngress default/bad has no VIP after 0.2s; GKE says: ")
+    assert "MultiClusterService default/nope not found" in message or "no backend could be built" in message
+    assert message.endswith("; see `gitlab-mci hosted status`")
