@@ -77,6 +77,12 @@ class Simulator:
                                  delay=spec.mci_delay if mci_delay is None else mci_delay)
         self._gkehub_server = SimServer(self.gkehub.handle, service="gkehub", journal=self.journal,
                                         faults=self.faults, host=host)
+        # The load balancers' data plane: listeners on loopback, routing, health checks, fail/heal.
+        from gitlab_mci.sim.dataplane import DataPlane
+
+        self.dataplane = DataPlane(self.compute, self.clusters, self.records, project=spec.project)
+        self.dataplane.on_change = self._dataplane_changed
+        self._state_dir: Path | None = None
         self.started_at = 0.0
 
     # --- lifecycle -------------------------------------------------------------------------------------------
@@ -87,10 +93,12 @@ class Simulator:
             server.start()
         self._gkehub_server.start()
         self.mci.start()
+        self.dataplane.start()
         self.started_at = time.time()
         return self
 
     def stop(self) -> None:
+        self.dataplane.stop()
         self.mci.stop()
         self._gkehub_server.stop()
         for server in self._kube_servers.values():
@@ -169,6 +177,7 @@ class Simulator:
                 }
                 for rec in self.records
             },
+            "listeners": self.dataplane.listeners(),
         }
 
     def write_files(self, state_dir: str | Path) -> SimFiles:
@@ -198,7 +207,16 @@ class Simulator:
         files.env.write_text("".join(f"export {k}={v}\n" for k, v in env.items()))
         files.dotenv.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
         files.state.write_text(json.dumps({**self.state(), "files": {k: str(v) for k, v in vars(files).items()}}))
+        self._state_dir = d
+        self._dataplane_changed(self.dataplane)
         return files
+
+    def _dataplane_changed(self, dataplane: Any) -> None:
+        # listeners.json: VIP:port → loopback URL, rewritten whenever a listener opens or closes.
+        if self._state_dir is not None:
+            tmp = self._state_dir / "listeners.json.tmp"
+            tmp.write_text(json.dumps({"listeners": dataplane.listeners()}, indent=2))
+            tmp.replace(self._state_dir / "listeners.json")
 
     # --- admin API -------------------------------------------------------------------------------------------
 
@@ -217,6 +235,8 @@ class Simulator:
             if req.method == "DELETE":
                 self.journal.reset()
                 return Response(200, {})
+        if what == "dataplane" or what.startswith("dataplane/"):
+            return self._admin_dataplane(req, what.removeprefix("dataplane").strip("/"))
         if what == "faults":
             if req.method == "GET":
                 return Response(200, {"faults": [r.describe() for r in self.faults.rules()]})
@@ -229,6 +249,27 @@ class Simulator:
                 except (ValueError, TypeError) as exc:
                     return google_error(400, f"bad fault rule: {exc}", "invalid")
                 return Response(200, rule.describe())
+        return google_error(404, f"unknown simulator admin call {req.method} {req.path}", "notFound")
+
+
+    def _admin_dataplane(self, req: Request, action: str) -> Response:
+        from gitlab_mci.sim.dataplane import UnknownTarget
+
+        if action == "" and req.method == "GET":
+            return Response(200, self.dataplane.describe())
+        if action in ("fail", "heal") and req.method == "POST":
+            try:
+                body = req.json() or {}
+                target, mode = body.get("target"), body.get("mode")
+                if action == "fail":
+                    if not isinstance(target, str):
+                        raise UnknownTarget("a target (cluster or zone) is required")
+                    fault = self.dataplane.fail(target, mode)
+                    return Response(200, {"fault": fault, "faults": self.dataplane.faults()})
+                healed = self.dataplane.heal(target if isinstance(target, str) else None, mode)
+                return Response(200, {"healed": healed, "faults": self.dataplane.faults()})
+            except (UnknownTarget, ValueError, AttributeError) as exc:
+                return google_error(400, str(exc), "invalid")
         return google_error(404, f"unknown simulator admin call {req.method} {req.path}", "notFound")
 
 

@@ -103,7 +103,9 @@ def test_backend_service_fingerprint_patch_and_in_use(sim: RunningSim, gc: Compu
     assert used.value.errors[0]["reason"] == "resourceInUseByAnotherResource"
     health = client.get_health(project=P, backend_service=name, resource_group_reference_resource=(
         compute_v1.ResourceGroupReference(group=_group(sim))))
-    assert {h.health_state for h in health.health_status} == {"HEALTHY"} and len(health.health_status) == 3
+    # The data plane's health checks answer: nothing serves the check's port 30999 on those nodes.
+    assert {h.health_state for h in health.health_status} == {"UNHEALTHY"} and len(health.health_status) == 3
+    assert all(h.ip_address.startswith("10.") and h.instance.startswith("https://") for h in health.health_status)
     gc.wait(client.delete(project=P, backend_service=name))
     gc.wait(gc.client(compute_v1.HealthChecksClient).delete(project=P, health_check=name + "-hc"))
 

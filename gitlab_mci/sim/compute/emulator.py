@@ -86,6 +86,7 @@ class ComputeEmulator:
         self._request_ids: dict[tuple[str, str], str] = {}
         self._pending: set[str] = set()  # URLs of resources whose insert is not DONE yet
         self._next_id = 1000000000000000000 + int.from_bytes(os.urandom(4), "big")
+        self._revision = 0  # bumped on every change that took effect, so watchers (the data plane) poll cheaply
 
     # --- public API ----------------------------------------------------------------------------------------------
 
@@ -104,6 +105,7 @@ class ComputeEmulator:
             if members is not None:
                 self._members[obj["selfLink"]] = list(members)
                 obj["size"] = len(members)
+            self._revision += 1
             return copy.deepcopy(obj)
 
     def get(self, collection: str, name: str, *, project: str, zone: str | None = None) -> Obj | None:
@@ -122,7 +124,21 @@ class ComputeEmulator:
         """Delete directly (simulated Google-side controllers), without an operation; ``False`` when absent."""
         with self._lock:
             self._settle()
+            self._revision += 1
             return self._bucket(COLLECTIONS[collection], project, zone).pop(name, None) is not None
+
+    def revision(self) -> int:
+        """A number that changes whenever a resource changed (operations that became due are applied first)."""
+        with self._lock:
+            self._settle()
+            return self._revision
+
+    def stored(self, collection: str, name: str, *, project: str, zone: str | None = None) -> Obj | None:
+        """The resource as stored, private fields included (the data plane needs a certificate's private key)."""
+        with self._lock:
+            self._settle()
+            found = self._bucket(COLLECTIONS[collection], project, zone).get(name)
+            return copy.deepcopy(found) if found else None
 
     # --- HTTP ----------------------------------------------------------------------------------------------------
 
@@ -345,6 +361,7 @@ class ComputeEmulator:
         def finish() -> None:
             self._pending.discard(target)
             apply()
+            self._revision += 1
 
         op = _Op(body, project, zone, now, now + self.operation_latency, finish, error)
         if pending:

@@ -1,0 +1,648 @@
+"""The simulated load balancer's data plane: real HTTP(S) on loopback, routed and health-checked like Google's.
+
+Every global forwarding rule whose chain is complete (rule → target HTTP(S) proxy → URL map, and a certificate for
+HTTPS) gets a :class:`~gitlab_mci.sim.listeners.Listener` on a loopback address (the VIP itself when it is in
+127.0.0.0/8, as the emulator's VIPs are; an ephemeral port, since 80 and 443 are rarely free). A request is routed
+by the URL map to a backend service and balanced round robin over its HEALTHY backends:
+
+    instance group → instance (a GKE node) → the node port named by ``portName`` in the group's named ports
+    → the Service with that node port in the node's cluster → a ready pod selected by it (any node forwards to any
+    pod, as with ``externalTrafficPolicy: Cluster``) → the pod's app, which answers JSON naming its cluster, zone
+    and pod.
+
+Pods are the Kubernetes emulator's Pod objects; their "app" runs in-process (no socket per pod). Health checks probe
+each instance's node port as configured (path, port, interval, timeout, thresholds); their state drives routing
+and ``backendServices.getHealth``. Faults (:meth:`DataPlane.fail`) stop a cluster's or zone's pods or nodes from
+answering, so failover can be watched and measured.
+
+Everything is rebuilt from the emulators' state when it changes (a revision counter polled every 100 ms), never
+from a request path; the data plane never calls into the Compute emulator while holding its own lock, because the
+emulator calls :meth:`DataPlane.group_health` while holding its lock.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from gitlab_mci.sim.listeners import Listener, Reply, self_signed
+from gitlab_mci.sim.urlmap import redirect_target, route
+
+if TYPE_CHECKING:
+    from gitlab_mci.sim.compute import ComputeEmulator
+    from gitlab_mci.sim.kube import KubeApiServer
+    from gitlab_mci.sim.world import ClusterRecord, NodeRecord
+
+Obj = dict[str, Any]
+POLL = 0.1  # seconds between looks at the emulators' revision counters
+MODES = ("pods", "nodes")
+NO_UPSTREAM = b"no healthy upstream"
+CONNECT_ERROR = b"upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+
+
+class UnknownTarget(ValueError):
+    """``fail``/``heal`` named neither a cluster nor a zone of the simulated world."""
+
+
+class _Refused(Exception):
+    """Nothing listens on the node port, or the Service has no pod that answers (kube-proxy rejects)."""
+
+
+class _Unreachable(Exception):
+    """The node does not answer at all (a failed node): the caller waits for its timeout."""
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    namespace: str
+    node: str
+    zone: str
+
+
+@dataclass(frozen=True)
+class NodePortTarget:
+    """A Service port reachable on every node of a cluster at ``nodePort``."""
+
+    service: str  # namespace/name
+    pods: tuple[Pod, ...]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One instance of an instance group behind a backend service, with the ports it is served and probed on."""
+
+    instance: str  # URL
+    group: str  # URL
+    node: NodeRecord
+    port: int | None  # the serving port (backend service portName in the group's named ports)
+    probe_port: int | None
+
+
+@dataclass(frozen=True)
+class HealthParams:
+    interval: float = 5.0
+    timeout: float = 5.0
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 2
+    path: str = "/"
+    host: str | None = None
+    kind: str = "HTTP"
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    """A backend service as the data plane uses it."""
+
+    url: str
+    name: str
+    groups: tuple[tuple[str, tuple[Backend, ...]], ...]  # (group URL, its instances) in backend order
+    health: HealthParams | None
+    port: int
+
+
+@dataclass(frozen=True)
+class ListenerSpec:
+    """What a forwarding rule asks for: a socket for VIP:port, the URL map behind it, and certificates."""
+
+    rule: str  # URL
+    name: str
+    vip: str
+    port: int
+    scheme: str
+    proxy: str
+    url_map: Obj
+    certs: tuple[tuple[str, str], ...] = ()  # (certificate PEM, key PEM), the proxy's order
+
+    @property
+    def identity(self) -> tuple[str, str, int, str]:
+        return self.rule, self.vip, self.port, self.scheme
+
+
+@dataclass(frozen=True)
+class Topology:
+    """An immutable snapshot of everything routing needs, replaced whole when the emulators change."""
+
+    listeners: dict[str, ListenerSpec] = field(default_factory=dict)
+    services: dict[str, ServiceView] = field(default_factory=dict)
+    node_ports: dict[str, dict[int, NodePortTarget]] = field(default_factory=dict)  # cluster -> nodePort -> target
+
+
+@dataclass
+class _Health:
+    params: HealthParams
+    state: str = "UNKNOWN"  # UNKNOWN (never decided) → HEALTHY / UNHEALTHY
+    successes: int = 0
+    failures: int = 0
+    next_probe: float = 0.0
+    pending_failure_at: float | None = None  # a probe to a dead node fails when its timeout expires
+    changed_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Fault:
+    target: str
+    kind: str  # cluster or zone
+    mode: str  # pods or nodes
+
+    def describe(self) -> Obj:
+        return {"target": self.target, "kind": self.kind, "mode": self.mode}
+
+
+class DataPlane:
+    """Listeners, routing, health checks and faults for the load balancers in a :class:`ComputeEmulator`."""
+
+    def __init__(self, compute: ComputeEmulator, clusters: dict[str, KubeApiServer], records: list[ClusterRecord],
+                 *, project: str, poll: float = POLL) -> None:
+        self.compute = compute
+        self.clusters = clusters
+        self.project = project
+        self.poll = poll
+        self._nodes: dict[str, NodeRecord] = {}  # instance URL tail "zones/Z/instances/N" -> node
+        self._zones: dict[str, set[str]] = {}  # zone -> clusters
+        for rec in records:
+            for node in rec.nodes:
+                self._nodes[f"zones/{node.zone}/instances/{node.name}"] = node
+            for zone in rec.spec.zones:
+                self._zones.setdefault(zone, set()).add(rec.spec.name)
+        self._node_by_name = {(n.cluster, n.name): n for n in self._nodes.values()}
+        self._lock = threading.Lock()
+        self._topology = Topology()
+        self._listeners: dict[str, Listener] = {}
+        self._health: dict[tuple[str, str], _Health] = {}  # (backend service URL, instance URL) -> state
+        self._faults: set[Fault] = set()
+        self._counters: dict[Any, int] = {}
+        self._kube_revision = 0
+        self._seen: tuple[int, int] | None = None
+        self._managed: dict[tuple[str, str], tuple[str, str]] = {}  # (cert URL, domains) -> generated pair
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.on_change: Callable[[DataPlane], None] | None = None  # called after listeners opened or closed
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> DataPlane:
+        """Watch the emulators and serve; also answer the Compute emulator's ``getHealth``."""
+        for kube in self.clusters.values():
+            kube.add_listener(self._on_kube)
+        self.compute.health_provider = self.group_health
+        self._thread = threading.Thread(target=self._run, name="sim-dataplane", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Close every listener and stop probing."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.compute.health_provider == self.group_health:
+            self.compute.health_provider = None
+        for listener in self._listeners.values():
+            listener.close()
+        self._listeners.clear()
+
+    def _on_kube(self, event: str, obj: Obj) -> None:
+        if obj.get("kind") in ("Pod", "Service", "Endpoints", "Deployment", "Namespace"):
+            self._kube_revision += 1  # read by the poll loop; an int bump needs no lock
+
+    def refresh(self) -> None:
+        """Re-read the emulators now (instead of within the next poll)."""
+        self._seen = None
+        self._wake.set()
+
+    # --- public API ------------------------------------------------------------------------------------------
+
+    def listeners(self) -> list[Obj]:
+        """Every open listener: the forwarding rule, its VIP:port and the loopback URL that serves it."""
+        specs = self._topology.listeners
+        out = []
+        for key, listener in sorted(self._listeners.items()):
+            spec = specs.get(key)
+            out.append({"rule": spec.name if spec else key.rsplit("/", 1)[-1], "vip": listener.vip,
+                        "port": listener.vip_port, "scheme": listener.scheme, "url": listener.url,
+                        "proxy": spec.proxy.rsplit("/", 1)[-1] if spec else ""})
+        return out
+
+    def url_for(self, vip: str, port: int = 80, *, timeout: float = 5.0) -> str:
+        """The loopback URL (``http://127.x.y.z:PORT``) serving ``vip:port``; waits up to ``timeout`` for it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for item in self.listeners():
+                if item["vip"] == vip and item["port"] == port:
+                    return str(item["url"])
+            if time.monotonic() >= deadline:
+                raise LookupError(f"no listener for {vip}:{port} (is a forwarding rule with a complete chain there?)")
+            self.refresh()
+            time.sleep(0.02)
+
+    def health(self) -> list[Obj]:
+        """Every probed backend: backend service, instance, cluster, zone and HEALTHY/UNHEALTHY/UNKNOWN."""
+        with self._lock:
+            items = sorted(self._health.items())
+        out = []
+        for (bs, inst), h in items:
+            node = self._node(inst)
+            out.append({"backendService": bs.rsplit("/", 1)[-1], "instance": inst.rsplit("/", 1)[-1],
+                        "cluster": node.cluster if node else "", "zone": node.zone if node else "",
+                        "healthState": h.state})
+        return out
+
+    def wait_health(self, state: str, *, cluster: str | None = None, timeout: float = 10.0) -> bool:
+        """Wait until every probed backend (of ``cluster``, if given) is in ``state``; ``False`` on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            items = [h for h in self.health() if cluster in (None, h["cluster"])]
+            if items and all(h["healthState"] == state for h in items):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def fail(self, target: str, mode: str | None = None) -> Obj:
+        """Make a cluster's (default: its pods) or a zone's (default: its nodes) backends stop answering."""
+        fault = self._fault(target, mode)
+        with self._lock:
+            self._faults.add(fault)
+        return fault.describe()
+
+    def heal(self, target: str | None = None, mode: str | None = None) -> list[Obj]:
+        """Undo :meth:`fail` for ``target`` (every mode unless given; ``None``: every fault); the faults removed."""
+        kind = self._fault(target, mode).kind if target is not None else ""
+        with self._lock:
+            gone = {f for f in self._faults if target is None or (f.target == target and f.kind == kind
+                                                                  and mode in (None, f.mode))}
+            self._faults -= gone
+        return [f.describe() for f in sorted(gone, key=lambda f: (f.target, f.mode))]
+
+    def faults(self) -> list[Obj]:
+        """The active faults."""
+        with self._lock:
+            return [f.describe() for f in sorted(self._faults, key=lambda f: (f.target, f.mode))]
+
+    def describe(self) -> Obj:
+        """What ``GET /_sim/dataplane`` answers."""
+        return {"listeners": self.listeners(), "faults": self.faults(), "health": self.health()}
+
+    def _fault(self, target: str, mode: str | None) -> Fault:
+        if mode is not None and mode not in MODES:
+            raise UnknownTarget(f"unknown mode {mode!r} (pods or nodes)")
+        if target in self.clusters:
+            return Fault(target, "cluster", mode or "pods")
+        if target in self._zones:
+            return Fault(target, "zone", mode or "nodes")
+        raise UnknownTarget(f"{target!r} is neither a simulated cluster ({', '.join(sorted(self.clusters))}) nor a "
+                            f"zone ({', '.join(sorted(self._zones))})")
+
+    # --- getHealth -------------------------------------------------------------------------------------------
+
+    def group_health(self, service: Obj, group: str) -> list[Obj]:
+        """``backendServices.getHealth`` for one group, from the health checks' state (called by the emulator)."""
+        view = self._topology.services.get(service.get("selfLink", ""))
+        backends = dict(view.groups).get(group, ()) if view else ()
+        ports = {b.instance: b.port for b in backends}
+        out = []
+        # The group's members as the emulator has them now (called under its lock, which is re-entrant).
+        for url in self.compute.members(group):
+            node = self._node(url)
+            with self._lock:
+                h = self._health.get((service.get("selfLink", ""), url))
+            # Google reports a backend that has not passed its health checks yet as UNHEALTHY.
+            state = "HEALTHY" if h is not None and h.state == "HEALTHY" else "UNHEALTHY"
+            out.append({"instance": url, "ipAddress": node.internal_ip if node else "",
+                        "port": ports.get(url) or service.get("port", 80), "healthState": state})
+        return out
+
+    # --- the loop: reconcile and probe -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_look = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_look or self._seen is None:
+                try:
+                    self._reconcile()
+                except Exception as exc:  # the loop must survive a half-made resource
+                    print(f"sim dataplane: reconcile failed: {exc!r}", flush=True)
+                next_look = now + self.poll
+            due = self._probe_due(time.monotonic())
+            wait = max(0.005, min(next_look, due) - time.monotonic())
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def _reconcile(self) -> None:
+        seen = (self.compute.revision(), self._kube_revision)
+        if seen == self._seen:
+            return
+        self._seen = seen
+        topology = self._build()
+        self._topology = topology
+        self._sync_health(topology)
+        self._sync_listeners(topology)
+
+    def _node(self, instance_url: str) -> NodeRecord | None:
+        return self._nodes.get("zones/" + instance_url.split("/zones/", 1)[-1])
+
+    def _build(self) -> Topology:
+        """Read the emulators (never under the data plane's lock) into a new :class:`Topology`."""
+        compute, project = self.compute, self.project
+
+        def index(collection: str) -> dict[str, Obj]:
+            return {o["selfLink"]: o for o in compute.resources(collection)}
+
+        services = index("backendServices")
+        if not services and not compute.resources("globalForwardingRules"):
+            return Topology()
+        checks = index("healthChecks")
+        groups = index("instanceGroups")
+        views: dict[str, ServiceView] = {}
+        for url, bs in services.items():
+            hc = checks.get((bs.get("healthChecks") or [""])[0])
+            params, spec = _health_params(hc)
+            entries = []
+            for b in bs.get("backends") or []:
+                group = groups.get(b.get("group", ""))
+                if group is None:
+                    continue  # a network endpoint group (hosted mode): not routed by this data plane
+                named = {p.get("name"): int(p.get("port", 0)) for p in group.get("namedPorts") or []}
+                serving = named.get(bs.get("portName", "http"))
+                probe = serving
+                if spec is not None:
+                    how = spec.get("portSpecification", "USE_FIXED_PORT" if "port" in spec else "USE_SERVING_PORT")
+                    if how == "USE_FIXED_PORT":
+                        probe = int(spec.get("port", 80))
+                    elif how == "USE_NAMED_PORT":
+                        probe = named.get(spec.get("portName"))
+                members = []
+                for inst in compute.members(group["selfLink"]):
+                    node = self._node(inst)
+                    if node is not None:
+                        members.append(Backend(inst, group["selfLink"], node, serving, probe))
+                entries.append((group["selfLink"], tuple(members)))
+            views[url] = ServiceView(url, bs["name"], tuple(entries), params if hc else None, int(bs.get("port", 80)))
+        listeners: dict[str, ListenerSpec] = {}
+        url_maps = index("urlMaps")
+        proxies = {**index("targetHttpProxies"), **index("targetHttpsProxies")}
+        for rule in compute.resources("globalForwardingRules"):
+            proxy = proxies.get(rule.get("target", ""))
+            url_map = url_maps.get((proxy or {}).get("urlMap", ""))
+            if proxy is None or url_map is None:
+                continue  # the chain is not complete (yet): nothing answers on this VIP
+            scheme = "https" if "/targetHttpsProxies/" in proxy["selfLink"] else "http"
+            certs: list[tuple[str, str]] = []
+            for cert_url in proxy.get("sslCertificates") or [] if scheme == "https" else []:
+                pair = self._certificate(cert_url, project)
+                if pair is not None:
+                    certs.append(pair)
+            if scheme == "https" and not certs:
+                continue
+            port = int(str(rule.get("portRange", "80" if scheme == "http" else "443")).split("-")[0])
+            listeners[rule["selfLink"]] = ListenerSpec(rule["selfLink"], rule["name"], str(rule.get("IPAddress", "")),
+                                                       port, scheme, proxy["selfLink"], url_map, tuple(certs))
+        return Topology(listeners, views, self._build_kube())
+
+    def _certificate(self, url: str, project: str) -> tuple[str, str] | None:
+        parts = url.split("/")
+        stored = self.compute.stored("sslCertificates", parts[-1], project=parts[parts.index("projects") + 1]
+                                     if "projects" in parts else project)
+        if stored is None:
+            return None
+        if stored.get("type") == "MANAGED":
+            domains = list((stored.get("managed") or {}).get("domains") or [])
+            key = (url, ",".join(domains))
+            if key not in self._managed:  # generated once per certificate, like a real issuance
+                self._managed[key] = self_signed(domains)
+            return self._managed[key]
+        if stored.get("certificate") and stored.get("privateKey"):
+            return str(stored["certificate"]), str(stored["privateKey"])
+        return None
+
+    def _build_kube(self) -> dict[str, dict[int, NodePortTarget]]:
+        out: dict[str, dict[int, NodePortTarget]] = {}
+        for cluster, kube in self.clusters.items():
+            pods = kube.list("v1", "Pod")
+            ports: dict[int, NodePortTarget] = {}
+            for svc in kube.list("v1", "Service"):
+                spec = svc.get("spec") or {}
+                selector = spec.get("selector") or {}
+                if spec.get("type") not in ("NodePort", "LoadBalancer") or not selector:
+                    continue
+                ns = svc["metadata"].get("namespace", "default")
+                chosen = []
+                for pod in pods:
+                    meta = pod["metadata"]
+                    labels = meta.get("labels") or {}
+                    status = pod.get("status") or {}
+                    ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                                for c in status.get("conditions") or [])
+                    if meta.get("namespace") == ns and status.get("phase") == "Running" and ready and all(
+                            labels.get(k) == v for k, v in selector.items()):
+                        node_name = str((pod.get("spec") or {}).get("nodeName") or "")
+                        node = self._node_by_name.get((cluster, node_name))
+                        chosen.append(Pod(meta["name"], ns, node_name, node.zone if node else ""))
+                for p in spec.get("ports") or []:
+                    if p.get("nodePort"):
+                        ports[int(p["nodePort"])] = NodePortTarget(f"{ns}/{svc['metadata']['name']}",
+                                                                   tuple(sorted(chosen, key=lambda x: x.name)))
+            out[cluster] = ports
+        return out
+
+    def _sync_health(self, topology: Topology) -> None:
+        wanted: dict[tuple[str, str], HealthParams] = {}
+        for view in topology.services.values():
+            if view.health is None:
+                continue
+            for _group, backends in view.groups:
+                for b in backends:
+                    wanted[(view.url, b.instance)] = view.health
+        now = time.monotonic()
+        with self._lock:
+            for key in [k for k in self._health if k not in wanted]:
+                del self._health[key]
+            for key, params in wanted.items():
+                h = self._health.get(key)
+                if h is None:
+                    self._health[key] = _Health(params, next_probe=now, changed_at=now)  # probed right away
+                elif h.params != params:
+                    h.params = params
+                    h.next_probe = min(h.next_probe, now + params.interval)
+
+    def _sync_listeners(self, topology: Topology) -> None:
+        changed = False
+        for key in list(self._listeners):
+            spec = topology.listeners.get(key)
+            current = self._listeners[key]
+            if spec is None or (current.key, current.vip, current.vip_port, current.scheme) != spec.identity:
+                self._listeners.pop(key).close()
+                changed = True
+        for key, spec in topology.listeners.items():
+            if key not in self._listeners:
+                try:
+                    self._listeners[key] = Listener(key, spec.vip, spec.port, spec.scheme, self._serve,
+                                                    self._cert_picker(key) if spec.scheme == "https" else None)
+                except OSError as exc:
+                    print(f"sim dataplane: cannot serve {spec.vip}:{spec.port}: {exc}", flush=True)
+                    continue
+                changed = True
+        if changed and self.on_change is not None:
+            self.on_change(self)
+
+    def _cert_picker(self, key: str) -> Callable[[str | None], tuple[str, str] | None]:
+        def pick(server_name: str | None) -> tuple[str, str] | None:
+            spec = self._topology.listeners.get(key)
+            if spec is None or not spec.certs:
+                return None
+            if server_name:
+                for pair in spec.certs:
+                    if _cert_matches(pair[0], server_name):
+                        return pair
+            return spec.certs[0]  # no SNI or no match: the proxy's first certificate, as Google serves it
+        return pick
+
+    # --- health checks ---------------------------------------------------------------------------------------
+
+    def _probe_due(self, now: float) -> float:
+        """Run every probe that is due; the time of the next one."""
+        topology = self._topology
+        backends = {(v.url, b.instance): b for v in topology.services.values() for _g, bs in v.groups for b in bs}
+        with self._lock:
+            due = [(k, h) for k, h in self._health.items()
+                   if h.next_probe <= now or (h.pending_failure_at is not None and h.pending_failure_at <= now)]
+        for key, h in due:
+            if h.pending_failure_at is not None and h.pending_failure_at <= now:
+                h.pending_failure_at = None
+                self._record(h, ok=False, now=now)
+            if h.next_probe > now:
+                continue
+            h.next_probe = max(h.next_probe + h.params.interval, now)  # a steady schedule, not drifting
+            backend = backends.get(key)
+            if backend is None:
+                continue
+            try:
+                status, _body = self._node_forward(backend.node, backend.probe_port, "GET", h.params.path,
+                                                   h.params.host or backend.node.internal_ip, probe=True)
+                ok = status == 200 if h.params.kind in ("HTTP", "HTTPS", "HTTP2") else True
+                self._record(h, ok=ok, now=now)
+            except _Refused:
+                self._record(h, ok=False, now=now)
+            except _Unreachable:
+                # No answer: the probe fails when its timeout expires (at most one interval later).
+                h.pending_failure_at = now + min(h.params.timeout, h.params.interval)
+        with self._lock:
+            times = [h.next_probe for h in self._health.values()]
+            times += [h.pending_failure_at for h in self._health.values() if h.pending_failure_at is not None]
+        return min(times, default=now + self.poll)
+
+    def _record(self, h: _Health, *, ok: bool, now: float) -> None:
+        with self._lock:
+            if ok:
+                h.successes, h.failures = h.successes + 1, 0
+                if h.state != "HEALTHY" and h.successes >= h.params.healthy_threshold:
+                    h.state, h.changed_at = "HEALTHY", now
+            else:
+                h.failures, h.successes = h.failures + 1, 0
+                if h.state != "UNHEALTHY" and h.failures >= h.params.unhealthy_threshold:
+                    h.state, h.changed_at = "UNHEALTHY", now
+
+    # --- serving ---------------------------------------------------------------------------------------------
+
+    def _next(self, key: Any, n: int) -> int:
+        with self._lock:
+            i = self._counters.get(key, 0)
+            self._counters[key] = i + 1
+        return i % n
+
+    def _down(self, cluster: str, zone: str, mode: str) -> bool:
+        with self._lock:
+            return any(f.mode == mode and (f.target == cluster if f.kind == "cluster" else f.target == zone)
+                       for f in self._faults)
+
+    def _node_forward(self, node: NodeRecord, port: int | None, method: str, path: str, host: str, *,
+                      probe: bool = False) -> tuple[int, bytes]:
+        """What a node answers on ``port``: kube-proxy forwards to a ready pod of the Service with that node port."""
+        if self._down(node.cluster, node.zone, "nodes"):
+            raise _Unreachable(node.name)
+        target = self._topology.node_ports.get(node.cluster, {}).get(port or 0)
+        if target is None:
+            raise _Refused(f"{node.name}:{port}")
+        # Pods on dead nodes or that stopped answering get no traffic (as if readiness reacted at once): what
+        # the load balancer sees of a failure is at the node level.
+        live = [p for p in target.pods
+                if not self._down(node.cluster, p.zone, "nodes") and not self._down(node.cluster, p.zone, "pods")]
+        if not live:
+            raise _Refused(f"{node.name}:{port} has no ready endpoint")
+        pod = live[self._next(("pod", node.cluster, port, probe), len(live))]
+        answer = {"cluster": node.cluster, "zone": pod.zone, "pod": pod.name, "node": pod.node, "path": path,
+                  "host": host, "method": method}
+        return 200, json.dumps(answer).encode()
+
+    def _pick(self, view: ServiceView) -> Backend | None:
+        with self._lock:
+            health = {inst: h.state for (bs, inst), h in self._health.items() if bs == view.url}
+        candidates = [(g, [b for b in bs if health.get(b.instance) == "HEALTHY"]) for g, bs in view.groups]
+        candidates = [(g, bs) for g, bs in candidates if bs]
+        if not candidates:
+            return None
+        # Round robin over groups (so every cluster and zone serves in turn), then over each group's instances.
+        group, backends = candidates[self._next(("group", view.url), len(candidates))]
+        return backends[self._next(("instance", view.url, group), len(backends))]
+
+    def _serve(self, method: str, host_header: str, target: str, listener: Listener) -> Reply:
+        spec = self._topology.listeners.get(listener.key)
+        if spec is None:
+            return Reply(502, NO_UPSTREAM, {"Content-Type": "text/plain"})
+        parts = urlsplit(target)
+        path, query = parts.path or "/", parts.query
+        host = host_header
+        if host.endswith(f":{listener.address[1]}"):
+            host = host.rsplit(":", 1)[0]  # the simulator's ephemeral port is not part of the site's address
+        found = route(spec.url_map, host.split(":")[0] if not host.startswith("[") else host, path)
+        if found.redirect is not None:
+            status, location = redirect_target(found.redirect, scheme=spec.scheme, host=host, path=path,
+                                               query=query, matched_prefix=found.matched_prefix)
+            return Reply(status, b"", {"Location": location, "Content-Type": "text/html; charset=UTF-8"})
+        view = self._topology.services.get(found.service or "")
+        if view is None:
+            return Reply(404, b"not found", {"Content-Type": "text/plain"})
+        backend = self._pick(view)
+        if backend is None:
+            return Reply(502, NO_UPSTREAM, {"Content-Type": "text/plain"})
+        try:
+            status, body = self._node_forward(backend.node, backend.port, method, target, host)
+        except (_Refused, _Unreachable):
+            return Reply(502, CONNECT_ERROR, {"Content-Type": "text/plain"})
+        return Reply(status, body, {"X-Sim-Backend": f"{backend.node.cluster}/{backend.node.name}"})
+
+
+def _health_params(hc: Obj | None) -> tuple[HealthParams, Obj | None]:
+    if hc is None:
+        return HealthParams(), None
+    kind = str(hc.get("type") or "HTTP")
+    spec = next((hc[k] for k in ("httpHealthCheck", "httpsHealthCheck", "http2HealthCheck", "tcpHealthCheck",
+                                 "sslHealthCheck", "grpcHealthCheck") if isinstance(hc.get(k), dict)), None)
+    return HealthParams(
+        interval=float(hc.get("checkIntervalSec") or 5), timeout=float(hc.get("timeoutSec") or 5),
+        healthy_threshold=int(hc.get("healthyThreshold") or 2),
+        unhealthy_threshold=int(hc.get("unhealthyThreshold") or 2),
+        path=str((spec or {}).get("requestPath") or "/"), host=(spec or {}).get("host") or None, kind=kind,
+    ), spec
+
+
+def _cert_matches(pem: str, server_name: str) -> bool:
+    from cryptography import x509
+
+    try:
+        leaf = x509.load_pem_x509_certificates(pem.encode())[0]
+        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.DNSName)
+    except (ValueError, x509.ExtensionNotFound):
+        return False
+    server_name = server_name.lower()
+    return any(n.lower() == server_name or (n.startswith("*.") and server_name.endswith(n[1:].lower())
+                                            and server_name.count(".") == n.count("."))
+               for n in names)

@@ -1,0 +1,88 @@
+"""URL map evaluation as Google's global external HTTP(S) load balancer does it, for the simulator's data plane.
+
+Pure functions over the URL map's REST JSON: host rules pick a path matcher, path rules pick a backend service or a
+redirect (``/*`` is a prefix, anything else an exact path; the most specific rule wins), and what matches nothing
+falls to the matcher's or the map's default service or default URL redirect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+Obj = dict[str, Any]
+
+# redirectResponseCode → HTTP status (MOVED_PERMANENTLY_DEFAULT is what an unset code means).
+REDIRECT_CODES = {"MOVED_PERMANENTLY_DEFAULT": 301, "FOUND": 302, "SEE_OTHER": 303, "TEMPORARY_REDIRECT": 307,
+                  "PERMANENT_REDIRECT": 308}
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a request goes: a backend service URL, or a redirect (``location`` and ``status``), or nowhere."""
+
+    service: str | None = None
+    redirect: Obj | None = None
+    matched_prefix: str = ""  # the path rule's prefix (without ``*``), for prefixRedirect
+
+
+def _host_score(pattern: str, host: str) -> int:
+    """How specifically a host rule pattern matches (0: not at all); exact beats ``*.suffix`` beats ``*``."""
+    pattern = pattern.lower()
+    if pattern == "*":
+        return 1
+    if pattern.startswith("*"):
+        suffix = pattern[1:]
+        return 2 + len(suffix) if host.endswith(suffix) and len(host) > len(suffix) else 0
+    return 100_000 if host == pattern else 0
+
+
+def _path_score(pattern: str, path: str) -> tuple[int, str]:
+    """(specificity, matched prefix) of a path rule pattern for ``path``; specificity 0 means no match."""
+    if pattern.endswith("/*"):
+        prefix = pattern[:-1]  # "/api/*" matches "/api/" and everything under it, and "/api" itself
+        if path.startswith(prefix) or path == prefix[:-1]:
+            return len(prefix), prefix
+        return 0, ""
+    if pattern == "*":
+        return 1, "/"
+    return (100_000 + len(pattern), pattern) if path == pattern else (0, "")
+
+
+def route(url_map: Obj, host: str, path: str) -> Route:
+    """Evaluate ``url_map`` for a request to ``host`` (no port) and ``path`` (no query string)."""
+    host = host.lower()
+    best_matcher, best = None, 0
+    for rule in url_map.get("hostRules") or []:
+        score = max((_host_score(h, host) for h in rule.get("hosts") or []), default=0)
+        if score > best:
+            best_matcher, best = rule.get("pathMatcher"), score
+    matcher = next((m for m in url_map.get("pathMatchers") or [] if m.get("name") == best_matcher), None)
+    if matcher is not None:
+        chosen, chosen_score, chosen_prefix = None, 0, ""
+        for rule in matcher.get("pathRules") or []:
+            for pattern in rule.get("paths") or []:
+                score, prefix = _path_score(pattern, path)
+                if score > chosen_score:
+                    chosen, chosen_score, chosen_prefix = rule, score, prefix
+        if chosen is not None:
+            return Route(chosen.get("service"), chosen.get("urlRedirect"), chosen_prefix)
+        return Route(matcher.get("defaultService"), matcher.get("defaultUrlRedirect"))
+    return Route(url_map.get("defaultService"), url_map.get("defaultUrlRedirect"))
+
+
+def redirect_target(redirect: Obj, *, scheme: str, host: str, path: str, query: str,
+                    matched_prefix: str = "") -> tuple[int, str]:
+    """(HTTP status, Location) of a URL map redirect action for the request it answers."""
+    new_scheme = "https" if redirect.get("httpsRedirect") else scheme
+    new_host = redirect.get("hostRedirect") or host
+    if redirect.get("pathRedirect"):
+        new_path = str(redirect["pathRedirect"])
+    elif redirect.get("prefixRedirect") is not None and matched_prefix:
+        new_path = str(redirect["prefixRedirect"]) + path[len(matched_prefix.rstrip("/")):]
+    else:
+        new_path = path
+    if not redirect.get("stripQuery") and query:
+        new_path += "?" + query
+    status = REDIRECT_CODES.get(str(redirect.get("redirectResponseCode") or "MOVED_PERMANENTLY_DEFAULT"), 301)
+    return status, f"{new_scheme}://{new_host}{new_path}"
