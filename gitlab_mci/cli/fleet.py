@@ -84,3 +84,33 @@ def enable_cmd(contexts: tuple[str, ...], config_context: str | None, project: s
     elif not dry_run:
         click.echo(f"fleet of {project_id} ready: {len(set(links.values()))} cluster(s), config membership "
                    f"{plan.config_membership} ({time.monotonic() - started:.1f}s)")
+
+
+@command.command("status")
+@click.option("--project", envvar="GOOGLE_CLOUD_PROJECT", help="Google Cloud project [env: GOOGLE_CLOUD_PROJECT].")
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Output format.")
+def status_cmd(project: str | None, output: str) -> None:
+    """The fleet's members (membership, GKE cluster link) and the multiclusteringress feature's config membership.
+
+    Exits 3 when Multi Cluster Ingress is not enabled.
+    """
+    from gitlab_mci.fleet import Hub, same_membership
+    from gitlab_mci.gcp import project_from_env
+
+    hub = Hub(project_from_env(project))
+    members = hub.members()
+    config = hub.config_membership()
+    rows: list[dict[str, Any]] = [
+        {"membership": m.name, "link": m.link, "config": bool(config and same_membership(m.name, config))}
+        for m in members]
+    if output == "json":
+        click.echo(json.dumps({"project": hub.project, "members": rows, "config_membership": config}, indent=2))
+    else:
+        click.echo(f"fleet of project {hub.project}: {len(rows)} member(s)")
+        for row in rows:
+            mark = "  (Multi Cluster Ingress config cluster)" if row["config"] else ""
+            click.echo(f"  {row['membership'].rsplit('/', 1)[-1]}: {row['link'] or 'not a GKE cluster'}{mark}")
+        click.echo(f"multiclusteringress: {'config membership ' + config if config else 'not enabled'}")
+    if config is None:
+        raise SystemExit(3)

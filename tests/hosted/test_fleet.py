@@ -111,3 +111,14 @@ def test_gcloud_reads_the_fleet_gitlab_mci_made(world: RunningSim, capsys: pytes
     assert feature["spec"]["multiclusteringress"]["configMembership"] == \
         "projects/demo-project/locations/global/memberships/prod1"
     assert feature["resourceState"]["state"] == "ACTIVE"
+
+
+def test_status_lists_members_and_the_config_cluster(world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(["fleet", "status"], capsys)
+    assert code == 3 and "0 member(s)" in out and "multiclusteringress: not enabled" in out
+    assert cli(["fleet", "enable", "--context", "prod1,prod2", "--config-context", "prod2"], capsys)[0] == 0
+    code, out, _ = cli(["fleet", "status"], capsys)
+    assert code == 0
+    assert "  prod2: europe-west1/prod2  (Multi Cluster Ingress config cluster)" in out.splitlines()
+    code, out, _ = cli(["fleet", "status", "-o", "json"], capsys)
+    assert [m["link"] for m in json.loads(out)["members"]] == ["us-central1-a/prod1", "europe-west1/prod2"]
