@@ -70,6 +70,9 @@ def _print_summary(state: dict[str, Any], files: dict[str, str]) -> None:
         click.echo(f"GKE Hub (fleet) API {state['gkehub']}  (gitlab-mci fleet enable, hosted Multi Cluster Ingress)")
     for name, c in state["clusters"].items():
         click.echo(f"GKE cluster {name:<8} {c['server']}  {c['location']}, {c['nodes']} nodes")
+    for item in state.get("listeners") or []:
+        click.echo(f"load balancer       {item['vip']}:{item['port']} → {item['url']}  "
+                   f"(forwarding rule {item['rule']})")
     click.echo(f"kubeconfig          {files['kubeconfig']}  (one context per cluster)")
     click.echo(f"environment         source {files['env']}")
 
@@ -277,6 +280,45 @@ def fault_clear(state_dir: Path) -> None:
     """Remove every fault rule."""
     _admin(_running_state(state_dir), "DELETE", "faults")
     click.echo("faults cleared")
+
+
+_MODE_HELP = ("pods: the pods stop answering (health checks fail, requests that reach them fail); nodes: the nodes "
+              "stop answering at all (probes time out). Default: pods for a cluster, nodes for a zone.")
+
+
+@command.command("fail")
+@click.argument("target")
+@click.option("--mode", type=click.Choice(["pods", "nodes"]), default=None, help=_MODE_HELP)
+@state_dir_option
+def fail_cmd(target: str, mode: str | None, state_dir: Path) -> None:
+    """Make a cluster (TARGET is its name) or a zone (TARGET like us-central1-a) stop serving.
+
+    The load balancer's health checks notice after their interval × unhealthy threshold and traffic moves to
+    the healthy backends; `gitlab-mci sim heal TARGET` brings it back.
+    """
+    state = _running_state(state_dir)
+    answer = _admin(state, "POST", "dataplane/fail", {"target": target, **({"mode": mode} if mode else {})})
+    fault = answer["fault"]
+    click.echo(f"{fault['kind']} {fault['target']}: {fault['mode']} stopped answering")
+
+
+@command.command("heal")
+@click.argument("target", required=False)
+@click.option("--mode", type=click.Choice(["pods", "nodes"]), default=None,
+              help="Heal only this kind of failure (default: every failure of TARGET).")
+@click.option("--all", "heal_all", is_flag=True, help="Heal every failed cluster and zone.")
+@state_dir_option
+def heal_cmd(target: str | None, mode: str | None, heal_all: bool, state_dir: Path) -> None:
+    """Undo `gitlab-mci sim fail` for a cluster or zone (or --all); health checks then bring it back."""
+    if (target is None) == (not heal_all):
+        raise UserError("name a cluster or zone to heal, or use --all")
+    state = _running_state(state_dir)
+    body = {"target": target, **({"mode": mode} if mode else {})} if target else {}
+    answer = _admin(state, "POST", "dataplane/heal", body)
+    for fault in answer["healed"]:
+        click.echo(f"{fault['kind']} {fault['target']}: {fault['mode']} answer again")
+    if not answer["healed"]:
+        click.echo(f"nothing to heal{f' for {target}' if target else ''}")
 
 
 def _register_deploy() -> None:
