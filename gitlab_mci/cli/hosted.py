@@ -102,6 +102,12 @@ def command() -> None:
     """GKE-hosted Multi Cluster Ingress: MultiClusterService + MultiClusterIngress in the fleet's config cluster."""
 
 
+def _where_line(prepared: Any) -> str:
+    links = prepared.model.links
+    serving = ", ".join(links) if links else f"every fleet member ({', '.join(prepared.members)})"
+    return f"config cluster {prepared.config.context}; serving from {serving}"
+
+
 def _echo_plan(prepared: Any, changes: list[Any], output: str) -> None:
     from gitlab_mci.hosted.engine import summary
 
@@ -110,6 +116,7 @@ def _echo_plan(prepared: Any, changes: list[Any], output: str) -> None:
                                "clusters": prepared.model.links or "all fleet members",
                                "desired": prepared.desired}, indent=2))
         return
+    click.echo(_where_line(prepared))
     for change in changes:
         click.echo(change.describe())
     click.echo(summary(changes))
@@ -156,8 +163,7 @@ def apply_cmd(timeout: float, no_wait: bool, dotenv: Path | None, **kw: Any) -> 
         prepared = _prepare(kw, text)
         changes = diff(prepared)
         if text:
-            selection = ", ".join(prepared.model.links) if prepared.model.links else "all fleet members"
-            click.echo(f"  config cluster: {prepared.config.context}; serving from: {selection}")
+            click.echo(f"  {_where_line(prepared)}")
     if text:
         click.echo(summary(changes))
     model = prepared.model

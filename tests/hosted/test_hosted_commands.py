@@ -51,7 +51,8 @@ def test_apply_status_change_selection_and_delete(fleet: RunningSim, capsys: pyt
     args = [*BASE, "--static-ip", "web-ip", "--health-check-path", "/healthz"]
     code, out, err = cli(["hosted", "plan", *args, "--detailed-exitcode"], capsys)
     assert code == 2, err
-    assert out.splitlines() == ["+ BackendConfig default/shop", f"+ MultiClusterService default/{MCS_NAME}",
+    assert out.splitlines() == ["config cluster prod1; serving from every fleet member (europe-west1-b/prod2, "
+                                "us-central1-a/prod1)", "+ BackendConfig default/shop", f"+ MultiClusterService default/{MCS_NAME}",
                                 "+ MultiClusterIngress default/shop", "Plan: 3 to add, 0 to change, 0 to destroy."]
     assert fleet.sim.journal.writes() == []
 
