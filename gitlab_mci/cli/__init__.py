@@ -18,9 +18,10 @@ from gitlab_mci.errors import UserError
 # command name -> "module:attribute" of a click command or group, imported on first use.
 _COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("gitlab_mci.cli.sim", "Start, stop and inspect the local Google Cloud + GKE simulator."),
+    "demo": ("gitlab_mci.cli.demo", "Everything end to end on the simulator: deploy, load balancer, failover."),
     "helm": ("gitlab_mci.cli.helm", "Chart values and HELM_UPGRADE_EXTRA_ARGS that pin the app's NodePort."),
     "nodeport": ("gitlab_mci.cli.nodeport", "Pin, verify or choose the app's node port in every cluster."),
-    "lb": ("gitlab_mci.cli.lb", "The self-managed global load balancer: plan, apply, destroy."),
+    "lb": ("gitlab_mci.cli.lb", "The self-managed global load balancer: plan, apply, status, destroy."),
     "gitlab": ("gitlab_mci.cli.gitlab", "CI/CD variables per environment, teardown trigger, deployment gate."),
     "auth": ("gitlab_mci.cli.auth", "Google credentials for jobs: GitLab OIDC to Workload Identity Federation."),
     "hosted": ("gitlab_mci.cli.hosted", "GKE-hosted Multi Cluster Ingress: plan, apply, status, delete."),

@@ -1,0 +1,26 @@
+"""``gitlab-mci demo``: the whole story on the local simulator, no cloud account needed."""
+
+from __future__ import annotations
+
+import click
+
+from gitlab_mci.errors import UserError
+
+
+@click.command("demo")
+@click.option("--verbose", "-v", is_flag=True, help="Also show every command and its output.")
+@click.option("--plain", is_flag=True, help="Plain lines even on a terminal (always plain when CI is set).")
+@click.option("--requests", "requests_", type=click.IntRange(10, 10000), default=40, show_default=True,
+              help="Requests sent through the load balancer per check.")
+def command(verbose: bool, plain: bool, requests_: int) -> None:
+    """Start the simulator, deploy the app to prod1 and prod2 as the pipeline would, put one global load balancer
+    in front, send traffic through it, fail prod1 and watch traffic move to prod2, heal it, and tear it all down.
+
+    Every expectation is checked; the exit status is 0 only when all of them hold.
+    """
+    from gitlab_mci import demo
+
+    report = demo.run(verbose=verbose, fancy=False if plain else None, requests=requests_)
+    click.echo(demo.summary(report))
+    if not report.ok:
+        raise UserError("the demo failed (see above); run with --verbose for every command's output")
