@@ -55,6 +55,14 @@ def _fingerprint() -> str:
     return base64.b64encode(os.urandom(8)).decode()
 
 
+def _same_fingerprint(given: Any, current: Any) -> bool:
+    """Fingerprints are bytes (``format: byte``): gcloud (apitools) sends them back URL-safe base64-encoded, so
+    ``+``/``/`` come back as ``-``/``_``; compare the bytes, as Google does."""
+    if not isinstance(given, str) or not isinstance(current, str):
+        return bool(given == current)
+    return given.replace("-", "+").replace("_", "/") == current.replace("-", "+").replace("_", "/")
+
+
 @dataclass
 class _Op:
     body: Obj
@@ -512,7 +520,7 @@ class ComputeEmulator:
             given = body.get("fingerprint")
             if given is None and not merge:
                 raise ApiError(400, "Required field 'resource.fingerprint' not specified", "required")
-            if given is None or given != current["fingerprint"]:
+            if given is None or not _same_fingerprint(given, current["fingerprint"]):
                 raise ApiError(412, "Invalid fingerprint.", "conditionNotMet")
         if body.get("name", name) != name:
             raise ApiError(400, f"Invalid value for field 'resource.name': '{body.get('name')}'. The name of a "
@@ -580,7 +588,7 @@ class ComputeEmulator:
     def _m_setLabels(self, req: Request, coll: Collection, project: str, zone: str | None,
                      name: str, body: Obj) -> Response:
         current = self._lookup(coll, project, zone, name)
-        if body.get("labelFingerprint") != current.get("labelFingerprint"):
+        if not _same_fingerprint(body.get("labelFingerprint"), current.get("labelFingerprint")):
             raise ApiError(412, "Labels fingerprint either invalid or resource labels have changed",
                            "conditionNotMet")
         labels = dict(body.get("labels") or {})
@@ -626,7 +634,7 @@ class ComputeEmulator:
                          name: str, body: Obj) -> Response:
         current = self._lookup(coll, project, zone, name)
         given = body.get("fingerprint")
-        if given is not None and given != current.get("fingerprint"):
+        if given is not None and not _same_fingerprint(given, current.get("fingerprint")):
             raise ApiError(412, "Invalid fingerprint.", "conditionNotMet")
         ports = [dict(p) for p in body.get("namedPorts") or []]
         for i, p in enumerate(ports):
