@@ -519,7 +519,10 @@ class DataPlane:
                 self._record(h, ok=False, now=now)
             if h.next_probe > now:
                 continue
-            h.next_probe = max(h.next_probe + h.params.interval, now)  # a steady schedule, not drifting
+            # A steady schedule that does not drift; a late loop skips the missed probe instead of catching up.
+            h.next_probe += h.params.interval
+            if h.next_probe <= now:
+                h.next_probe = now + h.params.interval
             backend = backends.get(key)
             if backend is None:
                 continue
