@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from gitlab_mci.sim.world import ClusterRecord, NodeRecord
 
 Obj = dict[str, Any]
+API = "https://www.googleapis.com/compute/v1/"
 POLL = 0.1  # seconds between looks at the emulators' revision counters
 MODES = ("pods", "nodes")
 NO_UPSTREAM = b"no healthy upstream"
@@ -63,6 +64,7 @@ class Pod:
     namespace: str
     node: str
     zone: str
+    ip: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,11 +79,12 @@ class NodePortTarget:
 class Backend:
     """One instance of an instance group behind a backend service, with the ports it is served and probed on."""
 
-    instance: str  # URL
+    instance: str  # URL (for a network endpoint group: "<NEG URL>#<pod>", the endpoint's key)
     group: str  # URL
     node: NodeRecord
     port: int | None  # the serving port (backend service portName in the group's named ports)
     probe_port: int | None
+    pod: Pod | None = None  # a network endpoint group's endpoint: traffic goes to the pod itself
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,11 @@ class Topology:
     listeners: dict[str, ListenerSpec] = field(default_factory=dict)
     services: dict[str, ServiceView] = field(default_factory=dict)
     node_ports: dict[str, dict[int, NodePortTarget]] = field(default_factory=dict)  # cluster -> nodePort -> target
+    negs: dict[tuple[str, str], tuple[str, tuple[Pod, ...]]] = field(default_factory=dict)  # (zone, NEG) -> pods
+
+    def backends(self) -> dict[tuple[str, str], Backend]:
+        """(backend service URL, instance or endpoint key) → backend."""
+        return {(v.url, b.instance): b for v in self.services.values() for _g, bs in v.groups for b in bs}
 
 
 @dataclass
@@ -246,12 +254,16 @@ class DataPlane:
         """Every probed backend: backend service, instance, cluster, zone and HEALTHY/UNHEALTHY/UNKNOWN."""
         with self._lock:
             items = sorted(self._health.items())
+        backends = self._topology.backends()
         out = []
         for (bs, inst), h in items:
-            node = self._node(inst)
-            out.append({"backendService": bs.rsplit("/", 1)[-1], "instance": inst.rsplit("/", 1)[-1],
-                        "cluster": node.cluster if node else "", "zone": node.zone if node else "",
-                        "healthState": h.state})
+            b = backends.get((bs, inst))
+            node = b.node if b else self._node(inst)
+            item = {"backendService": bs.rsplit("/", 1)[-1], "instance": node.name if node else inst.rsplit("/")[-1],
+                    "cluster": node.cluster if node else "", "zone": node.zone if node else "", "healthState": h.state}
+            if b is not None and b.pod is not None:
+                item["pod"] = b.pod.name
+            out.append(item)
         return out
 
     def wait_health(self, state: str, *, cluster: str | None = None, timeout: float = 10.0) -> bool:
@@ -307,6 +319,14 @@ class DataPlane:
         backends = dict(view.groups).get(group, ()) if view else ()
         ports = {b.instance: b.port for b in backends}
         out = []
+        if "/networkEndpointGroups/" in group:  # endpoints (pods), not instances
+            for b in backends:
+                with self._lock:
+                    h = self._health.get((service.get("selfLink", ""), b.instance))
+                out.append({"instance": f"{API}projects/{self.project}/zones/{b.node.zone}/instances/{b.node.name}",
+                            "ipAddress": b.pod.ip if b.pod else "", "port": b.port or 0,
+                            "healthState": "HEALTHY" if h is not None and h.state == "HEALTHY" else "UNHEALTHY"})
+            return out
         # The group's members as the emulator has them now (called under its lock, which is re-entrant).
         for url in self.compute.members(group):
             node = self._node(url)
@@ -360,15 +380,21 @@ class DataPlane:
             return Topology()
         checks = index("healthChecks")
         groups = index("instanceGroups")
+        negs = index("networkEndpointGroups")
+        node_ports, neg_pods = self._build_kube()
         views: dict[str, ServiceView] = {}
         for url, bs in services.items():
             hc = checks.get((bs.get("healthChecks") or [""])[0])
             params, spec = _health_params(hc)
             entries = []
             for b in bs.get("backends") or []:
+                neg = negs.get(b.get("group", ""))
+                if neg is not None:
+                    entries.append((neg["selfLink"], self._neg_backends(neg, neg_pods, spec)))
+                    continue
                 group = groups.get(b.get("group", ""))
                 if group is None:
-                    continue  # a network endpoint group (hosted mode): not routed by this data plane
+                    continue
                 named = {p.get("name"): int(p.get("port", 0)) for p in group.get("namedPorts") or []}
                 serving = named.get(bs.get("portName", "http"))
                 probe = serving
@@ -404,7 +430,24 @@ class DataPlane:
             port = int(str(rule.get("portRange", "80" if scheme == "http" else "443")).split("-")[0])
             listeners[rule["selfLink"]] = ListenerSpec(rule["selfLink"], rule["name"], str(rule.get("IPAddress", "")),
                                                        port, scheme, proxy["selfLink"], url_map, tuple(certs))
-        return Topology(listeners, views, self._build_kube())
+        return Topology(listeners, views, node_ports, neg_pods)
+
+    def _neg_backends(self, neg: Obj, neg_pods: dict[tuple[str, str], tuple[str, tuple[Pod, ...]]],
+                      spec: Obj | None) -> tuple[Backend, ...]:
+        """A GCE_VM_IP_PORT network endpoint group's endpoints: the ready pods GKE's NEG controller would attach."""
+        zone = str(neg.get("zone", "")).rsplit("/", 1)[-1]
+        cluster, pods = neg_pods.get((zone, neg["name"]), ("", ()))
+        port = int(neg.get("defaultPort") or 80)
+        probe = port
+        if spec is not None and spec.get("portSpecification", "USE_FIXED_PORT" if "port" in spec else "") == \
+                "USE_FIXED_PORT":
+            probe = int(spec.get("port", port))
+        out = []
+        for pod in pods:
+            node = self._node_by_name.get((cluster, pod.node))
+            if node is not None and node.zone == zone:
+                out.append(Backend(f"{neg['selfLink']}#{pod.name}", neg["selfLink"], node, port, probe, pod))
+        return tuple(out)
 
     def _certificate(self, url: str, project: str) -> tuple[str, str] | None:
         parts = url.split("/")
@@ -422,15 +465,18 @@ class DataPlane:
             return str(stored["certificate"]), str(stored["privateKey"])
         return None
 
-    def _build_kube(self) -> dict[str, dict[int, NodePortTarget]]:
+    def _build_kube(self) -> tuple[dict[str, dict[int, NodePortTarget]],
+                                   dict[tuple[str, str], tuple[str, tuple[Pod, ...]]]]:
         out: dict[str, dict[int, NodePortTarget]] = {}
+        negs: dict[tuple[str, str], tuple[str, tuple[Pod, ...]]] = {}
         for cluster, kube in self.clusters.items():
             pods = kube.list("v1", "Pod")
             ports: dict[int, NodePortTarget] = {}
             for svc in kube.list("v1", "Service"):
                 spec = svc.get("spec") or {}
                 selector = spec.get("selector") or {}
-                if spec.get("type") not in ("NodePort", "LoadBalancer") or not selector:
+                neg_status = (svc["metadata"].get("annotations") or {}).get("cloud.google.com/neg-status")
+                if (spec.get("type") not in ("NodePort", "LoadBalancer") and not neg_status) or not selector:
                     continue
                 ns = svc["metadata"].get("namespace", "default")
                 chosen = []
@@ -444,13 +490,22 @@ class DataPlane:
                             labels.get(k) == v for k, v in selector.items()):
                         node_name = str((pod.get("spec") or {}).get("nodeName") or "")
                         node = self._node_by_name.get((cluster, node_name))
-                        chosen.append(Pod(meta["name"], ns, node_name, node.zone if node else ""))
+                        chosen.append(Pod(meta["name"], ns, node_name, node.zone if node else "",
+                                          str(status.get("podIP") or "")))
+                ready_pods = tuple(sorted(chosen, key=lambda x: x.name))
                 for p in spec.get("ports") or []:
                     if p.get("nodePort"):
-                        ports[int(p["nodePort"])] = NodePortTarget(f"{ns}/{svc['metadata']['name']}",
-                                                                   tuple(sorted(chosen, key=lambda x: x.name)))
+                        ports[int(p["nodePort"])] = NodePortTarget(f"{ns}/{svc['metadata']['name']}", ready_pods)
+                if neg_status:  # GKE's NEG controller: one NEG per exposed port and zone, endpoints = ready pods
+                    try:
+                        status_doc = json.loads(neg_status)
+                    except ValueError:
+                        continue
+                    for neg_name in (status_doc.get("network_endpoint_groups") or {}).values():
+                        for zone in status_doc.get("zones") or []:
+                            negs[(zone, str(neg_name))] = (cluster, ready_pods)
             out[cluster] = ports
-        return out
+        return out, negs
 
     def _sync_health(self, topology: Topology) -> None:
         wanted: dict[tuple[str, str], HealthParams] = {}
@@ -508,8 +563,7 @@ class DataPlane:
 
     def _probe_due(self, now: float) -> float:
         """Run every probe that is due; the time of the next one."""
-        topology = self._topology
-        backends = {(v.url, b.instance): b for v in topology.services.values() for _g, bs in v.groups for b in bs}
+        backends = self._topology.backends()
         with self._lock:
             due = [(k, h) for k, h in self._health.items()
                    if h.next_probe <= now or (h.pending_failure_at is not None and h.pending_failure_at <= now)]
@@ -527,8 +581,8 @@ class DataPlane:
             if backend is None:
                 continue
             try:
-                status, _body = self._node_forward(backend.node, backend.probe_port, "GET", h.params.path,
-                                                   h.params.host or backend.node.internal_ip, probe=True)
+                status, _body = self._forward(backend, backend.probe_port, "GET", h.params.path,
+                                              h.params.host or backend.node.internal_ip, probe=True)
                 ok = status == 200 if h.params.kind in ("HTTP", "HTTPS", "HTTP2") else True
                 self._record(h, ok=ok, now=now)
             except _Refused:
@@ -565,6 +619,18 @@ class DataPlane:
             return any(f.mode == mode and (f.target == cluster if f.kind == "cluster" else f.target == zone)
                        for f in self._faults)
 
+    def _forward(self, backend: Backend, port: int | None, method: str, path: str, host: str, *,
+                 probe: bool = False) -> tuple[int, bytes]:
+        if backend.pod is None:
+            return self._node_forward(backend.node, port, method, path, host, probe=probe)
+        # Container-native load balancing: straight to the pod, which answers unless it or its node is down.
+        pod, node = backend.pod, backend.node
+        if self._down(node.cluster, node.zone, "nodes"):
+            raise _Unreachable(pod.name)
+        if self._down(node.cluster, node.zone, "pods"):
+            raise _Refused(pod.name)
+        return 200, _answer(node.cluster, pod, path, host, method)
+
     def _node_forward(self, node: NodeRecord, port: int | None, method: str, path: str, host: str, *,
                       probe: bool = False) -> tuple[int, bytes]:
         """What a node answers on ``port``: kube-proxy forwards to a ready pod of the Service with that node port."""
@@ -580,9 +646,7 @@ class DataPlane:
         if not live:
             raise _Refused(f"{node.name}:{port} has no ready endpoint")
         pod = live[self._next(("pod", node.cluster, port, probe), len(live))]
-        answer = {"cluster": node.cluster, "zone": pod.zone, "pod": pod.name, "node": pod.node, "path": path,
-                  "host": host, "method": method}
-        return 200, json.dumps(answer).encode()
+        return 200, _answer(node.cluster, pod, path, host, method)
 
     def _pick(self, view: ServiceView) -> Backend | None:
         with self._lock:
@@ -616,10 +680,16 @@ class DataPlane:
         if backend is None:
             return Reply(502, NO_UPSTREAM, {"Content-Type": "text/plain"})
         try:
-            status, body = self._node_forward(backend.node, backend.port, method, target, host)
+            status, body = self._forward(backend, backend.port, method, target, host)
         except (_Refused, _Unreachable):
             return Reply(502, CONNECT_ERROR, {"Content-Type": "text/plain"})
         return Reply(status, body, {"X-Sim-Backend": f"{backend.node.cluster}/{backend.node.name}"})
+
+
+def _answer(cluster: str, pod: Pod, path: str, host: str, method: str) -> bytes:
+    """What every simulated pod's app answers (on any path, its readiness path included): who it is."""
+    return json.dumps({"cluster": cluster, "zone": pod.zone, "pod": pod.name, "node": pod.node, "path": path,
+                       "host": host, "method": method}).encode()
 
 
 def _health_params(hc: Obj | None) -> tuple[HealthParams, Obj | None]:

@@ -303,3 +303,44 @@ def test_url_map_redirects() -> None:
     assert wild.redirect is not None and wild.service is None
     assert redirect_target(wild.redirect, scheme="http", host="www.example.com", path="/p", query="x=1") == (
         301, "https://www.example.com/p")
+
+
+def test_hosted_multi_cluster_ingress_routes_to_the_pods_of_its_network_endpoint_groups(
+        make_sim: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.hosted.conftest import LABELS, deploy_service
+
+    running: RunningSim = make_sim(parse_spec({"clusters": [
+        {"name": "prod1", "location": "us-central1-a", "nodes": 1},
+        {"name": "prod2", "location": "europe-west1-b", "nodes": 1}], "mciProvisioningDelay": 0.05}))
+    for name in ("prod1", "prod2"):
+        deploy_service(running, name)
+        running.sim.gkehub.register(name)
+        api = k8s.ApiClient(k8s.Configuration(host=running.sim.kube_url(name)))
+        k8s.AppsV1Api(api).create_namespaced_deployment("default", {
+            "metadata": {"name": "shop"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": LABELS}, "template": {
+                "metadata": {"labels": LABELS}, "spec": {"containers": [{"name": "app", "image": "x"}]}}}})
+    running.sim.gkehub.enable_mci("prod1")
+    for key, value in running.env.items():
+        monkeypatch.setenv(key, value)
+    code, _, err = cli(["hosted", "apply", "--lb", "shop", "--context", "prod1,prod2", "--service",
+                        "shop-auto-deploy", "--port", "web"], capsys)
+    assert code == 0, err
+    # GKE's health checks run every 15 s; make them quick, as a user could through the BackendConfig.
+    gc = Compute(P, running.sim.compute_url)
+    checks = gc.client(compute_v1.HealthChecksClient)
+    [hc] = [h for h in checks.list(project=P) if h.name.startswith("mci-")]
+    gc.wait(checks.patch(project=P, health_check=hc.name, health_check_resource=compute_v1.HealthCheck(
+        check_interval_sec=1, timeout_sec=1)))
+    assert running.sim.dataplane.wait_health("HEALTHY", timeout=5), running.sim.dataplane.health()
+    [rule] = running.sim.compute.resources("globalForwardingRules")
+    url = running.sim.dataplane.url_for(rule["IPAddress"], 80)
+    answers = [get(url + "/").json() for _ in range(8)]
+    assert Counter(a["cluster"] for a in answers) == {"prod1": 4, "prod2": 4}
+    assert len({a["pod"] for a in answers}) == 4  # container-native: every pod is its own endpoint
+    [bs] = running.sim.compute.resources("backendServices")
+    health = gc.client(compute_v1.BackendServicesClient).get_health(
+        project=P, backend_service=bs["name"], resource_group_reference_resource=compute_v1.ResourceGroupReference(
+            group=bs["backends"][0]["group"]))
+    assert [h.health_state for h in health.health_status] == ["HEALTHY", "HEALTHY"]
+    assert all(h.port == 5000 and h.ip_address.startswith("10.4.") for h in health.health_status)
