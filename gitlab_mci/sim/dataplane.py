@@ -10,6 +10,9 @@ by the URL map to a backend service and balanced round robin over its HEALTHY ba
     pod, as with ``externalTrafficPolicy: Cluster``) → the pod's app, which answers JSON naming its cluster, zone
     and pod.
 
+Network endpoint group backends (what the hosted Multi Cluster Ingress controller makes) route straight to the
+ready pods of the derived Service, as container-native load balancing does.
+
 Pods are the Kubernetes emulator's Pod objects; their "app" runs in-process (no socket per pod). Health checks probe
 each instance's node port as configured (path, port, interval, timeout, thresholds); their state drives routing
 and ``backendServices.getHealth``. Faults (:meth:`DataPlane.fail`) stop a cluster's or zone's pods or nodes from
