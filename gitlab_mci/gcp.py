@@ -9,9 +9,11 @@ return quietly.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -20,6 +22,7 @@ from gitlab_mci.errors import UserError
 
 DEFAULT_ENDPOINT = "https://compute.googleapis.com"
 C = TypeVar("C")
+T = TypeVar("T")
 
 
 class OperationError(Exception):
@@ -29,6 +32,37 @@ class OperationError(Exception):
         super().__init__(" ".join(message.split()))
         self.reasons = reasons or []
         self.status = status
+
+
+TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+
+
+def default_backoff() -> float:
+    """First wait after a transient error (doubling up to 8 s); ``GITLAB_MCI_RETRY_BACKOFF`` overrides it (tests)."""
+    return float(os.environ.get("GITLAB_MCI_RETRY_BACKOFF", "0.5"))
+
+
+def is_transient(exc: Any) -> bool:
+    """429, 5xx and 403 rate limits: worth retrying; anything else is an answer."""
+    reason = (exc.errors[0] or {}).get("reason") if getattr(exc, "errors", None) else None
+    return getattr(exc, "code", None) in TRANSIENT_STATUS or reason in RATE_LIMIT_REASONS
+
+
+def retry_transient(fn: Callable[[], T], *, retries: int = 5, backoff: float | None = None) -> T:
+    """``fn()``, retried with exponential backoff while it fails transiently; the last error is raised as is."""
+    from google.api_core import exceptions as gexc
+
+    delay = default_backoff() if backoff is None else backoff
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except gexc.GoogleAPICallError as exc:
+            if not is_transient(exc) or attempt == retries:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 8.0)
+    raise AssertionError("unreachable")
 
 
 def _is_local(endpoint: str) -> bool:
@@ -101,11 +135,13 @@ class Compute:
                 raise OperationError(f"{what or name}: operation {name} did not finish within {timeout:g}s")
             # `wait` returns when the operation is done or after about two minutes, whichever is first.
             if zone:
-                current = self.client(compute_v1.ZoneOperationsClient).wait(
-                    project=self.project, zone=zone, operation=name, timeout=min(remaining, 130))
+                current = retry_transient(functools.partial(
+                    self.client(compute_v1.ZoneOperationsClient).wait,
+                    project=self.project, zone=zone, operation=name, timeout=min(remaining, 130)))
             else:
-                current = self.client(compute_v1.GlobalOperationsClient).wait(
-                    project=self.project, operation=name, timeout=min(remaining, 130))
+                current = retry_transient(functools.partial(
+                    self.client(compute_v1.GlobalOperationsClient).wait,
+                    project=self.project, operation=name, timeout=min(remaining, 130)))
         error = getattr(current, "error", None)
         errors = list(getattr(error, "errors", []) or [])
         http_status = int(getattr(current, "http_error_status_code", 0) or 0)

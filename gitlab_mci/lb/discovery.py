@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gitlab_mci.errors import UserError
-from gitlab_mci.gcp import Compute
+from gitlab_mci.gcp import Compute, retry_transient
 from gitlab_mci.kube import Cluster, api_error_message
 from gitlab_mci.nodeport import parallel
 
@@ -117,6 +117,16 @@ def _readiness_path(cluster: Cluster, svc: Any) -> str | None:
     return None
 
 
+def _listed(client: Any, project: str, what: str) -> list[Any]:
+    """Every page of an aggregated list, retrying transient errors; others are one line."""
+    from google.api_core import exceptions as gexc
+
+    try:
+        return retry_transient(lambda: list(client.aggregated_list(project=project)))
+    except gexc.GoogleAPICallError as exc:
+        raise UserError(f"list the {what} of project {project}: {exc.message}") from None
+
+
 def discover(clusters: Sequence[Cluster], compute: Compute, namespace: str,
              services: Sequence[str]) -> list[ClusterInfo]:
     """Discover every cluster (in parallel) and resolve its nodes to instance groups (batched)."""
@@ -127,10 +137,10 @@ def discover(clusters: Sequence[Cluster], compute: Compute, namespace: str,
     instances: dict[tuple[str, str, str], Any] = {}
     groups_by_key: dict[tuple[str, str, str], Any] = {}
     for project in projects:
-        for scope, listed in compute.client(compute_v1.InstancesClient).aggregated_list(project=project):
+        for scope, listed in _listed(compute.client(compute_v1.InstancesClient), project, "instances"):
             for listed_instance in listed.instances:
                 instances[(project, scope.removeprefix("zones/"), listed_instance.name)] = listed_instance
-        for scope, listed in compute.client(compute_v1.InstanceGroupsClient).aggregated_list(project=project):
+        for scope, listed in _listed(compute.client(compute_v1.InstanceGroupsClient), project, "instance groups"):
             for listed_group in listed.instance_groups:
                 groups_by_key[(project, scope.removeprefix("zones/"), listed_group.name)] = listed_group
     svc_infos = parallel(clusters, lambda c: {s: _service(c, namespace, s) for s in services})

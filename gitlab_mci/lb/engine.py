@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gitlab_mci.errors import UserError
-from gitlab_mci.gcp import Compute, OperationError
+from gitlab_mci.gcp import Compute, OperationError, default_backoff, retry_transient
 from gitlab_mci.lb.desired import Desired
 from gitlab_mci.lb.names import Namer
 
@@ -45,7 +44,6 @@ ORDER = ("globalAddresses", "firewalls", "healthChecks", "backendServices", "url
          "targetHttpProxies", "targetHttpsProxies", "globalForwardingRules")
 # Fields that cannot change in place on a forwarding rule: changing them means delete and create.
 _FR_IMMUTABLE = ("IPAddress", "IPProtocol", "portRange", "loadBalancingScheme")
-_TRANSIENT = {429, 500, 502, 503, 504}
 
 
 @dataclass
@@ -107,11 +105,13 @@ def _as_served(collection: str, body: dict[str, Any], actual: Actual) -> dict[st
 class ComputeApi:
     """The Compute calls the engine makes, as REST JSON, with retries of transient errors and waits."""
 
-    def __init__(self, compute: Compute, *, timeout: float = 600.0, retries: int = 5) -> None:
+    def __init__(self, compute: Compute, *, timeout: float = 600.0, retries: int = 5,
+                 backoff: float | None = None) -> None:
         self.compute = compute
         self.project = compute.project
         self.timeout = timeout
         self.retries = retries
+        self.backoff = default_backoff() if backoff is None else backoff  # doubles up to 8 s
 
     def _client(self, collection: str) -> tuple[Any, Any, str]:
         from google.cloud import compute_v1
@@ -124,20 +124,12 @@ class ComputeApi:
         status codes are raised as they are, for the caller to handle)."""
         from google.api_core import exceptions as gexc
 
-        delay = 0.5
-        for attempt in range(self.retries + 1):
-            try:
-                return fn()
-            except gexc.GoogleAPICallError as exc:
-                if exc.code in passthrough:
-                    raise
-                reason = (exc.errors[0] or {}).get("reason") if exc.errors else None
-                transient = exc.code in _TRANSIENT or reason in ("rateLimitExceeded", "userRateLimitExceeded")
-                if not transient or attempt == self.retries:
-                    raise UserError(f"{what}: {exc.message}") from None
-            time.sleep(delay)
-            delay = min(delay * 2, 8.0)
-        raise AssertionError("unreachable")
+        try:
+            return retry_transient(fn, retries=self.retries, backoff=self.backoff)
+        except gexc.GoogleAPICallError as exc:
+            if exc.code in passthrough:
+                raise
+            raise UserError(f"{what}: {exc.message}") from None
 
     def wait(self, what: str, op: Any) -> None:
         try:
@@ -159,15 +151,15 @@ class ComputeApi:
 
         client, message, arg = self._client(collection)
         try:
-            item = client.get(project=self.project, **{arg: name})
+            item = self.retrying(f"read {collection}/{name}", functools.partial(
+                client.get, project=self.project, **{arg: name}), passthrough=(404,))
         except gexc.NotFound:
             return None
-        except gexc.GoogleAPICallError as exc:
-            raise UserError(f"read {collection}/{name}: {exc.message}") from None
         result: dict[str, Any] = json.loads(message.to_json(item, always_print_fields_with_no_presence=False))
         return result
 
     def insert(self, collection: str, body: dict[str, Any]) -> None:
+        from google.api_core import exceptions as gexc
         from google.cloud import compute_v1
 
         client, message, arg = self._client(collection)
@@ -175,12 +167,28 @@ class ComputeApi:
         request = getattr(compute_v1, _API[collection][4])(
             project=self.project, request_id=str(uuid.uuid4()),
             **{f"{arg}_resource": message.from_json(json.dumps(body))})
-        op = self.retrying(f"create {collection}/{body['name']}", lambda: client.insert(request=request))
+        try:
+            op = self.retrying(f"create {collection}/{body['name']}", lambda: client.insert(request=request),
+                               passthrough=(409,))
+        except gexc.Conflict:
+            # Created meanwhile — by a concurrent apply of the same load balancer if it carries our marker (the
+            # diff of the next run reconciles its fields); by someone else otherwise, which we must not touch.
+            existing = self.get(collection, body["name"]) or {}
+            if existing.get("description") != body.get("description"):
+                raise UserError(f"create {collection}/{body['name']}: it was just created by someone else") from None
+            return
         self.wait(f"create {collection}/{body['name']}", op)
 
     def delete(self, collection: str, name: str) -> None:
+        from google.api_core import exceptions as gexc
+
         client, _, arg = self._client(collection)
-        op = self.retrying(f"delete {collection}/{name}", lambda: client.delete(project=self.project, **{arg: name}))
+        try:
+            op = self.retrying(f"delete {collection}/{name}", lambda: client.delete(project=self.project,
+                                                                                   **{arg: name}),
+                               passthrough=(404,))
+        except gexc.NotFound:
+            return  # already gone (a concurrent destroy, or a retried delete whose first answer was lost)
         self.wait(f"delete {collection}/{name}", op)
 
     def patch(self, collection: str, name: str, body: dict[str, Any], *, put: bool = False) -> None:

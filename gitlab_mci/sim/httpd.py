@@ -143,8 +143,9 @@ class FaultRule:
 
     ``action`` is ``"status"`` (answer ``status`` without calling the handler), ``"latency"`` (sleep ``latency``
     seconds, then serve normally) or ``"operation_error"`` (serve, but the Compute operation finishes with an error).
-    A rule fires on every match, on the ``nth`` match only, or with ``probability`` drawn from a generator seeded by
-    ``seed``; ``times`` bounds how often it fires in total.
+    A rule fires on every match, on the ``nth`` match only (or from it ``onward``), or with ``probability`` drawn
+    from a generator seeded by ``seed``; ``times`` bounds how often it fires in total. ``method`` may list several
+    methods: ``"POST|PUT|PATCH|DELETE"``.
     """
 
     action: str = "status"
@@ -157,6 +158,7 @@ class FaultRule:
     probability: float = 1.0
     seed: int | None = None
     nth: int | None = None
+    onward: bool = False  # with nth: fire on the nth match and every one after (a client that "crashed")
     times: int | None = None
     matched: int = 0
     fired: int = 0
@@ -174,7 +176,8 @@ class FaultRule:
     def matches(self, req: Request) -> bool:
         if self.service != "*" and req.service != self.service and not req.service.startswith(self.service + ":"):
             return False
-        if self.method != "*" and req.method.upper() != self.method.upper():
+        # A method or an alternation of methods ("POST|PUT|PATCH|DELETE").
+        if self.method != "*" and req.method.upper() not in self.method.upper().split("|"):
             return False
         return self._path_re.search(req.path) is not None
 
@@ -184,7 +187,7 @@ class FaultRule:
         if self.times is not None and self.fired >= self.times:
             return False
         if self.nth is not None:
-            hit = self.matched == self.nth
+            hit = self.matched >= self.nth if self.onward else self.matched == self.nth
         else:
             hit = self._rng.random() < self.probability if self.probability < 1.0 else True
         if hit:

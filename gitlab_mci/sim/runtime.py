@@ -274,7 +274,7 @@ class Simulator:
 
 
 _FAULT_FIELDS = {"action", "status", "reason", "latency", "service", "method", "path", "probability", "seed", "nth",
-                 "times"}
+                 "onward", "times"}
 
 
 def add_fault(faults: Faults, raw: dict[str, Any]) -> FaultRule:
