@@ -1,0 +1,139 @@
+"""Bad input: one clear line, a non-zero exit, and not a single write call in the simulator's journal."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.cli_helpers import run_cli as cli
+from tests.conftest import RunningSim
+from tests.pki import write_pair
+
+LB = ["lb", "apply", "--lb", "shop", "--context", "prod1,prod2"]
+SVC = ["--service", "shop-auto-deploy", "--port", "web"]
+PIN = ["nodeport", "pin", "--context", "prod1", "--release", "shop", "--service", "shop-auto-deploy"]
+
+
+def _ingress(d: Path, text: str) -> str:
+    path = d / "ingress.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+V1 = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: shop}\nspec:\n"
+
+
+def _unreachable_kubeconfig(d: Path) -> str:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = d / "dead.kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "dead",
+        "clusters": [{"name": "dead", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+        "users": [{"name": "u", "user": {}}],
+        "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "u"}}]}))
+    return str(path)
+
+
+Case = Callable[[Path], list[str]]
+CASES: list[tuple[str, Case, str]] = [
+    ("malformed Ingress YAML", lambda d: [*LB, "--ingress", _ingress(d, "spec: [")], "malformed YAML at line 1"),
+    ("Ingress file missing", lambda d: [*LB, "--ingress", str(d / "nope.yaml")], "cannot read the Ingress file"),
+    ("not an Ingress", lambda d: [*LB, "--ingress", _ingress(d, "kind: Service\nmetadata: {name: x}\n")],
+     "no Ingress or MultiClusterIngress found"),
+    ("two Ingresses", lambda d: [*LB, "--ingress", _ingress(d, (V1 + "  defaultBackend: {service: {name: a, port: "
+                                                                   "{number: 1}}}\n---\n") * 2)], "2 Ingress documents"),
+    ("Ingress without name", lambda d: [*LB, "--ingress", _ingress(d, "apiVersion: networking.k8s.io/v1\nkind: "
+                                                                      "Ingress\nspec: {}\n")], "metadata.name"),
+    ("Ingress routes nowhere", lambda d: [*LB, "--ingress", _ingress(d, V1 + "  rules: []\n")], "routes nowhere"),
+    ("wrong apiVersion", lambda d: [*LB, "--ingress", _ingress(d, V1.replace("networking.k8s.io/v1", "v9"))],
+     "is not an Ingress API version"),
+    ("resource backend", lambda d: [*LB, "--ingress", _ingress(d, V1 + "  defaultBackend: {resource: {kind: X}}\n")],
+     "resource backends are not supported"),
+    ("port number and name", lambda d: [*LB, "--ingress", _ingress(d, V1 + "  defaultBackend: {service: {name: a, "
+                                                                          "port: {number: 1, name: b}}}\n")],
+     "exactly one of number and name"),
+    ("port out of range in Ingress", lambda d: [*LB, "--ingress", _ingress(d, V1 + "  defaultBackend: {service: "
+                                                                                  "{name: a, port: {number: 70000}}}\n")],
+     "70000 is not a port"),
+    ("bad path", lambda d: [*LB, "--ingress", _ingress(d, V1 + "  rules:\n  - http:\n      paths:\n      - {path: "
+                                                           "api, backend: {service: {name: a, port: {number: 1}}}}\n")],
+     "must start with /"),
+    ("bad pathType", lambda d: [*LB, "--ingress", _ingress(d, V1 + "  rules:\n  - http:\n      paths:\n      - {path: "
+                                                               "/a, pathType: Regex, backend: {service: {name: a, "
+                                                               "port: {number: 1}}}}\n")], "is not Prefix"),
+    ("unknown Service", lambda d: [*LB, "--service", "nope"], "Service 'nope' (routed to by the Ingress) does not exist"),
+    ("unknown Service port", lambda d: [*LB, "--service", "shop-auto-deploy", "--port", "grpc"], "has no port 'grpc'"),
+    ("ingress and service", lambda d: [*LB, *SVC, "--ingress", _ingress(d, V1)], "either --ingress or --service"),
+    ("no routing", lambda d: LB, "no routing"),
+    ("no clusters", lambda d: ["lb", "apply", "--lb", "shop", *SVC], "no clusters"),
+    ("unknown context", lambda d: ["lb", "apply", "--lb", "shop", "--context", "prod9", *SVC],
+     "unknown kubeconfig context 'prod9'"),
+    ("unreachable cluster", lambda d: ["lb", "apply", "--lb", "shop", "--context", "dead", *SVC, "--kubeconfig",
+                                       _unreachable_kubeconfig(d)], "cannot reach the cluster of context 'dead'"),
+    ("name too long", lambda d: ["lb", "apply", "--lb", "s" * 41, "--context", "prod1", *SVC], "at most 40 characters"),
+    ("name with capitals", lambda d: ["lb", "apply", "--lb", "Shop", "--context", "prod1", *SVC],
+     "must be lowercase letters"),
+    ("bad static IP name", lambda d: [*LB, *SVC, "--static-ip", "Web_IP"], "not a valid Compute resource name"),
+    ("timeout out of range", lambda d: [*LB, *SVC, "--timeout-sec", "0"], "--timeout 0: must be 1 to 86400"),
+    ("health check path", lambda d: [*LB, *SVC, "--health-check-path", "healthz"], "must start with /"),
+    ("check interval", lambda d: [*LB, *SVC, "--check-interval-sec", "0"], "--check-interval-sec 0"),
+    ("concurrency", lambda d: [*LB, *SVC, "--concurrency", "0"], "--concurrency 0"),
+    ("certificate without key", lambda d: [*LB, *SVC, "--certificate-file", str(write_pair(d, "a")[0])],
+     "go together"),
+    ("key of another certificate", lambda d: [*LB, *SVC, "--certificate-file", str(write_pair(d, "a")[0]),
+                                              "--key-file", str(write_pair(d, "b")[1])], "does not match"),
+    ("expired certificate", lambda d: [*LB, *SVC, "--certificate-file", str(write_pair(d, "x", expired=True)[0]),
+                                       "--key-file", str(d / "x.key")], "expired"),
+    ("garbage certificate", lambda d: [*LB, *SVC, "--certificate-file", _ingress(d, "hello"), "--key-file",
+                                       _ingress(d, "hello")], "not a PEM certificate"),
+    ("wildcard managed domain", lambda d: [*LB, *SVC, "--managed-domain", "*.shop.example"], "fully qualified"),
+    ("missing pre-shared certificate", lambda d: [*LB, *SVC, "--ssl-certificate", "gone"], "not found in project"),
+    ("redirect without HTTPS", lambda d: [*LB, *SVC, "--https-redirect"], "needs both HTTP and HTTPS"),
+    ("node port out of range", lambda d: [*PIN, "--node-port", "80"], "30000"),
+    ("node port not a number", lambda d: [*PIN, "--node-port", "lots"], "lots"),
+    ("pin: missing Service", lambda d: ["nodeport", "pin", "--context", "prod1", "--release", "gone",
+                                        "--node-port", "30999"], "gone"),
+    ("pin: missing namespace", lambda d: [*PIN, "-n", "nowhere", "--node-port", "30999"], "nowhere"),
+    ("pin: port held by another Service", lambda d: [*PIN, "--node-port", "31999"], "is already used by Service default/other"),
+    ("contradictory Helm arguments", lambda d: ["helm", "extra-args", "--node-port", "30999", "--existing",
+                                                "--set service.type=ClusterIP"], "service.type=ClusterIP"),
+    ("mismatched node ports", lambda d: ["nodeport", "verify", "--context", "prod1,prod2", "--release", "shop",
+                                         "--service", "shop-auto-deploy", "--node-port", "31000"], "are not pinned"),
+]
+
+
+@pytest.fixture
+def holder(env: RunningSim) -> RunningSim:
+    """A second Service holding node port 31999 in prod1 (for the port-conflict case)."""
+    from kubernetes import client as k8s
+
+    core = k8s.CoreV1Api(k8s.ApiClient(k8s.Configuration(host=env.sim.kube_url("prod1"))))
+    try:
+        core.create_namespaced_service("default", {"metadata": {"name": "other"}, "spec": {
+            "type": "NodePort", "selector": {"app": "other"}, "ports": [{"port": 80, "nodePort": 31999}]}})
+    except k8s.exceptions.ApiException as exc:
+        assert exc.status == 409
+    env.sim.journal.reset()
+    return env
+
+
+def test_the_corpus_has_at_least_thirty_cases() -> None:
+    assert len(CASES) >= 30 and len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize(("case", "args", "message"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_nonzero_and_writes_nothing(holder: RunningSim, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str], case: str,
+                                                          args: Case, message: str) -> None:
+    code, out, err = cli(args(tmp_path), capsys)
+    lines = err.strip().splitlines()
+    assert code != 0, out
+    assert len(lines) == 1 and message in lines[0], err
+    assert lines[0].startswith(("gitlab-mci: error: ", "Error: ")), err
+    assert holder.sim.journal.writes() == [], [(e.method, e.path) for e in holder.sim.journal.writes()]
