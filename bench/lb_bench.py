@@ -42,9 +42,9 @@ def _deploy(sim: Any, cluster: str) -> None:
 class _Remote:
     """The simulator in its own process, as a real API is: its CPU time is not the client's."""
 
-    def __init__(self, clusters: int, directory: str) -> None:
+    def __init__(self, clusters: int, directory: str, latency: float = LATENCY) -> None:
         spec = generated_spec(clusters, zones_per_cluster=3, nodes_per_zone=3)
-        raw = {"project": spec.project, "operationLatency": LATENCY,
+        raw = {"project": spec.project, "operationLatency": latency,
                "clusters": [{"name": c.name, "location": c.location, "zones": list(c.zones), "nodes": 3}
                             for c in spec.clusters]}
         path = os.path.join(directory, "world.yaml")
@@ -83,7 +83,55 @@ def _count(entries: list[dict[str, Any]], write: bool) -> int:
                and is_write(e) == write)
 
 
-def run(clusters: int, concurrency: int) -> dict[str, float]:
+def calls_by_kind(entries: list[dict[str, Any]]) -> dict[str, int]:
+    """Compute calls by method and collection (``POST backendServices``, ``GET operations``…)."""
+    counts: dict[str, int] = {}
+    for e in entries:
+        if e["service"] != "compute" or e["path"].startswith("/_sim/"):
+            continue
+        parts = [p for p in e["path"].split("?")[0].split("/") if p]
+        segments = [p for p in parts[4:] if p not in ("global", "zones", "aggregated")]
+        kind = next((p for p in segments if p[0].islower() and not p.startswith(("us-", "europe-", "asia-"))), "?")
+        if kind.endswith("Operations") or kind == "operations":
+            kind = "operations"
+        key = f"{e['method']} {kind}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+# Runs the CLI, then prints its own peak RSS (VmHWM: ru_maxrss would include the parent's, carried over exec).
+_PEAK_CHILD = r"""
+import contextlib, io, json, sys
+from gitlab_mci.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        main(json.loads(sys.argv[1]))
+    except SystemExit as exc:
+        if exc.code:
+            raise
+print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")))
+"""
+
+
+def cli_apply_peak_mb(clusters: int) -> float:
+    """Peak memory (max RSS) of a whole `gitlab-mci lb apply` process at ``clusters`` × 3 zones."""
+    with tempfile.TemporaryDirectory() as d:
+        sim = _Remote(clusters, d, latency=0.0)
+        try:
+            parallel(list(sim.clusters), lambda c: _deploy(sim, c))
+            env = {**os.environ, "KUBECONFIG": sim.kubeconfig, "GITLAB_MCI_COMPUTE_ENDPOINT": sim.compute_url,
+                   "GOOGLE_CLOUD_PROJECT": "demo-project"}
+            args = ["lb", "apply", "--lb", "shop", "--context", ",".join(sim.clusters), "--service",
+                    "shop-auto-deploy", "--port", "web"]
+            done = subprocess.run([sys.executable, "-c", _PEAK_CHILD, json.dumps(args)], env=env,
+                                  capture_output=True, text=True, check=False)
+            assert done.returncode == 0, done.stderr
+            return float(done.stdout.strip().splitlines()[-1]) / 1024
+        finally:
+            sim.stop()
+
+
+def run(clusters: int, concurrency: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
         sim = _Remote(clusters, d)
         try:
@@ -104,7 +152,8 @@ def run(clusters: int, concurrency: int) -> dict[str, float]:
             execute_s = time.perf_counter() - t1
             apply_s = time.perf_counter() - t0
             assert not outcome.failed, outcome.failed
-            writes = _count(sim.journal(), write=True)
+            applied = sim.journal()
+            writes = _count(applied, write=True)
             sim.reset()
             t0 = time.perf_counter()
             again = engine.diff(want, engine.read_actual(api, want))
@@ -116,7 +165,10 @@ def run(clusters: int, concurrency: int) -> dict[str, float]:
             outcome = engine.execute(api, engine.destroy_changes(want.namer, engine.read_actual(api, want)),
                                      concurrency=concurrency)
             destroy_s = time.perf_counter() - t0
-            return {"apply_s": apply_s, "discover_s": discover_s, "execute_s": execute_s, "writes": writes,
+            assert not outcome.failed, outcome.failed
+            return {"clusters": clusters, "concurrency": concurrency, "apply_s": apply_s,
+                    "discover_s": discover_s, "execute_s": execute_s, "writes": writes,
+                    "reads": _count(applied, write=False), "calls": calls_by_kind(applied),
                     "noop_s": noop_s, "noop_reads": noop_reads, "noop_writes": noop_writes,
                     "destroy_s": destroy_s, "owned": len(want.resources)}
         finally:

@@ -1,0 +1,183 @@
+"""All benchmarks in one run: ``python -m bench [--quick] [--no-write]``.
+
+Prints a table; unless ``--no-write``, writes ``bench/results.json``, ``bench/apply.png`` (with the ``bench``
+extra's matplotlib) and regenerates ``bench/RESULTS.md``. Figures that are compared are measured side by side in
+this one run, because these machines are noisy: ratios, not absolute times, are what the targets are about.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import lb_bench, sim_bench
+
+HERE = Path(__file__).parent
+HEAVY = ("google.cloud.compute_v1", "google.cloud.gkehub_v1", "google.api_core", "kubernetes", "gitlab", "jinja2",
+         "yaml", "requests", "cryptography", "google.auth")
+COMMANDS = {"python -c pass": ["-c", "pass"], "gitlab-mci --help": ["-m", "gitlab_mci", "--help"],
+            "gitlab-mci nodeport pin --help": ["-m", "gitlab_mci", "nodeport", "pin", "--help"],
+            "gitlab-mci helm extra-args --help": ["-m", "gitlab_mci", "helm", "extra-args", "--help"],
+            "gitlab-mci lb apply --help": ["-m", "gitlab_mci", "lb", "apply", "--help"],
+            # A real run of what every deploy job runs (not just its help):
+            "gitlab-mci helm extra-args": ["-m", "gitlab_mci", "helm", "extra-args", "--node-port", "30999",
+                                           "--existing", "--atomic"]}
+
+
+def startup(repeat: int) -> dict[str, Any]:
+    """Best-of-``repeat`` wall time of each command, and the heavy packages it imports (``-X importtime``)."""
+    out: dict[str, Any] = {}
+    for label, args in COMMANDS.items():
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, *args], check=True, capture_output=True)
+            times.append(time.perf_counter() - t0)
+        trace = subprocess.run([sys.executable, "-X", "importtime", *args], check=True, capture_output=True,
+                               text=True).stderr
+        imported = {m.group(1) for m in re.finditer(r"\|\s+([\w.]+)\s*$", trace, re.M)}
+        out[label] = {"seconds": min(times),
+                      "heavy": sorted(h for h in HEAVY if h in imported)}
+    base = out["python -c pass"]["seconds"]
+    for item in out.values():
+        item["vs_python"] = item["seconds"] / base
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="1 and 2 clusters only (what .ci/run affords)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave bench/ files alone")
+    args = parser.parse_args(argv)
+    sizes = [1, 2] if args.quick else [1, 2, 5, 15]
+    started = time.perf_counter()
+    print(f"gitlab-mci benchmarks: python {platform.python_version()}, {os.cpu_count()} cores, "
+          f"{'quick' if args.quick else 'full'}; op latency {lb_bench.LATENCY}s, critical path "
+          f"{lb_bench.DEPTH} x {lb_bench.LATENCY}s = {lb_bench.DEPTH * lb_bench.LATENCY:.1f}s", flush=True)
+
+    import google.cloud.compute_v1  # noqa: F401 - a per-process cost, measured under start-up, not in apply
+    lb_bench.run(1, 64)  # warm-up: first use of each client compiles its protos
+
+    critical = lb_bench.DEPTH * lb_bench.LATENCY
+    apply_rows = []
+    print(f"\n{'clusters':>8} {'apply c=64':>11} {'x crit':>7} {'apply c=1':>10} {'speed-up':>9} "
+          f"{'changes x crit':>15} {'writes':>7} {'no-op reads':>12} {'no-op writes':>13} {'destroy':>8}")
+    for n in sizes:
+        fast = lb_bench.run(n, 64)
+        slow = lb_bench.run(n, 1)
+        row = {"clusters": n, "zones": 3 * n, "fast": fast, "slow": slow,
+               "apply_vs_critical": fast["apply_s"] / critical, "changes_vs_critical": fast["execute_s"] / critical,
+               "speedup": slow["apply_s"] / fast["apply_s"]}
+        apply_rows.append(row)
+        print(f"{n:>8} {fast['apply_s']:>10.2f}s {row['apply_vs_critical']:>6.2f}x {slow['apply_s']:>9.2f}s "
+              f"{row['speedup']:>8.1f}x {row['changes_vs_critical']:>14.2f}x {fast['writes']:>7} "
+              f"{fast['noop_reads']:>12} {fast['noop_writes']:>13} {fast['destroy_s']:>7.2f}s", flush=True)
+    largest = apply_rows[-1]["fast"]
+    print(f"\nCompute calls of one apply at {apply_rows[-1]['clusters']} clusters: "
+          + ", ".join(f"{k} {v}" for k, v in largest["calls"].items()))
+
+    repeat = 3 if args.quick else 5
+    starts = startup(repeat)
+    print(f"\nCLI start-up (best of {repeat}):")
+    for label, item in starts.items():
+        print(f"  {label:<36} {item['seconds']:6.3f}s  {item['vs_python']:5.1f}x python  heavy imports: "
+              f"{', '.join(item['heavy']) or 'none'}")
+
+    memory_clusters = 2 if args.quick else 15
+    apply_mb = lb_bench.cli_apply_peak_mb(memory_clusters)
+    shape = (2, 1, 3) if args.quick else (15, 3, 3)
+    sim = sim_bench.measure(*shape)
+    print(f"\nPeak memory: `lb apply` at {memory_clusters} clusters x 3 zones {apply_mb:.0f} MB; simulator "
+          f"{shape[0]} x {shape[1]} x {shape[2]} {sim['peak_mb']:.0f} MB (target 200 MB), ready in "
+          f"{sim['ready_s']:.2f}s (target 2 s)")
+    results = {"mode": "quick" if args.quick else "full", "python": platform.python_version(),
+               "cores": os.cpu_count(), "latency_s": lb_bench.LATENCY, "critical_path_s": critical,
+               "apply": apply_rows, "startup": starts,
+               "memory": {"apply_mb": apply_mb, "apply_clusters": memory_clusters, "sim_mb": sim["peak_mb"],
+                          "sim_ready_s": sim["ready_s"], "sim_shape": list(shape)},
+               "seconds": time.perf_counter() - started}
+    if not args.no_write:
+        (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        plotted = plot(results)
+        (HERE / "RESULTS.md").write_text(markdown(results, plotted))
+        print(f"\nwrote bench/results.json, bench/RESULTS.md{', bench/apply.png' if plotted else ''}")
+    print(f"\n({time.perf_counter() - started:.0f}s)")
+    return 0
+
+
+def plot(results: dict[str, Any]) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(no plot: pip install -e '.[bench]' for matplotlib)")
+        return False
+    rows = results["apply"]
+    xs = [r["clusters"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(xs, [r["fast"]["apply_s"] for r in rows], marker="o", label="apply, concurrency 64")
+    ax.plot(xs, [r["slow"]["apply_s"] for r in rows], marker="o", label="apply, concurrency 1")
+    ax.axhline(results["critical_path_s"], linestyle="--", color="grey", label="critical path")
+    ax.axhline(1.5 * results["critical_path_s"], linestyle=":", color="grey", label="target 1.5x critical path")
+    ax.set_xlabel("clusters (x 3 zones)")
+    ax.set_ylabel("seconds")
+    ax.set_yscale("log")
+    ax.set_title(f"lb apply from scratch, {results['latency_s']}s per operation")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(HERE / "apply.png", dpi=100)
+    return True
+
+
+def markdown(r: dict[str, Any], plotted: bool) -> str:
+    lines = ["# Benchmark results", "",
+             f"Produced by `.venv/bin/python -m bench{' --quick' if r['mode'] == 'quick' else ''}` "
+             f"(python {r['python']}, {r['cores']} cores; {r['seconds']:.0f} s). Simulated Compute operation "
+             f"latency {r['latency_s']} s; the chain's critical path is {r['critical_path_s']:.1f} s (address / "
+             "firewall / health check / named ports → backend service → URL map → proxy → forwarding rule). "
+             "The simulator runs in its own process.", "",
+             "## `lb apply` from scratch, re-apply, destroy", "",
+             "| clusters × 3 zones | apply (c=64) | × critical path (target ≤ 1.5) | apply (c=1) "
+             "| speed-up (target ≥ 5) | changes only × critical path | writes | no-op reads | no-op writes "
+             "| destroy |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in r["apply"]:
+        f, s = row["fast"], row["slow"]
+        lines.append(f"| {row['clusters']} | {f['apply_s']:.2f} s | {row['apply_vs_critical']:.2f} | "
+                     f"{s['apply_s']:.2f} s | {row['speedup']:.1f}× | {row['changes_vs_critical']:.2f} | "
+                     f"{f['writes']} | {f['noop_reads']} | {f['noop_writes']} | {f['destroy_s']:.2f} s |")
+    lines += ["", "Apply includes discovery (reading every cluster's nodes and the instance groups) but not the "
+              "one-time import of the Google client library, which is under start-up below. No-op reads are Compute "
+              "calls; a real `lb apply` also reuses discovery's instance-group list (one read fewer).", ""]
+    if plotted:
+        lines += ["![apply time vs clusters](apply.png)", ""]
+    biggest = r["apply"][-1]
+    lines += [f"Compute calls of one apply at {biggest['clusters']} clusters:", "",
+              "| call | count |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in biggest["fast"]["calls"].items()]
+    lines += ["", "## CLI start-up", "", "| command | seconds | × `python -c pass` | heavy packages imported |",
+              "|---|---|---|---|"]
+    for label, item in r["startup"].items():
+        lines.append(f"| `{label}` | {item['seconds']:.3f} | {item['vs_python']:.1f} | "
+                     f"{', '.join(item['heavy']) or '—'} |")
+    m = r["memory"]
+    lines += ["", "## Peak memory", "",
+              f"- `gitlab-mci lb apply` at {m['apply_clusters']} clusters × 3 zones (whole process): "
+              f"{m['apply_mb']:.0f} MB",
+              f"- simulator {' × '.join(map(str, m['sim_shape']))} (clusters × zones × nodes): {m['sim_mb']:.0f} MB "
+              f"(target 200 MB), serving after {m['sim_ready_s']:.2f} s (target 2 s)", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
