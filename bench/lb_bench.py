@@ -89,11 +89,15 @@ def calls_by_kind(entries: list[dict[str, Any]]) -> dict[str, int]:
     for e in entries:
         if e["service"] != "compute" or e["path"].startswith("/_sim/"):
             continue
-        parts = [p for p in e["path"].split("?")[0].split("/") if p]
-        segments = [p for p in parts[4:] if p not in ("global", "zones", "aggregated")]
-        kind = next((p for p in segments if p[0].islower() and not p.startswith(("us-", "europe-", "asia-"))), "?")
-        if kind.endswith("Operations") or kind == "operations":
-            kind = "operations"
+        # /compute/v1/projects/P/{global/ | zones/Z/ | regions/R/ | aggregated/ | }KIND[/NAME[/METHOD]]
+        parts = [p for p in e["path"].split("?")[0].split("/") if p][4:]
+        if parts[:1] in (["zones"], ["regions"]):
+            parts = parts[2:]
+        elif parts[:1] in (["global"], ["aggregated"]):
+            parts = parts[1:]
+        kind = parts[0] if parts else "?"
+        if len(parts) >= 3:
+            kind = f"{kind}.{parts[2]}"  # a method on a resource: instanceGroups.setNamedPorts
         key = f"{e['method']} {kind}"
         counts[key] = counts.get(key, 0) + 1
     return dict(sorted(counts.items()))

@@ -214,7 +214,7 @@ def build(model: IngressModel, options: Options, clusters: Sequence[ClusterInfo]
             "name": bs_name, "description": owner, "protocol": "HTTP", "portName": port_names[np],
             "timeoutSec": options.timeout_sec, "loadBalancingScheme": options.scheme,
             "healthChecks": [desired.url(hc)], "backends": backends,
-        }, deps=(hc.key, *(n.key for n in desired.named_ports))))
+        }, deps=(hc.key,)))  # named ports: ordered by the engine (see execute)
 
     default = model.default_backend or model.backends()[0]
     default_bs = service_for[node_ports[default]]

@@ -39,6 +39,8 @@ _API: dict[str, tuple[str, str, str, str, str]] = {
     "globalForwardingRules": ("GlobalForwardingRulesClient", "ForwardingRule", "forwarding_rule",
                               "ListGlobalForwardingRulesRequest", "InsertGlobalForwardingRuleRequest"),
 }
+# What routes traffic to backend services.
+_ROUTING = ("urlMaps", "targetHttpProxies", "targetHttpsProxies", "globalForwardingRules")
 # Creation order; deletion runs the other way round.
 ORDER = ("globalAddresses", "firewalls", "healthChecks", "backendServices", "urlMaps", "sslCertificates",
          "targetHttpProxies", "targetHttpsProxies", "globalForwardingRules")
@@ -466,9 +468,13 @@ def execute(api: ComputeApi, changes: list[Change], *, concurrency: int = 64,
         elif c.collection == "namedPorts":
             deps[c.key] = set()
         else:
-            deps[c.key] = {d for d in c.deps if d in keys} | {
-                n.key for n in changes if n.collection == "namedPorts" and not n.body["remove"]
-                and c.collection == "backendServices"}
+            # Traffic must never reach a group before it has the named port: whatever can route traffic (a backend
+            # service being changed, the URL map, proxies, rules) waits for the named ports. A backend service
+            # being created carries no traffic until the URL map points at it, so it need not wait — which takes
+            # the 45 named-port writes of 15 clusters × 3 zones off the chain's critical path.
+            routes = c.collection in _ROUTING or (c.collection == "backendServices" and c.action != "create")
+            deps[c.key] = {d for d in c.deps if d in keys} | ({
+                n.key for n in changes if n.collection == "namedPorts" and not n.body["remove"]} if routes else set())
     outcome = Outcome()
     pending = set(by_key)
     running: dict[Future[None], str] = {}
