@@ -70,6 +70,18 @@ def from_service(service: str, port: int | str, name: str | None = None) -> Ingr
     return IngressModel(name=name or service, default_backend=Backend(service, port))
 
 
+def from_inputs(ingress: str | Path | None, service: str | None, port: int | str, name: str) -> IngressModel:
+    """The routing from the commands' flags: ``--ingress FILE`` or ``--service NAME --port P``, exactly one."""
+    if ingress and service:
+        raise UserError("give either --ingress or --service, not both")
+    if ingress:
+        return load_ingress(ingress)
+    if service:
+        number: int | str = int(port) if str(port).isdigit() else port
+        return from_service(service, number, name)
+    raise UserError("no routing: pass --ingress FILE or --service NAME (or set MCI_INGRESS_FILE / MCI_SERVICE)")
+
+
 def load_ingress(source: str | Path) -> IngressModel:
     """Read an Ingress (or MultiClusterIngress) manifest file; errors name the file and the field."""
     return parse_ingress(read_text(source, "the Ingress file"), str(source))

@@ -78,16 +78,9 @@ def split_contexts(values: Sequence[str]) -> list[str]:
 
 
 def routing(inputs: Inputs) -> IngressModel:
-    from gitlab_mci.ingress import from_service, load_ingress
+    from gitlab_mci.ingress import from_inputs
 
-    if inputs.ingress and inputs.service:
-        raise UserError("give either --ingress or --service, not both")
-    if inputs.ingress:
-        return load_ingress(inputs.ingress)
-    if inputs.service:
-        port: int | str = int(inputs.port) if str(inputs.port).isdigit() else inputs.port
-        return from_service(inputs.service, port, inputs.lb)
-    raise UserError("no routing: pass --ingress FILE or --service NAME (or set MCI_INGRESS_FILE / MCI_SERVICE)")
+    return from_inputs(inputs.ingress, inputs.service, inputs.port, inputs.lb)
 
 
 def _certificate_files(inputs: Inputs) -> tuple[PemPair, ...]:
