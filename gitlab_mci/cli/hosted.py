@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from gitlab_mci.cli.options import routing, stack
 from gitlab_mci.errors import UserError
 
 
@@ -34,20 +35,12 @@ def _where(f: Any) -> Any:
         click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path),
                      help="Kubeconfig file (default: KUBECONFIG)."),
     ]
-    for d in reversed(decorators):
-        f = d(f)
-    return f
+    return stack(decorators)(f)
 
 
 def _options(f: Any) -> Any:
     """Options of the commands that build the desired objects (plan, apply)."""
     decorators = [
-        click.option("--ingress", type=click.Path(dir_okay=False, path_type=Path), envvar="MCI_INGRESS_FILE",
-                     help="Ingress or MultiClusterIngress manifest with the routing [env: MCI_INGRESS_FILE]."),
-        click.option("--service", envvar="MCI_SERVICE",
-                     help="Instead of --ingress: the one backend Service [env: MCI_SERVICE]."),
-        click.option("--port", envvar="MCI_SERVICE_PORT", default="5000", show_default=True,
-                     help="With --service: its port, number or name [env: MCI_SERVICE_PORT]."),
         click.option("--static-ip", envvar="MCI_STATIC_IP",
                      help="Name of a reserved global address; its IP goes into networking.gke.io/static-ip "
                           "[env: MCI_STATIC_IP]."),
@@ -63,9 +56,7 @@ def _options(f: Any) -> Any:
         click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
                      help="Output format."),
     ]
-    for d in reversed(decorators):
-        f = d(f)
-    return _where(f)
+    return _where(routing(stack(decorators)(f)))
 
 
 def _prepare(kw: dict[str, Any], text: bool) -> Any:

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from gitlab_mci.cli.options import routing, stack
 from gitlab_mci.errors import UserError
 
 
@@ -31,20 +32,12 @@ def _common(f: Any) -> Any:
         click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path),
                      help="Kubeconfig file (default: KUBECONFIG)."),
     ]
-    for d in reversed(decorators):
-        f = d(f)
-    return f
+    return stack(decorators)(f)
 
 
 def _options(f: Any) -> Any:
     """Options of the commands that build the desired state (plan, apply, destroy)."""
     decorators = [
-        click.option("--ingress", type=click.Path(dir_okay=False, path_type=Path), envvar="MCI_INGRESS_FILE",
-                     help="Ingress or MultiClusterIngress manifest with the routing [env: MCI_INGRESS_FILE]."),
-        click.option("--service", envvar="MCI_SERVICE", help="Instead of --ingress: the one backend Service "
-                                                            "[env: MCI_SERVICE]."),
-        click.option("--port", envvar="MCI_SERVICE_PORT", default="5000", show_default=True,
-                     help="With --service: its port, number or name [env: MCI_SERVICE_PORT]."),
         click.option("--scheme", envvar="MCI_SCHEME", default="EXTERNAL_MANAGED", show_default=True,
                      type=click.Choice(["EXTERNAL_MANAGED", "EXTERNAL"]),
                      help="Load balancing scheme: global external Application LB, or classic [env: MCI_SCHEME]."),
@@ -83,9 +76,7 @@ def _options(f: Any) -> Any:
         click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
                      help="Output format."),
     ]
-    for d in reversed(decorators):
-        f = d(f)
-    return _common(f)
+    return _common(routing(stack(decorators)(f)))
 
 
 def _prepare(kw: dict[str, Any]) -> Any:
