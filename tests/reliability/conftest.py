@@ -64,6 +64,11 @@ def rworld(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSim]:
     sim.compute.seed("firewalls", {"name": "users-fw", "network": f"projects/{P}/global/networks/default",
                                    "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}],
                                    "sourceRanges": ["10.0.0.0/8"]}, project=P)
+    from tests.pki import self_signed
+
+    cert, key = self_signed("users.example.com")
+    sim.compute.seed("sslCertificates", {"name": "users-cert", "description": "mine", "type": "SELF_MANAGED",
+                                         "certificate": cert, "privateKey": key}, project=P)
     yield running
     sim.stop()
 

@@ -103,6 +103,17 @@ CASES: list[tuple[str, Case, str]] = [
     ("pin: port held by another Service", lambda d: [*PIN, "--node-port", "31999"], "is already used by Service default/other"),
     ("contradictory Helm arguments", lambda d: ["helm", "extra-args", "--node-port", "30999", "--existing",
                                                 "--set service.type=ClusterIP"], "service.type=ClusterIP"),
+    ("bad scheme", lambda d: [*LB, *SVC, "--scheme", "INTERNAL"], "'INTERNAL' is not one of"),
+    ("bad balancing mode", lambda d: [*LB, *SVC, "--balancing-mode", "SOMETIMES"], "'SOMETIMES' is not one of"),
+    ("missing --lb", lambda d: ["lb", "apply", "--context", "prod1", *SVC], "Missing option '--lb'"),
+    ("name ending in a hyphen", lambda d: ["lb", "apply", "--lb", "shop-", "--context", "prod1", *SVC],
+     "must be lowercase letters"),
+    ("empty context list", lambda d: ["lb", "apply", "--lb", "shop", "--context", ",", *SVC], "no clusters"),
+    ("HTTP off without HTTPS", lambda d: [*LB, *SVC, "--no-http"], "--no-http needs HTTPS"),
+    ("destroy: unknown context", lambda d: ["lb", "destroy", "--lb", "shop", "--context", "prod9"],
+     "unknown kubeconfig context 'prod9'"),
+    ("plan: unknown Service", lambda d: ["lb", "plan", "--lb", "shop", "--context", "prod1", "--service", "nope"],
+     "Service 'nope' (routed to by the Ingress) does not exist"),
     ("mismatched node ports", lambda d: ["nodeport", "verify", "--context", "prod1,prod2", "--release", "shop",
                                          "--service", "shop-auto-deploy", "--node-port", "31000"], "are not pinned"),
 ]
@@ -134,6 +145,10 @@ def test_bad_input_is_one_line_nonzero_and_writes_nothing(holder: RunningSim, tm
     code, out, err = cli(args(tmp_path), capsys)
     lines = err.strip().splitlines()
     assert code != 0, out
+    if code == 2 and lines[:1] and lines[0].startswith("Usage: "):
+        # A usage error is click's: exit 2, the usage and help hint, then exactly one "Error: " line.
+        lines = [line for line in lines if line.startswith("Error: ")]
+        assert len(err.strip().splitlines()) == 4, err
     assert len(lines) == 1 and message in lines[0], err
     assert lines[0].startswith(("gitlab-mci: error: ", "Error: ")), err
     assert holder.sim.journal.writes() == [], [(e.method, e.path) for e in holder.sim.journal.writes()]
