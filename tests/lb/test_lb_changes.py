@@ -151,3 +151,17 @@ def test_apply_json_output_is_machine_readable(three: RunningSim, capsys: pytest
     result = json.loads(out)
     assert result["failed"] == {} and result["url"] == f"http://{result['vip']}/"
     assert {c["collection"] for c in result["changes"]} >= {"backendServices", "urlMaps", "namedPorts"}
+
+
+def test_status_wait_exits_3_when_a_cluster_stays_unhealthy(three: RunningSim,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    where = ["--lb", "shop", "--context", "prod1,prod2"]
+    assert cli(["lb", "apply", *SERVICE, "--context", "prod1,prod2", "--check-interval-sec", "1"], capsys)[0] == 0
+    assert cli(["lb", "status", *where, "--wait", "20"], capsys)[0] == 0  # both healthy once probed
+    three.sim.dataplane.fail("prod1")
+    assert three.sim.dataplane.wait_health("UNHEALTHY", cluster="prod1", timeout=5)  # the checks noticed
+    code, out, _ = cli(["lb", "status", *where, "--wait", "2"], capsys)
+    assert code == 3 and "NOT healthy" in out
+    assert any(line.split()[1:3] == ["prod1", "us-central1-a"] and line.split()[-1].startswith("0/")
+               for line in out.splitlines() if line.strip().startswith("gmci-bs-shop-30999"))
+    three.sim.dataplane.heal()
