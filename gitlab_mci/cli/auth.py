@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from gitlab_mci.cli.options import FILE
 from gitlab_mci.errors import UserError
 
 
@@ -60,10 +61,18 @@ def _key_file_fallback(key_file: Path | None, gcp_project: str | None, fmt: str,
     _emit(values, fmt, dotenv)
 
 
+# Not -o/--output: these are not renderings of a report but the shell syntax of the variables a job reads,
+# `eval "$(… --format export)"` (docs/cli.md, "Output formats").
 format_option = click.option("--format", "fmt", type=click.Choice(["dotenv", "export"]), default="dotenv",
                              show_default=True, help="KEY=value lines, or `export` lines for eval.")
-dotenv_option = click.option("--dotenv", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                             help="Also append the KEY=value lines to this file (a dotenv report).")
+# Appends: the job's other commands may write the same dotenv report.
+dotenv_option = click.option("--dotenv", type=FILE, default=None,
+                             help="Also append the KEY=value lines to this dotenv file (for GitLab's "
+                                  "artifacts:reports:dotenv).")
+key_file_option = click.option(
+    "--key-file", type=FILE, default=None,
+    help="Credentials JSON: service_account or external_account, e.g. a File-type CI/CD variable "
+         "[env: GOOGLE_APPLICATION_CREDENTIALS].")
 gcp_project_option = click.option("--gcp-project", envvar="GOOGLE_CLOUD_PROJECT", default=None,
                                   help="Google Cloud project ID to export as GOOGLE_CLOUD_PROJECT "
                                        "[env: GOOGLE_CLOUD_PROJECT].")
@@ -88,10 +97,8 @@ gcp_project_option = click.option("--gcp-project", envvar="GOOGLE_CLOUD_PROJECT"
               help="Fail unless the ID token has this `aud` (default: warn unless it is the provider's "
                    "default audience).")
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where to write the token and credentials files [default: a private directory in $TMPDIR].")
-@click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Fallback when the ID token variable is not set: a service_account or external_account JSON "
-                   "(e.g. a File-type CI/CD variable); GOOGLE_APPLICATION_CREDENTIALS is used likewise.")
+              help="Where to write the token and credentials files (default: a private directory in $TMPDIR).")
+@key_file_option
 @gcp_project_option
 @format_option
 @dotenv_option
@@ -109,6 +116,7 @@ def gitlab_oidc(token_env: str, project_number: str | None, pool: str | None, pr
         - eval "$(gitlab-mci auth gitlab-oidc --format export)"
 
     Without the token variable, falls back to --key-file or GOOGLE_APPLICATION_CREDENTIALS (validated).
+    --format export prints `export KEY=value` lines for eval; --dotenv also appends them to a dotenv report.
     """
     from gitlab_mci import auth
 
@@ -146,8 +154,7 @@ def gitlab_oidc(token_env: str, project_number: str | None, pool: str | None, pr
 
 
 @command.command("check")
-@click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Credentials JSON to check [default: GOOGLE_APPLICATION_CREDENTIALS].")
+@key_file_option
 def check(key_file: Path | None) -> None:
     """Validate a credentials JSON (service_account or external_account) and load it with google-auth.
 

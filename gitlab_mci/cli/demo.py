@@ -13,8 +13,11 @@ from gitlab_mci.errors import UserError
 @click.option("--requests", "requests_", type=click.IntRange(10, 10000), default=40, show_default=True,
               help="Requests sent through the load balancer per check.")
 def command(verbose: bool, plain: bool, requests_: int) -> None:
-    """Start the simulator, deploy the app to prod1 and prod2 as the pipeline would, put one global load balancer
-    in front, send traffic through it, fail prod1 and watch traffic move to prod2, heal it, and tear it all down.
+    """Everything end to end on the simulator: deploy, load balancer, failover.
+
+    Starts the simulator, deploys the app to prod1 and prod2 as the pipeline would, puts one global load balancer
+    in front, sends traffic through it, fails prod1 and watches traffic move to prod2, heals it, and tears it all
+    down.
 
     Every expectation is checked; the exit status is 0 only when all of them hold.
     """

@@ -10,12 +10,23 @@ from typing import Any
 
 import click
 
+from gitlab_mci.cli.options import (
+    config_context_option,
+    dry_run_option,
+    fleet_contexts_option,
+    kubeconfig_option,
+    output_option,
+    project_option,
+)
 from gitlab_mci.errors import UserError
 
 
 @click.group()
 def command() -> None:
-    """The GKE fleet (GKE Hub) that hosted Multi Cluster Ingress needs."""
+    """The GKE fleet that hosted Multi Cluster Ingress needs: memberships and the multiclusteringress feature.
+
+    The fleet is GKE Hub's: every cluster a membership, one of them the config cluster.
+    """
 
 
 def resolve(specs: list[Any], project: str | None) -> tuple[str, dict[str, str], Any]:
@@ -35,24 +46,19 @@ def resolve(specs: list[Any], project: str | None) -> tuple[str, dict[str, str],
 
 
 @command.command("enable")
-@click.option("--context", "contexts", multiple=True, envvar="MCI_CONTEXTS",
-              help="Kubeconfig context of every cluster to register, as CONTEXT or CONTEXT=LOCATION/NAME; repeat "
-                   "or comma-separate [env: MCI_CONTEXTS].")
-@click.option("--config-context", envvar="MCI_CONFIG_CONTEXT",
-              help="Context of the config cluster that will hold the MultiClusterIngress objects (default: the "
-                   "first --context) [env: MCI_CONFIG_CONTEXT].")
-@click.option("--project", envvar="GOOGLE_CLOUD_PROJECT", help="Google Cloud project [env: GOOGLE_CLOUD_PROJECT].")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path),
-              help="Kubeconfig file (default: KUBECONFIG).")
-@click.option("--dry-run", is_flag=True, help="Show what would change, change nothing.")
-@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Output format.")
+@fleet_contexts_option
+@config_context_option
+@project_option
+@kubeconfig_option
+@dry_run_option
+@output_option(["text", "json"])
 def enable_cmd(contexts: tuple[str, ...], config_context: str | None, project: str | None,
                kubeconfig: Path | None, dry_run: bool, output: str) -> None:
     """Register every cluster as a fleet member and enable the multiclusteringress feature; idempotent.
 
-    A cluster already registered (under any membership name) is left as it is; the feature's config membership
-    is changed only when it names another cluster.
+    --context lists every cluster of the fleet; --config-context names the one that will hold the Multi Cluster
+    Ingress objects. A cluster already registered (under any membership name) is left as it is; the feature's
+    config membership is changed only when it names another cluster.
     """
     from gitlab_mci.fleet import Hub, apply_enable, parse_context, parse_contexts, plan_enable
 
@@ -87,9 +93,8 @@ def enable_cmd(contexts: tuple[str, ...], config_context: str | None, project: s
 
 
 @command.command("status")
-@click.option("--project", envvar="GOOGLE_CLOUD_PROJECT", help="Google Cloud project [env: GOOGLE_CLOUD_PROJECT].")
-@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Output format.")
+@project_option
+@output_option(["text", "json"])
 def status_cmd(project: str | None, output: str) -> None:
     """The fleet's members (membership, GKE cluster link) and the multiclusteringress feature's config membership.
 

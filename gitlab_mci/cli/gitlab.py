@@ -7,14 +7,24 @@ from pathlib import Path
 
 import click
 
+from gitlab_mci.cli.options import FILE, Decorator, dry_run_option, no_wait_option, output_option, timeout_option
 from gitlab_mci.errors import UserError
 
+# GitLab's predefined CI/CD variables are read by gitlab.Settings (with fallbacks), not by click.
 url_option = click.option(
     "--url", default=None, metavar="URL",
-    help="GitLab server or API v4 URL [default: CI_API_V4_URL, else CI_SERVER_URL].")
+    help="GitLab server or API v4 URL [env: CI_API_V4_URL, else CI_SERVER_URL].")
+# In `gitlab` commands --project is the GitLab project; no command here takes a Google Cloud project.
 project_option = click.option(
     "--project", "-p", default=None, metavar="ID|PATH",
-    help="Project ID or path like group/app [default: CI_PROJECT_ID].")
+    help="GitLab project ID or path like group/app [env: CI_PROJECT_ID].")
+
+
+def environment_option(required: bool = False) -> Decorator:
+    """``-e/--environment``: GitLab environments, for the commands that act on some."""
+    return click.option("--environment", "-e", "environments", multiple=True, required=required,
+                        metavar="NAME[,NAME]", help="GitLab environment name; repeat or comma-separate for several.")
+
 
 
 @click.group()
@@ -34,12 +44,12 @@ def _split(values: tuple[str, ...]) -> list[str]:
 
 
 @command.command("setup")
-@click.option("--file", "-f", "file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--file", "-f", "file", required=True, type=FILE,
               help="YAML description of the environments and their variables.")
 @project_option
 @url_option
-@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
-@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@dry_run_option
+@output_option(["text", "json"])
 def setup(file: Path, project: str | None, url: str | None, dry_run: bool, output: str) -> None:
     """Create or update the environment-scoped CI/CD variables described in --file.
 
@@ -89,32 +99,31 @@ def setup(file: Path, project: str | None, url: str | None, dry_run: bool, outpu
 
 
 @command.command("teardown")
-@click.option("--environment", "-e", "environments", multiple=True, metavar="NAME[,NAME]",
-              help="Environment(s) to take down [mode stop: required; other modes: passed to the pipeline].")
+@environment_option()
 @click.option("--mode", type=click.Choice(["inputs", "job", "stop"]), default="inputs", show_default=True,
               help="inputs: run a pipeline with the teardown input (pipeline variable as fallback); job: play the "
                    "manual teardown job of the latest pipeline; stop: stop the environment(s).")
-@click.option("--ref", default=None, help="Branch for the pipeline [default: CI_COMMIT_REF_NAME, else the default "
-                                          "branch].")
+@click.option("--ref", default=None,
+              help="Branch for the pipeline (default: the project's default branch) [env: CI_COMMIT_REF_NAME].")
 @click.option("--input", "input_name", default="mci_teardown", show_default=True,
               help="Pipeline input set to true (mode inputs); <input>_environments gets --environment.")
 @click.option("--variable", "variable_name", default="MCI_TEARDOWN", show_default=True,
               help="Pipeline variable set to true when GitLab rejects the input (mode inputs).")
 @click.option("--job", "job_name", default="mci-teardown", show_default=True,
               help="Name of the manual teardown job (mode job).")
-@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the final status.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=1800, show_default=True,
-              help="Seconds to wait at most.")
-@click.option("--interval", type=click.FloatRange(min=0.01), default=5.0, show_default=True,
+@no_wait_option
+@timeout_option(1800.0)
+@click.option("--interval", type=click.FloatRange(min=0.01), default=5.0, show_default=True, metavar="SECONDS",
               help="Seconds between status checks.")
 @project_option
 @url_option
 def teardown(environments: tuple[str, ...], mode: str, ref: str | None, input_name: str, variable_name: str,
-             job_name: str, wait: bool, timeout: float, interval: float, project: str | None,
+             job_name: str, no_wait: bool, timeout: float, interval: float, project: str | None,
              url: str | None) -> None:
     """Start the teardown of the load balancer and environments, wait for it and report the final status.
 
-    Exits non-zero when the pipeline, job or stop fails or does not finish within --timeout.
+    --environment: required with --mode stop (the environments to stop); with --mode inputs it is passed to the
+    pipeline. Exits non-zero when the pipeline, job or stop fails or does not finish within --timeout.
     """
     from gitlab_mci import gitlab as gm
 
@@ -128,7 +137,7 @@ def teardown(environments: tuple[str, ...], mode: str, ref: str | None, input_na
     settings.require_project()
     gl = gm.connect(settings, need_write=True)
     proj = gm.get_project(gl, settings)
-    waiter = gm.Waiter(timeout=timeout, interval=interval, echo=click.echo) if wait else None
+    waiter = gm.Waiter(timeout=timeout, interval=interval, echo=click.echo) if not no_wait else None
     branch = settings.ref or proj.default_branch
     if mode == "inputs":
         results = [gm.teardown_by_pipeline(proj, settings, ref=branch, environments=names, input_name=input_name,
@@ -146,15 +155,15 @@ def teardown(environments: tuple[str, ...], mode: str, ref: str | None, input_na
 
 
 @command.command("gate")
-@click.option("--environments", "-e", "environments", multiple=True, required=True, metavar="NAME[,NAME]",
-              help="The production environments that must all run this commit.")
-@click.option("--sha", default=None, help="Commit that must be deployed [default: CI_COMMIT_SHA].")
+@environment_option(required=True)
+@click.option("--sha", default=None, help="Commit that must be deployed [env: CI_COMMIT_SHA].")
 @project_option
 @url_option
 def gate(environments: tuple[str, ...], sha: str | None, project: str | None, url: str | None) -> None:
     """Fail unless every listed environment's last deployment succeeded at this commit.
 
-    Run it before provisioning the global load balancer, so it never points at a half-deployed app.
+    --environment lists the production environments that must all run it. Run it before provisioning the global
+    load balancer, so it never points at a half-deployed app.
     """
     from gitlab_mci import gitlab as gm
 

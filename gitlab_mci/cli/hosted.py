@@ -11,50 +11,45 @@ from typing import Any
 
 import click
 
-from gitlab_mci.cli.options import routing, stack
+from gitlab_mci.cli.options import (
+    adopt_option,
+    config_context_option,
+    detailed_exitcode_option,
+    dotenv_option,
+    fleet_contexts_option,
+    https_redirect_option,
+    kubeconfig_option,
+    lb_option,
+    namespace_option,
+    no_wait_option,
+    output_option,
+    project_option,
+    routing,
+    ssl_certificate_option,
+    stack,
+    static_ip_option,
+    timeout_option,
+    wait_option,
+)
 from gitlab_mci.errors import UserError
 
 
 def _where(f: Any) -> Any:
     """Options every hosted command takes: which load balancer, in which config cluster and namespace."""
-    decorators = [
-        click.option("--lb", "lb_name", envvar="MCI_LB_NAME", required=True,
-                     help="Load balancer name: the MultiClusterIngress (and BackendConfig/FrontendConfig) name; "
-                          "must not start with mci- [env: MCI_LB_NAME]."),
-        click.option("--context", "contexts", multiple=True, envvar="MCI_CONTEXTS",
-                     help="Kubeconfig context of every cluster to serve from, as CONTEXT or CONTEXT=LOCATION/NAME "
-                          "(the fleet link); repeat or comma-separate [env: MCI_CONTEXTS]."),
-        click.option("--config-context", envvar="MCI_CONFIG_CONTEXT",
-                     help="Context of the fleet's config cluster, where the objects are written (default: the "
-                          "first --context) [env: MCI_CONFIG_CONTEXT]."),
-        click.option("--namespace", "-n", envvar="KUBE_NAMESPACE", default="default", show_default=True,
-                     help="Namespace of the app; the objects go to the same namespace of the config cluster "
-                          "[env: KUBE_NAMESPACE]."),
-        click.option("--project", envvar="GOOGLE_CLOUD_PROJECT",
-                     help="Google Cloud project of the fleet [env: GOOGLE_CLOUD_PROJECT]."),
-        click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Kubeconfig file (default: KUBECONFIG)."),
-    ]
-    return stack(decorators)(f)
+    return stack([lb_option, fleet_contexts_option, config_context_option, namespace_option, project_option,
+                  kubeconfig_option])(f)
 
 
 def _options(f: Any) -> Any:
     """Options of the commands that build the desired objects (plan, apply)."""
     decorators = [
-        click.option("--static-ip", envvar="MCI_STATIC_IP",
-                     help="Name of a reserved global address; its IP goes into networking.gke.io/static-ip "
-                          "[env: MCI_STATIC_IP]."),
-        click.option("--ssl-certificate", "ssl_certificates", multiple=True, envvar="MCI_SSL_CERTIFICATES",
-                     help="Name of an existing (pre-shared) SSL certificate; repeat or comma-separate, up to 15 "
-                          "[env: MCI_SSL_CERTIFICATES]."),
-        click.option("--https-redirect", is_flag=True, envvar="MCI_HTTPS_REDIRECT",
-                     help="Redirect HTTP to HTTPS (a FrontendConfig); needs --ssl-certificate "
-                          "[env: MCI_HTTPS_REDIRECT]."),
+        static_ip_option,
+        ssl_certificate_option,
+        https_redirect_option,
         click.option("--health-check-path", envvar="MCI_HEALTH_CHECK_PATH",
-                     help="Health check path (a BackendConfig); default: GKE's [env: MCI_HEALTH_CHECK_PATH]."),
-        click.option("--adopt", is_flag=True, help="Take over same-named objects gitlab-mci did not create."),
-        click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
-                     help="Output format."),
+                     help="Health check path (a BackendConfig; default: GKE's) [env: MCI_HEALTH_CHECK_PATH]."),
+        adopt_option,
+        output_option(["text", "json"]),
     ]
     return _where(routing(stack(decorators)(f)))
 
@@ -90,7 +85,13 @@ def _config_cluster(kw: dict[str, Any]) -> Any:
 
 @click.group()
 def command() -> None:
-    """GKE-hosted Multi Cluster Ingress: MultiClusterService + MultiClusterIngress in the fleet's config cluster."""
+    """GKE-hosted Multi Cluster Ingress: plan, apply, status, delete.
+
+    MultiClusterService + MultiClusterIngress in the fleet's config cluster. --lb names the MultiClusterIngress
+    (and its BackendConfig/FrontendConfig); it must not start with mci-. --context lists the clusters to serve from
+    (none: every fleet member); CONTEXT=LOCATION/NAME names a context's GKE cluster when the context name does not.
+    The objects go to --namespace of the config cluster.
+    """
 
 
 def _where_line(prepared: Any) -> str:
@@ -115,7 +116,7 @@ def _echo_plan(prepared: Any, changes: list[Any], output: str) -> None:
 
 @command.command("plan")
 @_options
-@click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes, 0 when there are none.")
+@detailed_exitcode_option
 def plan_cmd(detailed_exitcode: bool, **kw: Any) -> None:
     """Check everything and show what `apply` would change, without changing anything."""
     from gitlab_mci.hosted.engine import diff
@@ -129,15 +130,14 @@ def plan_cmd(detailed_exitcode: bool, **kw: Any) -> None:
 
 @command.command("apply")
 @_options
-@click.option("--timeout", type=float, default=900.0, show_default=True, envvar="MCI_TIMEOUT",
-              help="Seconds to wait for the VIP [env: MCI_TIMEOUT].")
-@click.option("--no-wait", is_flag=True, help="Do not wait for the VIP.")
-@click.option("--dotenv", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write MCI_VIP and MCI_URL to this dotenv file (for GitLab's artifacts:reports:dotenv).")
+@timeout_option(900.0)
+@no_wait_option
+@dotenv_option
 def apply_cmd(timeout: float, no_wait: bool, dotenv: Path | None, **kw: Any) -> None:
     """Create or update the MultiClusterService(s), MultiClusterIngress and configs, then wait for the VIP.
 
-    Every check runs before the first write; a re-run with nothing to change writes nothing.
+    Every check runs before the first write; a re-run with nothing to change writes nothing. --timeout bounds the
+    wait for the VIP (GKE can take about 10 minutes); --https-redirect needs --ssl-certificate.
     """
     from gitlab_mci.hosted.engine import diff, execute, summary, wait_for_vip
     from gitlab_mci.progress import section
@@ -180,12 +180,14 @@ def apply_cmd(timeout: float, no_wait: bool, dotenv: Path | None, **kw: Any) -> 
 
 @command.command("status")
 @_where
-@click.option("--output", "-o", "--format", type=click.Choice(["text", "json", "markdown"]), default="text",
-              show_default=True, help="Output format; markdown adds a Mermaid diagram of the cloud resources.")
-@click.option("--wait", type=float, default=0.0, show_default=True,
-              help="Seconds to wait for a VIP; exit 3 if there is none by then.")
+@output_option(["text", "json", "markdown"])
+@wait_option
 def status_cmd(output: str, wait: float, **kw: Any) -> None:
-    """VIP, cloud resources (status.CloudResources) and cluster selection of the MultiClusterIngress."""
+    """VIP, cloud resources (status.CloudResources) and cluster selection of the MultiClusterIngress.
+
+    Healthy, for --wait: the MultiClusterIngress has a VIP. `-o markdown` adds a Mermaid diagram of the cloud
+    resources.
+    """
     from gitlab_mci.hosted.engine import backoff, render_markdown, render_status, status
 
     cluster = _config_cluster(kw)
@@ -208,14 +210,13 @@ def status_cmd(output: str, wait: float, **kw: Any) -> None:
 
 @command.command("delete")
 @_where
-@click.option("--timeout", type=float, default=900.0, show_default=True, envvar="MCI_TIMEOUT",
-              help="Seconds to wait for each object's finalizers [env: MCI_TIMEOUT].")
-@click.option("--no-wait", is_flag=True, help="Do not wait for the finalizers (GKE's cleanup) to finish.")
+@timeout_option(900.0)
+@no_wait_option
 def delete_cmd(timeout: float, no_wait: bool, **kw: Any) -> None:
     """Delete the MultiClusterIngress, then its MultiClusterServices and configs, waiting until each is gone.
 
     Only objects labelled for this load balancer are touched; the static IP and certificates are never deleted.
-    Idempotent.
+    Idempotent. --timeout bounds the wait for each object's finalizers (GKE's cleanup); --no-wait skips it.
     """
     from gitlab_mci.hosted.engine import delete
 

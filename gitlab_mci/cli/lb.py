@@ -11,28 +11,31 @@ from typing import Any
 
 import click
 
-from gitlab_mci.cli.options import routing, stack
+from gitlab_mci.cli.options import (
+    FILE,
+    adopt_option,
+    contexts_option,
+    detailed_exitcode_option,
+    dotenv_option,
+    https_redirect_option,
+    kubeconfig_option,
+    lb_option,
+    namespace_option,
+    output_option,
+    project_option,
+    routing,
+    ssl_certificate_option,
+    stack,
+    static_ip_option,
+    wait_option,
+)
 from gitlab_mci.errors import UserError
 
 
 def _common(f: Any) -> Any:
     """Options every lb command takes: which load balancer, where."""
-    decorators = [
-        click.option("--lb", "lb_name", envvar="MCI_LB_NAME", required=True,
-                     help="Load balancer name; resources are named gmci-<kind>-<lb>… [env: MCI_LB_NAME]."),
-        click.option("--context", "contexts", multiple=True, envvar="MCI_CONTEXTS",
-                     help="Kubeconfig context of every production cluster; repeat or comma-separate "
-                          "[env: MCI_CONTEXTS]."),
-        click.option("--namespace", "-n", envvar="KUBE_NAMESPACE", default="default", show_default=True,
-                     help="Namespace of the Services (and TLS Secrets) [env: KUBE_NAMESPACE]."),
-        click.option("--project", envvar="GOOGLE_CLOUD_PROJECT", help="Google Cloud project "
-                                                                      "[env: GOOGLE_CLOUD_PROJECT]."),
-        click.option("--static-ip", envvar="MCI_STATIC_IP", help="Name of a global address to use (reused if it "
-                     "exists, reserved if not; never deleted) [env: MCI_STATIC_IP]."),
-        click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Kubeconfig file (default: KUBECONFIG)."),
-    ]
-    return stack(decorators)(f)
+    return stack([lb_option, contexts_option, namespace_option, project_option, static_ip_option,
+                  kubeconfig_option])(f)
 
 
 def _options(f: Any) -> Any:
@@ -44,18 +47,14 @@ def _options(f: Any) -> Any:
         click.option("--http/--no-http", "http", default=None, envvar="MCI_HTTP",
                      help="Serve HTTP on port 80 (default: on, unless the Ingress has "
                           "kubernetes.io/ingress.allow-http: \"false\") [env: MCI_HTTP]."),
-        click.option("--https-redirect", is_flag=True, envvar="MCI_HTTPS_REDIRECT",
-                     help="Answer HTTP with a 301 redirect to HTTPS [env: MCI_HTTPS_REDIRECT]."),
-        click.option("--ssl-certificate", "ssl_certificates", multiple=True, envvar="MCI_SSL_CERTIFICATES",
-                     help="Name of an existing (pre-shared) SSL certificate in the project; repeat or "
-                          "comma-separate, up to 15; never changed or deleted [env: MCI_SSL_CERTIFICATES]."),
-        click.option("--certificate-file", type=click.Path(dir_okay=False, path_type=Path),
-                     envvar="MCI_CERTIFICATE_FILE",
+        https_redirect_option,
+        ssl_certificate_option,
+        click.option("--certificate-file", type=FILE, envvar="MCI_CERTIFICATE_FILE",
                      help="PEM certificate chain of a self-managed certificate [env: MCI_CERTIFICATE_FILE]."),
-        click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), envvar="MCI_KEY_FILE",
+        click.option("--key-file", type=FILE, envvar="MCI_KEY_FILE",
                      help="PEM private key of --certificate-file; never printed [env: MCI_KEY_FILE]."),
         click.option("--tls-secret", "tls_secrets", multiple=True, envvar="MCI_TLS_SECRETS",
-                     help="kubernetes.io/tls Secret (in --namespace of the first cluster) to serve as a "
+                     help="kubernetes.io/tls Secret (in --namespace of the first --context) to serve as a "
                           "self-managed certificate; the Ingress's spec.tls secrets are added [env: MCI_TLS_SECRETS]."),
         click.option("--managed-domain", "managed_domains", multiple=True, envvar="MCI_MANAGED_DOMAINS",
                      help="Domain of a Google-managed certificate; repeat or comma-separate "
@@ -70,11 +69,10 @@ def _options(f: Any) -> Any:
         click.option("--timeout-sec", type=int, default=30, show_default=True, help="Backend timeout in seconds."),
         click.option("--balancing-mode", type=click.Choice(["UTILIZATION", "RATE"]), default="UTILIZATION",
                      show_default=True, help="Backend balancing mode."),
-        click.option("--adopt", is_flag=True, help="Take over same-named resources gitlab-mci did not create."),
+        adopt_option,
         click.option("--concurrency", type=int, default=64, show_default=True,
                      help="Compute operations run at once (named ports on every instance group are one level)."),
-        click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
-                     help="Output format."),
+        output_option(["text", "json"]),
     ]
     return _common(routing(stack(decorators)(f)))
 
@@ -97,7 +95,12 @@ def _prepare(kw: dict[str, Any]) -> Any:
 
 @click.group()
 def command() -> None:
-    """The self-managed global external HTTP(S) load balancer: plan, apply, status, destroy."""
+    """The self-managed global external HTTP(S) load balancer: plan, apply, status, destroy.
+
+    What gitlab-mci creates for a load balancer is named gmci-<kind>-<lb>… after --lb, and it changes nothing
+    else. --context lists every production cluster; --namespace is the app's, where its Services (and
+    --tls-secret Secrets) are.
+    """
 
 
 def _echo_plan(changes: list[Any], output: str) -> None:
@@ -108,7 +111,7 @@ def _echo_plan(changes: list[Any], output: str) -> None:
 
 @command.command("plan")
 @_options
-@click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes, 0 when there are none.")
+@detailed_exitcode_option
 def plan_cmd(detailed_exitcode: bool, **kw: Any) -> None:
     """Show what `apply` would change, without changing anything."""
     from gitlab_mci.lb import engine
@@ -147,8 +150,7 @@ def _url(desired: Any, vip: str) -> str:
 
 @command.command("apply")
 @_options
-@click.option("--dotenv", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write MCI_VIP and MCI_URL to this dotenv file (for GitLab's artifacts:reports:dotenv).")
+@dotenv_option
 def apply_cmd(dotenv: Path | None, **kw: Any) -> None:
     """Create or update the load balancer so it matches the inputs; no write when it already does.
 
@@ -221,9 +223,9 @@ def _namer_api(kw: dict[str, Any]) -> tuple[Any, Any, list[Any]]:
 @_common
 @click.option("--release-ip", is_flag=True, help="Also delete the global IP address gitlab-mci reserved (kept by "
                                                  "default; a --static-ip you reserved is never deleted).")
-@click.option("--concurrency", type=int, default=64, show_default=True, help="Compute operations run at once.")
-@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Output format.")
+@click.option("--concurrency", type=int, default=64, show_default=True,
+              help="Compute operations run at once (named ports on every instance group are one level).")
+@output_option(["text", "json"])
 def destroy_cmd(release_ip: bool, **kw: Any) -> None:
     """Delete every resource gitlab-mci created for this load balancer, and only those; idempotent.
 
@@ -253,12 +255,14 @@ def destroy_cmd(release_ip: bool, **kw: Any) -> None:
 
 @command.command("status")
 @_common
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
-              help="markdown adds a Mermaid diagram: IP → rule → proxy → URL map → backends → clusters.")
-@click.option("--wait", type=float, default=0.0, show_default=True,
-              help="Seconds to wait for every cluster and zone to have a healthy backend; exit 3 if they do not.")
+@output_option(["text", "json", "markdown"], "fmt")
+@wait_option
 def status_cmd(fmt: str, wait: float, **kw: Any) -> None:
-    """VIP, listeners, backend health per cluster and zone (from getHealth), and certificate state."""
+    """VIP, listeners, backend health per cluster and zone (from getHealth), and certificate state.
+
+    Healthy, for --wait: every cluster and zone has a healthy backend. `-o markdown` adds a Mermaid diagram
+    (IP → rule → proxy → URL map → backends → clusters) for a job summary or a merge request.
+    """
     from gitlab_mci.lb import status as status_mod
 
     namer, api, infos = _namer_api(kw)
