@@ -396,7 +396,7 @@ def test_gate_passes_when_every_environment_runs_the_commit(env: Env, monkeypatc
     env.fake.add_deployment(env.project, "prod1", sha="1" * 40)
     env.fake.add_deployment(env.project, "prod1", sha=SHA)
     env.fake.add_deployment(env.project, "prod2", sha=SHA)
-    result = env.run("gitlab", "gate", "--environments", "prod1,prod2")
+    result = env.run("gitlab", "gate", "--environment", "prod1,prod2")
     assert result.code == 0, result.err
     assert result.out.splitlines()[-1] == f"gate: prod1, prod2 all run {SHA[:8]}"
     assert env.writes() == []

@@ -100,7 +100,7 @@ def test_apply_status_change_selection_and_delete(fleet: RunningSim, capsys: pyt
     assert f"UrlMap: {status['CloudResources']['UrlMap']}" in out
     code, out, _ = cli(["hosted", "status", *WHERE, "-o", "json"], capsys)
     assert json.loads(out)["cloudResources"] == status["CloudResources"]
-    code, out, _ = cli(["hosted", "status", *WHERE, "--format", "markdown"], capsys)
+    code, out, _ = cli(["hosted", "status", *WHERE, "-o", "markdown"], capsys)
     assert code == 0 and f"| VIP | {address} |" in out and "```mermaid" in out
     assert f'um --> bs0["{status["CloudResources"]["BackendServices"][0]}"]' in out
 

@@ -120,7 +120,7 @@ def test_status_shows_vip_health_per_cluster_and_zone_and_a_diagram(three: Runni
     assert code == 1 and "not found" in err
     assert cli(["lb", "apply", *SERVICE, "--context", "prod1,prod2,prod3", "--managed-domain", "shop.example.com"],
                capsys)[0] == 0
-    code, out, err = cli(["lb", "status", *where, "--format", "json"], capsys)
+    code, out, err = cli(["lb", "status", *where, "-o", "json"], capsys)
     assert code == 0, err
     state = json.loads(out)
     vip = three.sim.compute.get("globalAddresses", "gmci-ip-shop", project=P)["address"]
@@ -129,7 +129,7 @@ def test_status_shows_vip_health_per_cluster_and_zone_and_a_diagram(three: Runni
         ("prod1", "us-central1-a"), ("prod2", "europe-west1-b"), ("prod3", "asia-east1-a"), ("prod3", "asia-east1-b")}
     assert all(b["total"] > 0 for b in state["backends"])
     assert state["certificates"][0]["type"] == "MANAGED"
-    code, out, _ = cli(["lb", "status", *where, "--format", "markdown"], capsys)
+    code, out, _ = cli(["lb", "status", *where, "-o", "markdown"], capsys)
     assert code == 0 and "```mermaid" in out and "flowchart LR" in out and f"IP {vip}" in out
     assert "gmci-um-shop" in out and "prod3 / asia-east1-b" in out
 
