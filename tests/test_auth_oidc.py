@@ -76,7 +76,7 @@ def oidc_args(tmp_path: Path, *extra: str) -> list[str]:
 def test_writes_credentials_google_auth_accepts(run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     token = make_jwt()
     monkeypatch.setenv("GITLAB_OIDC_TOKEN", token)
-    result = run(*oidc_args(tmp_path, "--service-account", SA, "--gcp-project", "demo-project"))
+    result = run(*oidc_args(tmp_path, "--service-account", SA, "--project", "demo-project"))
     assert result.code == 0, result.err
     assert token not in result.out + result.err
     creds_file = tmp_path / "creds" / "google-credentials.json"

@@ -187,6 +187,17 @@ def test_a_short_option_means_one_long_option() -> None:
     assert {s: longs for s, longs in meaning.items() if len(longs) > 1} == {}
 
 
+def test_a_variable_backs_one_option_name() -> None:
+    """`auth gitlab-oidc --gcp-project` and `lb --project` both read GOOGLE_CLOUD_PROJECT: one thing, two names."""
+    names: dict[str, set[str]] = {}
+    for _path, command in LEAVES:
+        for option in _options(command):
+            envvars = [option.envvar] if isinstance(option.envvar, str) else list(option.envvar or [])
+            for envvar in envvars:
+                names.setdefault(envvar, set()).add(_long(option))
+    assert {v: sorted(n) for v, n in names.items() if len(n) > 1} == {}
+
+
 def test_options_backed_by_a_variable_name_it_at_the_end_of_their_help() -> None:
     bad = []
     for path, command in LEAVES:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from gitlab_mci.cli.options import FILE
+from gitlab_mci.cli.options import FILE, project_option
 from gitlab_mci.errors import UserError
 
 
@@ -41,7 +41,7 @@ def _emit(values: dict[str, str], fmt: str, dotenv: Path | None) -> None:
             fh.writelines(line + "\n" for line in env_lines(values, "dotenv"))
 
 
-def _key_file_fallback(key_file: Path | None, gcp_project: str | None, fmt: str, dotenv: Path | None,
+def _key_file_fallback(key_file: Path | None, project: str | None, fmt: str, dotenv: Path | None,
                        reason: str) -> None:
     from gitlab_mci import auth
 
@@ -56,8 +56,8 @@ def _key_file_fallback(key_file: Path | None, gcp_project: str | None, fmt: str,
     click.echo(f"{info.describe()}; google-auth loads it as {loaded}", err=True)
     values = {"GOOGLE_APPLICATION_CREDENTIALS": str(path.resolve()),
               "CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE": str(path.resolve())}
-    if gcp_project or info.project:
-        values["GOOGLE_CLOUD_PROJECT"] = str(gcp_project or info.project)
+    if project or info.project:
+        values["GOOGLE_CLOUD_PROJECT"] = str(project or info.project)
     _emit(values, fmt, dotenv)
 
 
@@ -73,9 +73,6 @@ key_file_option = click.option(
     "--key-file", type=FILE, default=None,
     help="Credentials JSON: service_account or external_account, e.g. a File-type CI/CD variable "
          "[env: GOOGLE_APPLICATION_CREDENTIALS].")
-gcp_project_option = click.option("--gcp-project", envvar="GOOGLE_CLOUD_PROJECT", default=None,
-                                  help="Google Cloud project ID to export as GOOGLE_CLOUD_PROJECT "
-                                       "[env: GOOGLE_CLOUD_PROJECT].")
 
 
 @command.command("gitlab-oidc")
@@ -99,12 +96,12 @@ gcp_project_option = click.option("--gcp-project", envvar="GOOGLE_CLOUD_PROJECT"
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to write the token and credentials files (default: a private directory in $TMPDIR).")
 @key_file_option
-@gcp_project_option
+@project_option
 @format_option
 @dotenv_option
 def gitlab_oidc(token_env: str, project_number: str | None, pool: str | None, provider: str | None,
                 audience: str | None, service_account: str | None, expect_aud: str | None, directory: Path | None,
-                key_file: Path | None, gcp_project: str | None, fmt: str, dotenv: Path | None) -> None:
+                key_file: Path | None, project: str | None, fmt: str, dotenv: Path | None) -> None:
     """Write Google credentials from the GitLab ID token and print GOOGLE_APPLICATION_CREDENTIALS=… lines.
 
     \b
@@ -116,14 +113,15 @@ def gitlab_oidc(token_env: str, project_number: str | None, pool: str | None, pr
         - eval "$(gitlab-mci auth gitlab-oidc --format export)"
 
     Without the token variable, falls back to --key-file or GOOGLE_APPLICATION_CREDENTIALS (validated).
-    --format export prints `export KEY=value` lines for eval; --dotenv also appends them to a dotenv report.
+    --project is exported as GOOGLE_CLOUD_PROJECT for the job's later commands. --format export prints
+    `export KEY=value` lines for eval; --dotenv also appends them to a dotenv report.
     """
     from gitlab_mci import auth
 
     token = os.environ.get(token_env)
     if not token:
         _key_file_fallback(
-            key_file, gcp_project, fmt, dotenv,
+            key_file, project, fmt, dotenv,
             reason=f"{token_env} is not set: add `id_tokens: {{{token_env}: {{aud: …}}}}` to the job, or give "
                    "--key-file / GOOGLE_APPLICATION_CREDENTIALS")
         click.echo(f"gitlab-mci: {token_env} is not set; used the key file instead", err=True)
@@ -148,8 +146,8 @@ def gitlab_oidc(token_env: str, project_number: str | None, pool: str | None, pr
         # gcloud reads the same file through this variable.
         "CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE": str(written.credentials_file),
     }
-    if gcp_project:
-        values["GOOGLE_CLOUD_PROJECT"] = gcp_project
+    if project:
+        values["GOOGLE_CLOUD_PROJECT"] = project
     _emit(values, fmt, dotenv)
 
 
