@@ -270,3 +270,22 @@ def test_output_option_is_a_format_not_a_file(project: Path, capsys: pytest.Capt
     for command in ("values", "extra-args"):
         code, out, _ = _run(["helm", command, "--help"], capsys)
         assert code == 0 and "--values-file FILE" in out and "--deploy-values-file FILE" in out
+
+
+def test_values_written_into_auto_deploys_own_file_are_regenerated_but_never_silently_overridden(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Some projects write `helm values` straight into .gitlab/auto-deploy-values.yaml, which the deploy passes."""
+    deploy = project / ".gitlab" / "auto-deploy-values.yaml"
+    code, _, err = _run(["helm", "values", "--values-file", str(deploy), "--node-port", "31000"], capsys)
+    assert code == 0, err
+    # Writing it again with another port: that file is ours here, so it is not read as the user's.
+    code, _, err = _run(["helm", "values", "--values-file", ".gitlab/auto-deploy-values.yaml", "--node-port",
+                         "31001"], capsys)
+    assert code == 0, err
+    assert yaml.safe_load(deploy.read_text())["service"]["nodePort"] == 31001
+    # extra-args without that file as --values-file: the deploy will pass it, so its 31001 is the user's value.
+    code, _, err = _run(["helm", "extra-args"], capsys)
+    assert code == 1
+    assert "gitlab-mci: error: .gitlab/auto-deploy-values.yaml (the values file auto-deploy passes) sets " \
+           "service.nodePort=31001, but gitlab-mci pins node port 30999 unless told otherwise" in err

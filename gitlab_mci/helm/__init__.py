@@ -237,18 +237,6 @@ def _lookup(values: dict[str, Any], key: str) -> tuple[bool, Any]:
     return True, node
 
 
-_HEADER = "# Helm values for GitLab's auto-deploy-app chart, written by `gitlab-mci helm values`."
-
-
-def is_our_rendering(path: str | Path) -> bool:
-    """Whether the file is a values file `gitlab-mci helm values` wrote (its first line says so)."""
-    try:
-        with open(path) as f:
-            return f.readline().rstrip("\n") == _HEADER
-    except OSError:
-        return False
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # The user's own values for the keys gitlab-mci sets
 
@@ -268,9 +256,9 @@ def user_values(existing: str, deploy_values_file: str | Path | None, ours: str 
     """Every value the user's inputs give a key gitlab-mci sets, in Helm's order of precedence (the last wins).
 
     Inputs: ``deploy_values_file`` when it exists (auto-deploy passes it before the extra arguments), then the
-    ``--values``/``-f`` files and ``--set*`` flags of ``existing``. Our own values file (``ours``, or any file
-    `gitlab-mci helm values` wrote) is not the user's and is skipped. A ``--values`` file that does not exist is an
-    error, as it is for Helm.
+    ``--values``/``-f`` files and ``--set*`` flags of ``existing``. Our own values file (``ours``) is not the user's
+    and is skipped; any other file counts, even one an earlier `helm values` wrote, since the deploy will use it.
+    A ``--values`` file that does not exist is an error, as it is for Helm.
     """
     found: list[Found] = []
 
@@ -281,15 +269,14 @@ def user_values(existing: str, deploy_values_file: str | Path | None, ours: str 
             if present:
                 found.append(Found(key, value, source, shared=shared))
 
-    if deploy_values_file and Path(deploy_values_file).is_file() and not _same_file(deploy_values_file, ours) \
-            and not is_our_rendering(deploy_values_file):
+    if deploy_values_file and Path(deploy_values_file).is_file() and not _same_file(deploy_values_file, ours):
         from_file(str(deploy_values_file), f"{deploy_values_file} (the values file auto-deploy passes)", True)
     sets: list[Found] = []
     for arg in _parse(split_words(existing)):
         if arg.value is None:
             continue
         if arg.flag in _VALUES_FLAGS:
-            if _same_file(arg.value, ours) or is_our_rendering(arg.value):
+            if _same_file(arg.value, ours):
                 continue
             if not Path(arg.value).is_file():
                 raise UserError(f"HELM_UPGRADE_EXTRA_ARGS: `{' '.join(arg.words)}`: no file {arg.value} here "
