@@ -51,19 +51,19 @@ def _settings(node_port: str | None, service_port: str | None, internal_port: st
 
 
 _common = [
-    click.option("--node-port", envvar="MCI_NODE_PORT", default=None,
+    click.option("--node-port", envvar="MCI_NODE_PORT", default=None, metavar="PORT",
                  help=f"Node port pinned in every cluster, {NODE_PORT_MIN}-{NODE_PORT_MAX}; default "
                       f"{DEFAULT_NODE_PORT}, the same as `nodeport pin` [env: MCI_NODE_PORT]."),
-    click.option("--service-port", envvar="MCI_SERVICE_PORT", default=None,
+    click.option("--service-port", envvar="MCI_SERVICE_PORT", default=None, metavar="PORT",
                  help=f"The Service's port, the chart's service.externalPort; default: your values' "
                       f"service.externalPort, else {CHART_PORT} [env: MCI_SERVICE_PORT]."),
-    click.option("--internal-port", envvar="MCI_INTERNAL_PORT", default=None,
+    click.option("--internal-port", envvar="MCI_INTERNAL_PORT", default=None, metavar="PORT",
                  help="The container port, service.internalPort; default: your values' service.internalPort, "
                       f"else the --service-port given, else {CHART_PORT} [env: MCI_INTERNAL_PORT]."),
     click.option("--disable-ingress/--keep-ingress", envvar="MCI_DISABLE_INGRESS", default=False,
                  show_default=True,
                  help="Turn off the chart's nginx Ingress for this app [env: MCI_DISABLE_INGRESS]."),
-    click.option("--existing", envvar="HELM_UPGRADE_EXTRA_ARGS", default="", show_default=False,
+    click.option("--existing", envvar="HELM_UPGRADE_EXTRA_ARGS", default="", show_default=False, metavar="ARGS",
                  help="Your Helm arguments: their --values/-f files and --set flags are read, and kept by "
                       "`extra-args` [env: HELM_UPGRADE_EXTRA_ARGS]."),
     click.option("--deploy-values-file", envvar="HELM_UPGRADE_VALUES_FILE", default=DEPLOY_VALUES_FILE,

@@ -74,13 +74,14 @@ def command() -> None:
 @service_option
 @port_option("pin")
 @click.option("--node-port", envvar="MCI_NODE_PORT", default=str(DEFAULT_NODE_PORT), show_default=True,
+              metavar="PORT|auto",
               help=f"The node port to pin ({NODE_PORT_MIN}-{NODE_PORT_MAX}), the same as `helm values` and `helm "
                    "extra-args` use; `auto`: the one the Service already uses in every cluster of --auto-contexts "
                    "if no other Service holds it there, else the lowest port free in all of them "
                    "[env: MCI_NODE_PORT].")
-@click.option("--auto-contexts", "auto_contexts", multiple=True, envvar="MCI_CONTEXTS",
+@click.option("--auto-contexts", "auto_contexts", multiple=True, envvar="MCI_CONTEXTS", metavar="CONTEXTS",
               help="With --node-port auto: every production cluster's context, so that each pin job chooses the "
-                   "same port; repeat or comma-separate. Default: every context of the kubeconfig "
+                   "same port; repeat or comma-separate; default: every context of the kubeconfig "
                    "[env: MCI_CONTEXTS].")
 @kubeconfig_option
 @click.option("--timeout", type=float, default=60.0, show_default=True,
@@ -106,12 +107,13 @@ def pin_cmd(context: str | None, release: str | None, namespace: str, service: s
 
 @command.command("verify")
 @click.option("--context", "contexts", multiple=True, envvar="MCI_CONTEXTS",
-              help="Contexts to check; repeat or comma-separate [env: MCI_CONTEXTS]. Default: every context.")
+              help="Contexts to check; repeat or comma-separate; default: every context of the kubeconfig "
+                   "[env: MCI_CONTEXTS].")
 @release_option
 @namespace_option
 @service_option
 @port_option("check")
-@click.option("--node-port", envvar="MCI_NODE_PORT", default=None,
+@click.option("--node-port", envvar="MCI_NODE_PORT", default=None, metavar="PORT|auto",
               help=f"The node port every Service must use ({NODE_PORT_MIN}-{NODE_PORT_MAX}), or `auto`: any, as long "
                    f"as each Service has the same in every cluster. Default: {DEFAULT_NODE_PORT} (as `helm values` "
                    "pins), or `auto` with --ingress (its Services cannot share a node port) [env: MCI_NODE_PORT].")
@@ -149,7 +151,8 @@ def verify_cmd(contexts: tuple[str, ...], release: str | None, namespace: str, s
 
 @command.command("choose")
 @click.option("--context", "contexts", multiple=True, envvar="MCI_CONTEXTS",
-              help="Contexts to consider; repeat or comma-separate [env: MCI_CONTEXTS]. Default: every context.")
+              help="Contexts to consider; repeat or comma-separate; default: every context of the kubeconfig "
+                   "[env: MCI_CONTEXTS].")
 @kubeconfig_option
 def choose_cmd(contexts: tuple[str, ...], kubeconfig: Path | None) -> None:
     """Print the lowest node port that is free in every given cluster."""

@@ -22,7 +22,7 @@ from gitlab_mci.helm import DEPLOY_VALUES_FILE
                    "HELM_UPGRADE_VALUES_FILE, else .gitlab/auto-deploy-values.yaml, when it exists, like the deploy "
                    "script).")
 @click.option("--extra-args", envvar="HELM_UPGRADE_EXTRA_ARGS", default="",
-              help="Helm arguments as the deploy script passes them (--values/-f and --set are honoured) "
+              help="Helm arguments as the deploy script passes them (--values/-f and the --set flags are honoured) "
                    "[env: HELM_UPGRADE_EXTRA_ARGS].")
 @click.option("--track", default="stable", show_default=True, help="application.track (stable or canary).")
 @click.option("--replicas", type=int, help="replicaCount (default: the values', else 1).")
