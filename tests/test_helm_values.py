@@ -289,3 +289,17 @@ def test_values_written_into_auto_deploys_own_file_are_regenerated_but_never_sil
     assert code == 1
     assert "gitlab-mci: error: .gitlab/auto-deploy-values.yaml (the values file auto-deploy passes) sets " \
            "service.nodePort=31001, but gitlab-mci pins node port 30999 unless told otherwise" in err
+
+
+def test_a_hand_written_values_file_passed_as_ours_is_checked_only_for_what_it_says(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "nodeport.yaml").write_text("service:\n  type: NodePort\n  nodePort: 30999\n")
+    code, out, err = _run(["helm", "extra-args", "--values-file", "nodeport.yaml"], capsys)
+    assert code == 0, err
+    assert out.strip() == "--values nodeport.yaml --set service.type=NodePort --set service.nodePort=30999"
+    # A file from an earlier --disable-ingress run would still turn the Ingress off: refused.
+    assert _run(["helm", "values", "--values-file", "mci.yaml", "--disable-ingress"], capsys)[0] == 0
+    code, _, err = _run(["helm", "extra-args", "--values-file", "mci.yaml"], capsys)
+    assert code == 1
+    assert "mci.yaml has ingress.enabled=false, but with these inputs it should have no ingress.enabled" in err

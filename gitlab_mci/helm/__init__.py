@@ -381,7 +381,8 @@ def resolve(request: Request, found: list[Found]) -> tuple[HelmSettings, list[st
 
 
 def check_values_file(settings: HelmSettings) -> None:
-    """Our values file, when it exists, must say what the settings say (it comes after the user's files)."""
+    """Our values file, when it exists, must not say other than the settings (it comes after the user's files, so
+    it would win); a key it leaves out is left to the user's values and our --set words."""
     path = settings.values_file
     if not path or not Path(path).is_file():
         return
@@ -390,9 +391,9 @@ def check_values_file(settings: HelmSettings) -> None:
     for key in KEYS:
         has, value = _lookup(doc, key)
         wanted, expected = _lookup(want, key)
-        if has != wanted or (has and not _same(value, expected)):
-            shown = f"{key}={value}" if has else f"no {key}"
-            should = f"{key}={expected}" if wanted else f"no {key}"
+        if has and (not wanted or not _same(value, expected)):
+            shown = f"{key}={_norm(value)}"
+            should = f"{key}={_norm(expected)}" if wanted else f"no {key}"
             raise UserError(f"{path} has {shown}, but with these inputs it should have {should}; write it again "
                             f"with `gitlab-mci helm values --values-file {path}` and the same inputs")
 
