@@ -53,8 +53,9 @@ def _is_not_found(exc: Exception) -> bool:
     return getattr(exc, "status", None) == 404
 
 
-def find_service(cluster: Cluster, ref: ServiceRef) -> dict[str, Any] | None:
-    """The Service as a dict (``None`` when absent); a missing namespace is an error of its own."""
+def find_service(cluster: Cluster, ref: ServiceRef, *, namespace_may_be_missing: bool = False) -> dict[str, Any] | None:
+    """The Service as a dict (``None`` when absent); a missing namespace is an error of its own unless
+    ``namespace_may_be_missing`` (then ``None``)."""
     from kubernetes.client.exceptions import ApiException
 
     names = [ref.name] if ref.name else [f"{ref.release}-auto-deploy"]
@@ -70,6 +71,8 @@ def find_service(cluster: Cluster, ref: ServiceRef) -> dict[str, Any] | None:
         cluster.call(f"read namespace {ref.namespace}", cluster.core.read_namespace, ref.namespace)
     except ApiException as exc:
         if _is_not_found(exc):
+            if namespace_may_be_missing:
+                return None
             raise UserError(
                 f"namespace {ref.namespace!r} does not exist in context {cluster.context!r} "
                 "(check KUBE_NAMESPACE / --namespace)"
@@ -225,7 +228,8 @@ def choose_auto(clusters: Sequence[Cluster], ref: ServiceRef) -> tuple[int, str]
     """
 
     def survey(cluster: Cluster) -> tuple[int | None, set[int]]:
-        svc = find_service(cluster, ref)
+        # A cluster the app has not reached yet (not even its namespace) still has ports other Services hold.
+        svc = find_service(cluster, ref, namespace_may_be_missing=True)
         if svc is None:
             return None, used_node_ports(cluster)
         where = f"context {cluster.context!r}: Service {svc['metadata']['namespace']}/{svc['metadata']['name']}"

@@ -339,3 +339,24 @@ def test_verify_help_says_check_not_pin(capsys: pytest.CaptureFixture[str]) -> N
     assert "Default: 30999" in " ".join(out.split())
     code, out, _ = run_cli(["nodeport", "pin", "--help"], capsys)
     assert "Service port (name or number) to pin" in " ".join(out.split()) and "[default: 30999]" in out
+
+
+def test_pin_auto_before_the_app_reached_every_cluster_counts_their_ports_all_the_same(
+    clusters: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prod2 has not been deployed to yet (no namespace `shop` there): its other Services' ports still count."""
+    monkeypatch.delenv("MCI_CONTEXTS", raising=False)
+    c = clusters("prod1", "prod2")
+    c.servers["prod1"].seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
+    c.add_app_service("prod1", release="shop", namespace="shop", node_port=31500)
+    c.add_app_service("prod1", release="a", node_port=30000)
+    c.add_app_service("prod2", release="b", node_port=30001)
+    code, out, err = run_cli(["nodeport", "pin", "--context", "prod1", "--release", "shop", "-n", "shop",
+                              "--node-port", "auto"], capsys)
+    assert code == 0, err
+    assert "node port auto: 31500, the one the Service already uses, free in all of prod1, prod2" in err
+    c.add_app_service("prod2", release="c", node_port=31500)
+    code, out, err = run_cli(["nodeport", "pin", "--context", "prod1", "--release", "shop", "-n", "shop",
+                              "--node-port", "auto"], capsys)
+    assert code == 0, err
+    assert "now uses node port 30002" in out
