@@ -142,10 +142,10 @@ def _assignments(value: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def upgrade_inputs(args: str) -> tuple[list[str], list[tuple[str, str]]]:
-    """The ``--values`` files and ``--set`` assignments in a Helm command line, in order (for the deploy stand-in)."""
+def upgrade_inputs(args: str) -> tuple[list[str], list[tuple[str, Any]]]:
+    """The ``--values`` files and ``--set*`` assignments (typed as Helm types them) of a Helm command line, in order."""
     files: list[str] = []
-    sets: list[tuple[str, str]] = []
+    sets: list[tuple[str, Any]] = []
     for arg in _parse(split_words(args)):
         if arg.flag in _VALUES_FLAGS and arg.value is not None:
             files.append(arg.value)
