@@ -230,7 +230,7 @@ def _story(sim: Any, tmp: Path, out: Output, report: Report, requests: int,
         with out.step(report, f"pipeline, environment {env}: values, HELM_UPGRADE_EXTRA_ARGS, deploy, pin") as step:
             os.environ.update({"KUBE_CONTEXT": env, "CI_ENVIRONMENT_SLUG": env, "HELM_RELEASE_NAME": RELEASE,
                                "MCI_NODE_PORT": NODE_PORT, "KUBE_NAMESPACE": "default"})
-            _must(["helm", "values", "-o", str(values)], out)
+            _must(["helm", "values", "--values-file", str(values)], out)
             extra = _must(["helm", "extra-args", "--values-file", str(values), "--existing", "--atomic"], out).strip()
             _must(["sim", "deploy", "--extra-args", extra], out)
             _must(["nodeport", "pin"], out)

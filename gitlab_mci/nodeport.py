@@ -53,8 +53,9 @@ def _is_not_found(exc: Exception) -> bool:
     return getattr(exc, "status", None) == 404
 
 
-def find_service(cluster: Cluster, ref: ServiceRef) -> dict[str, Any] | None:
-    """The Service as a dict (``None`` when absent); a missing namespace is an error of its own."""
+def find_service(cluster: Cluster, ref: ServiceRef, *, namespace_may_be_missing: bool = False) -> dict[str, Any] | None:
+    """The Service as a dict (``None`` when absent); a missing namespace is an error of its own unless
+    ``namespace_may_be_missing`` (then ``None``)."""
     from kubernetes.client.exceptions import ApiException
 
     names = [ref.name] if ref.name else [f"{ref.release}-auto-deploy"]
@@ -70,6 +71,8 @@ def find_service(cluster: Cluster, ref: ServiceRef) -> dict[str, Any] | None:
         cluster.call(f"read namespace {ref.namespace}", cluster.core.read_namespace, ref.namespace)
     except ApiException as exc:
         if _is_not_found(exc):
+            if namespace_may_be_missing:
+                return None
             raise UserError(
                 f"namespace {ref.namespace!r} does not exist in context {cluster.context!r} "
                 "(check KUBE_NAMESPACE / --namespace)"
@@ -195,18 +198,51 @@ def verify(clusters: Sequence[Cluster], refs: Sequence[ServiceRef], node_port: i
     return flat
 
 
-def used_node_ports(cluster: Cluster) -> set[int]:
+def used_node_ports(cluster: Cluster, except_uid: str | None = None) -> set[int]:
+    """Node ports Services use in the cluster, but for the Service with UID ``except_uid`` (the one being pinned)."""
     services = cluster.call("list Services", cluster.core.list_service_for_all_namespaces).items
-    return {p.node_port for s in services for p in (s.spec.ports or []) if p.node_port}
+    return {p.node_port for s in services if except_uid is None or s.metadata.uid != except_uid
+            for p in (s.spec.ports or []) if p.node_port}
 
 
 def choose_free(clusters: Sequence[Cluster], low: int = NODE_PORT_MIN, high: int = NODE_PORT_MAX) -> int:
     """The lowest node port free in every cluster."""
     used = set().union(*parallel(clusters, used_node_ports)) if clusters else set()
+    return _lowest_free(used, clusters, low, high)
+
+
+def _lowest_free(used: set[int], clusters: Sequence[Cluster], low: int, high: int) -> int:
     for port in range(low, high + 1):
         if port not in used:
             return port
     raise UserError(f"no node port in {low}-{high} is free in all of {', '.join(c.context for c in clusters)}")
+
+
+def choose_auto(clusters: Sequence[Cluster], ref: ServiceRef) -> tuple[int, str]:
+    """The node port ``--node-port auto`` means for the app's Service: the same answer in every one of ``clusters``.
+
+    The port the Service already uses in every cluster where it exists, when no other Service holds it in any of
+    them (so a re-run changes nothing); else the lowest port free of other Services in all of them. Either answer
+    stays the answer once some clusters are pinned to it, so per-cluster jobs agree whatever their order. Returns the
+    port and why it was chosen.
+    """
+
+    def survey(cluster: Cluster) -> tuple[int | None, set[int]]:
+        # A cluster the app has not reached yet (not even its namespace) still has ports other Services hold.
+        svc = find_service(cluster, ref, namespace_may_be_missing=True)
+        if svc is None:
+            return None, used_node_ports(cluster)
+        where = f"context {cluster.context!r}: Service {svc['metadata']['namespace']}/{svc['metadata']['name']}"
+        current = serving_port(svc, ref.port, where).get("nodePort")
+        return current, used_node_ports(cluster, svc["metadata"].get("uid"))
+
+    surveys = parallel(clusters, survey)
+    used: set[int] = set().union(*(u for _, u in surveys)) if surveys else set()
+    names = ", ".join(sorted(c.context for c in clusters))
+    current = {p for p, _ in surveys if p is not None}
+    if len(current) == 1 and (port := next(iter(current))) not in used:
+        return port, f"the one the Service already uses, free in all of {names}"
+    return _lowest_free(used, clusters, NODE_PORT_MIN, NODE_PORT_MAX), f"the lowest free in all of {names}"
 
 
 def parallel(items: Sequence[I], fn: Callable[[I], T]) -> list[T]:

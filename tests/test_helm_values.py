@@ -13,6 +13,7 @@ import yaml
 from gitlab_mci.cli import main
 from gitlab_mci.errors import UserError
 from gitlab_mci.helm import HelmSettings, extra_args, render_values, split_words
+from gitlab_mci.sim.autodeploy import values_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,7 +110,7 @@ def test_cli_errors_are_one_line(args: list[str], message: str, capsys: pytest.C
 
 def test_values_to_a_file(tmp_path: Path) -> None:
     out = tmp_path / "sub" / "v.yaml"
-    main(["helm", "values", "-o", str(out), "--node-port", "30100"])
+    main(["helm", "values", "--values-file", str(out), "--node-port", "30100"])
     assert yaml.safe_load(out.read_text())["service"]["nodePort"] == 30100
 
 
@@ -120,3 +121,185 @@ def test_helm_commands_import_no_google_module() -> None:
             "print('GOOGLE', sorted(m for m in sys.modules if m.startswith('google')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "GOOGLE []" in out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The user's own values are read, carried over, and never silently overridden (issue 12, item 4)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project checkout as the current directory, with none of the CI variables set."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("HELM_UPGRADE_EXTRA_ARGS", "HELM_UPGRADE_VALUES_FILE", "MCI_NODE_PORT", "MCI_SERVICE_PORT",
+                "MCI_INTERNAL_PORT", "MCI_VALUES_FILE", "MCI_DISABLE_INGRESS"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+RECIPE_VALUES = "service:\n  type: NodePort\n  externalPort: 8080\n  internalPort: 8080\n"
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from tests.cli_helpers import run_cli
+
+    return run_cli(args, capsys)
+
+
+@pytest.mark.parametrize("where", ["--values", "-f", "--values=", "deploy-values-file", "HELM_UPGRADE_VALUES_FILE"])
+def test_recipe_values_yaml_on_8080_keeps_its_ports_after_extra_args(
+    where: str, project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recipe's values.yaml sets 8080; our values file (5000 by default) used to come last and win."""
+    existing = "--atomic"
+    if where in ("--values", "-f"):
+        (project / "values.yaml").write_text(RECIPE_VALUES)
+        existing = f"--atomic {where} values.yaml"
+    elif where == "--values=":
+        (project / "values.yaml").write_text(RECIPE_VALUES)
+        existing = "--atomic --values=values.yaml"
+    elif where == "deploy-values-file":
+        (project / ".gitlab").mkdir()
+        (project / ".gitlab" / "auto-deploy-values.yaml").write_text(RECIPE_VALUES)
+    else:
+        (project / "mine.yaml").write_text(RECIPE_VALUES)
+        monkeypatch.setenv("HELM_UPGRADE_VALUES_FILE", "mine.yaml")
+    monkeypatch.setenv("HELM_UPGRADE_EXTRA_ARGS", existing)
+    code, _, err = _run(["helm", "values", "--values-file", ".gitlab/mci-values.yaml"], capsys)
+    assert code == 0, err
+    assert yaml.safe_load((project / ".gitlab" / "mci-values.yaml").read_text())["service"] == {
+        "type": "NodePort", "externalPort": 8080, "internalPort": 8080, "nodePort": 30999}
+    code, out, err = _run(["helm", "extra-args", "--values-file", ".gitlab/mci-values.yaml"], capsys)
+    assert code == 0, err
+    assert "keeping service.externalPort=8080 from" in err and "keeping service.internalPort=8080 from" in err
+    files = ["mine.yaml"] if where == "HELM_UPGRADE_VALUES_FILE" else []
+    resolved = values_for(out.strip(), files)
+    assert resolved["service"] == {**resolved["service"], "type": "NodePort", "nodePort": 30999,
+                                   "externalPort": 8080, "internalPort": 8080}
+
+
+def test_set_flags_on_8080_are_carried_into_the_values_file(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    existing = "--set service.externalPort=8080,service.internalPort=8081"
+    code, out, err = _run(["helm", "values", "--existing", existing], capsys)
+    assert code == 0, err
+    assert yaml.safe_load(out)["service"]["externalPort"] == 8080
+    assert yaml.safe_load(out)["service"]["internalPort"] == 8081
+    assert f"keeping service.externalPort=8080 from `{existing}` in HELM_UPGRADE_EXTRA_ARGS" in err
+
+
+def test_user_node_port_31000_against_an_asked_30999_is_refused_naming_the_file(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "values.yaml").write_text("service:\n  type: NodePort\n  nodePort: 31000\n")
+    for command in ("values", "extra-args"):
+        code, out, err = _run(["helm", command, "--node-port", "30999", "--existing", "-f values.yaml"], capsys)
+        assert code == 1 and out == ""
+        assert err.splitlines() == [
+            "gitlab-mci: error: values.yaml (`-f values.yaml` in HELM_UPGRADE_EXTRA_ARGS) sets service.nodePort=31000, "
+            "but gitlab-mci was asked for service.nodePort=30999 (--node-port / MCI_NODE_PORT); make them agree"]
+    # Not asked: the default 30999 would silently differ from what `nodeport pin` pins; say how to choose.
+    code, _, err = _run(["helm", "extra-args", "--existing", "-f values.yaml"], capsys)
+    assert code == 1
+    assert "sets service.nodePort=31000, but gitlab-mci pins node port 30999 unless told otherwise; pass " \
+           "--node-port 31000 (MCI_NODE_PORT=31000)" in err
+    code, out, err = _run(["helm", "extra-args", "--node-port", "31000", "--existing", "-f values.yaml"], capsys)
+    assert code == 0, err
+    assert out.strip() == "-f values.yaml --set service.type=NodePort --set service.nodePort=31000"
+
+
+def test_user_port_against_an_asked_service_port_is_refused(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / ".gitlab").mkdir()
+    (project / ".gitlab" / "auto-deploy-values.yaml").write_text(RECIPE_VALUES)
+    code, _, err = _run(["helm", "extra-args", "--service-port", "5000"], capsys)
+    assert code == 1
+    assert err.splitlines() == [
+        "gitlab-mci: error: .gitlab/auto-deploy-values.yaml (the values file auto-deploy passes) sets "
+        "service.externalPort=8080, but gitlab-mci was asked for service.externalPort=5000 "
+        "(--service-port / MCI_SERVICE_PORT); make them agree"]
+
+
+def test_a_shared_deploy_values_file_with_clusterip_is_overridden_out_loud(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """auto-deploy passes .gitlab/auto-deploy-values.yaml to every environment: ClusterIP there is for staging."""
+    (project / ".gitlab").mkdir()
+    (project / ".gitlab" / "auto-deploy-values.yaml").write_text("service:\n  type: ClusterIP\n")
+    code, out, err = _run(["helm", "extra-args"], capsys)
+    assert code == 0, err
+    assert "overriding service.type=ClusterIP from .gitlab/auto-deploy-values.yaml" in err
+    assert out.strip() == "--set service.type=NodePort --set service.nodePort=30999"
+    # The same in a values file of this environment's HELM_UPGRADE_EXTRA_ARGS is a contradiction.
+    (project / "prod.yaml").write_text("service:\n  type: ClusterIP\n")
+    code, _, err = _run(["helm", "extra-args", "--existing", "--values prod.yaml"], capsys)
+    assert code == 1 and "prod.yaml (`--values prod.yaml` in HELM_UPGRADE_EXTRA_ARGS) sets service.type=ClusterIP" in err
+
+
+def test_a_stale_values_file_from_helm_values_is_refused(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(["helm", "values", "--values-file", "mci.yaml"], capsys)[0] == 0  # 5000, before values.yaml existed
+    (project / "values.yaml").write_text(RECIPE_VALUES)
+    code, _, err = _run(["helm", "extra-args", "--values-file", "mci.yaml", "--existing", "--values values.yaml"],
+                        capsys)
+    assert code == 1
+    assert "mci.yaml has service.externalPort=5000, but with these inputs it should have service.externalPort=8080" in err
+
+
+def test_a_missing_user_values_file_is_one_line(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(["helm", "extra-args", "--existing", "--values nowhere.yaml"], capsys)
+    assert code == 1
+    assert err.splitlines() == ["gitlab-mci: error: HELM_UPGRADE_EXTRA_ARGS: `--values nowhere.yaml`: no file "
+                                "nowhere.yaml here (Helm would fail too); run gitlab-mci from the repository's root"]
+
+
+def test_extra_args_with_user_values_are_idempotent(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "values.yaml").write_text(RECIPE_VALUES)
+    args = ["helm", "extra-args", "--values-file", "mci.yaml", "--disable-ingress"]
+    assert _run(["helm", "values", "--values-file", "mci.yaml", "--disable-ingress", "--existing", "-f values.yaml"],
+                capsys)[0] == 0
+    code, once, err = _run([*args, "--existing", "-f values.yaml"], capsys)
+    assert code == 0, err
+    code, twice, err = _run([*args, "--existing", once.strip()], capsys)
+    assert code == 0, err
+    assert twice == once == "-f values.yaml --values mci.yaml --set service.type=NodePort " \
+                            "--set service.nodePort=30999 --set ingress.enabled=false\n"
+
+
+def test_output_option_is_a_format_not_a_file(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`-o FILE` used to write a file; -o is only ever an output format in gitlab-mci."""
+    code, _, _ = _run(["helm", "values", "-o", "v.yaml"], capsys)
+    assert code == 2 and not (project / "v.yaml").exists()
+    for command in ("values", "extra-args"):
+        code, out, _ = _run(["helm", command, "--help"], capsys)
+        assert code == 0 and "--values-file FILE" in out and "--deploy-values-file FILE" in out
+
+
+def test_values_written_into_auto_deploys_own_file_are_regenerated_but_never_silently_overridden(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Some projects write `helm values` straight into .gitlab/auto-deploy-values.yaml, which the deploy passes."""
+    deploy = project / ".gitlab" / "auto-deploy-values.yaml"
+    code, _, err = _run(["helm", "values", "--values-file", str(deploy), "--node-port", "31000"], capsys)
+    assert code == 0, err
+    # Writing it again with another port: that file is ours here, so it is not read as the user's.
+    code, _, err = _run(["helm", "values", "--values-file", ".gitlab/auto-deploy-values.yaml", "--node-port",
+                         "31001"], capsys)
+    assert code == 0, err
+    assert yaml.safe_load(deploy.read_text())["service"]["nodePort"] == 31001
+    # extra-args without that file as --values-file: the deploy will pass it, so its 31001 is the user's value.
+    code, _, err = _run(["helm", "extra-args"], capsys)
+    assert code == 1
+    assert "gitlab-mci: error: .gitlab/auto-deploy-values.yaml (the values file auto-deploy passes) sets " \
+           "service.nodePort=31001, but gitlab-mci pins node port 30999 unless told otherwise" in err
+
+
+def test_a_hand_written_values_file_passed_as_ours_is_checked_only_for_what_it_says(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "nodeport.yaml").write_text("service:\n  type: NodePort\n  nodePort: 30999\n")
+    code, out, err = _run(["helm", "extra-args", "--values-file", "nodeport.yaml"], capsys)
+    assert code == 0, err
+    assert out.strip() == "--values nodeport.yaml --set service.type=NodePort --set service.nodePort=30999"
+    # A file from an earlier --disable-ingress run would still turn the Ingress off: refused.
+    assert _run(["helm", "values", "--values-file", "mci.yaml", "--disable-ingress"], capsys)[0] == 0
+    code, _, err = _run(["helm", "extra-args", "--values-file", "mci.yaml"], capsys)
+    assert code == 1
+    assert "mci.yaml has ingress.enabled=false, but with these inputs it should have no ingress.enabled" in err

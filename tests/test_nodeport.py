@@ -68,16 +68,34 @@ def test_pin_refuses_a_port_held_by_another_service_and_writes_nothing(
     assert node_port_of(c.service("prod1", "app-auto-deploy")) == 31000
 
 
-def test_pin_auto_chooses_the_lowest_free_port(clusters: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    c = clusters("prod1")
+def test_pin_auto_chooses_the_lowest_free_port_when_the_clusters_disagree(
+    clusters: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MCI_CONTEXTS", raising=False)
+    c = clusters("prod1", "prod2")
     c.add_app_service("prod1", release="a", node_port=30000)
     c.add_app_service("prod1", release="b", node_port=30001)
     c.add_app_service("prod1", release="app", node_port=32000)
+    c.add_app_service("prod2", release="app", node_port=32001)
     code, _, err = run_cli(["nodeport", "pin", "--context", "prod1", "--release", "app", "--node-port", "auto"],
                              capsys)
     assert code == 0, err
-    assert "chose node port 30002" in err
+    assert "node port auto: 30002, the lowest free in all of prod1, prod2" in err
     assert node_port_of(c.service("prod1", "app-auto-deploy")) == 30002
+    # Another Service takes 30002 in prod2: the app moves to 30003 in both, and then stays there.
+    c.add_app_service("prod2", release="a", node_port=30002)
+    code, _, err = run_cli(["nodeport", "pin", "--context", "prod2", "--release", "app", "--node-port", "auto"],
+                           capsys)
+    assert code == 0, err
+    assert "node port auto: 30003, the lowest free in all of prod1, prod2" in err
+    code, out, err = run_cli(["nodeport", "pin", "--context", "prod1", "--release", "app", "--node-port", "auto"],
+                             capsys)
+    assert "node port auto: 30003, the lowest free in all of prod1, prod2" in err
+    assert "now uses node port 30003" in out
+    code, out, err = run_cli(["nodeport", "pin", "--context", "prod2", "--release", "app", "--node-port", "auto"],
+                             capsys)
+    assert "node port auto: 30003, the one the Service already uses, free in all of prod1, prod2" in err
+    assert "already uses node port 30003" in out
 
 
 def test_choose_finds_a_port_free_in_all_clusters(clusters: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -227,3 +245,118 @@ def test_verify_with_an_ingress_checks_every_backend_service(
         ("prod1", "default/api", "ok"), ("prod1", "default/web", "mismatch"),
         ("prod2", "default/api", "ok"), ("prod2", "default/web", "mismatch"),
     ]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One default node port everywhere (issue 12, item 1)
+
+
+def test_pin_after_the_readme_steps_keeps_the_node_port_the_helm_values_set(
+    clusters: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: `helm values`, `helm extra-args`, deploy, then `nodeport pin` with no --node-port: nothing moves."""
+    c = clusters("prod1", "prod2")
+    monkeypatch.chdir(tmp_path)
+    for var in ("MCI_NODE_PORT", "HELM_UPGRADE_EXTRA_ARGS", "HELM_UPGRADE_VALUES_FILE", "MCI_VALUES_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    assert run_cli(["helm", "values", "--values-file", ".gitlab/mci-values.yaml"], capsys)[0] == 0
+    code, extra, err = run_cli(["helm", "extra-args", "--values-file", ".gitlab/mci-values.yaml"], capsys)
+    assert code == 0, err
+    for name in ("prod1", "prod2"):
+        code, _, err = run_cli(["sim", "deploy", "--context", name, "--release", "shop", "--extra-args",
+                                extra.strip()], capsys)
+        assert code == 0, err
+        assert node_port_of(c.service(name, "shop-auto-deploy")) == 30999
+    c.journal.reset()
+    code, out, err = run_cli(["nodeport", "pin", "--context", "prod1", "--release", "shop"], capsys)
+    assert code == 0, err
+    assert out.strip() == "prod1: Service default/shop-auto-deploy port 5000 already uses node port 30999"
+    assert c.journal.writes() == []
+    code, out, err = run_cli(["nodeport", "verify", "--release", "shop"], capsys)
+    assert code == 0, err
+
+
+def test_verify_without_node_port_expects_the_default_30999(
+    clusters: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two clusters that agree with each other on another port are still not what the Helm values pinned."""
+    monkeypatch.delenv("MCI_NODE_PORT", raising=False)
+    c = clusters("prod1", "prod2")
+    for name in ("prod1", "prod2"):
+        c.add_app_service(name, node_port=31000)
+    code, _, err = run_cli(["nodeport", "verify", "--release", "app"], capsys)
+    assert code == 1
+    assert "2 of 2 Service(s) are not pinned" in err
+    code, _out, err = run_cli(["nodeport", "verify", "--release", "app", "--node-port", "auto"], capsys)
+    assert code == 0, err
+
+
+def test_pin_auto_picks_one_port_free_in_every_cluster_when_their_lowest_free_ports_differ(
+    clusters: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MCI_CONTEXTS", raising=False)
+    c = clusters("prod1", "prod2", "prod3")
+    # Lowest free port per cluster: prod1 30001, prod2 30000, prod3 30000; free in all three: 30003.
+    c.add_app_service("prod1", release="a", node_port=30000)
+    c.add_app_service("prod2", release="b", node_port=30001)
+    c.add_app_service("prod3", release="c", node_port=30002)
+    for i, name in enumerate(("prod1", "prod2", "prod3")):
+        c.add_app_service(name, release="shop", node_port=31500 + i)
+    for name in ("prod1", "prod2", "prod3"):
+        code, out, err = run_cli(["nodeport", "pin", "--context", name, "--release", "shop", "--node-port", "auto"],
+                                 capsys)
+        assert code == 0, err
+        assert "node port 30003" in out
+    assert [node_port_of(c.service(n, "shop-auto-deploy")) for n in ("prod1", "prod2", "prod3")] == [30003] * 3
+    # Once pinned, `auto` keeps the port the Service uses everywhere: no write, even in one cluster alone.
+    c.journal.reset()
+    code, out, err = run_cli(["nodeport", "pin", "--context", "prod2", "--release", "shop", "--node-port", "auto"],
+                             capsys)
+    assert code == 0 and "already uses node port 30003" in out, err
+    assert c.journal.writes() == []
+
+
+def test_pin_auto_considers_only_the_contexts_given(
+    clusters: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = clusters("prod1", "prod2", "other")
+    c.add_app_service("prod2", release="b", node_port=30000)
+    c.add_app_service("other", release="x", node_port=30001)
+    c.add_app_service("prod1", release="shop", node_port=31500)
+    c.add_app_service("prod2", release="shop", node_port=31501)
+    monkeypatch.setenv("MCI_CONTEXTS", "prod1,prod2")
+    code, _out, err = run_cli(["nodeport", "pin", "--context", "prod1", "--release", "shop", "--node-port", "auto"],
+                             capsys)
+    assert code == 0, err
+    assert node_port_of(c.service("prod1", "shop-auto-deploy")) == 30001
+    assert "30001" in err and "prod1, prod2" in err
+
+
+def test_verify_help_says_check_not_pin(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["nodeport", "verify", "--help"], capsys)
+    assert code == 0
+    assert "to pin" not in out and "Service port (name or number) to check" in " ".join(out.split())
+    assert "Default: 30999" in " ".join(out.split())
+    code, out, _ = run_cli(["nodeport", "pin", "--help"], capsys)
+    assert "Service port (name or number) to pin" in " ".join(out.split()) and "[default: 30999]" in out
+
+
+def test_pin_auto_before_the_app_reached_every_cluster_counts_their_ports_all_the_same(
+    clusters: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prod2 has not been deployed to yet (no namespace `shop` there): its other Services' ports still count."""
+    monkeypatch.delenv("MCI_CONTEXTS", raising=False)
+    c = clusters("prod1", "prod2")
+    c.servers["prod1"].seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
+    c.add_app_service("prod1", release="shop", namespace="shop", node_port=31500)
+    c.add_app_service("prod1", release="a", node_port=30000)
+    c.add_app_service("prod2", release="b", node_port=30001)
+    code, out, err = run_cli(["nodeport", "pin", "--context", "prod1", "--release", "shop", "-n", "shop",
+                              "--node-port", "auto"], capsys)
+    assert code == 0, err
+    assert "node port auto: 31500, the one the Service already uses, free in all of prod1, prod2" in err
+    c.add_app_service("prod2", release="c", node_port=31500)
+    code, out, err = run_cli(["nodeport", "pin", "--context", "prod1", "--release", "shop", "-n", "shop",
+                              "--node-port", "auto"], capsys)
+    assert code == 0, err
+    assert "now uses node port 30002" in out

@@ -2,49 +2,78 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
 from gitlab_mci.helm import (
     CHART_PORT,
     DEFAULT_NODE_PORT,
+    DEPLOY_VALUES_FILE,
     NODE_PORT_MAX,
     NODE_PORT_MIN,
     HelmSettings,
+    Request,
+    check_values_file,
     extra_args,
     parse_port,
     render_values,
+    resolve,
+    user_values,
 )
 
+FC = TypeVar("FC", bound=Callable[..., object])
 
-def _settings(node_port: str, service_port: str, internal_port: str | None, disable_ingress: bool,
-              values_file: str | None) -> HelmSettings:
-    ext = parse_port(service_port, "--service-port / MCI_SERVICE_PORT")
-    return HelmSettings(
-        node_port=parse_port(node_port, "--node-port / MCI_NODE_PORT", NODE_PORT_MIN, NODE_PORT_MAX),
-        external_port=ext,
-        internal_port=parse_port(internal_port, "--internal-port / MCI_INTERNAL_PORT") if internal_port else ext,
+
+def _port(text: str | None, what: str, low: int = 1, high: int = 65535) -> int | None:
+    """A port flag or variable; unset or empty means not asked (the user's values, else the default)."""
+    if text is None or not text.strip():
+        return None
+    return parse_port(text, what, low, high)
+
+
+def _settings(node_port: str | None, service_port: str | None, internal_port: str | None, disable_ingress: bool,
+              existing: str, deploy_values_file: Path | None, values_file: Path | None) -> HelmSettings:
+    """Resolve the request against the user's own values; say on stderr which of their values were kept."""
+    request = Request(
+        node_port=_port(node_port, "--node-port / MCI_NODE_PORT", NODE_PORT_MIN, NODE_PORT_MAX),
+        external_port=_port(service_port, "--service-port / MCI_SERVICE_PORT"),
+        internal_port=_port(internal_port, "--internal-port / MCI_INTERNAL_PORT"),
         disable_ingress=disable_ingress,
-        values_file=values_file or None,
+        values_file=str(values_file) if values_file else None,
     )
+    settings, notes = resolve(request, user_values(existing, deploy_values_file, request.values_file))
+    for note in notes:
+        click.echo(f"gitlab-mci: {note}", err=True)
+    return settings
 
 
 _common = [
-    click.option("--node-port", envvar="MCI_NODE_PORT", default=str(DEFAULT_NODE_PORT), show_default=True,
-                 help=f"Node port pinned in every cluster, {NODE_PORT_MIN}-{NODE_PORT_MAX} [env: MCI_NODE_PORT]."),
-    click.option("--service-port", envvar="MCI_SERVICE_PORT", default=str(CHART_PORT), show_default=True,
-                 help="The Service's port, the chart's service.externalPort [env: MCI_SERVICE_PORT]."),
-    click.option("--internal-port", envvar="MCI_INTERNAL_PORT", default=None,
-                 help="The container port, service.internalPort (default: the service port) "
-                      "[env: MCI_INTERNAL_PORT]."),
+    click.option("--node-port", envvar="MCI_NODE_PORT", default=None, metavar="PORT",
+                 help=f"Node port pinned in every cluster, {NODE_PORT_MIN}-{NODE_PORT_MAX}; default "
+                      f"{DEFAULT_NODE_PORT}, the same as `nodeport pin` [env: MCI_NODE_PORT]."),
+    click.option("--service-port", envvar="MCI_SERVICE_PORT", default=None, metavar="PORT",
+                 help=f"The Service's port, the chart's service.externalPort; default: your values' "
+                      f"service.externalPort, else {CHART_PORT} [env: MCI_SERVICE_PORT]."),
+    click.option("--internal-port", envvar="MCI_INTERNAL_PORT", default=None, metavar="PORT",
+                 help="The container port, service.internalPort; default: your values' service.internalPort, "
+                      f"else the --service-port given, else {CHART_PORT} [env: MCI_INTERNAL_PORT]."),
     click.option("--disable-ingress/--keep-ingress", envvar="MCI_DISABLE_INGRESS", default=False,
                  show_default=True,
                  help="Turn off the chart's nginx Ingress for this app [env: MCI_DISABLE_INGRESS]."),
+    click.option("--existing", envvar="HELM_UPGRADE_EXTRA_ARGS", default="", show_default=False, metavar="ARGS",
+                 help="Your Helm arguments: their --values/-f files and --set flags are read, and kept by "
+                      "`extra-args` [env: HELM_UPGRADE_EXTRA_ARGS]."),
+    click.option("--deploy-values-file", envvar="HELM_UPGRADE_VALUES_FILE", default=DEPLOY_VALUES_FILE,
+                 show_default=True, type=click.Path(dir_okay=False, path_type=Path),
+                 help="The values file auto-deploy passes before HELM_UPGRADE_EXTRA_ARGS, read when it exists "
+                      "[env: HELM_UPGRADE_VALUES_FILE]."),
 ]
 
 
-def _with_common(f: click.decorators.FC) -> click.decorators.FC:
+def _with_common(f: FC) -> FC:
     for option in reversed(_common):
         f = option(f)
     return f
@@ -52,36 +81,49 @@ def _with_common(f: click.decorators.FC) -> click.decorators.FC:
 
 @click.group()
 def command() -> None:
-    """Helm values and HELM_UPGRADE_EXTRA_ARGS for Auto DevOps' auto-deploy-app chart."""
+    """Helm values and HELM_UPGRADE_EXTRA_ARGS for Auto DevOps' auto-deploy-app chart.
+
+    Both read your own values first (the values file auto-deploy passes, then the --values files and --set flags of
+    HELM_UPGRADE_EXTRA_ARGS, the last winning as in Helm): a value you set for a key gitlab-mci sets is kept (a line
+    on stderr says so) unless a flag or variable asks for another, which is refused naming your value.
+    """
 
 
 @command.command("values")
 @_with_common
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              envvar="MCI_VALUES_FILE", help="Write to this file instead of stdout [env: MCI_VALUES_FILE].")
-def values(node_port: str, service_port: str, internal_port: str | None, disable_ingress: bool,
-           output: Path | None) -> None:
-    """Write the chart values: a NodePort Service with the pinned node port."""
-    text = render_values(_settings(node_port, service_port, internal_port, disable_ingress, None))
-    if output is None:
+@click.option("--values-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              envvar="MCI_VALUES_FILE",
+              help="Write the values to this file instead of stdout; `extra-args --values-file` passes it to Helm "
+                   "[env: MCI_VALUES_FILE].")
+def values(node_port: str | None, service_port: str | None, internal_port: str | None, disable_ingress: bool,
+           existing: str, deploy_values_file: Path | None, values_file: Path | None) -> None:
+    """Write the chart values: a NodePort Service with the pinned node port, ports consistent with your values."""
+    text = render_values(_settings(node_port, service_port, internal_port, disable_ingress, existing,
+                                   deploy_values_file, values_file))
+    if values_file is None:
         click.echo(text, nl=False)
     else:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
-        click.echo(f"wrote {output}", err=True)
+        values_file.parent.mkdir(parents=True, exist_ok=True)
+        values_file.write_text(text)
+        click.echo(f"wrote {values_file}", err=True)
 
 
 @command.command("extra-args")
 @_with_common
-@click.option("--values-file", envvar="MCI_VALUES_FILE", default=None,
-              help="Also pass this values file (written by `helm values -o`) [env: MCI_VALUES_FILE].")
-@click.option("--existing", envvar="HELM_UPGRADE_EXTRA_ARGS", default="", show_default=False,
-              help="The current arguments to keep [env: HELM_UPGRADE_EXTRA_ARGS].")
-def extra_args_cmd(node_port: str, service_port: str, internal_port: str | None, disable_ingress: bool,
-                   values_file: str | None, existing: str) -> None:
+@click.option("--values-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              envvar="MCI_VALUES_FILE",
+              help="Also pass this values file, written by `helm values --values-file` with the same inputs "
+                   "[env: MCI_VALUES_FILE].")
+def extra_args_cmd(node_port: str | None, service_port: str | None, internal_port: str | None,
+                   disable_ingress: bool, existing: str, deploy_values_file: Path | None,
+                   values_file: Path | None) -> None:
     """Print the new HELM_UPGRADE_EXTRA_ARGS: the existing arguments plus what gitlab-mci needs.
 
-    Running it again on its own output changes nothing. Arguments that contradict the pinned Service
-    (e.g. --set service.type=ClusterIP, another service.nodePort) are refused.
+    Running it again on its own output changes nothing. Arguments and values that contradict the pinned Service
+    (e.g. --set service.type=ClusterIP, another service.nodePort) are refused; a values file from `helm values` that
+    disagrees with these inputs too.
     """
-    click.echo(extra_args(existing, _settings(node_port, service_port, internal_port, disable_ingress, values_file)))
+    settings = _settings(node_port, service_port, internal_port, disable_ingress, existing, deploy_values_file,
+                         values_file)
+    check_values_file(settings)
+    click.echo(extra_args(existing, settings))

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
 from gitlab_mci.errors import UserError
-from gitlab_mci.helm import NODE_PORT_MAX, NODE_PORT_MIN, check_node_port, parse_port
+from gitlab_mci.helm import DEFAULT_NODE_PORT, NODE_PORT_MAX, NODE_PORT_MIN, check_node_port, parse_port
+
+FC = TypeVar("FC", bound=Callable[..., object])
 
 
-def _node_port(value: str | None) -> int | None:
+def _node_port(value: str) -> int | None:
     """``None`` for ``auto``; else a port in the NodePort range."""
-    if value is None or value.strip().lower() == "auto":
+    if value.strip().lower() == "auto":
         return None
     return check_node_port(parse_port(value, "--node-port / MCI_NODE_PORT"), "--node-port / MCI_NODE_PORT")
 
@@ -36,13 +40,16 @@ namespace_option = click.option("--namespace", "-n", envvar="KUBE_NAMESPACE", de
                                 help="Namespace of the app [env: KUBE_NAMESPACE].")
 service_option = click.option("--service", envvar="MCI_SERVICE", default=None,
                               help="Service name, instead of finding it from the release [env: MCI_SERVICE].")
-port_option = click.option("--port", envvar="MCI_SERVICE_PORT_NAME", default=None,
-                           help="Service port (name or number) to pin; default: the port named `web`, else the only "
-                                "port [env: MCI_SERVICE_PORT_NAME].")
-node_port_option = click.option(
-    "--node-port", envvar="MCI_NODE_PORT", default=None,
-    help=f"The node port ({NODE_PORT_MIN}-{NODE_PORT_MAX}), or `auto` for the lowest port free in every given "
-         "cluster [env: MCI_NODE_PORT].")
+
+
+def port_option(verb: str) -> Callable[[FC], FC]:
+    """``--port``: which Service port the command is about (``verb``: pin or check)."""
+    return click.option(
+        "--port", envvar="MCI_SERVICE_PORT_NAME", default=None,
+        help=f"Service port (name or number) to {verb}; default: the port named `web`, else the only port "
+             "[env: MCI_SERVICE_PORT_NAME].")
+
+
 kubeconfig_option = click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), default=None,
                                  help="Kubeconfig file (default: KUBECONFIG, else ~/.kube/config).")
 
@@ -65,13 +72,22 @@ def command() -> None:
 @release_option
 @namespace_option
 @service_option
-@port_option
-@node_port_option
+@port_option("pin")
+@click.option("--node-port", envvar="MCI_NODE_PORT", default=str(DEFAULT_NODE_PORT), show_default=True,
+              metavar="PORT|auto",
+              help=f"The node port to pin ({NODE_PORT_MIN}-{NODE_PORT_MAX}), the same as `helm values` and `helm "
+                   "extra-args` use; `auto`: the one the Service already uses in every cluster of --auto-contexts "
+                   "if no other Service holds it there, else the lowest port free in all of them "
+                   "[env: MCI_NODE_PORT].")
+@click.option("--auto-contexts", "auto_contexts", multiple=True, envvar="MCI_CONTEXTS", metavar="CONTEXTS",
+              help="With --node-port auto: every production cluster's context, so that each pin job chooses the "
+                   "same port; repeat or comma-separate; default: every context of the kubeconfig "
+                   "[env: MCI_CONTEXTS].")
 @kubeconfig_option
 @click.option("--timeout", type=float, default=60.0, show_default=True,
               help="Seconds to wait until the Service reports the node port.")
 def pin_cmd(context: str | None, release: str | None, namespace: str, service: str | None, port: str | None,
-            node_port: str | None, kubeconfig: Path | None, timeout: float) -> None:
+            node_port: str, auto_contexts: tuple[str, ...], kubeconfig: Path | None, timeout: float) -> None:
     """Make the app's Service in one cluster use the pinned node port (no write when it already does)."""
     from gitlab_mci import kube, nodeport
 
@@ -80,8 +96,10 @@ def pin_cmd(context: str | None, release: str | None, namespace: str, service: s
     _use_kubeconfig(kubeconfig)
     cluster = kube.connect(context)
     if wanted is None:
-        wanted = nodeport.choose_free([cluster])
-        click.echo(f"chose node port {wanted} (lowest free in context {cluster.context})", err=True)
+        names = _contexts(auto_contexts) or kube.list_contexts()
+        others = nodeport.parallel([n for n in names if n != cluster.context], kube.connect)
+        wanted, why = nodeport.choose_auto([cluster, *others], ref)
+        click.echo(f"node port auto: {wanted}, {why}", err=True)
     row = nodeport.pin(cluster, ref, wanted, timeout=timeout)
     verb = "already uses" if row.status == "ok" else "now uses"
     click.echo(f"{row.cluster}: Service {row.service} port {row.port} {verb} node port {row.node_port}")
@@ -89,12 +107,16 @@ def pin_cmd(context: str | None, release: str | None, namespace: str, service: s
 
 @command.command("verify")
 @click.option("--context", "contexts", multiple=True, envvar="MCI_CONTEXTS",
-              help="Contexts to check; repeat or comma-separate [env: MCI_CONTEXTS]. Default: every context.")
+              help="Contexts to check; repeat or comma-separate; default: every context of the kubeconfig "
+                   "[env: MCI_CONTEXTS].")
 @release_option
 @namespace_option
 @service_option
-@port_option
-@node_port_option
+@port_option("check")
+@click.option("--node-port", envvar="MCI_NODE_PORT", default=None, metavar="PORT|auto",
+              help=f"The node port every Service must use ({NODE_PORT_MIN}-{NODE_PORT_MAX}), or `auto`: any, as long "
+                   f"as each Service has the same in every cluster. Default: {DEFAULT_NODE_PORT} (as `helm values` "
+                   "pins), or `auto` with --ingress (its Services cannot share a node port) [env: MCI_NODE_PORT].")
 @click.option("--ingress", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Check every Service this Ingress routes to (default backend and all path backends).")
 @kubeconfig_option
@@ -103,10 +125,12 @@ def pin_cmd(context: str | None, release: str | None, namespace: str, service: s
 def verify_cmd(contexts: tuple[str, ...], release: str | None, namespace: str, service: str | None,
                port: str | None, node_port: str | None, ingress: Path | None, kubeconfig: Path | None,
                output: str) -> None:
-    """Check that the Service has the same node port in every cluster; exit 1 when any differs or is missing."""
+    """Check that the Service has the pinned node port in every cluster; exit 1 when any differs or is missing."""
     from gitlab_mci import kube, nodeport
 
-    wanted = _node_port(node_port) if node_port and node_port.lower() != "auto" else None
+    if node_port is None:
+        node_port = "auto" if ingress is not None else str(DEFAULT_NODE_PORT)
+    wanted = _node_port(node_port)
     if ingress is not None:
         refs = [nodeport.ServiceRef(namespace, None, name, p) for name, p in _ingress_backends(ingress)]
     else:
@@ -127,7 +151,8 @@ def verify_cmd(contexts: tuple[str, ...], release: str | None, namespace: str, s
 
 @command.command("choose")
 @click.option("--context", "contexts", multiple=True, envvar="MCI_CONTEXTS",
-              help="Contexts to consider; repeat or comma-separate [env: MCI_CONTEXTS]. Default: every context.")
+              help="Contexts to consider; repeat or comma-separate; default: every context of the kubeconfig "
+                   "[env: MCI_CONTEXTS].")
 @kubeconfig_option
 def choose_cmd(contexts: tuple[str, ...], kubeconfig: Path | None) -> None:
     """Print the lowest node port that is free in every given cluster."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from gitlab_mci.errors import UserError
+from gitlab_mci.helm import DEPLOY_VALUES_FILE
 
 
 @click.command("deploy")
@@ -16,22 +17,23 @@ from gitlab_mci.errors import UserError
               help="Helm release name [env: HELM_RELEASE_NAME, then CI_ENVIRONMENT_SLUG].")
 @click.option("--namespace", "-n", envvar="KUBE_NAMESPACE", default="default", show_default=True,
               help="Namespace [env: KUBE_NAMESPACE].")
-@click.option("--values", "-f", "values_files", multiple=True, type=click.Path(dir_okay=False),
-              help="Helm values file(s), applied before HELM_UPGRADE_EXTRA_ARGS (default: HELM_UPGRADE_VALUES_FILE "
-                   "or .gitlab/auto-deploy-values.yaml when it exists, like the deploy script).")
+@click.option("--values", "-f", "values_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Helm values file(s), applied in order before HELM_UPGRADE_EXTRA_ARGS (default: "
+                   "HELM_UPGRADE_VALUES_FILE, else .gitlab/auto-deploy-values.yaml, when it exists, like the deploy "
+                   "script).")
 @click.option("--extra-args", envvar="HELM_UPGRADE_EXTRA_ARGS", default="",
-              help="Helm arguments as the deploy script passes them (--values/-f and --set are honoured) "
+              help="Helm arguments as the deploy script passes them (--values/-f and the --set flags are honoured) "
                    "[env: HELM_UPGRADE_EXTRA_ARGS].")
 @click.option("--track", default="stable", show_default=True, help="application.track (stable or canary).")
 @click.option("--replicas", type=int, help="replicaCount (default: the values', else 1).")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), help="Kubeconfig file.")
-def deploy_cmd(context: str | None, release: str | None, namespace: str, values_files: tuple[str, ...],
+def deploy_cmd(context: str | None, release: str | None, namespace: str, values_files: tuple[Path, ...],
                extra_args: str, track: str, replicas: int | None, kubeconfig: Path | None) -> None:
     """Deploy what the auto-deploy-app chart would (Deployment <release>, Service <release>-auto-deploy).
 
     A stand-in for `auto-deploy deploy` in simulated clusters, where Helm and images are not available: it renders
-    the chart's Deployment and Service from the chart defaults, the values files and the --set flags, and creates or
-    replaces them.
+    the chart's Deployment and Service from the values Helm would use (the chart's defaults, then the values files in
+    order, then the --set flags in order; the last wins), and creates or replaces them.
     """
     from gitlab_mci import kube
     from gitlab_mci.sim.autodeploy import Release, deploy, values_for
@@ -40,8 +42,8 @@ def deploy_cmd(context: str | None, release: str | None, namespace: str, values_
         raise UserError("no release: pass --release or set HELM_RELEASE_NAME or CI_ENVIRONMENT_SLUG")
     if kubeconfig:
         os.environ["KUBECONFIG"] = str(kubeconfig)
-    files = list(values_files)
-    default_file = os.environ.get("HELM_UPGRADE_VALUES_FILE", ".gitlab/auto-deploy-values.yaml")
+    files = [str(f) for f in values_files]
+    default_file = os.environ.get("HELM_UPGRADE_VALUES_FILE") or DEPLOY_VALUES_FILE
     if not files and Path(default_file).is_file():
         files = [default_file]  # what the deploy script does when the file exists
     values = values_for(extra_args, files)

@@ -3,19 +3,35 @@
 The deploy script of ``auto-deploy-image`` runs ``helm upgrade … $HELM_UPGRADE_EXTRA_ARGS`` with the variable
 unquoted, so the shell splits it on whitespace and does **no** quote processing: ``--set a="b c"`` becomes the
 two words ``--set`` ``a="b`` and ``c"``. We parse it the same way and write it back as words joined by one space.
+
+The user's own values come first: the values file auto-deploy passes (``HELM_UPGRADE_VALUES_FILE``, else
+``.gitlab/auto-deploy-values.yaml`` when it exists), then the ``--values``/``-f`` files and ``--set`` flags of
+``HELM_UPGRADE_EXTRA_ARGS``, resolved the way Helm does (files in order, then ``--set`` in order; the last wins).
+A key gitlab-mci sets that the user also set is carried over when gitlab-mci was not asked for it (and a line says
+so), and refused by name when it contradicts what gitlab-mci was asked for or needs.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
+from typing import Any
 
 from gitlab_mci.errors import UserError
 
 NODE_PORT_MIN, NODE_PORT_MAX = 30000, 32767
 DEFAULT_NODE_PORT = 30999
 CHART_PORT = 5000  # the chart's default service.externalPort and service.internalPort
+DEPLOY_VALUES_FILE = ".gitlab/auto-deploy-values.yaml"  # what auto-deploy passes when HELM_UPGRADE_VALUES_FILE is unset
+
+# The chart keys gitlab-mci sets.
+TYPE, NODE_PORT, EXTERNAL_PORT, INTERNAL_PORT, INGRESS = (
+    "service.type", "service.nodePort", "service.externalPort", "service.internalPort", "ingress.enabled")
+KEYS = (TYPE, NODE_PORT, EXTERNAL_PORT, INTERNAL_PORT, INGRESS)
 
 # Options of `helm upgrade` whose values are `key=value[,key=value…]` lists.
 _SET_FLAGS = ("--set", "--set-string", "--set-json", "--set-literal", "--set-file")
@@ -31,6 +47,8 @@ class HelmSettings:
     internal_port: int = CHART_PORT
     disable_ingress: bool = False
     values_file: str | None = None
+    # Keys whose value came from the user's own values: they already reach Helm, so no --set repeats them.
+    carried: frozenset[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
         check_node_port(self.node_port, "node port")
@@ -41,11 +59,12 @@ class HelmSettings:
     def required_sets(self) -> dict[str, str]:
         """The chart values gitlab-mci sets, as ``--set`` keys and values."""
         sets = {"service.type": "NodePort", "service.nodePort": str(self.node_port)}
-        # Ports are only set when they differ from the chart's defaults, to keep the arguments short.
-        if self.external_port != CHART_PORT:
-            sets["service.externalPort"] = str(self.external_port)
-        if self.internal_port != CHART_PORT:
-            sets["service.internalPort"] = str(self.internal_port)
+        # Ports are only set when they differ from the chart's defaults, to keep the arguments short, and when the
+        # user's values do not already give them.
+        if self.external_port != CHART_PORT and EXTERNAL_PORT not in self.carried:
+            sets[EXTERNAL_PORT] = str(self.external_port)
+        if self.internal_port != CHART_PORT and INTERNAL_PORT not in self.carried:
+            sets[INTERNAL_PORT] = str(self.internal_port)
         if self.disable_ingress:
             sets["ingress.enabled"] = "false"
         return sets
@@ -123,16 +142,268 @@ def _assignments(value: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def upgrade_inputs(args: str) -> tuple[list[str], list[tuple[str, str]]]:
-    """The ``--values`` files and ``--set`` assignments in a Helm command line, in order (for the deploy stand-in)."""
+def upgrade_inputs(args: str) -> tuple[list[str], list[tuple[str, Any]]]:
+    """The ``--values`` files and ``--set*`` assignments (typed as Helm types them) of a Helm command line, in order."""
     files: list[str] = []
-    sets: list[tuple[str, str]] = []
+    sets: list[tuple[str, Any]] = []
     for arg in _parse(split_words(args)):
         if arg.flag in _VALUES_FLAGS and arg.value is not None:
             files.append(arg.value)
         elif arg.flag in _SET_FLAGS and arg.value is not None:
-            sets.extend(_assignments(arg.value))
+            sets.extend((key, _set_value(arg.flag, val)) for key, val in _assignments(arg.value))
     return files, sets
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Helm's value resolution: defaults, then values files in order, then --set flags in order; the last wins.
+
+
+def merge_values(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``, maps merged key by key like Helm merges values files."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_values(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def helm_scalar(text: Any) -> Any:
+    """Helm's --set typing: integers and booleans are typed, the rest are strings (--set-string keeps strings)."""
+    if not isinstance(text, str):
+        return text
+    if text.lstrip("-").isdigit():
+        return int(text)
+    return {"true": True, "false": False, "null": None}.get(text, text)
+
+
+def _set_value(flag: str | None, raw: str) -> Any:
+    if flag == "--set-string" or flag == "--set-literal":
+        return raw
+    if flag == "--set-json":
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise UserError(f"{flag} {raw!r}: not JSON") from None
+    if flag == "--set-file":
+        return _read(raw, f"the file of {flag}").rstrip("\n")
+    return helm_scalar(raw)
+
+
+def set_path(values: dict[str, Any], key: str, value: Any) -> None:
+    """Apply one ``--set key=value`` (dotted key) to ``values``."""
+    node = values
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"--set {key}: {part} is not a mapping")
+    node[parts[-1]] = value
+
+
+def resolve_values(defaults: dict[str, Any], files: list[str], sets: list[tuple[str, Any]]) -> dict[str, Any]:
+    """The values Helm renders with: ``defaults``, then each values file in order, then each ``--set`` in order."""
+    values = copy.deepcopy(defaults)
+    for path in files:
+        values = merge_values(values, load_values_file(path))
+    for key, value in sets:
+        set_path(values, key, value)
+    return values
+
+
+def load_values_file(path: str | Path) -> dict[str, Any]:
+    """A Helm values file as a mapping; an empty file is an empty mapping."""
+    from gitlab_mci.files import load_yaml
+
+    loaded = load_yaml(_read(path, "the Helm values file"), str(path)) or {}
+    if not isinstance(loaded, dict):
+        raise UserError(f"{path}: Helm values must be a mapping")
+    return loaded
+
+
+def _read(path: str | Path, what: str) -> str:
+    from gitlab_mci.files import read_text
+
+    return read_text(path, what)
+
+
+def _lookup(values: dict[str, Any], key: str) -> tuple[bool, Any]:
+    node: Any = values
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The user's own values for the keys gitlab-mci sets
+
+
+@dataclass(frozen=True)
+class Found:
+    """A value the user's inputs give one of our keys, and where it comes from."""
+
+    key: str
+    value: Any
+    source: str  # e.g. "values.yaml (`--values values.yaml` in HELM_UPGRADE_EXTRA_ARGS)"
+    words: tuple[str, ...] | None = None  # the HELM_UPGRADE_EXTRA_ARGS word(s) of a --set, else None
+    shared: bool = False  # from auto-deploy's values file, passed to every environment's deploy
+
+
+def user_values(existing: str, deploy_values_file: str | Path | None, ours: str | None) -> list[Found]:
+    """Every value the user's inputs give a key gitlab-mci sets, in Helm's order of precedence (the last wins).
+
+    Inputs: ``deploy_values_file`` when it exists (auto-deploy passes it before the extra arguments), then the
+    ``--values``/``-f`` files and ``--set*`` flags of ``existing``. Our own values file (``ours``) is not the user's
+    and is skipped; any other file counts, even one an earlier `helm values` wrote, since the deploy will use it.
+    A ``--values`` file that does not exist is an error, as it is for Helm.
+    """
+    found: list[Found] = []
+
+    def from_file(path: str, source: str, shared: bool) -> None:
+        doc = load_values_file(path)
+        for key in KEYS:
+            present, value = _lookup(doc, key)
+            if present:
+                found.append(Found(key, value, source, shared=shared))
+
+    if deploy_values_file and Path(deploy_values_file).is_file() and not _same_file(deploy_values_file, ours):
+        from_file(str(deploy_values_file), f"{deploy_values_file} (the values file auto-deploy passes)", True)
+    sets: list[Found] = []
+    for arg in _parse(split_words(existing)):
+        if arg.value is None:
+            continue
+        if arg.flag in _VALUES_FLAGS:
+            if _same_file(arg.value, ours):
+                continue
+            if not Path(arg.value).is_file():
+                raise UserError(f"HELM_UPGRADE_EXTRA_ARGS: `{' '.join(arg.words)}`: no file {arg.value} here "
+                                f"(Helm would fail too); run gitlab-mci from the repository's root")
+            from_file(arg.value, f"{arg.value} (`{' '.join(arg.words)}` in HELM_UPGRADE_EXTRA_ARGS)", False)
+        elif arg.flag in _SET_FLAGS:
+            for key, raw in _assignments(arg.value):
+                if key in KEYS:
+                    sets.append(Found(key, _set_value(arg.flag, raw),
+                                      f"`{' '.join(arg.words)}` in HELM_UPGRADE_EXTRA_ARGS", arg.words))
+    return found + sets  # Helm: --set beats every values file, whatever the order on the command line
+
+
+def _same_file(a: str | Path | None, b: str | Path | None) -> bool:
+    if a is None or b is None:
+        return False
+    return Path(a).resolve() == Path(b).resolve()
+
+
+@dataclass(frozen=True)
+class Request:
+    """What gitlab-mci was asked for (flags and variables); ``None``: not asked, the user's values or a default."""
+
+    node_port: int | None = None
+    external_port: int | None = None
+    internal_port: int | None = None
+    disable_ingress: bool = False
+    values_file: str | None = None
+
+
+def _norm(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value).strip()
+
+
+def _same(a: Any, b: Any) -> bool:
+    return _norm(a) == _norm(b)
+
+
+_FLAGS = {NODE_PORT: "--node-port / MCI_NODE_PORT", EXTERNAL_PORT: "--service-port / MCI_SERVICE_PORT",
+          INTERNAL_PORT: "--internal-port / MCI_INTERNAL_PORT", INGRESS: "--disable-ingress / MCI_DISABLE_INGRESS"}
+
+
+def resolve(request: Request, found: list[Found]) -> tuple[HelmSettings, list[str]]:
+    """The settings to render and append, consistent with the user's values, and a line per user value kept or
+    overridden. A user value that contradicts what was asked for (or what a NodePort load balancer needs) is
+    refused, naming where it comes from. A ``--set`` is checked even when a later one overrides it, a values file
+    only where it is the value Helm would use."""
+    last = {f.key: f for f in found}  # Helm's effective value per key
+    notes: list[str] = []
+
+    def check(key: str, want: Any, why: str, *, shared_ok: bool = False) -> None:
+        for f in found:
+            if f.key != key or _same(f.value, want) or (shared_ok and f.shared):
+                continue
+            if f.words is not None or f is last[key]:
+                raise UserError(f"{f.source} sets {key}={_norm(f.value)}, but {why}")
+        if shared_ok and key in last and not _same(last[key].value, want):
+            notes.append(f"overriding {key}={_norm(last[key].value)} from {last[key].source} with {_norm(want)} "
+                         "for this deploy")
+
+    # A shared deploy values file may hold the chart's ClusterIP (or an enabled Ingress) for the other
+    # environments' deploys: overridden for this one, said out loud. Anywhere else it is a contradiction.
+    check(TYPE, "NodePort", f"the global load balancer needs {TYPE}=NodePort; remove it", shared_ok=True)
+    if request.node_port is not None:
+        node_port = request.node_port
+        check(NODE_PORT, node_port, f"gitlab-mci was asked for {NODE_PORT}={node_port} ({_FLAGS[NODE_PORT]}); "
+                                    "make them agree")
+    else:
+        node_port = DEFAULT_NODE_PORT
+        theirs = _norm(last[NODE_PORT].value) if NODE_PORT in last else ""
+        check(NODE_PORT, node_port, f"gitlab-mci pins node port {node_port} unless told otherwise; pass "
+                                    f"--node-port {theirs} (MCI_NODE_PORT={theirs}) to pin that one, or remove it")
+
+    carried: set[str] = set()
+
+    def port(key: str, asked: int | None, fallback: int) -> int:
+        if asked is not None:
+            check(key, asked, f"gitlab-mci was asked for {key}={asked} ({_FLAGS[key]}); make them agree")
+            return asked
+        if key not in last:
+            return fallback
+        f = last[key]
+        value = parse_port(f.value, f"{key} in {f.source}")
+        carried.add(key)
+        notes.append(f"keeping {key}={value} from {f.source} ({_FLAGS[key]} not given)")
+        return value
+
+    external = port(EXTERNAL_PORT, request.external_port, CHART_PORT)
+    # Without an internal port of its own, a --service-port also moves the container port (the chart's default is
+    # the same 5000 for both); the user's external port alone leaves the chart's internal port as it is.
+    internal = port(INTERNAL_PORT, request.internal_port,
+                    request.external_port if request.external_port is not None else CHART_PORT)
+    if request.disable_ingress:
+        check(INGRESS, False, f"gitlab-mci was asked for {INGRESS}=false ({_FLAGS[INGRESS]}); make them agree",
+              shared_ok=True)
+    settings = HelmSettings(node_port=node_port, external_port=external, internal_port=internal,
+                            disable_ingress=request.disable_ingress, values_file=request.values_file,
+                            carried=frozenset(carried))
+    return settings, notes
+
+
+def check_values_file(settings: HelmSettings) -> None:
+    """Our values file, when it exists, must not say other than the settings (it comes after the user's files, so
+    it would win); a key it leaves out is left to the user's values and our --set words."""
+    path = settings.values_file
+    if not path or not Path(path).is_file():
+        return
+    doc = load_values_file(path)
+    want = load_values_text(render_values(settings))
+    for key in KEYS:
+        has, value = _lookup(doc, key)
+        wanted, expected = _lookup(want, key)
+        if has and (not wanted or not _same(value, expected)):
+            shown = f"{key}={_norm(value)}"
+            should = f"{key}={_norm(expected)}" if wanted else f"no {key}"
+            raise UserError(f"{path} has {shown}, but with these inputs it should have {should}; write it again "
+                            f"with `gitlab-mci helm values --values-file {path}` and the same inputs")
+
+
+def load_values_text(text: str) -> dict[str, Any]:
+    import yaml
+
+    doc = yaml.safe_load(text) or {}
+    assert isinstance(doc, dict)
+    return doc
 
 
 def _is_ours(arg: _Arg, settings: HelmSettings) -> bool:
@@ -146,8 +417,9 @@ def _is_ours(arg: _Arg, settings: HelmSettings) -> bool:
 def extra_args(existing: str, settings: HelmSettings) -> str:
     """The new ``HELM_UPGRADE_EXTRA_ARGS``: the user's words, then what gitlab-mci needs, last so they win.
 
-    Idempotent: ``extra_args(extra_args(x, s), s) == extra_args(x, s)``. A user argument that contradicts the
-    settings (another service type or node port) is an error naming it rather than silently overridden.
+    Idempotent: ``extra_args(extra_args(x, s), s) == extra_args(x, s)``. A ``--set`` that contradicts the settings
+    (another service type or node port) is an error naming it rather than silently overridden; :func:`resolve`
+    makes settings that agree with the user's values.
     """
     required = settings.required_sets()
     kept: list[str] = []
@@ -157,7 +429,7 @@ def extra_args(existing: str, settings: HelmSettings) -> str:
         if arg.flag in _SET_FLAGS and arg.value is not None:
             for key, val in _assignments(arg.value):
                 want = required.get(key)
-                if want is not None and val != want:
+                if want is not None and not _same(val, want):
                     raise UserError(
                         f"HELM_UPGRADE_EXTRA_ARGS: `{' '.join(arg.words)}` sets {key}={val}, but gitlab-mci needs "
                         f"{key}={want}; remove that argument (it would break the global load balancer)"

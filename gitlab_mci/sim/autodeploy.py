@@ -9,13 +9,11 @@ It renders what the ``auto-deploy-app`` chart renders for the objects a load bal
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
 from gitlab_mci.errors import UserError
-from gitlab_mci.files import load_yaml, read_text
-from gitlab_mci.helm import upgrade_inputs
+from gitlab_mci.helm import resolve_values, upgrade_inputs
 from gitlab_mci.kube import Cluster, api_error_message
 
 # The chart's defaults that matter here (auto-deploy-app 2.100.x).
@@ -47,47 +45,19 @@ class Release:
         return f"{self.deployment_name}-auto-deploy"
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _scalar(text: str) -> Any:
-    """Helm's --set typing: integers and booleans are typed, the rest are strings."""
-    if text.lstrip("-").isdigit():
-        return int(text)
-    return {"true": True, "false": False, "null": None}.get(text, text)
-
-
 def values_for(extra_args: str, values_files: list[str] | None = None) -> dict[str, Any]:
-    """Chart defaults, then values files, then --set flags, in Helm's order of precedence."""
+    """The values Helm renders with: the chart's defaults, then ``values_files`` (auto-deploy's values file) and the
+    ``--values``/``-f`` files of ``extra_args`` in order, then its ``--set*`` flags in order; the last wins."""
     files, sets = upgrade_inputs(extra_args)
-    values = copy.deepcopy(CHART_DEFAULTS)
-    for path in [*(values_files or []), *files]:
-        loaded = load_yaml(read_text(path, "the Helm values file"), path) or {}
-        if not isinstance(loaded, dict):
-            raise UserError(f"{path}: Helm values must be a mapping")
-        values = _merge(values, loaded)
-    for key, raw in sets:
-        node = values
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise UserError(f"--set {key}: {part} is not a mapping")
-        node[parts[-1]] = _scalar(raw)
-    return values
+    return resolve_values(CHART_DEFAULTS, [*(values_files or []), *files], sets)
 
 
 def manifests(release: Release) -> tuple[dict[str, Any], dict[str, Any]]:
     """The Deployment and Service the chart renders for this release."""
     v, track, tier = release.values, release.track, release.values["application"]["tier"]
-    svc = v["service"]
+    # The chart writes the ports unquoted into YAML, so a port given as a string (--set-string) renders as a number.
+    svc = {**v["service"], "externalPort": int(v["service"]["externalPort"]),
+           "internalPort": int(v["service"]["internalPort"])}
     labels = {"app": release.name, "release": release.deployment_name, "track": track, "tier": tier}
     selector = {"app": release.name, "track": track, "tier": tier}
     probe: dict[str, Any] = {"httpGet": {"path": v["readinessProbe"].get("path", "/"), "port": svc["internalPort"],

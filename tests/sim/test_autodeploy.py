@@ -35,7 +35,7 @@ def test_chart_defaults_give_a_cluster_ip_service_named_like_the_chart() -> None
 def test_values_and_extra_args_from_gitlab_mci_pin_the_node_port(env: RunningSim, tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     values = tmp_path / "mci-values.yaml"
-    assert cli(["helm", "values", "-o", str(values), "--node-port", "31234"], capsys)[0] == 0
+    assert cli(["helm", "values", "--values-file", str(values), "--node-port", "31234"], capsys)[0] == 0
     code, out, _ = cli(["helm", "extra-args", "--node-port", "31234", "--values-file", str(values),
                         "--existing", "--atomic"], capsys)
     assert code == 0
@@ -63,3 +63,26 @@ def test_a_bad_values_file_is_one_line(env: RunningSim, tmp_path: Path, capsys: 
     assert code == 1 and "malformed YAML" in err and len(err.splitlines()) == 1
     code, _, err = cli(["sim", "deploy", "--context", "prod1"], capsys)
     assert code == 1 and "no release" in err
+
+
+def test_values_resolve_like_helm_defaults_then_files_in_order_then_sets_in_order(tmp_path: Path) -> None:
+    """The deploy stand-in resolves the way `helm upgrade` does: a --set beats every values file wherever it stands
+    on the line, later files beat earlier ones, the last --set wins, and maps merge key by key."""
+    first, second = tmp_path / "first.yaml", tmp_path / "second.yaml"
+    first.write_text("service:\n  externalPort: 8080\n  internalPort: 8080\nreplicaCount: 2\n")
+    second.write_text("service:\n  externalPort: 9090\n  nodePort: 31000\n")
+    deploy_file = tmp_path / "auto-deploy-values.yaml"
+    deploy_file.write_text("service:\n  type: NodePort\n  externalPort: 7070\nreplicaCount: 3\n")
+    extra = (f"--set service.nodePort=31500 --values {first} -f={second} --set-string service.nodePort=31600 "
+             "--set-json replicaCount=4")
+    values = values_for(extra, [str(deploy_file)])
+    assert values["service"] == {"type": "NodePort", "name": "web", "externalPort": 9090, "internalPort": 8080,
+                                 "nodePort": "31600"}
+    assert values["replicaCount"] == 4
+    assert values["application"] == {"track": "stable", "tier": "web"}  # chart defaults kept where nothing is set
+    _, service = manifests(Release("shop", "default", values))
+    assert service["spec"]["ports"] == [{"name": "web", "port": 9090, "targetPort": 8080, "protocol": "TCP",
+                                         "nodePort": 31600}]
+    # Without the extra arguments: the deploy values file alone, over the chart's defaults.
+    assert values_for("", [str(deploy_file)])["service"]["externalPort"] == 7070
+    assert values_for("", [str(deploy_file)])["service"]["internalPort"] == 5000
