@@ -77,7 +77,9 @@ def gather(api: ComputeApi, namer: Namer, clusters: Sequence[ClusterInfo], *,
         status.listeners.append({"rule": rule["name"], "ip": rule.get("IPAddress", ""),
                                  "port": str(rule.get("portRange", "")).split("-")[0],
                                  "proxy": _last(rule.get("target"))})
-        status.vip = status.vip or rule.get("IPAddress")
+    # The VIP is what the rules serve: an address gitlab-mci reserved but no longer uses (kept after a switch to
+    # --static-ip, since DNS may still point at it) is not it.
+    status.vip = next((r["ip"] for r in status.listeners if r["ip"]), status.vip)
     for proxy in by_coll.get("targetHttpProxies", []) + by_coll.get("targetHttpsProxies", []):
         status.routes[proxy["name"]] = [_last(proxy.get("urlMap"))]
     for um in by_coll.get("urlMaps", []):
@@ -153,6 +155,10 @@ def render_markdown(s: Status) -> str:
     out = [f"### Load balancer `{s.lb}`", "", f"VIP: `{s.vip or '-'}`", "",
            "| Backend service | Cluster | Zone | Healthy |", "|---|---|---|---|"]
     out += [f"| {b.backend_service} | {b.cluster} | {b.zone} | {b.healthy}/{b.total} |" for b in s.backends]
+    if s.certificates:
+        out += ["", "| Certificate | Type | Status | Domains | Expires |", "|---|---|---|---|---|"]
+        out += [f"| {c.name}{' (pre-shared)' if c.owner == 'pre-shared' else ''} | {c.type} | {c.status} | "
+                f"{', '.join(c.domains)} | {c.expires or ''} |" for c in s.certificates]
     out += ["", "```mermaid", "flowchart LR"]
     ids: dict[str, str] = {}
 

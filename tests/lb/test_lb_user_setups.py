@@ -132,6 +132,7 @@ def test_status_lists_the_pre_shared_certificate_and_exits_3_while_a_cluster_is_
     certs = [line.split()[1].rstrip(":") for line in out.splitlines() if line.strip().startswith("certificate ")]
     assert "users-cert" in certs and any(c.startswith("gmci-crt-shop") or c.startswith("gmci-") for c in certs)
     assert len(certs) == 2
+    assert "users-cert: SELF_MANAGED (pre-shared) ACTIVE" in out
 
     world.sim.dataplane.fail("prod1")
     try:
@@ -207,6 +208,7 @@ def test_switching_to_a_static_ip_keeps_the_address_dns_points_at(
     web = world.sim.compute.get("globalAddresses", "web-ip", project=P)["address"]
     rule = world.sim.compute.get("globalForwardingRules", "gmci-fr-shop-http", project=P)
     assert rule["IPAddress"] == web
+    assert f"VIP {web}" in cli(["lb", "status", *WHERE], capsys)[1]  # the address served, not the one kept
     world.sim.journal.reset()
     assert cli(["lb", "apply", *SHOP, "--static-ip", "web-ip"], capsys)[0] == 0
     assert world.sim.journal.writes() == []
