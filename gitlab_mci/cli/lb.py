@@ -23,6 +23,7 @@ from gitlab_mci.cli.options import (
     namespace_option,
     output_option,
     project_option,
+    release_ip_option,
     routing,
     ssl_certificate_option,
     stack,
@@ -103,37 +104,48 @@ def command() -> None:
     """
 
 
-def _echo_plan(changes: list[Any], output: str) -> None:
+def _echo_plan(changes: list[Any], output: str, notes: list[str] | None = None) -> None:
     from gitlab_mci.lb import report
 
-    click.echo(json.dumps(report.as_json(changes), indent=2) if output == "json" else report.render(changes))
+    if output == "json":
+        click.echo(json.dumps(report.as_json(changes), indent=2))
+        return
+    click.echo(report.render(changes))
+    for note in notes or []:
+        click.echo(f"Note: {note}")
 
 
 @command.command("plan")
 @_options
+@release_ip_option
 @detailed_exitcode_option
-def plan_cmd(detailed_exitcode: bool, **kw: Any) -> None:
-    """Show what `apply` would change, without changing anything."""
+def plan_cmd(detailed_exitcode: bool, release_ip: bool, **kw: Any) -> None:
+    """Show what `apply` would change, without changing anything.
+
+    Notes after the plan say what it keeps (an address gitlab-mci reserved, unused since --static-ip) and where
+    requests no Ingress rule matches go when the scheme cannot answer 404 for them.
+    """
     from gitlab_mci.lb import engine
 
     prepared = _prepare(kw)
-    changes = engine.diff(prepared.desired, prepared.read_actual(), adopt=kw["adopt"])
-    _echo_plan(changes, kw["output"])
+    actual = prepared.read_actual()
+    changes = engine.diff(prepared.desired, actual, adopt=kw["adopt"], release_ip=release_ip)
+    _echo_plan(changes, kw["output"], engine.notes(prepared.desired, actual, release_ip=release_ip))
     if detailed_exitcode and changes:
         sys.exit(2)
 
 
-def _run(changes: list[Any], api: Any, kw: dict[str, Any], started: float) -> Any:
-    """Run the changes with a line per finished resource; a failure names the first error."""
+def _run(changes: list[Any], api: Any, kw: dict[str, Any]) -> Any:
+    """Run the changes with a line per finished resource and how long that change took (the total is the
+    caller's last line)."""
     from gitlab_mci.lb import engine
 
     text = kw["output"] == "text"
 
-    def progress(event: str, change: engine.Change) -> None:
+    def progress(event: str, change: engine.Change, seconds: float) -> None:
         if text and event != "start":
             mark = "✓" if event == "done" else "✗"
-            click.echo(f"  {mark} {change.action} {change.collection}/{change.name} "
-                       f"({time.monotonic() - started:.1f}s)")
+            click.echo(f"  {mark} {change.action} {change.collection}/{change.name} ({seconds:.1f}s)")
 
     return engine.execute(api, changes, concurrency=kw["concurrency"], progress=progress)
 
@@ -148,14 +160,45 @@ def _url(desired: Any, vip: str) -> str:
     return f"http://{vip}/" if http or certs is None else f"https://{vip}/"
 
 
+def _served_at(api: Any, url: str, vip: str, *, timeout: float = 5.0) -> str | None:
+    """Under the simulator, the loopback URL its data plane serves ``url`` on (the VIP's port 80/443 is an ephemeral
+    port there); waits up to ``timeout`` for the data plane to open it. None against Google."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    from gitlab_mci.gcp import _is_local
+
+    endpoint = str(getattr(api.compute, "endpoint", ""))
+    if not _is_local(endpoint):
+        return None
+    scheme = urlsplit(url).scheme
+    port = 443 if scheme == "https" else 80
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{endpoint}/_sim/state", timeout=5) as answer:
+                state = json.loads(answer.read())
+        except (OSError, ValueError):
+            return None  # a local endpoint that is not our simulator
+        for item in state.get("listeners") or []:
+            if item.get("vip") == vip and item.get("port") == port:
+                return f"{item['url']}/"
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.1)  # the data plane opens listeners on its next look at Compute
+
+
 @command.command("apply")
 @_options
+@release_ip_option
 @dotenv_option
-def apply_cmd(dotenv: Path | None, **kw: Any) -> None:
+def apply_cmd(dotenv: Path | None, release_ip: bool, **kw: Any) -> None:
     """Create or update the load balancer so it matches the inputs; no write when it already does.
 
     Owned resources that are no longer wanted (a removed backend, an old certificate) are deleted once nothing
-    refers to them. Run it again after a failure: it continues from what exists.
+    refers to them — except an address gitlab-mci reserved, which DNS points at: it is kept (and said so) unless
+    --release-ip is given. Run it again after a failure: it continues from what exists. Under the simulator the
+    last line names the loopback URL its data plane serves the load balancer on.
     """
     from gitlab_mci.lb import engine, report
     from gitlab_mci.progress import section
@@ -167,14 +210,20 @@ def apply_cmd(dotenv: Path | None, **kw: Any) -> None:
         prepared = _prepare(kw)
         desired, api = prepared.desired, prepared.api
         actual = prepared.read_actual()
-        changes = engine.diff(desired, actual, adopt=kw["adopt"])
+        changes = engine.diff(desired, actual, adopt=kw["adopt"], release_ip=release_ip)
+        notes = engine.notes(desired, actual, release_ip=release_ip)
         if text:
             for info in prepared.clusters:
                 click.echo(f"  {info.context}: {len(info.groups)} instance group(s) in {', '.join(info.zones)}")
     if text:
         click.echo(report.summary(changes))
-    with section("mci_apply", f"gitlab-mci: applying {len(changes)} change(s)", enabled=text):
-        outcome = _run(changes, api, kw, started)
+        for note in notes:
+            click.echo(f"Note: {note}")
+    if changes:
+        with section("mci_apply", f"gitlab-mci: applying {len(changes)} change(s)", enabled=text):
+            outcome = _run(changes, api, kw)
+    else:
+        outcome = engine.Outcome()
     address = next(r for r in desired.resources.values() if r.collection == "globalAddresses")
     known = actual.resources.get(address.key)
     if outcome.failed:
@@ -184,15 +233,21 @@ def apply_cmd(dotenv: Path | None, **kw: Any) -> None:
     else:
         vip = (api.get("globalAddresses", address.name) or {}).get("address")
     url = _url(desired, vip) if vip else None
+    served = _served_at(api, url, vip) if url and vip else None
     if kw["output"] == "json":
-        click.echo(json.dumps({"changes": report.as_json(changes), "failed": outcome.failed, "vip": vip,
-                               "url": url}, indent=2))
+        click.echo(json.dumps({"changes": report.as_json(changes), "failed": outcome.failed,
+                               "skipped": outcome.skipped, "notes": notes, "vip": vip, "url": url,
+                               **({"served_at": served} if served else {})}, indent=2))
+    if text:
+        for key in outcome.skipped:
+            click.echo(f"  - skipped {key} (it waits on a failed change)")
     if outcome.failed:
         first = next(iter(outcome.failed.items()))
         raise UserError(f"{len(outcome.failed)} change(s) failed, {len(outcome.skipped)} skipped; first: "
                         f"{first[0]}: {first[1]} (run apply again to continue)")
     if text:
-        click.echo(f"load balancer {kw['lb_name']} ready at {url} (VIP {vip}, {time.monotonic() - started:.1f}s)")
+        where = f"{served} (the simulator's data plane, serving {url})" if served else f"{url} (VIP {vip})"
+        click.echo(f"load balancer {kw['lb_name']} ready at {where} in {time.monotonic() - started:.1f}s")
     if dotenv is not None and vip:
         dotenv.write_text(f"MCI_VIP={vip}\nMCI_URL={url}\n")
 
@@ -221,8 +276,7 @@ def _namer_api(kw: dict[str, Any]) -> tuple[Any, Any, list[Any]]:
 
 @command.command("destroy")
 @_common
-@click.option("--release-ip", is_flag=True, help="Also delete the global IP address gitlab-mci reserved (kept by "
-                                                 "default; a --static-ip you reserved is never deleted).")
+@release_ip_option
 @click.option("--concurrency", type=int, default=64, show_default=True,
               help="Compute operations run at once (named ports on every instance group are one level).")
 @output_option(["text", "json"])
@@ -242,15 +296,24 @@ def destroy_cmd(release_ip: bool, **kw: Any) -> None:
         namer, api, infos = _namer_api(kw)
         actual = engine.read_for_destroy(api, namer, {g for c in infos for g in c.groups})
         changes = engine.destroy_changes(namer, actual, release_ip=release_ip)
+    if not changes:
+        if text:
+            kept = sorted(have["name"] for key, have in actual.resources.items()
+                          if key.startswith("globalAddresses/") and namer.owns(have))
+            click.echo(f"Nothing to delete: no resource of load balancer {kw['lb_name']} owned by gitlab-mci is left"
+                       + (f" but the address {', '.join(kept)}, kept unless --release-ip" if kept else "") + ".")
+        else:
+            _echo_plan(changes, kw["output"])
+        return
     _echo_plan(changes, kw["output"])
-    with section("mci_destroy", f"gitlab-mci: deleting ({len(changes)} change(s))", enabled=text):
-        outcome = _run(changes, api, kw, started)
+    with section("mci_destroy", f"gitlab-mci: deleting {len(changes)} resource(s)", enabled=text):
+        outcome = _run(changes, api, kw)
     if outcome.failed:
         first = next(iter(outcome.failed.items()))
         raise UserError(f"{len(outcome.failed)} deletion(s) failed; first: {first[0]}: {first[1]} "
                         "(run destroy again to continue)")
     if text:
-        click.echo(f"load balancer {kw['lb_name']} destroyed ({time.monotonic() - started:.1f}s)")
+        click.echo(f"load balancer {kw['lb_name']} destroyed in {time.monotonic() - started:.1f}s")
 
 
 @command.command("status")
@@ -258,10 +321,11 @@ def destroy_cmd(release_ip: bool, **kw: Any) -> None:
 @output_option(["text", "json", "markdown"], "fmt")
 @wait_option
 def status_cmd(fmt: str, wait: float, **kw: Any) -> None:
-    """VIP, listeners, backend health per cluster and zone (from getHealth), and certificate state.
+    """VIP, listeners, backend health per cluster and zone (from getHealth), and every certificate the load
+    balancer serves (pre-shared, self-managed, Google-managed) with its state.
 
-    Healthy, for --wait: every cluster and zone has a healthy backend. `-o markdown` adds a Mermaid diagram
-    (IP → rule → proxy → URL map → backends → clusters) for a job summary or a merge request.
+    Exit codes: 0 healthy (every cluster and zone has a healthy backend); 3 not healthy (after --wait, if given);
+    1 the load balancer does not exist.
     """
     from gitlab_mci.lb import status as status_mod
 
@@ -277,5 +341,5 @@ def status_cmd(fmt: str, wait: float, **kw: Any) -> None:
     click.echo(render(state))
     if not state.exists:
         raise UserError(f"load balancer {kw['lb_name']!r} not found in project {api.project}")
-    if wait and not state.healthy:
+    if not state.healthy:
         sys.exit(3)

@@ -106,6 +106,10 @@ dotenv_option = click.option(
 wait_option = click.option(
     "--wait", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="SECONDS",
     help="Wait up to this long for the state the command describes as healthy; exit 3 if it is not by then.")
+release_ip_option = click.option(
+    "--release-ip", is_flag=True,
+    help="Delete the global address gitlab-mci reserved for this load balancer once nothing uses it (kept by "
+         "default: DNS points at it; a --static-ip you reserved is never deleted).")
 no_wait_option = click.option("--no-wait", is_flag=True, help="Return without waiting for the outcome.")
 
 

@@ -22,6 +22,9 @@ API = "https://www.googleapis.com/compute/v1/"
 # Where Google's health checkers and front ends connect from (REFERENCE §3).
 HEALTH_CHECK_RANGES = ("130.211.0.0/22", "35.191.0.0/16")
 MAX_BACKENDS = 50
+# What GKE's default backend answers for a request no Ingress rule matches: 404, here as a route action of the
+# global external ALB (fault injection is not available to the classic scheme).
+NOT_FOUND: dict[str, Any] = {"faultInjectionPolicy": {"abort": {"httpStatus": 404, "percentage": 100.0}}}
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ class Desired:
     resources: dict[str, Resource] = field(default_factory=dict)
     named_ports: list[NamedPorts] = field(default_factory=list)
     address_owned: bool = True  # False when the user named a static IP: never deleted unless asked
+    notes: list[str] = field(default_factory=list)  # what a plan says besides its changes (routing behaviour)
 
     def add(self, r: Resource) -> Resource:
         self.resources[r.key] = r
@@ -218,11 +222,21 @@ def build(model: IngressModel, options: Options, clusters: Sequence[ClusterInfo]
 
     default = model.default_backend or model.backends()[0]
     default_bs = service_for[node_ports[default]]
+    # No default backend: GKE sends what matches no rule to its default backend, which answers 404. The global
+    # external ALB can say the same with a fault abort on the default route (a service is still named: a URL map
+    # must have one); the classic scheme cannot, so the plan says where those requests go instead.
+    not_found = model.default_backend is None and options.scheme == "EXTERNAL_MANAGED"
+    if model.default_backend is None and not not_found:
+        desired.notes.append(f"unmatched requests (the Ingress has no default backend, where GKE answers 404) go to "
+                             f"backendServices/{default_bs.name}: the {options.scheme} scheme cannot answer a fixed "
+                             "status; use --scheme EXTERNAL_MANAGED for 404s")
     url_map_body: dict[str, Any] = {"name": namer.name("urlMap"), "description": owner,
                                     "defaultService": desired.url(default_bs), "hostRules": [], "pathMatchers": []}
+    if not_found:
+        url_map_body["defaultRouteAction"] = NOT_FOUND
     for i, rule in enumerate(model.rules):
         matcher = f"m{i}"
-        path_rules, matcher_default = [], default_bs
+        path_rules, matcher_default = [], None
         for p in rule.paths:
             bs = service_for[node_ports[p.backend]]
             if p.path == "/" and p.path_type != "Exact":
@@ -230,8 +244,11 @@ def build(model: IngressModel, options: Options, clusters: Sequence[ClusterInfo]
                 continue
             path_rules.append({"paths": _paths(p.path, p.path_type), "service": desired.url(bs)})
         url_map_body["hostRules"].append({"hosts": [rule.host or "*"], "pathMatcher": matcher})
-        url_map_body["pathMatchers"].append({"name": matcher, "defaultService": desired.url(matcher_default),
-                                             "pathRules": path_rules})
+        path_matcher: dict[str, Any] = {"name": matcher, "defaultService": desired.url(matcher_default or default_bs),
+                                        "pathRules": path_rules}
+        if matcher_default is None and not_found:
+            path_matcher["defaultRouteAction"] = NOT_FOUND
+        url_map_body["pathMatchers"].append(path_matcher)
     url_map = desired.add(Resource("urlMaps", namer.name("urlMap"), url_map_body,
                                    deps=tuple(r.key for r in service_for.values())))
     if options.https:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -139,13 +140,16 @@ class ComputeApi:
         except OperationError as exc:
             raise UserError(str(exc)) from None
 
-    def list(self, collection: str, name_regex: str) -> list[dict[str, Any]]:
+    def list(self, collection: str, name_regex: str | None = None, *,
+             where: str | None = None) -> list[dict[str, Any]]:
+        """The resources whose name fully matches ``name_regex`` (or that match the filter ``where``)."""
         from google.cloud import compute_v1
 
         client, message, _ = self._client(collection)
         request_type = getattr(compute_v1, _API[collection][3])
+        expression = where if where is not None else f'name eq "{name_regex}"'
         pages = self.retrying(f"list {collection}", lambda: list(client.list(request=request_type(
-            project=self.project, filter=f'name eq "{name_regex}"'))))
+            project=self.project, filter=expression))))
         return [json.loads(message.to_json(item, always_print_fields_with_no_presence=False)) for item in pages]
 
     def get(self, collection: str, name: str) -> dict[str, Any] | None:
@@ -246,10 +250,39 @@ def read_actual(api: ComputeApi, desired: Desired,
         got = api.get("globalAddresses", address.name)
         if got is not None:
             found[address.key] = got
+    check_address_ports_free(api, desired, found)
     # Also the groups our backend services still use: a removed cluster's groups lose our named ports.
     groups = {_canonical(g) for g in {np.group for np in desired.named_ports} | _backend_groups(desired.namer, found)}
     known = {_canonical(url): data for url, data in (known_groups or {}).items() if _canonical(url) in groups}
     return Actual(found, {**known, **read_groups(api, groups - set(known))})
+
+
+def _port_range(rule: dict[str, Any]) -> tuple[int, int]:
+    text = str(rule.get("portRange") or "1-65535")  # no range: every port (a rule of another protocol or kind)
+    low, _, high = text.partition("-")
+    return int(low), int(high or low)
+
+
+def check_address_ports_free(api: ComputeApi, desired: Desired, found: dict[str, dict[str, Any]]) -> None:
+    """Refuse, before any write, when a forwarding rule gitlab-mci does not own for this load balancer already
+    serves a port we need on the address (kubemci's `mci1-fr--<lb>` on the recipe's IP, say): Compute accepts
+    every resource of the chain and refuses only the last one, the rule (``IP address is in-use``)."""
+    address = next((r for r in desired.resources.values() if r.collection == "globalAddresses"), None)
+    ip = (found.get(address.key) or {}).get("address") if address is not None else None
+    if address is None or not ip:
+        return  # an address still to be reserved has no rules yet
+    ours = {r.name: _port_range(r.body) for r in desired.resources.values() if r.collection == "globalForwardingRules"}
+    for rule in api.list("globalForwardingRules", where=f'IPAddress = "{ip}"'):
+        if rule["name"] in ours or desired.namer.owns(rule):
+            continue  # ours (a same-named rule we do not own is refused by diff, or adopted with --adopt)
+        low, high = _port_range(rule)
+        for name, (port, _) in sorted(ours.items()):
+            if low <= port <= high:
+                ports = f"port {low}" if low == high else f"ports {low}-{high}"
+                raise UserError(
+                    f"forwarding rule {rule['name']} (not gitlab-mci's) already serves {ip} {ports} on address "
+                    f"{address.name}, which {name} needs: remove that rule (and what only it uses), or choose "
+                    "another address with --static-ip")
 
 
 def _backend_groups(namer: Namer, found: dict[str, dict[str, Any]]) -> set[str]:
@@ -282,8 +315,34 @@ def _canonical(url: str) -> str:
     return "https://www.googleapis.com/compute/v1/" + url.split("/compute/v1/", 1)[-1]
 
 
-def diff(desired: Desired, actual: Actual, *, adopt: bool = False) -> list[Change]:
-    """The changes that turn ``actual`` into ``desired``; refuses to touch what gitlab-mci does not own."""
+def kept_addresses(desired: Desired, actual: Actual, *, release_ip: bool = False) -> list[dict[str, Any]]:
+    """Addresses gitlab-mci reserved that the desired state no longer uses (a switch to --static-ip): kept unless
+    ``release_ip`` — the IP is what DNS records point at, so releasing it is always asked for explicitly."""
+    if release_ip:
+        return []
+    return [have for key, have in sorted(actual.resources.items())
+            if key.startswith("globalAddresses/") and key not in desired.resources and desired.namer.owns(have)]
+
+
+def notes(desired: Desired, actual: Actual, *, release_ip: bool = False) -> list[str]:
+    """What a plan should say besides its changes: how routing behaves, what is kept."""
+    out = list(desired.notes)
+    for have in kept_addresses(desired, actual, release_ip=release_ip):
+        out.append(f"globalAddresses/{have['name']} ({have.get('address', '?')}) is kept though unused: gitlab-mci "
+                   "reserved it and DNS may point at it; pass --release-ip to delete it")
+    return out
+
+
+def _route_actions(url_map: dict[str, Any]) -> dict[str, Any]:
+    """The URL map's default route actions, its own and each path matcher's ("" is the map's)."""
+    actions = {"": url_map.get("defaultRouteAction")}
+    actions.update({str(m.get("name")): m.get("defaultRouteAction") for m in url_map.get("pathMatchers") or []})
+    return {k: _normal(v) for k, v in actions.items() if v}
+
+
+def diff(desired: Desired, actual: Actual, *, adopt: bool = False, release_ip: bool = False) -> list[Change]:
+    """The changes that turn ``actual`` into ``desired``; refuses to touch what gitlab-mci does not own. An owned
+    address no longer wanted is deleted only with ``release_ip``."""
     namer = desired.namer
     changes: list[Change] = []
     for key, r in desired.resources.items():
@@ -305,6 +364,10 @@ def diff(desired: Desired, actual: Actual, *, adopt: bool = False) -> list[Chang
         body = dict(r.body)
         compare = _as_served(r.collection, body, actual)
         changed = {k: (have.get(k), v) for k, v in compare.items() if _subset_differs(v, have.get(k))}
+        if r.collection == "urlMaps" and _route_actions(have) != _route_actions(body):
+            # A route action we set and no longer want (the 404 for unmatched requests, once the Ingress has a
+            # default backend) is absent from the desired body, which the subset comparison cannot see.
+            changed["defaultRouteAction"] = (_route_actions(have), _route_actions(body))
         if not namer.owns(have):
             changed["description"] = (have.get("description"), namer.description)
         if changed:
@@ -314,8 +377,9 @@ def diff(desired: Desired, actual: Actual, *, adopt: bool = False) -> list[Chang
             changes.append(Change(action, key, r.collection, r.name, body, changed, have, r.deps))
     wanted = {_canonical(np.group): np.ports for np in desired.named_ports}
     changes += _named_port_changes(namer, actual, wanted)
+    kept = {f"globalAddresses/{a['name']}" for a in kept_addresses(desired, actual, release_ip=release_ip)}
     for key, have in actual.resources.items():
-        if key not in desired.resources and namer.owns(have):
+        if key not in desired.resources and namer.owns(have) and key not in kept:
             collection = key.split("/", 1)[0]
             changes.append(Change("delete", key, collection, have["name"], actual=have))
     return changes
@@ -447,11 +511,22 @@ class Outcome:
     done: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # key → how long its own calls took (done or failed)
+
+
+def _timed(api: ComputeApi, c: Change) -> float:
+    """Run one change; how long it took, from when a worker picked it up (not from when it was queued)."""
+    began = time.monotonic()
+    _run_one(api, c)
+    return time.monotonic() - began
 
 
 def execute(api: ComputeApi, changes: list[Change], *, concurrency: int = 64,
-            progress: Callable[[str, Change], None] | None = None) -> Outcome:
-    """Run changes as a graph: creates/updates after what they reference, deletes after what references them."""
+            progress: Callable[[str, Change, float], None] | None = None) -> Outcome:
+    """Run changes as a graph: creates/updates after what they reference, deletes after what references them.
+
+    ``progress(event, change, seconds)``: ``start`` (0), ``done`` or ``failed`` with the change's own duration.
+    """
     keys = {c.key for c in changes}
     deps: dict[str, set[str]] = {}
     by_key = {c.key: c for c in changes}
@@ -477,18 +552,27 @@ def execute(api: ComputeApi, changes: list[Change], *, concurrency: int = 64,
                 n.key for n in changes if n.collection == "namedPorts" and not n.body["remove"]} if routes else set())
     outcome = Outcome()
     pending = set(by_key)
-    running: dict[Future[None], str] = {}
+    running: dict[Future[float], str] = {}
+    began: dict[str, float] = {}
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         while pending or running:
+            # Skip, transitively, whatever waits on a failure or a skip: repeat until no more is skipped, since
+            # a dependent may sort before what it waits on.
+            blocked = set(outcome.failed) | set(outcome.skipped)
+            while True:
+                newly = sorted(k for k in pending if deps[k] & blocked)
+                if not newly:
+                    break
+                pending.difference_update(newly)
+                outcome.skipped += newly
+                blocked.update(newly)
             for key in sorted(pending):
-                if deps[key] & set(outcome.failed) | (deps[key] & set(outcome.skipped)):
-                    pending.discard(key)
-                    outcome.skipped.append(key)
-                elif deps[key] <= set(outcome.done):
+                if deps[key] <= set(outcome.done):
                     pending.discard(key)
                     if progress:
-                        progress("start", by_key[key])
-                    running[pool.submit(_run_one, api, by_key[key])] = key
+                        progress("start", by_key[key], 0.0)
+                    began[key] = time.monotonic()
+                    running[pool.submit(_timed, api, by_key[key])] = key
             if not running:
                 # Nothing can start and nothing is running: what is left waits on itself.
                 for key in sorted(pending):
@@ -500,12 +584,15 @@ def execute(api: ComputeApi, changes: list[Change], *, concurrency: int = 64,
                 exc = fut.exception()
                 if exc is None:
                     outcome.done.append(key)
+                    outcome.seconds[key] = fut.result()
                     if progress:
-                        progress("done", by_key[key])
+                        progress("done", by_key[key], outcome.seconds[key])
                 else:
                     outcome.failed[key] = str(exc)
+                    # A failed change's time is measured from its submission (its worker's clock is lost).
+                    outcome.seconds[key] = time.monotonic() - began[key]
                     if progress:
-                        progress("failed", by_key[key])
+                        progress("failed", by_key[key], outcome.seconds[key])
     return outcome
 
 

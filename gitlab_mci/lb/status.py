@@ -37,6 +37,7 @@ class CertState:
     status: str
     domains: list[str]
     expires: str | None
+    owner: str = "gitlab-mci"  # or "pre-shared": the user's, served by our proxy, never changed by gitlab-mci
 
 
 @dataclass
@@ -76,7 +77,9 @@ def gather(api: ComputeApi, namer: Namer, clusters: Sequence[ClusterInfo], *,
         status.listeners.append({"rule": rule["name"], "ip": rule.get("IPAddress", ""),
                                  "port": str(rule.get("portRange", "")).split("-")[0],
                                  "proxy": _last(rule.get("target"))})
-        status.vip = status.vip or rule.get("IPAddress")
+    # The VIP is what the rules serve: an address gitlab-mci reserved but no longer uses (kept after a switch to
+    # --static-ip, since DNS may still point at it) is not it.
+    status.vip = next((r["ip"] for r in status.listeners if r["ip"]), status.vip)
     for proxy in by_coll.get("targetHttpProxies", []) + by_coll.get("targetHttpsProxies", []):
         status.routes[proxy["name"]] = [_last(proxy.get("urlMap"))]
     for um in by_coll.get("urlMaps", []):
@@ -97,12 +100,21 @@ def gather(api: ComputeApi, namer: Namer, clusters: Sequence[ClusterInfo], *,
                                                                              .split("/")[0]))
             status.backends.append(GroupHealth(bs["name"], context, zone, _last(group), states.get("HEALTHY", 0),
                                                sum(states.values()), dict(states)))
-    for cert in by_coll.get("sslCertificates", []):
+    # Every certificate the proxies serve (pre-shared ones are not ours, so not listed by name above), and ours.
+    served = dict.fromkeys(_last(link) for proxy in by_coll.get("targetHttpsProxies", [])
+                           for link in proxy.get("sslCertificates", []))
+    ours = {cert["name"]: cert for cert in by_coll.get("sslCertificates", [])}
+    for name in [*served, *(n for n in ours if n not in served)]:
+        cert = ours.get(name) or api.get("sslCertificates", name)
+        if cert is None:
+            status.certificates.append(CertState(name, "?", "NOT FOUND", [], None, "pre-shared"))
+            continue
         managed = cert.get("managed") or {}
         status.certificates.append(CertState(
-            cert["name"], cert.get("type", "SELF_MANAGED"),
+            name, cert.get("type", "SELF_MANAGED"),
             managed.get("status", "ACTIVE") if cert.get("type") == "MANAGED" else "ACTIVE",
-            list(managed.get("domains") or cert.get("subjectAlternativeNames") or []), cert.get("expireTime")))
+            list(managed.get("domains") or cert.get("subjectAlternativeNames") or []), cert.get("expireTime"),
+            "gitlab-mci" if name in ours else "pre-shared"))
     return status
 
 
@@ -123,7 +135,8 @@ def render_text(s: Status) -> str:
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     for c in s.certificates:
         extra = f" ({', '.join(c.domains)})" if c.domains else ""
-        lines.append(f"  certificate {c.name}: {c.type} {c.status}{extra}"
+        kind = f"{c.type} (pre-shared)" if c.owner == "pre-shared" else c.type
+        lines.append(f"  certificate {c.name}: {kind} {c.status}{extra}"
                      + (f", expires {c.expires}" if c.expires else ""))
     lines.append("healthy" if s.healthy else "NOT healthy: some instance group has no healthy instance")
     return "\n".join(lines)
@@ -142,6 +155,10 @@ def render_markdown(s: Status) -> str:
     out = [f"### Load balancer `{s.lb}`", "", f"VIP: `{s.vip or '-'}`", "",
            "| Backend service | Cluster | Zone | Healthy |", "|---|---|---|---|"]
     out += [f"| {b.backend_service} | {b.cluster} | {b.zone} | {b.healthy}/{b.total} |" for b in s.backends]
+    if s.certificates:
+        out += ["", "| Certificate | Type | Status | Domains | Expires |", "|---|---|---|---|---|"]
+        out += [f"| {c.name}{' (pre-shared)' if c.owner == 'pre-shared' else ''} | {c.type} | {c.status} | "
+                f"{', '.join(c.domains)} | {c.expires or ''} |" for c in s.certificates]
     out += ["", "```mermaid", "flowchart LR"]
     ids: dict[str, str] = {}
 

@@ -26,6 +26,7 @@ emulator calls :meth:`DataPlane.group_health` while holding its lock.
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -672,6 +673,9 @@ class DataPlane:
         if host.endswith(f":{listener.address[1]}"):
             host = host.rsplit(":", 1)[0]  # the simulator's ephemeral port is not part of the site's address
         found = route(spec.url_map, host.split(":")[0] if not host.startswith("[") else host, path)
+        if found.abort is not None and (found.abort[1] >= 100.0 or random.uniform(0.0, 100.0) < found.abort[1]):
+            # Answered by the load balancer itself, as Google's front end does for a fault abort.
+            return Reply(found.abort[0], b"fault filter abort", {"Content-Type": "text/plain"})
         if found.redirect is not None:
             status, location = redirect_target(found.redirect, scheme=spec.scheme, host=host, path=path,
                                                query=query, matched_prefix=found.matched_prefix)

@@ -2,7 +2,8 @@
 
 Pure functions over the URL map's REST JSON: host rules pick a path matcher, path rules pick a backend service or a
 redirect (``/*`` is a prefix, anything else an exact path; the most specific rule wins), and what matches nothing
-falls to the matcher's or the map's default service or default URL redirect.
+falls to the matcher's or the map's default service or default URL redirect. A route action's fault injection abort
+(``faultInjectionPolicy.abort``: the global external ALB's way to answer a fixed status) is reported with the route.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ class Route:
     service: str | None = None
     redirect: Obj | None = None
     matched_prefix: str = ""  # the path rule's prefix (without ``*``), for prefixRedirect
+    abort: tuple[int, float] | None = None  # (httpStatus, percentage) of the route action's fault abort
+
+
+def _abort(action: Obj | None) -> tuple[int, float] | None:
+    abort = ((action or {}).get("faultInjectionPolicy") or {}).get("abort")
+    if not abort or abort.get("httpStatus") is None:
+        return None
+    return int(abort["httpStatus"]), float(abort.get("percentage") or 0.0)
 
 
 def _host_score(pattern: str, host: str) -> int:
@@ -66,9 +75,12 @@ def route(url_map: Obj, host: str, path: str) -> Route:
                 if score > chosen_score:
                     chosen, chosen_score, chosen_prefix = rule, score, prefix
         if chosen is not None:
-            return Route(chosen.get("service"), chosen.get("urlRedirect"), chosen_prefix)
-        return Route(matcher.get("defaultService"), matcher.get("defaultUrlRedirect"))
-    return Route(url_map.get("defaultService"), url_map.get("defaultUrlRedirect"))
+            return Route(chosen.get("service"), chosen.get("urlRedirect"), chosen_prefix,
+                         _abort(chosen.get("routeAction")))
+        return Route(matcher.get("defaultService"), matcher.get("defaultUrlRedirect"),
+                     abort=_abort(matcher.get("defaultRouteAction")))
+    return Route(url_map.get("defaultService"), url_map.get("defaultUrlRedirect"),
+                 abort=_abort(url_map.get("defaultRouteAction")))
 
 
 def redirect_target(redirect: Obj, *, scheme: str, host: str, path: str, query: str,

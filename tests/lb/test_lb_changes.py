@@ -120,7 +120,8 @@ def test_status_shows_vip_health_per_cluster_and_zone_and_a_diagram(three: Runni
     assert code == 1 and "not found" in err
     assert cli(["lb", "apply", *SERVICE, "--context", "prod1,prod2,prod3", "--managed-domain", "shop.example.com"],
                capsys)[0] == 0
-    code, out, err = cli(["lb", "status", *where, "-o", "json"], capsys)
+    # Without --wait, status exits 3 until the health checks have passed: wait for them.
+    code, out, err = cli(["lb", "status", *where, "-o", "json", "--wait", "30"], capsys)
     assert code == 0, err
     state = json.loads(out)
     vip = three.sim.compute.get("globalAddresses", "gmci-ip-shop", project=P)["address"]
