@@ -76,9 +76,10 @@ def _command(words: list[str]) -> tuple[click.Command, list[str]]:
 
 
 def _command_lines() -> list[tuple[int, str]]:
-    """Every `gitlab-mci …` command in ```text and ```sh blocks (continuation lines joined, comments dropped)."""
+    """Every `gitlab-mci …` command in ```text, ```sh and ```yaml blocks (continuation lines joined, comments
+    dropped)."""
     lines = []
-    for start, _, text in blocks("text") + blocks("sh"):
+    for start, _, text in blocks("text") + blocks("sh") + blocks("yaml"):
         joined = re.sub(r"\\\n", " ", text)
         for offset, line in enumerate(joined.splitlines()):
             line = re.sub(r"(^|\s)#.*$", "", line)
