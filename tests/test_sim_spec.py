@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gitlab_mci.errors import UserError
-from gitlab_mci.sim.spec import generated_spec, load_spec, parse_spec
+from gitlab_mci.sim.spec import REGION_ZONES, generated_spec, load_spec, parse_spec
 from gitlab_mci.sim.world import plan_world
 
 
@@ -21,11 +21,42 @@ def test_default_world_is_prod1_and_prod2_with_three_nodes_each() -> None:
     assert [len(r.nodes) for r in records] == [3, 3]
 
 
-def test_regional_cluster_spreads_over_three_zones() -> None:
+def test_regional_cluster_spreads_over_three_zones_that_exist_in_its_region() -> None:
+    # europe-west1 has zones b, c and d: a regional cluster there can never be in europe-west1-a.
     spec = parse_spec({"clusters": [{"name": "eu", "location": "europe-west1", "nodes": 2}]})
     (rec,) = plan_world(spec)
-    assert rec.spec.zones == ("europe-west1-a", "europe-west1-b", "europe-west1-c")
+    assert rec.spec.zones == ("europe-west1-b", "europe-west1-c", "europe-west1-d")
     assert len(rec.nodes) == 6 and len(rec.groups) == 3
+
+
+@pytest.mark.parametrize(("region", "zones"), [
+    ("us-central1", ("us-central1-a", "us-central1-b", "us-central1-c")),
+    ("us-east1", ("us-east1-b", "us-east1-c", "us-east1-d")),
+    ("asia-east1", ("asia-east1-a", "asia-east1-b", "asia-east1-c")),
+])
+def test_regional_cluster_in_a_common_region_defaults_to_real_zones(region: str, zones: tuple[str, ...]) -> None:
+    spec = parse_spec({"clusters": [{"name": "c", "location": region}]})
+    assert spec.clusters[0].zones == zones
+
+
+def test_regional_cluster_may_list_its_zones_including_a_fourth_one() -> None:
+    spec = parse_spec({"clusters": [{"name": "us", "location": "us-central1", "zones": ["us-central1-f", "us-central1-a"]}]})
+    assert spec.clusters[0].zones == ("us-central1-f", "us-central1-a")
+
+
+def test_region_the_simulator_does_not_know_needs_its_zones_listed() -> None:
+    with pytest.raises(UserError) as info:
+        parse_spec({"clusters": [{"name": "mx", "location": "northamerica-west9"}]}, "spec.yaml")
+    assert "clusters[0].zones" in str(info.value) and "northamerica-west9" in str(info.value)
+    listed = parse_spec({"clusters": [{"name": "mx", "location": "northamerica-west9",
+                                       "zones": ["northamerica-west9-a"]}]})
+    assert listed.clusters[0].zones == ("northamerica-west9-a",)
+
+
+def test_generated_worlds_use_only_real_zones() -> None:
+    spec = generated_spec(10, zones_per_cluster=3)
+    for c in spec.clusters:
+        assert set(c.zones) <= set(REGION_ZONES[c.region]), c
 
 
 def test_world_plan_is_deterministic_and_names_are_unique() -> None:
@@ -48,6 +79,13 @@ def test_world_plan_is_deterministic_and_names_are_unique() -> None:
         ({"clusters": [{"name": "a", "location": "mars-1"}]}, "clusters[0].location"),
         ({"clusters": [{"name": "a"}, {"name": "a"}]}, "duplicate cluster name(s) a"),
         ({"clusters": [{"name": "a", "zones": ["europe-west1-b"]}]}, "every zone must be in us-central1"),
+        ({"clusters": [{"name": "eu", "location": "europe-west1", "zones": ["europe-west1-a"]}]},
+         "clusters[0].zones: europe-west1-a is not a zone of europe-west1 (its zones: europe-west1-b, europe-west1-c, "
+         "europe-west1-d)"),
+        ({"clusters": [{"name": "eu", "location": "europe-west1-a"}]},
+         "clusters[0].location: europe-west1-a is not a zone of europe-west1 (its zones: europe-west1-b, "
+         "europe-west1-c, europe-west1-d)"),
+        ({"clusters": [{"name": "a", "zones": ["us-central1-a", "us-central1-a"]}]}, "zones: us-central1-a is listed twice"),
         ({"clusters": [{"name": "a", "nodes": 0}]}, "clusters[0].nodes"),
         ({"clusters": [{"name": "a", "colour": 1}]}, "unknown field(s) colour"),
         ({"clusters": [{"name": "a"}], "projet": "x"}, "unknown field(s) projet"),

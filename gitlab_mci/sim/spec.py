@@ -27,6 +27,30 @@ _ZONE_RE = re.compile(r"^[a-z]+-[a-z]+\d+-[a-z]$")
 _REGION_RE = re.compile(r"^[a-z]+-[a-z]+\d+$")
 _PROJECT_RE = re.compile(r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$")
 
+# The zones of common Google Cloud regions, as Compute Engine names them: not every region has a zone `a`
+# (europe-west1 has b, c, d; us-east1 has b, c, d) and some have more than three (us-central1 also has f). A
+# regional cluster defaults to the first three, as GKE spreads a regional cluster over three zones.
+REGION_ZONES: dict[str, tuple[str, ...]] = {
+    region: tuple(f"{region}-{s}" for s in suffixes)
+    for region, suffixes in {
+        "africa-south1": "abc",
+        "asia-east1": "abc", "asia-east2": "abc",
+        "asia-northeast1": "abc", "asia-northeast2": "abc", "asia-northeast3": "abc",
+        "asia-south1": "abc", "asia-south2": "abc",
+        "asia-southeast1": "abc", "asia-southeast2": "abc",
+        "australia-southeast1": "abc", "australia-southeast2": "abc",
+        "europe-central2": "abc", "europe-north1": "abc", "europe-southwest1": "abc",
+        "europe-west1": "bcd", "europe-west2": "abc", "europe-west3": "abc", "europe-west4": "abc",
+        "europe-west6": "abc", "europe-west8": "abc", "europe-west9": "abc", "europe-west10": "abc",
+        "europe-west12": "abc",
+        "me-central1": "abc", "me-central2": "abc", "me-west1": "abc",
+        "northamerica-northeast1": "abc", "northamerica-northeast2": "abc",
+        "southamerica-east1": "abc", "southamerica-west1": "abc",
+        "us-central1": "abcf", "us-east1": "bcd", "us-east4": "abc", "us-east5": "abc", "us-south1": "abc",
+        "us-west1": "abc", "us-west2": "abc", "us-west3": "abc", "us-west4": "abc",
+    }.items()
+}
+
 DEFAULT_SPEC: dict[str, Any] = {
     "project": "demo-project",
     "clusters": [
@@ -86,6 +110,13 @@ def _require(cond: bool, where: str, message: str) -> None:
         raise UserError(f"{where}: {message}")
 
 
+def _check_zone(zone: str, region: str, where: str) -> None:
+    """A zone of a region in :data:`REGION_ZONES` must be one of its real zones (there is no europe-west1-a)."""
+    known = REGION_ZONES.get(region)
+    _require(known is None or zone in known, where,
+             f"{zone} is not a zone of {region} (its zones: {', '.join(known or ())})")
+
+
 def _cluster(raw: Any, idx: int, where: str) -> ClusterSpec:
     at = f"{where}: clusters[{idx}]"
     _require(isinstance(raw, dict), at, "must be a mapping with at least `name` and `location`")
@@ -97,12 +128,22 @@ def _cluster(raw: Any, idx: int, where: str) -> ClusterSpec:
     location = raw.get("location", "us-central1-a")
     _require(isinstance(location, str) and bool(_ZONE_RE.match(location) or _REGION_RE.match(location)),
              f"{at}.location", f"{location!r} is neither a zone (us-central1-a) nor a region (us-central1)")
-    default_zones = [location] if _ZONE_RE.match(location) else [f"{location}-{s}" for s in "abc"]
+    region = location if _REGION_RE.match(location) else location.rsplit("-", 1)[0]
+    known = REGION_ZONES.get(region)
+    if _ZONE_RE.match(location):
+        _check_zone(location, region, f"{at}.location")
+        default_zones: list[str] | None = [location]
+    else:
+        default_zones = list(known[:3]) if known else None
+    _require(default_zones is not None or "zones" in raw, f"{at}.zones",
+             f"the simulator does not know the zones of {region}: list them (e.g. zones: [{region}-a, {region}-b])")
     zones = raw.get("zones", default_zones)
     _require(isinstance(zones, list) and bool(zones) and all(isinstance(z, str) and _ZONE_RE.match(z) for z in zones),
              f"{at}.zones", "must be a non-empty list of zones like us-central1-a")
-    region = location if _REGION_RE.match(location) else location.rsplit("-", 1)[0]
     _require(all(z.rsplit("-", 1)[0] == region for z in zones), f"{at}.zones", f"every zone must be in {region}")
+    for z in zones:
+        _check_zone(z, region, f"{at}.zones")
+        _require(zones.count(z) == 1, f"{at}.zones", f"{z} is listed twice")
     pools_raw = raw.get("nodePools")
     pools: tuple[NodePoolSpec, ...]
     if pools_raw is None:
@@ -189,7 +230,7 @@ def generated_spec(clusters: int, zones_per_cluster: int = 1, nodes_per_zone: in
     items = []
     for i in range(clusters):
         region = regions[i % len(regions)]
-        zones = [f"{region}-{s}" for s in "abcdef"[:zones_per_cluster]]
+        zones = list(REGION_ZONES[region][:zones_per_cluster])
         location = zones[0] if zones_per_cluster == 1 else region
         items.append({"name": f"prod{i + 1}", "location": location, "zones": zones, "nodes": nodes_per_zone})
     return parse_spec({"project": "demo-project", "clusters": items, **extra}, "generated spec")

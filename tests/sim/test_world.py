@@ -65,8 +65,11 @@ def test_regional_cluster_and_shared_vpc(make_sim: Any) -> None:
         "clusters": [{"name": "eu", "location": "europe-west1", "nodes": 1}],
     }))
     groups = _walk(running, "eu")
-    assert {z for z, _ in groups} == {"europe-west1-a", "europe-west1-b", "europe-west1-c"}
-    inst = _compute(compute_v1.InstancesClient, running).list(project="app-project", zone="europe-west1-a")
+    # europe-west1 has no zone a: GKE puts a regional cluster there in b, c and d.
+    assert {z for z, _ in groups} == {"europe-west1-b", "europe-west1-c", "europe-west1-d"}
+    zones = _compute(compute_v1.ZonesClient, running).list(project="app-project")
+    assert sorted(z.name for z in zones) == ["europe-west1-b", "europe-west1-c", "europe-west1-d"]
+    inst = _compute(compute_v1.InstancesClient, running).list(project="app-project", zone="europe-west1-b")
     (first,) = list(inst)
     assert first.network_interfaces[0].network.endswith("/projects/host-project/global/networks/shared-net")
     net = _compute(compute_v1.NetworksClient, running).get(project="host-project", network="shared-net")
