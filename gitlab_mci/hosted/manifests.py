@@ -2,7 +2,8 @@
 
 One ``MultiClusterService`` per backend Service (its pod selector and ports, ``spec.clusters`` when a subset of the
 fleet is selected), an optional ``BackendConfig`` (health-check path) and ``FrontendConfig`` (HTTP→HTTPS redirect),
-and the ``MultiClusterIngress`` with the routing and the static-IP / pre-shared-certificate annotations.
+and the ``MultiClusterIngress`` with the routing, the TLS Secrets (``spec.tls``) and the static-IP /
+pre-shared-certificate annotations.
 Every object carries the labels that mark it as gitlab-mci's for this load balancer.
 """
 
@@ -89,6 +90,8 @@ def multicluster_ingress(model: HostedModel) -> Obj:
         rules.append(entry)
     if rules:
         template["rules"] = rules
+    if model.tls_secrets:  # GKE reads these kubernetes.io/tls Secrets from the config cluster, same namespace
+        template["tls"] = [{"secretName": name} for name in model.tls_secrets]
     notes: dict[str, str] = {}
     if model.static_ip_address:
         notes[STATIC_IP] = model.static_ip_address

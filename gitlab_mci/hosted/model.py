@@ -26,6 +26,8 @@ _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 STATIC_IP = "networking.gke.io/static-ip"
 PRE_SHARED_CERTS = "networking.gke.io/pre-shared-certs"
 FRONTEND_CONFIG = "networking.gke.io/frontend-config"
+# Read from the Ingress by the self-managed mode too; GKE's Multi Cluster Ingress has no equivalent (see check_http).
+ALLOW_HTTP = "kubernetes.io/ingress.allow-http"
 BACKEND_CONFIG = "beta.cloud.google.com/backend-config"
 MANAGED_ANNOTATIONS = {
     "MultiClusterIngress": (STATIC_IP, PRE_SHARED_CERTS, FRONTEND_CONFIG),
@@ -89,6 +91,7 @@ class HostedModel:
     links: tuple[str, ...] | None  # spec.clusters of every MCS; None: every fleet member
     static_ip_address: str | None = None
     pre_shared_certs: tuple[str, ...] = ()
+    tls_secrets: tuple[str, ...] = ()  # the Ingress's spec.tls Secrets, read by GKE from the config cluster
     https_redirect: bool = False
     health_check_path: str | None = None
     notes: dict[str, str] = field(default_factory=dict)
@@ -131,6 +134,19 @@ def check_health_path(path: str | None) -> str | None:
     if path is not None and (not path.startswith("/") or any(c.isspace() for c in path)):
         raise UserError(f"--health-check-path {path!r} must be an absolute URL path like /healthz")
     return path
+
+
+def check_http(annotations: dict[str, str], https_redirect: bool) -> None:
+    """Refuse an HTTPS-only Ingress (``kubernetes.io/ingress.allow-http: "false"``) that hosted mode would serve on
+    port 80 anyway: GKE's Multi Cluster Ingress always makes the port-80 forwarding rule and documents no way to
+    close it (the annotation belongs to the single-cluster Ingress). What it supports is a FrontendConfig that
+    answers port 80 with a redirect to HTTPS, which is what ``--https-redirect`` writes; with it, the app is never
+    served over plain HTTP, so the annotation is then honoured as far as GKE allows."""
+    value = annotations.get(ALLOW_HTTP)
+    if value is not None and value.strip().lower() == "false" and not https_redirect:
+        raise UserError(f'the Ingress says {ALLOW_HTTP}: "false", but GKE\'s Multi Cluster Ingress always serves '
+                        "port 80 and cannot close it: add --https-redirect (port 80 then only redirects to HTTPS) or "
+                        "use the self-managed mode (gitlab-mci lb), which opens no port 80")
 
 
 def ingress_paths(path: str, path_type: str) -> list[str]:

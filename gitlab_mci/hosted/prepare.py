@@ -2,8 +2,9 @@
 
 Checks, in order: names (no ``mci-``, GKE's prefix), routing, certificates and static IP name offline; then the
 namespace in the config cluster and in every selected cluster ("namespace sameness"), the backend Services (same
-selector and ports everywhere), fleet membership of every cluster link and the config membership, the static IP
-and pre-shared certificates in Compute, GKE's quotas, and objects with our names that gitlab-mci did not create.
+selector and ports everywhere), the Ingress's TLS Secrets in the config cluster, fleet membership of every cluster
+link and the config membership, the static IP and pre-shared certificates in Compute, GKE's quotas, and objects
+with our names that gitlab-mci did not create.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from gitlab_mci.hosted.model import (
     McsModel,
     ServicePort,
     check_health_path,
+    check_http,
     check_namespace,
     check_object_name,
 )
@@ -172,6 +174,24 @@ def _certificate(compute: Compute, name: str) -> None:
         raise UserError(f"pre-shared certificate {name!r}: cannot read it: {exc.message}") from None
 
 
+def _tls_secret(cluster: Cluster, namespace: str, name: str) -> None:
+    """The Ingress's ``spec.tls`` Secret, where GKE's Multi Cluster Ingress reads it: the config cluster, in the
+    app's namespace; a valid certificate and key (never printed)."""
+    from kubernetes.client.exceptions import ApiException
+
+    from gitlab_mci.lb.certs import from_secret
+
+    where = f"Secret {namespace}/{name} (spec.tls of the Ingress) in the config cluster, context {cluster.context!r}"
+    try:
+        secret = cluster.call(f"read Secret {namespace}/{name}", cluster.core.read_namespaced_secret, name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise UserError(f"{where}, does not exist: Multi Cluster Ingress reads TLS Secrets from the config "
+                            "cluster; create it there, in the same namespace") from None
+        raise UserError(f"{where}: {_api_error(exc)}") from None
+    from_secret(secret.data, where)
+
+
 def list_objects(cluster: Cluster, kind: str, namespace: str | None, label_selector: str | None = None) -> list[Obj]:
     from kubernetes.client.exceptions import ApiException
 
@@ -221,10 +241,13 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     certs = _split([*inputs.ssl_certificates, *(notes.get(a, "") for a in PRE_SHARED_ANNOTATIONS)])
     for cert in certs:
         check_resource_name(cert, "--ssl-certificate")
-    if inputs.https_redirect and not certs:
-        raise UserError("--https-redirect needs HTTPS: give the certificate(s) with --ssl-certificate")
-    if len(certs) > 15:
-        raise UserError(f"{len(certs)} certificates: a load balancer serves at most 15")
+    secrets = model_routing.tls_secrets
+    check_http(notes, inputs.https_redirect)
+    if inputs.https_redirect and not certs and not secrets:
+        raise UserError("--https-redirect needs HTTPS: give the certificate(s) with --ssl-certificate (or a TLS "
+                        "Secret in the Ingress's spec.tls)")
+    if len(certs) + len(secrets) > 15:
+        raise UserError(f"{len(certs) + len(secrets)} certificates: a load balancer serves at most 15")
     health_path = check_health_path(inputs.health_check_path)
     specs = parse_contexts(inputs.contexts)
     config = config_spec(inputs, specs)
@@ -248,6 +271,8 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
         raise UserError(f"namespace {namespace!r} does not exist in context {missing[0]!r} ({role}); Multi Cluster "
                         "Ingress needs the same namespace in the config cluster and every selected cluster "
                         "(namespace sameness): create it or deploy there first")
+    for secret in secrets:
+        _tls_secret(connected[config.context], namespace, secret)
     links_list = parallel(all_specs, lambda s: resolve_link(s, connected[s.context], compute))
     links = dict(zip([s.context for s in all_specs], links_list, strict=True))
     serving = list(dict.fromkeys(links[s.context] for s in specs))
@@ -290,7 +315,8 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     parallel(list(certs), lambda c: _certificate(compute, c))
 
     model = HostedModel(lb=lb, namespace=namespace, routing=model_routing, mcs=mcs, links=selection,
-                        static_ip_address=address, pre_shared_certs=certs, https_redirect=inputs.https_redirect,
+                        static_ip_address=address, pre_shared_certs=certs, tls_secrets=secrets,
+                        https_redirect=inputs.https_redirect,
                         health_check_path=health_path, notes=notes)
     wanted = desired(model)
 

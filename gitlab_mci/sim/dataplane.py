@@ -25,6 +25,7 @@ emulator calls :meth:`DataPlane.group_health` while holding its lock.
 
 from __future__ import annotations
 
+import bisect
 import json
 import random
 import threading
@@ -152,7 +153,9 @@ class _Health:
     successes: int = 0
     failures: int = 0
     next_probe: float = 0.0
-    pending_failure_at: float | None = None  # a probe to a dead node fails when its timeout expires
+    # Probes in flight to a node that does not answer: when each one's timeout expires, oldest first. Every probe
+    # has its own slot, so a probe that times out never hides, delays or replaces the ones sent after it.
+    timeouts: list[float] = field(default_factory=list)
     changed_at: float = 0.0
 
 
@@ -170,11 +173,12 @@ class DataPlane:
     """Listeners, routing, health checks and faults for the load balancers in a :class:`ComputeEmulator`."""
 
     def __init__(self, compute: ComputeEmulator, clusters: dict[str, KubeApiServer], records: list[ClusterRecord],
-                 *, project: str, poll: float = POLL) -> None:
+                 *, project: str, poll: float = POLL, clock: Callable[[], float] = time.monotonic) -> None:
         self.compute = compute
         self.clusters = clusters
         self.project = project
         self.poll = poll
+        self._clock = clock  # injectable so tests can drive probing on a simulated clock (see :meth:`tick`)
         self._nodes: dict[str, NodeRecord] = {}  # instance URL tail "zones/Z/instances/N" -> node
         self._zones: dict[str, set[str]] = {}  # zone -> clusters
         for rec in records:
@@ -347,17 +351,22 @@ class DataPlane:
     def _run(self) -> None:
         next_look = 0.0
         while not self._stop.is_set():
-            now = time.monotonic()
+            now = self._clock()
             if now >= next_look or self._seen is None:
                 try:
                     self._reconcile()
                 except Exception as exc:  # the loop must survive a half-made resource
                     print(f"sim dataplane: reconcile failed: {exc!r}", flush=True)
                 next_look = now + self.poll
-            due = self._probe_due(time.monotonic())
-            wait = max(0.005, min(next_look, due) - time.monotonic())
+            due = self.tick(self._clock())
+            wait = max(0.005, min(next_look, due) - self._clock())
             self._wake.wait(wait)
             self._wake.clear()
+
+    def rebuild(self) -> None:
+        """Re-read the emulators now, in the caller's thread (for a data plane driven by :meth:`tick`)."""
+        self._seen = None
+        self._reconcile()
 
     def _reconcile(self) -> None:
         seen = (self.compute.revision(), self._kube_revision)
@@ -519,7 +528,7 @@ class DataPlane:
             for _group, backends in view.groups:
                 for b in backends:
                     wanted[(view.url, b.instance)] = view.health
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             for key in [k for k in self._health if k not in wanted]:
                 del self._health[key]
@@ -565,19 +574,28 @@ class DataPlane:
 
     # --- health checks ---------------------------------------------------------------------------------------
 
-    def _probe_due(self, now: float) -> float:
-        """Run every probe that is due; the time of the next one."""
+    def tick(self, now: float) -> float:
+        """Run every probe that is due at ``now`` and settle the timeouts that expired; the time of the next event.
+
+        Like Google's probers, each backend is probed on its own schedule and every probe of a round goes out at
+        once: a probe that gets no answer occupies nothing, it fails when its own timeout (``timeoutSec``, at most
+        the interval) expires. So a zone whose nodes all stop answering delays neither the probes of other backends
+        nor the next round, and is UNHEALTHY after ``unhealthyThreshold`` failed probes: within interval ×
+        threshold + one interval of the failure, however many of its backends there are. The loop calls this;
+        tests call it with a simulated clock.
+        """
         backends = self._topology.backends()
         with self._lock:
             due = [(k, h) for k, h in self._health.items()
-                   if h.next_probe <= now or (h.pending_failure_at is not None and h.pending_failure_at <= now)]
+                   if h.next_probe <= now or (h.timeouts and h.timeouts[0] <= now)]
         for key, h in due:
-            if h.pending_failure_at is not None and h.pending_failure_at <= now:
-                h.pending_failure_at = None
-                self._record(h, ok=False, now=now)
+            # Results in the order they arrive: the timeouts that expired by now (sent earlier), then this round.
+            while h.timeouts and h.timeouts[0] <= now:
+                self._record(h, ok=False, now=h.timeouts.pop(0))
             if h.next_probe > now:
                 continue
-            # A steady schedule that does not drift; a late loop skips the missed probe instead of catching up.
+            # A steady schedule that does not drift; a late loop probes now and resumes the schedule from here
+            # (one probe, not a burst of catch-up probes).
             h.next_probe += h.params.interval
             if h.next_probe <= now:
                 h.next_probe = now + h.params.interval
@@ -592,11 +610,11 @@ class DataPlane:
             except _Refused:
                 self._record(h, ok=False, now=now)
             except _Unreachable:
-                # No answer: the probe fails when its timeout expires (at most one interval later).
-                h.pending_failure_at = now + min(h.params.timeout, h.params.interval)
+                # No answer: this probe fails when its timeout expires (Google requires timeoutSec <= interval).
+                bisect.insort(h.timeouts, now + min(h.params.timeout, h.params.interval))
         with self._lock:
             times = [h.next_probe for h in self._health.values()]
-            times += [h.pending_failure_at for h in self._health.values() if h.pending_failure_at is not None]
+            times += [h.timeouts[0] for h in self._health.values() if h.timeouts]
         return min(times, default=now + self.poll)
 
     def _record(self, h: _Health, *, ok: bool, now: float) -> None:

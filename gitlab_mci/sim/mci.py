@@ -5,8 +5,9 @@ Hub) and does what GKE's Google-hosted controller does, after a configurable pro
 
 - for every ``MultiClusterService``: a derived headless Service ``mci-<mcs>-svc-<hash>`` in each selected cluster
   (``spec.clusters`` links, or every fleet member) and one NEG per zone and port in Compute;
-- for every ``MultiClusterIngress``: ``mci-…`` health checks, backend services (NEG backends), URL map, target
-  proxies, forwarding rules and firewall rule, then ``status.VIP`` and ``status.CloudResources``;
+- for every ``MultiClusterIngress``: ``mci-…`` health checks, backend services (NEG backends), URL map, an SSL
+  certificate per ``spec.template.spec.tls`` Secret (read from the config cluster), target proxies, forwarding rules
+  and firewall rule, then ``status.VIP`` and ``status.CloudResources``;
 - finalizers ``mci.finalizer.networking.gke.io`` / ``mcs.finalizer.networking.gke.io``, removed once the cloud
   resources of a deleted object are gone.
 
@@ -16,6 +17,7 @@ Its writes go straight to the emulators (no HTTP), so they never show in the req
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
@@ -42,10 +44,10 @@ API = "https://www.googleapis.com/compute/v1"
 MCI_FINALIZER = "mci.finalizer.networking.gke.io"
 MCS_FINALIZER = "mcs.finalizer.networking.gke.io"
 HEALTH_CHECK_RANGES = ["130.211.0.0/22", "35.191.0.0/16"]
-_WATCHED = {"MultiClusterIngress", "MultiClusterService", "BackendConfig", "FrontendConfig", "Namespace"}
+_WATCHED = {"MultiClusterIngress", "MultiClusterService", "BackendConfig", "FrontendConfig", "Namespace", "Secret"}
 # Creation order; deletion runs in reverse.
-_ORDER = ("networkEndpointGroups", "healthChecks", "backendServices", "urlMaps", "targetHttpProxies",
-          "targetHttpsProxies", "globalForwardingRules", "firewalls")
+_ORDER = ("networkEndpointGroups", "healthChecks", "backendServices", "urlMaps", "sslCertificates",
+          "targetHttpProxies", "targetHttpsProxies", "globalForwardingRules", "firewalls")
 _NEG_MARKER = '"gitlab-mci-sim":"neg"'
 _ERROR_RE = re.compile(r"^(MultiClusterIngress|MultiClusterService) ([^/ ]+)/([^: ]+): (.*)$")
 
@@ -350,6 +352,10 @@ class MciController:
         if missing:
             out.errors.append(f"{where}: pre-shared certificate(s) {', '.join(missing)} not found")
             certs = [c for c in certs if c not in missing]
+        for tls in template.get("tls") or []:  # Kubernetes Secrets of the config cluster → mci- certificates
+            cert = self._secret_certificate(kube, ns, str(tls.get("secretName", "")), prefix, where, out)
+            if cert is not None:
+                certs.append(cert)
         http_map = um
         if redirect and certs:
             http_map = _fit(f"{prefix}-rm-{ns}-{name}")
@@ -400,6 +406,23 @@ class MciController:
                 "UrlMap": um,
             },
         }
+
+    def _secret_certificate(self, kube: KubeApiServer, ns: str, secret: str, prefix: str, where: str,
+                            out: _Desired) -> str | None:
+        """A ``kubernetes.io/tls`` Secret as the self-managed SSL certificate GKE makes of it; its name."""
+        found = kube.get("v1", "Secret", secret, ns)
+        data = (found or {}).get("data") or {}
+        try:
+            cert, key = (base64.b64decode(data[k]).decode() for k in ("tls.crt", "tls.key"))
+        except (KeyError, ValueError):
+            out.errors.append(f"{where}: Secret {ns}/{secret} " + ("not found" if found is None else
+                                                                    "has no valid tls.crt and tls.key"))
+            return None
+        name = _fit(f"{prefix}-{_hash(ns, secret, cert, n=8)}-{ns}-{secret}")  # a new name when the Secret changes
+        out.compute[("sslCertificates", "", name)] = {
+            "name": name, "type": "SELF_MANAGED", "certificate": cert, "privateKey": key,
+            "description": f'{{"mci":"{where.split(" ", 1)[1]}","secret":"{secret}"}}'}
+        return name
 
     def _health_path(self, kube: KubeApiServer, mcs: Obj) -> str:
         raw = (mcs["metadata"].get("annotations") or {}).get("beta.cloud.google.com/backend-config") or \

@@ -3,13 +3,17 @@ and google-cloud-gke-hub clients, the simulated hosted Multi Cluster Ingress con
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import socket
+import ssl
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from gitlab_mci.sim.mci import MCI_FINALIZER, derived_service_name
 from tests.cli_helpers import run_cli as cli
@@ -170,6 +174,146 @@ def test_https_redirect_rules_and_pre_shared_certificates(fleet: RunningSim, cap
     assert "- FrontendConfig default/shop" in out
     assert "networking.gke.io/frontend-config" not in get(fleet, "MultiClusterIngress", "shop")["metadata"]["annotations"]
     assert cli(["hosted", "delete", *WHERE], capsys)[0] == 0
+
+
+HTTPS_ONLY_INGRESS = """\
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: shop
+  annotations:
+    kubernetes.io/ingress.allow-http: "false"
+    kubernetes.io/ingress.global-static-ip-name: web-ip
+    ingress.gcp.kubernetes.io/pre-shared-cert: shop-cert
+spec:
+  defaultBackend: {service: {name: shop-auto-deploy, port: {name: web}}}
+"""
+
+
+def test_an_https_only_ingress_is_refused_in_hosted_mode_unless_port_80_may_only_redirect(
+        fleet: RunningSim, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """The user's Ingress says allow-http "false" (the self-managed mode then opens no port 80). GKE's Multi Cluster
+    Ingress always serves port 80, so hosted mode must not drop the annotation silently: it refuses before any
+    write, naming the annotation and the alternatives; with --https-redirect, port 80 answers only with a redirect
+    to HTTPS, through the load balancer the simulated controller built, and the app is served on 443 alone."""
+    from google.cloud import compute_v1
+    from kubernetes import client as k8s
+
+    from gitlab_mci.gcp import Compute
+    from tests.hosted.conftest import LABELS
+    from tests.pki import self_signed
+
+    cert, key = self_signed("shop.example.com")
+    fleet.sim.compute.seed("sslCertificates", {"name": "shop-cert", "certificate": cert, "privateKey": key},
+                           project="demo-project")
+    fleet.sim.compute.seed("globalAddresses", {"name": "web-ip"}, project="demo-project")
+    ingress = tmp_path / "ingress.yaml"
+    ingress.write_text(HTTPS_ONLY_INGRESS)
+    args = ["--lb", "shop", "--context", "prod1,prod2", "--ingress", str(ingress)]
+    fleet.sim.journal.reset()
+    for command in ("plan", "apply"):
+        code, _, err = cli(["hosted", command, *args], capsys)
+        assert code == 1 and len(err.splitlines()) == 1, err
+        assert 'kubernetes.io/ingress.allow-http: "false"' in err and "--https-redirect" in err
+        assert "gitlab-mci lb" in err
+    assert fleet.sim.journal.writes() == []
+    assert get(fleet, "MultiClusterIngress", "shop") is None
+
+    for name in ("prod1", "prod2"):  # the app's pods, so that HTTPS has somewhere to go
+        api = k8s.ApiClient(k8s.Configuration(host=fleet.sim.kube_url(name)))
+        k8s.AppsV1Api(api).create_namespaced_deployment("default", {
+            "metadata": {"name": "shop"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": LABELS}, "template": {
+                "metadata": {"labels": LABELS}, "spec": {"containers": [{"name": "app", "image": "x"}]}}}})
+    code, _, err = cli(["hosted", "apply", *args, "--https-redirect"], capsys)
+    assert code == 0, err
+    assert get(fleet, "FrontendConfig", "shop")["spec"]["redirectToHttps"]["enabled"] is True
+    # What GKE built: port 80's proxy has a URL map that only redirects; 443 routes to the app.
+    rules = {r["portRange"]: r for r in fleet.sim.compute.resources("globalForwardingRules")}
+    assert sorted(rules) == ["443-443", "80-80"]
+    http_proxy = next(p for p in fleet.sim.compute.resources("targetHttpProxies")
+                      if p["selfLink"] == rules["80-80"]["target"])
+    http_map = next(m for m in fleet.sim.compute.resources("urlMaps") if m["selfLink"] == http_proxy["urlMap"])
+    assert http_map["defaultUrlRedirect"]["httpsRedirect"] is True and "defaultService" not in http_map
+
+    gc = Compute("demo-project", fleet.sim.compute_url)  # GKE's 15 s checks made quick, as a BackendConfig can
+    checks = gc.client(compute_v1.HealthChecksClient)
+    for hc in checks.list(project="demo-project"):
+        gc.wait(checks.patch(project="demo-project", health_check=hc.name,
+                             health_check_resource=compute_v1.HealthCheck(check_interval_sec=1, timeout_sec=1)))
+    assert fleet.sim.dataplane.wait_health("HEALTHY", timeout=5), fleet.sim.dataplane.health()
+    vip = rules["80-80"]["IPAddress"]
+    plain = fleet.sim.dataplane.url_for(vip, 80)
+    for path in ("/", "/checkout?step=2"):
+        answer = requests.get(plain + path, headers={"Host": "shop.example.com"}, timeout=5, allow_redirects=False)
+        assert answer.status_code == 301 and answer.headers["Location"] == f"https://shop.example.com{path}"
+        assert answer.content == b""  # never the app
+    secure = fleet.sim.dataplane.url_for(vip, 443)
+    host, port = secure.removeprefix("https://").split(":")
+    context = ssl.create_default_context(cadata=cert)
+    with socket.create_connection((host, int(port)), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="shop.example.com") as tls:
+        tls.sendall(b"GET /checkout HTTP/1.0\r\nHost: shop.example.com\r\n\r\n")
+        response = http.client.HTTPResponse(tls)  # type: ignore[arg-type]
+        response.begin()
+        assert response.status == 200 and json.loads(response.read())["path"] == "/checkout"
+    assert cli(["hosted", "delete", *WHERE], capsys)[0] == 0
+
+
+TLS_INGRESS = """\
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shop}
+spec:
+  tls: [{hosts: [shop.example.com], secretName: shop-tls}]
+  defaultBackend: {service: {name: shop-auto-deploy, port: {name: web}}}
+"""
+
+
+def test_an_ingress_with_a_tls_secret_is_served_over_https_with_that_certificate_in_hosted_mode(
+        fleet: RunningSim, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """The user's Ingress names its certificate as a TLS Secret (spec.tls), which the self-managed mode uploads.
+    Hosted mode must not drop it: the Secret must be in the config cluster (refused before any write when it is
+    not), and the MultiClusterIngress carries spec.tls, from which GKE serves HTTPS with that certificate."""
+    import base64
+
+    from kubernetes import client as k8s
+
+    from tests.pki import self_signed
+
+    ingress = tmp_path / "ingress.yaml"
+    ingress.write_text(TLS_INGRESS)
+    args = ["--lb", "shop", "--context", "prod1,prod2", "--ingress", str(ingress), "--https-redirect"]
+    code, _, err = cli(["hosted", "apply", *args], capsys)
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert "Secret default/shop-tls (spec.tls of the Ingress) in the config cluster, context 'prod1', does not " \
+           "exist" in err
+    assert fleet.sim.journal.writes() == []
+
+    cert, key = self_signed("shop.example.com")
+    core = k8s.CoreV1Api(k8s.ApiClient(k8s.Configuration(host=fleet.sim.kube_url("prod1"))))
+    core.create_namespaced_secret("default", {
+        "metadata": {"name": "shop-tls"}, "type": "kubernetes.io/tls",
+        "data": {"tls.crt": base64.b64encode(cert.encode()).decode(),
+                 "tls.key": base64.b64encode(key.encode()).decode()}})
+    code, out, err = cli(["hosted", "apply", *args], capsys)
+    assert code == 0, err
+    assert key not in out + err
+    mci = get(fleet, "MultiClusterIngress", "shop")
+    assert mci["spec"]["template"]["spec"]["tls"] == [{"secretName": "shop-tls"}]
+    # GKE's side: a certificate made of the Secret on the HTTPS proxy, served on 443 of the VIP.
+    [proxy] = fleet.sim.compute.resources("targetHttpsProxies")
+    [made] = [c for c in fleet.sim.compute.resources("sslCertificates") if proxy["sslCertificates"] == [c["selfLink"]]]
+    assert made["name"].startswith("mci-")
+    secure = fleet.sim.dataplane.url_for(mci["status"]["VIP"], 443)
+    host, port = secure.removeprefix("https://").split(":")
+    context = ssl.create_default_context(cadata=cert)
+    with socket.create_connection((host, int(port)), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="shop.example.com") as tls:
+        der = tls.getpeercert(binary_form=True)
+        assert der is not None and ssl.DER_cert_to_PEM_cert(der).strip() == cert.strip()
+    assert cli(["hosted", "delete", *WHERE], capsys)[0] == 0
+    assert [c for c in fleet.sim.compute.resources("sslCertificates") if c["name"].startswith("mci-")] == []
 
 
 def _namespace_only_in_prod1(running: RunningSim) -> None:

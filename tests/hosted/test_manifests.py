@@ -58,7 +58,8 @@ def model(**overrides: Any) -> HostedModel:
                 McsModel("api-auto-deploy", (("app", "api"), ("tier", "web"), ("track", "stable")),
                          (ServicePort("http", 8080, "http"), ServicePort("metrics", 9100, 9100)))),
         "links": ("us-central1-a/prod1", "europe-west1/prod2"), "static_ip_address": "203.0.113.10",
-        "pre_shared_certs": ("shop-cert", "shop-cert-2"), "https_redirect": True, "health_check_path": "/healthz",
+        "pre_shared_certs": ("shop-cert", "shop-cert-2"), "tls_secrets": ("shop-tls",), "https_redirect": True,
+        "health_check_path": "/healthz",
     }
     values.update(overrides)
     return HostedModel(**values)
@@ -78,9 +79,11 @@ def test_every_generated_manifest_validates() -> None:
     assert mci["metadata"]["annotations"] == {"networking.gke.io/static-ip": "203.0.113.10",
                                               "networking.gke.io/pre-shared-certs": "shop-cert,shop-cert-2",
                                               "networking.gke.io/frontend-config": "shop"}
+    assert mci["spec"]["template"]["spec"]["tls"] == [{"secretName": "shop-tls"}]  # the Ingress's TLS Secret
     assert objects[2]["spec"]["clusters"] == [{"link": "us-central1-a/prod1"}, {"link": "europe-west1/prod2"}]
     # The smallest shape validates too: one Service, every fleet member, no configs.
-    for obj in desired(model(links=None, static_ip_address=None, pre_shared_certs=(), https_redirect=False,
+    for obj in desired(model(links=None, static_ip_address=None, pre_shared_certs=(), tls_secrets=(),
+                             https_redirect=False,
                              health_check_path=None, mcs=model().mcs[:1],
                              routing=parse_ingress(INGRESS.split("  rules:")[0]))):
         validate(obj)

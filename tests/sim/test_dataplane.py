@@ -4,6 +4,7 @@ goes through the listener the simulator reports for the VIP."""
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import socket
 import ssl
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from google.cloud import compute_v1
 from kubernetes import client as k8s
 
 from gitlab_mci.gcp import Compute
+from gitlab_mci.sim.dataplane import DataPlane
 from gitlab_mci.sim.spec import parse_spec
 from gitlab_mci.sim.urlmap import redirect_target, route
 from tests.cli_helpers import run_cli as cli
@@ -221,6 +224,91 @@ def test_get_health_follows_failures_of_pods_and_of_a_zones_nodes(
     # (Coming back after `heal` is measured in test_failover.)
     assert [f["target"] for f in world.sim.dataplane.heal()] == ["europe-west1-b", "prod1"]
     assert world.sim.dataplane.faults() == []
+
+
+class _Clock:
+    """A simulated monotonic clock the test moves by hand."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# How late a loaded machine wakes the probing loop each time (seconds): varying, up to LATE.
+LATENESS = (0.3, 0.05, 0.2, 0.0, 0.25, 0.1, 0.3, 0.0)
+LATE = max(LATENESS)
+
+
+def test_a_zone_of_many_nodes_that_stop_answering_is_unhealthy_within_the_detection_time_on_a_loaded_machine(
+        make_sim: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Eight nodes of one zone stop answering: every probe to them times out. Each must be UNHEALTHY within
+    interval × unhealthy threshold + one interval (3 s here) of the failure, while the probing loop wakes late by
+    varying amounts as on a busy CI machine (the detection may lag by that lateness, twice: the probe and its
+    timeout), and the other zone's nodes keep being probed every interval. Deterministic: the data plane runs on
+    a simulated clock, over the load balancer `lb apply` built."""
+    running: RunningSim = make_sim(parse_spec({"clusters": [
+        {"name": "prod1", "location": "us-central1-a", "nodes": 2},
+        {"name": "prod2", "location": "europe-west1-b", "nodes": 8}]}))
+    for name in ("prod1", "prod2"):
+        deploy_app(running, name, 30999)
+    for key, value in running.env.items():
+        monkeypatch.setenv(key, value)
+    code, _, err = cli(["lb", "apply", *SHOP, "--unhealthy-threshold", "2"], capsys)
+    assert code == 0, err
+    hc = running.sim.compute.get("healthChecks", "gmci-hc-shop-30999", project=P) or {}
+    interval, threshold = hc["checkIntervalSec"], hc["unhealthyThreshold"]
+    assert (interval, threshold, hc["timeoutSec"]) == (1, 2, 1)
+
+    clock = _Clock(1000.0)
+    plane = DataPlane(running.sim.compute, running.sim.clusters, running.sim.records, project=P, clock=clock)
+    probed: dict[str, list[float]] = {}  # prod1 instance -> when it was probed
+    forward = plane._forward
+
+    def record(backend: Any, *args: Any, **kw: Any) -> tuple[int, bytes]:
+        if kw.get("probe") and backend.node.cluster == "prod1":
+            probed.setdefault(backend.node.name, []).append(clock.now)
+        return forward(backend, *args, **kw)
+
+    monkeypatch.setattr(plane, "_forward", record)
+    late = itertools.cycle(LATENESS)
+
+    def run(seconds: float, watch: Callable[[], None] = lambda: None) -> None:
+        end = clock.now + seconds
+        while clock.now < end:
+            due = plane.tick(clock.now)
+            watch()
+            clock.now = max(due, clock.now) + next(late)
+
+    try:
+        plane.rebuild()
+        run(5)
+        states = {(h["cluster"], h["instance"]): h["healthState"] for h in plane.health()}
+        assert len(states) == 10 and set(states.values()) == {"HEALTHY"}, states
+
+        failed_at = clock.now
+        plane.fail("europe-west1-b")
+        probed.clear()
+        detected: dict[str, float] = {}
+
+        def watch() -> None:
+            for h in plane.health():
+                if h["cluster"] == "prod2" and h["healthState"] == "UNHEALTHY":
+                    detected.setdefault(h["instance"], clock.now - failed_at)
+
+        run(10, watch)
+    finally:
+        plane.stop()
+    limit = interval * threshold + interval
+    assert len(detected) == 8, f"still HEALTHY after 10 s: {8 - len(detected)} of 8 nodes"
+    assert max(detected.values()) <= limit + 2 * LATE, detected
+    # The zone's timed-out probes held up nobody: prod1's nodes were probed every interval all along.
+    assert sorted(probed) == sorted(n.name for r in running.sim.records if r.spec.name == "prod1" for n in r.nodes)
+    for times in probed.values():
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert len(times) >= 9 and all(interval - LATE <= g <= interval + LATE for g in gaps), times
+    assert {h["healthState"] for h in plane.health() if h["cluster"] == "prod1"} == {"HEALTHY"}
 
 
 def test_fail_and_heal_commands_name_clusters_and_zones(world: RunningSim,
