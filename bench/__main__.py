@@ -29,7 +29,7 @@ COMMANDS = {"python -c pass": ["-c", "pass"], "gitlab-mci --help": ["-m", "gitla
             "gitlab-mci lb apply --help": ["-m", "gitlab_mci", "lb", "apply", "--help"],
             # A real run of what every deploy job runs (not just its help):
             "gitlab-mci helm extra-args": ["-m", "gitlab_mci", "helm", "extra-args", "--node-port", "30999",
-                                           "--existing", "--atomic"]}
+                                           "--extra-args", "--atomic"]}
 
 
 def startup(repeat: int) -> dict[str, Any]:

@@ -231,7 +231,7 @@ def _story(sim: Any, tmp: Path, out: Output, report: Report, requests: int,
             os.environ.update({"KUBE_CONTEXT": env, "CI_ENVIRONMENT_SLUG": env, "HELM_RELEASE_NAME": RELEASE,
                                "MCI_NODE_PORT": NODE_PORT, "KUBE_NAMESPACE": "default"})
             _must(["helm", "values", "--values-file", str(values)], out)
-            extra = _must(["helm", "extra-args", "--values-file", str(values), "--existing", "--atomic"], out).strip()
+            extra = _must(["helm", "extra-args", "--values-file", str(values), "--extra-args", "--atomic"], out).strip()
             _must(["sim", "deploy", "--extra-args", extra], out)
             _must(["nodeport", "pin"], out)
             step.detail = f"Service {RELEASE}-auto-deploy on node port {NODE_PORT}"

@@ -98,7 +98,7 @@ def test_cli_reads_ci_variables(capsys: pytest.CaptureFixture[str], monkeypatch:
     [
         (["helm", "extra-args", "--node-port", "abc"], "--node-port / MCI_NODE_PORT: 'abc' is not a number"),
         (["helm", "values", "--node-port", "80"], "--node-port / MCI_NODE_PORT: 80 is out of range (30000-32767)"),
-        (["helm", "extra-args", "--existing", "--set"], "HELM_UPGRADE_EXTRA_ARGS: --set at the end has no value"),
+        (["helm", "extra-args", "--extra-args", "--set"], "HELM_UPGRADE_EXTRA_ARGS: --set at the end has no value"),
     ],
 )
 def test_cli_errors_are_one_line(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -116,7 +116,7 @@ def test_values_to_a_file(tmp_path: Path) -> None:
 
 def test_helm_commands_import_no_google_module() -> None:
     code = ("import sys; from gitlab_mci.cli import main\n"
-            "main(['helm', 'extra-args', '--existing', '--atomic'])\n"
+            "main(['helm', 'extra-args', '--extra-args', '--atomic'])\n"
             "main(['helm', 'values'])\n"
             "print('GOOGLE', sorted(m for m in sys.modules if m.startswith('google')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -180,7 +180,7 @@ def test_recipe_values_yaml_on_8080_keeps_its_ports_after_extra_args(
 
 def test_set_flags_on_8080_are_carried_into_the_values_file(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     existing = "--set service.externalPort=8080,service.internalPort=8081"
-    code, out, err = _run(["helm", "values", "--existing", existing], capsys)
+    code, out, err = _run(["helm", "values", "--extra-args", existing], capsys)
     assert code == 0, err
     assert yaml.safe_load(out)["service"]["externalPort"] == 8080
     assert yaml.safe_load(out)["service"]["internalPort"] == 8081
@@ -192,17 +192,17 @@ def test_user_node_port_31000_against_an_asked_30999_is_refused_naming_the_file(
 ) -> None:
     (project / "values.yaml").write_text("service:\n  type: NodePort\n  nodePort: 31000\n")
     for command in ("values", "extra-args"):
-        code, out, err = _run(["helm", command, "--node-port", "30999", "--existing", "-f values.yaml"], capsys)
+        code, out, err = _run(["helm", command, "--node-port", "30999", "--extra-args", "-f values.yaml"], capsys)
         assert code == 1 and out == ""
         assert err.splitlines() == [
             "gitlab-mci: error: values.yaml (`-f values.yaml` in HELM_UPGRADE_EXTRA_ARGS) sets service.nodePort=31000, "
             "but gitlab-mci was asked for service.nodePort=30999 (--node-port / MCI_NODE_PORT); make them agree"]
     # Not asked: the default 30999 would silently differ from what `nodeport pin` pins; say how to choose.
-    code, _, err = _run(["helm", "extra-args", "--existing", "-f values.yaml"], capsys)
+    code, _, err = _run(["helm", "extra-args", "--extra-args", "-f values.yaml"], capsys)
     assert code == 1
     assert "sets service.nodePort=31000, but gitlab-mci pins node port 30999 unless told otherwise; pass " \
            "--node-port 31000 (MCI_NODE_PORT=31000)" in err
-    code, out, err = _run(["helm", "extra-args", "--node-port", "31000", "--existing", "-f values.yaml"], capsys)
+    code, out, err = _run(["helm", "extra-args", "--node-port", "31000", "--extra-args", "-f values.yaml"], capsys)
     assert code == 0, err
     assert out.strip() == "-f values.yaml --set service.type=NodePort --set service.nodePort=31000"
 
@@ -230,21 +230,21 @@ def test_a_shared_deploy_values_file_with_clusterip_is_overridden_out_loud(
     assert out.strip() == "--set service.type=NodePort --set service.nodePort=30999"
     # The same in a values file of this environment's HELM_UPGRADE_EXTRA_ARGS is a contradiction.
     (project / "prod.yaml").write_text("service:\n  type: ClusterIP\n")
-    code, _, err = _run(["helm", "extra-args", "--existing", "--values prod.yaml"], capsys)
+    code, _, err = _run(["helm", "extra-args", "--extra-args", "--values prod.yaml"], capsys)
     assert code == 1 and "prod.yaml (`--values prod.yaml` in HELM_UPGRADE_EXTRA_ARGS) sets service.type=ClusterIP" in err
 
 
 def test_a_stale_values_file_from_helm_values_is_refused(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(["helm", "values", "--values-file", "mci.yaml"], capsys)[0] == 0  # 5000, before values.yaml existed
     (project / "values.yaml").write_text(RECIPE_VALUES)
-    code, _, err = _run(["helm", "extra-args", "--values-file", "mci.yaml", "--existing", "--values values.yaml"],
+    code, _, err = _run(["helm", "extra-args", "--values-file", "mci.yaml", "--extra-args", "--values values.yaml"],
                         capsys)
     assert code == 1
     assert "mci.yaml has service.externalPort=5000, but with these inputs it should have service.externalPort=8080" in err
 
 
 def test_a_missing_user_values_file_is_one_line(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _run(["helm", "extra-args", "--existing", "--values nowhere.yaml"], capsys)
+    code, _, err = _run(["helm", "extra-args", "--extra-args", "--values nowhere.yaml"], capsys)
     assert code == 1
     assert err.splitlines() == ["gitlab-mci: error: HELM_UPGRADE_EXTRA_ARGS: `--values nowhere.yaml`: no file "
                                 "nowhere.yaml here (Helm would fail too); run gitlab-mci from the repository's root"]
@@ -253,11 +253,11 @@ def test_a_missing_user_values_file_is_one_line(project: Path, capsys: pytest.Ca
 def test_extra_args_with_user_values_are_idempotent(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (project / "values.yaml").write_text(RECIPE_VALUES)
     args = ["helm", "extra-args", "--values-file", "mci.yaml", "--disable-ingress"]
-    assert _run(["helm", "values", "--values-file", "mci.yaml", "--disable-ingress", "--existing", "-f values.yaml"],
+    assert _run(["helm", "values", "--values-file", "mci.yaml", "--disable-ingress", "--extra-args", "-f values.yaml"],
                 capsys)[0] == 0
-    code, once, err = _run([*args, "--existing", "-f values.yaml"], capsys)
+    code, once, err = _run([*args, "--extra-args", "-f values.yaml"], capsys)
     assert code == 0, err
-    code, twice, err = _run([*args, "--existing", once.strip()], capsys)
+    code, twice, err = _run([*args, "--extra-args", once.strip()], capsys)
     assert code == 0, err
     assert twice == once == "-f values.yaml --values mci.yaml --set service.type=NodePort " \
                             "--set service.nodePort=30999 --set ingress.enabled=false\n"

@@ -335,10 +335,10 @@ def test_pin_auto_considers_only_the_contexts_given(
 def test_verify_help_says_check_not_pin(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(["nodeport", "verify", "--help"], capsys)
     assert code == 0
-    assert "to pin" not in out and "Service port (name or number) to check" in " ".join(out.split())
+    assert "to pin" not in out and "Service port (name or number)" in " ".join(out.split())
     assert "Default: 30999" in " ".join(out.split())
     code, out, _ = run_cli(["nodeport", "pin", "--help"], capsys)
-    assert "Service port (name or number) to pin" in " ".join(out.split()) and "[default: 30999]" in out
+    assert "The node port to pin" in " ".join(out.split()) and "[default: 30999]" in out
 
 
 def test_pin_auto_before_the_app_reached_every_cluster_counts_their_ports_all_the_same(

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import click
 
+from gitlab_mci.cli.options import extra_args_option
 from gitlab_mci.helm import (
     CHART_PORT,
     DEFAULT_NODE_PORT,
@@ -17,12 +18,12 @@ from gitlab_mci.helm import (
     HelmSettings,
     Request,
     check_values_file,
-    extra_args,
     parse_port,
     render_values,
     resolve,
     user_values,
 )
+from gitlab_mci.helm import extra_args as build_extra_args
 
 FC = TypeVar("FC", bound=Callable[..., object])
 
@@ -35,7 +36,7 @@ def _port(text: str | None, what: str, low: int = 1, high: int = 65535) -> int |
 
 
 def _settings(node_port: str | None, service_port: str | None, internal_port: str | None, disable_ingress: bool,
-              existing: str, deploy_values_file: Path | None, values_file: Path | None) -> HelmSettings:
+              extra_args: str, deploy_values_file: Path | None, values_file: Path | None) -> HelmSettings:
     """Resolve the request against the user's own values; say on stderr which of their values were kept."""
     request = Request(
         node_port=_port(node_port, "--node-port / MCI_NODE_PORT", NODE_PORT_MIN, NODE_PORT_MAX),
@@ -44,7 +45,7 @@ def _settings(node_port: str | None, service_port: str | None, internal_port: st
         disable_ingress=disable_ingress,
         values_file=str(values_file) if values_file else None,
     )
-    settings, notes = resolve(request, user_values(existing, deploy_values_file, request.values_file))
+    settings, notes = resolve(request, user_values(extra_args, deploy_values_file, request.values_file))
     for note in notes:
         click.echo(f"gitlab-mci: {note}", err=True)
     return settings
@@ -63,9 +64,7 @@ _common = [
     click.option("--disable-ingress/--keep-ingress", envvar="MCI_DISABLE_INGRESS", default=False,
                  show_default=True,
                  help="Turn off the chart's nginx Ingress for this app [env: MCI_DISABLE_INGRESS]."),
-    click.option("--existing", envvar="HELM_UPGRADE_EXTRA_ARGS", default="", show_default=False, metavar="ARGS",
-                 help="Your Helm arguments: their --values/-f files and --set flags are read, and kept by "
-                      "`extra-args` [env: HELM_UPGRADE_EXTRA_ARGS]."),
+    extra_args_option,
     click.option("--deploy-values-file", envvar="HELM_UPGRADE_VALUES_FILE", default=DEPLOY_VALUES_FILE,
                  show_default=True, type=click.Path(dir_okay=False, path_type=Path),
                  help="The values file auto-deploy passes before HELM_UPGRADE_EXTRA_ARGS, read when it exists "
@@ -93,12 +92,12 @@ def command() -> None:
 @_with_common
 @click.option("--values-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               envvar="MCI_VALUES_FILE",
-              help="Write the values to this file instead of stdout; `extra-args --values-file` passes it to Helm "
+              help="The values file: `helm values` writes it (else stdout), `helm extra-args` passes it to Helm "
                    "[env: MCI_VALUES_FILE].")
 def values(node_port: str | None, service_port: str | None, internal_port: str | None, disable_ingress: bool,
-           existing: str, deploy_values_file: Path | None, values_file: Path | None) -> None:
+           extra_args: str, deploy_values_file: Path | None, values_file: Path | None) -> None:
     """Write the chart values: a NodePort Service with the pinned node port, ports consistent with your values."""
-    text = render_values(_settings(node_port, service_port, internal_port, disable_ingress, existing,
+    text = render_values(_settings(node_port, service_port, internal_port, disable_ingress, extra_args,
                                    deploy_values_file, values_file))
     if values_file is None:
         click.echo(text, nl=False)
@@ -112,10 +111,10 @@ def values(node_port: str | None, service_port: str | None, internal_port: str |
 @_with_common
 @click.option("--values-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               envvar="MCI_VALUES_FILE",
-              help="Also pass this values file, written by `helm values --values-file` with the same inputs "
+              help="The values file: `helm values` writes it (else stdout), `helm extra-args` passes it to Helm "
                    "[env: MCI_VALUES_FILE].")
 def extra_args_cmd(node_port: str | None, service_port: str | None, internal_port: str | None,
-                   disable_ingress: bool, existing: str, deploy_values_file: Path | None,
+                   disable_ingress: bool, extra_args: str, deploy_values_file: Path | None,
                    values_file: Path | None) -> None:
     """Print the new HELM_UPGRADE_EXTRA_ARGS: the existing arguments plus what gitlab-mci needs.
 
@@ -123,7 +122,7 @@ def extra_args_cmd(node_port: str | None, service_port: str | None, internal_por
     (e.g. --set service.type=ClusterIP, another service.nodePort) are refused; a values file from `helm values` that
     disagrees with these inputs too.
     """
-    settings = _settings(node_port, service_port, internal_port, disable_ingress, existing, deploy_values_file,
+    settings = _settings(node_port, service_port, internal_port, disable_ingress, extra_args, deploy_values_file,
                          values_file)
     check_values_file(settings)
-    click.echo(extra_args(existing, settings))
+    click.echo(build_extra_args(extra_args, settings))

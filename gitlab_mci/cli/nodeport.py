@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TypeVar
 
 import click
 
+from gitlab_mci.cli.options import (
+    context_option,
+    contexts_option,
+    kubeconfig_option,
+    namespace_option,
+    output_option,
+    release_option,
+    timeout_option,
+)
 from gitlab_mci.errors import UserError
 from gitlab_mci.helm import DEFAULT_NODE_PORT, NODE_PORT_MAX, NODE_PORT_MIN, check_node_port, parse_port
-
-FC = TypeVar("FC", bound=Callable[..., object])
 
 
 def _node_port(value: str) -> int | None:
@@ -33,25 +38,12 @@ def _release(release: str | None, service: str | None) -> str | None:
     return release
 
 
-release_option = click.option(
-    "--release", envvar=["HELM_RELEASE_NAME", "CI_ENVIRONMENT_SLUG"], default=None,
-    help="Helm release; the Service is <release>-auto-deploy [env: HELM_RELEASE_NAME, else CI_ENVIRONMENT_SLUG].")
-namespace_option = click.option("--namespace", "-n", envvar="KUBE_NAMESPACE", default="default", show_default=True,
-                                help="Namespace of the app [env: KUBE_NAMESPACE].")
 service_option = click.option("--service", envvar="MCI_SERVICE", default=None,
                               help="Service name, instead of finding it from the release [env: MCI_SERVICE].")
-
-
-def port_option(verb: str) -> Callable[[FC], FC]:
-    """``--port``: which Service port the command is about (``verb``: pin or check)."""
-    return click.option(
-        "--port", envvar="MCI_SERVICE_PORT_NAME", default=None,
-        help=f"Service port (name or number) to {verb}; default: the port named `web`, else the only port "
-             "[env: MCI_SERVICE_PORT_NAME].")
-
-
-kubeconfig_option = click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                                 help="Kubeconfig file (default: KUBECONFIG, else ~/.kube/config).")
+port_option = click.option(
+    "--port", envvar="MCI_SERVICE_PORT_NAME", default=None,
+    help="Service port (name or number); default: the port named `web`, else the only port "
+         "[env: MCI_SERVICE_PORT_NAME].")
 
 
 def _use_kubeconfig(path: Path | None) -> None:
@@ -67,12 +59,11 @@ def command() -> None:
 
 
 @command.command("pin")
-@click.option("--context", envvar="KUBE_CONTEXT", default=None,
-              help="Kubeconfig context of this environment's cluster [env: KUBE_CONTEXT].")
+@context_option
 @release_option
 @namespace_option
 @service_option
-@port_option("pin")
+@port_option
 @click.option("--node-port", envvar="MCI_NODE_PORT", default=str(DEFAULT_NODE_PORT), show_default=True,
               metavar="PORT|auto",
               help=f"The node port to pin ({NODE_PORT_MIN}-{NODE_PORT_MAX}), the same as `helm values` and `helm "
@@ -84,11 +75,13 @@ def command() -> None:
                    "same port; repeat or comma-separate; default: every context of the kubeconfig "
                    "[env: MCI_CONTEXTS].")
 @kubeconfig_option
-@click.option("--timeout", type=float, default=60.0, show_default=True,
-              help="Seconds to wait until the Service reports the node port.")
+@timeout_option(60.0)
 def pin_cmd(context: str | None, release: str | None, namespace: str, service: str | None, port: str | None,
             node_port: str, auto_contexts: tuple[str, ...], kubeconfig: Path | None, timeout: float) -> None:
-    """Make the app's Service in one cluster use the pinned node port (no write when it already does)."""
+    """Make the app's Service in one cluster use the pinned node port (no write when it already does).
+
+    --timeout bounds the wait until the Service reports the node port.
+    """
     from gitlab_mci import kube, nodeport
 
     wanted = _node_port(node_port)
@@ -106,13 +99,11 @@ def pin_cmd(context: str | None, release: str | None, namespace: str, service: s
 
 
 @command.command("verify")
-@click.option("--context", "contexts", multiple=True, envvar="MCI_CONTEXTS",
-              help="Contexts to check; repeat or comma-separate; default: every context of the kubeconfig "
-                   "[env: MCI_CONTEXTS].")
+@contexts_option
 @release_option
 @namespace_option
 @service_option
-@port_option("check")
+@port_option
 @click.option("--node-port", envvar="MCI_NODE_PORT", default=None, metavar="PORT|auto",
               help=f"The node port every Service must use ({NODE_PORT_MIN}-{NODE_PORT_MAX}), or `auto`: any, as long "
                    f"as each Service has the same in every cluster. Default: {DEFAULT_NODE_PORT} (as `helm values` "
@@ -120,12 +111,14 @@ def pin_cmd(context: str | None, release: str | None, namespace: str, service: s
 @click.option("--ingress", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Check every Service this Ingress routes to (default backend and all path backends).")
 @kubeconfig_option
-@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Output format.")
+@output_option(["text", "json"])
 def verify_cmd(contexts: tuple[str, ...], release: str | None, namespace: str, service: str | None,
                port: str | None, node_port: str | None, ingress: Path | None, kubeconfig: Path | None,
                output: str) -> None:
-    """Check that the Service has the pinned node port in every cluster; exit 1 when any differs or is missing."""
+    """Check that the Service has the pinned node port in every cluster; exit 1 when any differs or is missing.
+
+    Without --context, every context of the kubeconfig is checked.
+    """
     from gitlab_mci import kube, nodeport
 
     if node_port is None:
@@ -150,12 +143,10 @@ def verify_cmd(contexts: tuple[str, ...], release: str | None, namespace: str, s
 
 
 @command.command("choose")
-@click.option("--context", "contexts", multiple=True, envvar="MCI_CONTEXTS",
-              help="Contexts to consider; repeat or comma-separate; default: every context of the kubeconfig "
-                   "[env: MCI_CONTEXTS].")
+@contexts_option
 @kubeconfig_option
 def choose_cmd(contexts: tuple[str, ...], kubeconfig: Path | None) -> None:
-    """Print the lowest node port that is free in every given cluster."""
+    """Print the lowest node port that is free in every given cluster (default: every context of the kubeconfig)."""
     from gitlab_mci import kube, nodeport
 
     _use_kubeconfig(kubeconfig)

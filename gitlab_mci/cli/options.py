@@ -70,6 +70,10 @@ kubeconfig_option = click.option(
 release_option = click.option(
     "--release", envvar=["HELM_RELEASE_NAME", "CI_ENVIRONMENT_SLUG"], default=None,
     help="Helm release; the Service is <release>-auto-deploy [env: HELM_RELEASE_NAME, else CI_ENVIRONMENT_SLUG].")
+extra_args_option = click.option(
+    "--extra-args", envvar="HELM_UPGRADE_EXTRA_ARGS", default="", show_default=False, metavar="ARGS",
+    help="Helm arguments as the deploy job has them: what their --values/-f and --set flags set is read "
+         "[env: HELM_UPGRADE_EXTRA_ARGS].")
 
 # What to build.
 static_ip_option = click.option(

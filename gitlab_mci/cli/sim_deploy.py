@@ -7,26 +7,29 @@ from pathlib import Path
 
 import click
 
+from gitlab_mci.cli.options import (
+    context_option,
+    extra_args_option,
+    kubeconfig_option,
+    namespace_option,
+    release_option,
+)
 from gitlab_mci.errors import UserError
 from gitlab_mci.helm import DEPLOY_VALUES_FILE
 
 
 @click.command("deploy")
-@click.option("--context", envvar="KUBE_CONTEXT", help="Kubeconfig context of the cluster [env: KUBE_CONTEXT].")
-@click.option("--release", envvar=["HELM_RELEASE_NAME", "CI_ENVIRONMENT_SLUG"],
-              help="Helm release name [env: HELM_RELEASE_NAME, then CI_ENVIRONMENT_SLUG].")
-@click.option("--namespace", "-n", envvar="KUBE_NAMESPACE", default="default", show_default=True,
-              help="Namespace [env: KUBE_NAMESPACE].")
+@context_option
+@release_option
+@namespace_option
 @click.option("--values", "-f", "values_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Helm values file(s), applied in order before HELM_UPGRADE_EXTRA_ARGS (default: "
                    "HELM_UPGRADE_VALUES_FILE, else .gitlab/auto-deploy-values.yaml, when it exists, like the deploy "
                    "script).")
-@click.option("--extra-args", envvar="HELM_UPGRADE_EXTRA_ARGS", default="",
-              help="Helm arguments as the deploy script passes them (--values/-f and the --set flags are honoured) "
-                   "[env: HELM_UPGRADE_EXTRA_ARGS].")
+@extra_args_option
 @click.option("--track", default="stable", show_default=True, help="application.track (stable or canary).")
 @click.option("--replicas", type=int, help="replicaCount (default: the values', else 1).")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), help="Kubeconfig file.")
+@kubeconfig_option
 def deploy_cmd(context: str | None, release: str | None, namespace: str, values_files: tuple[Path, ...],
                extra_args: str, track: str, replicas: int | None, kubeconfig: Path | None) -> None:
     """Deploy what the auto-deploy-app chart would (Deployment <release>, Service <release>-auto-deploy).

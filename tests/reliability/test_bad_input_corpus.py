@@ -101,7 +101,7 @@ CASES: list[tuple[str, Case, str]] = [
                                         "--node-port", "30999"], "gone"),
     ("pin: missing namespace", lambda d: [*PIN, "-n", "nowhere", "--node-port", "30999"], "nowhere"),
     ("pin: port held by another Service", lambda d: [*PIN, "--node-port", "31999"], "is already used by Service default/other"),
-    ("contradictory Helm arguments", lambda d: ["helm", "extra-args", "--node-port", "30999", "--existing",
+    ("contradictory Helm arguments", lambda d: ["helm", "extra-args", "--node-port", "30999", "--extra-args",
                                                 "--set service.type=ClusterIP"], "service.type=ClusterIP"),
     ("bad scheme", lambda d: [*LB, *SVC, "--scheme", "INTERNAL"], "'INTERNAL' is not one of"),
     ("bad balancing mode", lambda d: [*LB, *SVC, "--balancing-mode", "SOMETIMES"], "'SOMETIMES' is not one of"),

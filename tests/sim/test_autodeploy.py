@@ -37,7 +37,7 @@ def test_values_and_extra_args_from_gitlab_mci_pin_the_node_port(env: RunningSim
     values = tmp_path / "mci-values.yaml"
     assert cli(["helm", "values", "--values-file", str(values), "--node-port", "31234"], capsys)[0] == 0
     code, out, _ = cli(["helm", "extra-args", "--node-port", "31234", "--values-file", str(values),
-                        "--existing", "--atomic"], capsys)
+                        "--extra-args", "--atomic"], capsys)
     assert code == 0
     extra = out.strip()
     code, out, err = cli(["sim", "deploy", "--context", "prod1", "--release", "web1", "--extra-args", extra], capsys)
