@@ -224,7 +224,7 @@ def journal(state_dir: Path, reset: bool, writes: bool, output: str) -> None:
     state = _running_state(state_dir)
     entries = _admin(state, "GET", "journal")["entries"]
     if writes:
-        entries = [e for e in entries if e["method"] not in ("GET", "HEAD")]
+        entries = [e for e in entries if e["write"]]
     if output == "json":
         click.echo(json.dumps(entries, indent=2))
     else:

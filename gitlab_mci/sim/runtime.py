@@ -59,7 +59,8 @@ class Simulator:
             seed_cluster(kube, spec, rec)
             self.clusters[rec.spec.name] = kube
         self._compute_server = SimServer(
-            self._handle_compute, service="compute", journal=self.journal, faults=self.faults, host=host
+            self._handle_compute, service="compute", journal=self.journal, faults=self.faults, host=host,
+            is_write=self.compute.is_write, admin_prefix="/_sim/",
         )
         self._kube_servers = {
             name: SimServer(

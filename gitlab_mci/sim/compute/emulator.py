@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gitlab_mci.sim.compute import discovery
+from gitlab_mci.sim.compute import batch, discovery
 from gitlab_mci.sim.compute.discovery import PREFIX, Method, ValidationError
 from gitlab_mci.sim.compute.filters import FilterError, compile_filter
 from gitlab_mci.sim.compute.kinds import COLLECTIONS, GLOBAL_SEGMENTS, OUTPUT_ONLY, ZONAL_SEGMENTS, Collection, Ref
@@ -151,6 +151,8 @@ class ComputeEmulator:
     # --- HTTP ----------------------------------------------------------------------------------------------------
 
     def handle(self, req: Request) -> Response:
+        if req.path == batch.PATH:
+            return batch.handle(req, self.handle, self.faults)
         if not req.path.startswith(PREFIX):
             return google_error(404, f"The requested URL {req.path} was not found on this server.", "notFound")
         path = req.path[len(PREFIX):]
@@ -190,6 +192,17 @@ class ComputeEmulator:
             return google_error(400, str(exc), exc.reason)
         except ApiError as exc:
             return exc.response()
+
+    def is_write(self, req: Request) -> bool:
+        """Whether a request asks for a change of state: decided by the discovery method it calls, not its verb.
+
+        ``backendServices.getHealth``, ``operations.wait`` and ``instanceGroups.listInstances`` are POSTs that read;
+        a batch request is a read in itself (its parts are journaled one by one); an unknown path changes nothing.
+        """
+        if not req.path.startswith(PREFIX):
+            return False
+        routed = discovery.route(req.method, req.path[len(PREFIX):])
+        return routed is not None and routed[0].mutates
 
     # --- routing -------------------------------------------------------------------------------------------------
 
