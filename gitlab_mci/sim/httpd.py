@@ -296,6 +296,13 @@ def fault_response(rule: FaultRule, req: Request) -> Response:
     return google_error(rule.status, message, rule.reason or reason)
 
 
+def _call(handler: Handler, req: Request) -> Response:
+    try:
+        return handler(req)
+    except Exception as exc:  # a bug in the simulator must be loud, not a dropped connection
+        return Response(500, {"error": {"code": 500, "message": f"simulator error: {exc!r}"}})
+
+
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Headers and body go out in two writes; with Nagle's algorithm on, the client's delayed ACK then holds each
@@ -323,7 +330,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         sim = self.server.sim
         if sim.admin_prefix is not None and req.path.startswith(sim.admin_prefix):
             # The simulator's own admin API: no faults (`sim fault clear` must always work), no journal entry.
-            self._answer(sim.handler(req))
+            self._answer(_call(sim.handler, req))
             return
         fault_name: str | None = None
         resp: Response | None = None
@@ -337,10 +344,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if sim.latency:
             time.sleep(sim.latency)
         if resp is None:
-            try:
-                resp = sim.handler(req)
-            except Exception as exc:  # a bug in the simulator must be loud, not a dropped connection
-                resp = Response(500, {"error": {"code": 500, "message": f"simulator error: {exc!r}"}})
+            resp = _call(sim.handler, req)
         # Recorded before the answer is sent, so a client that has its answer always finds the entry.
         if sim.journal is not None:
             sim.journal.record(
