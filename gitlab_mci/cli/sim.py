@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,23 +19,36 @@ import click
 from gitlab_mci.errors import UserError
 
 DEFAULT_STATE_DIR = ".gitlab-mci/sim"
+# The one variable that names the state directory: `sim env` exports it, every `sim` command reads it.
+STATE_DIR_ENV = "GITLAB_MCI_SIM_DIR"
 
 state_dir_option = click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=DEFAULT_STATE_DIR,
     show_default=True,
-    envvar="GITLAB_MCI_SIM_DIR",
-    help="Where the simulator writes kubeconfig, env files, gcloud config and state.json [env: GITLAB_MCI_SIM_DIR].",
+    envvar=STATE_DIR_ENV,
+    help="The simulator's state directory: its kubeconfig, env files, gcloud configuration, log and state.json; "
+         "`sim env` exports it [env: GITLAB_MCI_SIM_DIR].",
 )
+
+output_option = click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
+                             help="Output format.")
+
+
+class NotRunning(UserError):
+    """`sim status` with no simulator: "not running" is its answer, exit 3 (not ready), not an error."""
+
+    exit_code = 3
 
 
 @click.group()
 def command() -> None:
     """Start, stop and inspect the local Google Cloud + GKE simulator.
 
-    The simulator serves a Compute Engine v1 API and one Kubernetes API per simulated GKE cluster on loopback
-    ports, so gitlab-mci, gcloud and kubectl can be tried and tested without a cloud account.
+    The simulator serves a Compute Engine v1 API, a GKE Hub (fleet) API and one Kubernetes API per simulated GKE
+    cluster on loopback ports, and answers HTTP(S) on the VIP of every load balancer created in it, so gitlab-mci,
+    gcloud and kubectl can be tried and tested without a cloud account.
     """
 
 
@@ -57,11 +71,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _running_state(state_dir: Path) -> dict[str, Any]:
+def _running_state(state_dir: Path, error: type[UserError] = UserError) -> dict[str, Any]:
     state = _read_state(state_dir)
     if state is None or not _alive(int(state.get("pid", 0))):
-        raise UserError(f"no simulator is running with state dir {state_dir} (start one with `gitlab-mci sim up`)")
+        raise error(f"no simulator is running with state dir {state_dir} (start one with `gitlab-mci sim up`)")
     return state
+
+
+def _down_command(state_dir: Path) -> str:
+    """The `sim down` that stops this simulator: with --state-dir unless the default or the env var finds it."""
+    ctx = click.get_current_context(silent=True)
+    source = ctx.get_parameter_source("state_dir") if ctx is not None else None
+    given = source is click.core.ParameterSource.COMMANDLINE
+    return f"gitlab-mci sim down --state-dir {shlex.quote(str(state_dir))}" if given else "gitlab-mci sim down"
+
+
+def _ignore_in_git(state_dir: Path) -> None:
+    """Create the state dir with a .gitignore of everything, so `sim up` in a repository leaves it clean.
+
+    Only a directory `sim up` creates gets one: a user's existing directory (even `.`) is left as it is.
+    """
+    if not state_dir.exists():
+        state_dir.mkdir(parents=True)
+        (state_dir / ".gitignore").write_text("# Written by `gitlab-mci sim up`: the simulator's state.\n*\n")
 
 
 def _print_summary(state: dict[str, Any], files: dict[str, str]) -> None:
@@ -82,11 +114,16 @@ def _print_summary(state: dict[str, Any], files: dict[str, str]) -> None:
               help="YAML file describing project, network and clusters (default: prod1 in us-central1-a and prod2 "
                    "in europe-west1-b, 3 nodes each).")
 @state_dir_option
-@click.option("--detach", "-d", is_flag=True, help="Run in the background; stop it with `gitlab-mci sim down`.")
+@click.option("--detach", "-d", is_flag=True,
+              help="Run in the background; stop it with `gitlab-mci sim down` (and the same --state-dir).")
 @click.option("--timeout", type=float, default=30.0, show_default=True,
               help="With --detach: seconds to wait for the simulator to serve.")
 def up(spec_path: Path | None, state_dir: Path, detach: bool, timeout: float) -> None:
-    """Start the simulator (in the foreground until Ctrl-C, or with --detach in the background)."""
+    """Start the simulator (in the foreground until Ctrl-C, or with --detach in the background).
+
+    The state directory gets the files that point clients at it (see `gitlab-mci sim env`); one it creates also
+    gets a .gitignore, so starting the simulator inside a repository leaves `git status` clean.
+    """
     from gitlab_mci.sim.spec import load_spec
 
     spec = load_spec(spec_path)  # validate before starting anything, in both modes
@@ -94,8 +131,9 @@ def up(spec_path: Path | None, state_dir: Path, detach: bool, timeout: float) ->
     if existing is not None and _alive(int(existing.get("pid", 0))):
         raise UserError(
             f"a simulator is already running with state dir {state_dir} (pid {existing['pid']}); "
-            "stop it with `gitlab-mci sim down` or pick another --state-dir"
+            f"stop it with `{_down_command(state_dir)}` or pick another --state-dir"
         )
+    _ignore_in_git(state_dir)
     if detach:
         _start_detached(spec_path, state_dir, timeout)
         return
@@ -117,7 +155,7 @@ def _start_detached(spec_path: Path | None, state_dir: Path, timeout: float) -> 
         state = _read_state(state_dir)
         if state is not None and state.get("pid") == proc.pid and state.get("ready"):
             _print_summary(state, state["files"])
-            click.echo(f"running in the background (pid {proc.pid}); stop it with `gitlab-mci sim down`")
+            click.echo(f"running in the background (pid {proc.pid}); stop it with `{_down_command(state_dir)}`")
             return
         if proc.poll() is not None:
             tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
@@ -155,14 +193,17 @@ def _serve(spec: Any, state_dir: Path) -> None:
 
 @command.command("down")
 @state_dir_option
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for it to stop.")
+@click.option("--timeout", type=float, default=10.0, show_default=True,
+              help="Seconds to wait for it to stop before killing it.")
 def down(state_dir: Path, timeout: float) -> None:
-    """Stop a simulator started with `gitlab-mci sim up --detach`."""
+    """Stop the simulator of this state dir (started with `gitlab-mci sim up --detach`, or in another terminal).
+
+    Exits 1 when no simulator runs there: nothing was stopped.
+    """
     state = _read_state(state_dir)
     if state is None or not _alive(int(state.get("pid", 0))):
-        (state_dir / "state.json").unlink(missing_ok=True)
-        click.echo(f"no simulator running with state dir {state_dir}")
-        return
+        (state_dir / "state.json").unlink(missing_ok=True)  # a stale one, left by a killed simulator
+        raise UserError(f"no simulator is running with state dir {state_dir}; nothing stopped")
     pid = int(state["pid"])
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -176,11 +217,13 @@ def down(state_dir: Path, timeout: float) -> None:
 
 @command.command("status")
 @state_dir_option
-@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Output format.")
+@output_option
 def status(state_dir: Path, output: str) -> None:
-    """Show the endpoints of the running simulator."""
-    state = _running_state(state_dir)
+    """Show the endpoints of the running simulator and the load balancers it serves.
+
+    Exit codes: 0 a simulator runs with this state dir; 3 none runs (said on stderr); 1 it cannot be reached.
+    """
+    state = _running_state(state_dir, NotRunning)
     live = _admin(state, "GET", "state")
     if output == "json":
         click.echo(json.dumps({**live, "files": state["files"]}, indent=2))
@@ -193,7 +236,8 @@ def status(state_dir: Path, output: str) -> None:
 def env(state_dir: Path) -> None:
     """Print `export` lines that point gitlab-mci, kubectl and gcloud at the running simulator.
 
-    Use as: eval "$(gitlab-mci sim env)".
+    Use as: eval "$(gitlab-mci sim env)". They include GITLAB_MCI_SIM_DIR, so the other `gitlab-mci sim` commands
+    then find this simulator without --state-dir.
     """
     state = _running_state(state_dir)
     click.echo(Path(state["files"]["env"]).read_text(), nl=False)
@@ -216,15 +260,20 @@ def _admin(state: dict[str, Any], method: str, what: str, body: Any = None) -> A
 @command.command("journal")
 @state_dir_option
 @click.option("--reset", is_flag=True, help="Clear the journal after printing it.")
-@click.option("--writes", is_flag=True, help="Only requests that change something (not GET).")
-@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Output format.")
+@click.option("--writes", is_flag=True,
+              help="Only requests that ask for a change (by API method: insert, patch, delete, setNamedPorts… — "
+                   "not get, list, getHealth or an operation's wait, though some of those are POSTs).")
+@output_option
 def journal(state_dir: Path, reset: bool, writes: bool, output: str) -> None:
-    """Print the requests the simulator served: service, method, path, status, duration."""
+    """Print the API requests the simulator served: service, method, status, duration, path.
+
+    Text: one line per request and their count on stderr; json: a list of entries, each with `write` (whether it
+    asked for a change). The parts of a batch request are listed one by one after it.
+    """
     state = _running_state(state_dir)
     entries = _admin(state, "GET", "journal")["entries"]
     if writes:
-        entries = [e for e in entries if e["method"] not in ("GET", "HEAD")]
+        entries = [e for e in entries if e["write"]]
     if output == "json":
         click.echo(json.dumps(entries, indent=2))
     else:
@@ -239,39 +288,88 @@ def journal(state_dir: Path, reset: bool, writes: bool, output: str) -> None:
 
 @command.group("fault")
 def fault() -> None:
-    """Inject faults into the running simulator (HTTP errors, failed operations, latency)."""
+    """Inject faults into the simulator's APIs: HTTP errors, latency, failed Compute operations.
+
+    To make a cluster or a zone stop serving the load balancer's traffic, see `gitlab-mci sim fail`.
+    """
 
 
 @fault.command("add")
 @state_dir_option
 @click.option("--action", type=click.Choice(["status", "latency", "operation_error"]), default="status",
-              show_default=True, help="Answer an HTTP error, add latency, or make the Compute operation fail.")
+              show_default=True,
+              help="Answer an HTTP error, add latency, or accept a Compute write whose operation then fails.")
 @click.option("--status", "status_code", type=int, default=503, show_default=True,
-              help="HTTP status for --action status (429, 500, 502, 503, 504, 403).")
-@click.option("--reason", default=None, help="Error reason, e.g. rateLimitExceeded with --status 403.")
+              help="HTTP status for --action status, e.g. 429, 500, 502, 503, 504 or 403 (a rate limit).")
+@click.option("--reason", default=None,
+              help="The reason in Google's error body (default by status: rateLimitExceeded, backendError…).")
 @click.option("--latency", type=float, default=0.0, help="Seconds to add, for --action latency.")
-@click.option("--service", default="*", show_default=True, help="compute, kube, or kube:CLUSTER.")
-@click.option("--method", default="*", show_default=True, help="HTTP method to match.")
+@click.option("--service", default="*", show_default=True,
+              help="compute, gkehub, kube (every cluster) or kube:CLUSTER; * for every service.")
+@click.option("--method", default="*", show_default=True,
+              help="HTTP method to match, or several like POST|PATCH; * for any.")
 @click.option("--path", default=".*", show_default=True, help="Regular expression searched in the request path.")
 @click.option("--probability", type=float, default=1.0, show_default=True, help="Chance that a match fires.")
 @click.option("--seed", type=int, default=None, help="Seed for --probability, for reproducible schedules.")
 @click.option("--nth", type=int, default=None, help="Fire only on the n-th matching request.")
 @click.option("--times", type=int, default=None, help="Fire at most this many times.")
-def fault_add(state_dir: Path, status_code: int, **rule: Any) -> None:
-    """Add a fault rule."""
+@output_option
+def fault_add(state_dir: Path, status_code: int, output: str, **rule: Any) -> None:
+    """Add a fault rule to the running simulator; it applies to every request that follows.
+
+    Text: the rule in words; json: the rule as the simulator stores it.
+    """
     state = _running_state(state_dir)
     body = {k: v for k, v in rule.items() if v is not None}
     body["status"] = status_code
-    click.echo(json.dumps(_admin(state, "POST", "faults", body)))
+    added = _admin(state, "POST", "faults", body)
+    click.echo(json.dumps(added, indent=2) if output == "json" else f"fault added: {describe_fault(added)}")
 
 
 @fault.command("list")
 @state_dir_option
-def fault_list(state_dir: Path) -> None:
-    """List the active fault rules and how often each matched and fired."""
-    state = _running_state(state_dir)
-    for rule in _admin(state, "GET", "faults")["faults"]:
-        click.echo(json.dumps(rule))
+@output_option
+def fault_list(state_dir: Path, output: str) -> None:
+    """List the fault rules in force and how often each matched and fired.
+
+    Text: one numbered line per rule; json: a list of rules.
+    """
+    rules = _admin(_running_state(state_dir), "GET", "faults")["faults"]
+    if output == "json":
+        click.echo(json.dumps(rules, indent=2))
+        return
+    for i, rule in enumerate(rules, 1):
+        click.echo(f"{i}  {describe_fault(rule)}")
+    if not rules:
+        click.echo("no fault rules")
+
+
+def describe_fault(rule: dict[str, Any]) -> str:
+    """A fault rule in words: what it does, to which requests, when, and how often it matched and fired."""
+    action = rule.get("action", "status")
+    if action == "latency":
+        what = f"add {rule.get('latency', 0):g}s of latency to"
+    elif action == "operation_error":
+        what = "fail the Compute operation of"
+    else:
+        what = f"answer {rule.get('status')}" + (f" {rule['reason']}" if rule.get("reason") else "") + " to"
+    method = rule.get("method", "*")
+    service = rule.get("service", "*")
+    path = rule.get("path", ".*")
+    requests = f"{method} requests" if method != "*" else "any request"
+    if service != "*":
+        requests += f" to {service}"
+    if path != ".*":
+        requests += f" whose path matches '{path}'"
+    if rule.get("nth") is not None:
+        when = f"on match {rule['nth']} {'and after' if rule.get('onward') else 'only'}"
+    elif rule.get("probability", 1.0) < 1.0:
+        when = f"with probability {rule['probability']:g}" + (f" (seed {rule['seed']})" if "seed" in rule else "")
+    else:
+        when = "every match"
+    if rule.get("times") is not None:
+        when += f", at most {rule['times']} times"
+    return f"{what} {requests}, {when} (matched {rule.get('matched', 0)}, fired {rule.get('fired', 0)})"
 
 
 @fault.command("clear")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 JSONValue = Any
 
@@ -50,12 +50,16 @@ class Request:
 
 @dataclass
 class Response:
-    """What a handler answers. ``body`` is serialised as JSON unless it is bytes."""
+    """What a handler answers. ``body`` is serialised as JSON unless it is bytes.
+
+    ``parts`` are the requests served inside this one (the parts of a batch); the journal records each of them.
+    """
 
     status: int = 200
     body: JSONValue = None
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json"
+    parts: list[Served] = field(default_factory=list)
 
     def encode(self) -> bytes:
         if self.body is None:
@@ -67,16 +71,34 @@ class Response:
         return json.dumps(self.body).encode()
 
 
+@dataclass
+class Served:
+    """A request answered inside another one (a part of a batch request), for the journal."""
+
+    request: Request
+    response: Response
+    duration: float
+    fault: str | None = None
+
+
 Handler = Callable[[Request], Response]
+# Whether a request asks for a change of state (a write), as the service it is sent to defines it.
+WriteClassifier = Callable[[Request], bool]
 
 
-# Compute methods that are POSTs but change nothing (they read, or wait on an operation).
-_READ_ONLY_POSTS = ("/listInstances", "/getHealth", "/wait", "/listManagedInstances", "/listErrors")
+def verb_is_write(req: Request) -> bool:
+    """The default: any method but GET, HEAD and OPTIONS (right for Kubernetes; Compute reads with some POSTs)."""
+    return req.method not in ("GET", "HEAD", "OPTIONS")
 
 
 @dataclass(frozen=True)
 class JournalEntry:
-    """One served request: which simulated service, what was asked, what was answered, and how long it took."""
+    """One served request: which simulated service, what was asked, what was answered, and how long it took.
+
+    ``write`` says whether the request asked for a change of state, decided by the API method it calls (for
+    Compute: insert, patch, setNamedPorts… are writes; get, list, getHealth, operations.wait are not), not by its
+    HTTP verb. A batch request is journaled as one read plus one entry per part.
+    """
 
     service: str
     method: str
@@ -85,12 +107,11 @@ class JournalEntry:
     duration: float
     started: float
     fault: str | None = None
+    write: bool = False
 
     @property
     def is_write(self) -> bool:
-        if self.method == "POST" and self.path.split("?")[0].endswith(_READ_ONLY_POSTS):
-            return False
-        return self.method not in ("GET", "HEAD", "OPTIONS")
+        return self.write
 
 
 class Journal:
@@ -275,6 +296,13 @@ def fault_response(rule: FaultRule, req: Request) -> Response:
     return google_error(rule.status, message, rule.reason or reason)
 
 
+def _call(handler: Handler, req: Request) -> Response:
+    try:
+        return handler(req)
+    except Exception as exc:  # a bug in the simulator must be loud, not a dropped connection
+        return Response(500, {"error": {"code": 500, "message": f"simulator error: {exc!r}"}})
+
+
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Headers and body go out in two writes; with Nagle's algorithm on, the client's delayed ACK then holds each
@@ -300,6 +328,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             service=self.server.sim.service,
         )
         sim = self.server.sim
+        if sim.admin_prefix is not None and req.path.startswith(sim.admin_prefix):
+            # The simulator's own admin API: no faults (`sim fault clear` must always work), no journal entry.
+            self._answer(_call(sim.handler, req))
+            return
         fault_name: str | None = None
         resp: Response | None = None
         for rule in sim.faults.pick(req) if sim.faults is not None else []:
@@ -312,11 +344,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if sim.latency:
             time.sleep(sim.latency)
         if resp is None:
-            try:
-                resp = sim.handler(req)
-            except Exception as exc:  # a bug in the simulator must be loud, not a dropped connection
-                resp = Response(500, {"error": {"code": 500, "message": f"simulator error: {exc!r}"}})
-        payload = resp.encode()
+            resp = _call(sim.handler, req)
         # Recorded before the answer is sent, so a client that has its answer always finds the entry.
         if sim.journal is not None:
             sim.journal.record(
@@ -328,8 +356,27 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     duration=time.perf_counter() - t0,
                     started=started,
                     fault=fault_name,
+                    write=sim.is_write(req),
                 )
             )
+            for part in resp.parts:
+                query = urlencode(part.request.query, doseq=True)
+                sim.journal.record(
+                    JournalEntry(
+                        service=sim.service,
+                        method=part.request.method,
+                        path=part.request.path + (f"?{query}" if query else ""),
+                        status=part.response.status,
+                        duration=part.duration,
+                        started=started,
+                        fault=part.fault,
+                        write=sim.is_write(part.request),
+                    )
+                )
+        self._answer(resp)
+
+    def _answer(self, resp: Response) -> None:
+        payload = resp.encode()
         self.send_response(resp.status)
         if payload or resp.status not in (204, 304):
             self.send_header("Content-Type", resp.content_type)
@@ -366,9 +413,13 @@ class SimServer:
         host: str = "127.0.0.1",
         port: int = 0,
         latency: float = 0.0,
+        is_write: WriteClassifier = verb_is_write,
+        admin_prefix: str | None = None,
     ) -> None:
         self.handler = handler
         self.service = service
+        self.is_write = is_write
+        self.admin_prefix = admin_prefix
         self.journal = journal
         self.faults = faults
         self.latency = latency

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,8 @@ class Simulator:
             seed_cluster(kube, spec, rec)
             self.clusters[rec.spec.name] = kube
         self._compute_server = SimServer(
-            self._handle_compute, service="compute", journal=self.journal, faults=self.faults, host=host
+            self._handle_compute, service="compute", journal=self.journal, faults=self.faults, host=host,
+            is_write=self.compute.is_write, admin_prefix="/_sim/",
         )
         self._kube_servers = {
             name: SimServer(
@@ -140,7 +142,8 @@ class Simulator:
             env.update({
                 "KUBECONFIG": str(files.kubeconfig),
                 "CLOUDSDK_CONFIG": str(files.gcloud_config),
-                "GITLAB_MCI_SIM_STATE": str(files.state),
+                # The state directory, which every `gitlab-mci sim` command reads (its --state-dir).
+                "GITLAB_MCI_SIM_DIR": str(files.state_dir),
             })
         return env
 
@@ -204,7 +207,7 @@ class Simulator:
             "disable_update_check = True\n"
         )
         env = self.env(files)
-        files.env.write_text("".join(f"export {k}={v}\n" for k, v in env.items()))
+        files.env.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
         files.dotenv.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
         files.state.write_text(json.dumps({**self.state(), "files": {k: str(v) for k, v in vars(files).items()}}))
         self._state_dir = d

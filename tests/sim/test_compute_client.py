@@ -291,3 +291,56 @@ def test_failed_operation_is_an_error_and_changes_nothing(sim: RunningSim, gc: C
         client.get(project=P, url_map="doomed")
     sim.sim.faults.clear()
     _delete_bs(gc, bs)
+
+
+def test_a_second_forwarding_rule_on_an_address_and_port_in_use_is_refused_as_compute_does(make_sim: Any) -> None:
+    running = make_sim(parse_spec({"clusters": [{"name": "a", "nodes": 1}]}))
+    gc = Compute(P, running.sim.compute_url)
+    bs = _bs(gc, running, "web")
+    gc.wait(gc.client(compute_v1.UrlMapsClient).insert(project=P, url_map_resource=compute_v1.UrlMap(
+        name="web", default_service=bs)))
+    proxies = gc.client(compute_v1.TargetHttpProxiesClient)
+    gc.wait(proxies.insert(project=P, target_http_proxy_resource=compute_v1.TargetHttpProxy(
+        name="web", url_map=gc.client(compute_v1.UrlMapsClient).get(project=P, url_map="web").self_link)))
+    proxy = proxies.get(project=P, target_http_proxy="web").self_link
+    addresses = gc.client(compute_v1.GlobalAddressesClient)
+    gc.wait(addresses.insert(project=P, address_resource=compute_v1.Address(name="vip")))
+    address = addresses.get(project=P, address="vip")
+    rules = gc.client(compute_v1.GlobalForwardingRulesClient)
+
+    def rule(name: str, ip: str, ports: str) -> compute_v1.ForwardingRule:
+        return compute_v1.ForwardingRule(name=name, I_p_address=ip, port_range=ports, target=proxy,
+                                         load_balancing_scheme="EXTERNAL_MANAGED")
+
+    gc.wait(rules.insert(project=P, forwarding_rule_resource=rule("first", address.self_link, "80")))
+    # Another load balancer on the same address and port: by its IP, by the address's URL, by an overlapping range.
+    for name, ip, ports in (("by-ip", address.address, "80"), ("by-url", address.self_link, "80-80"),
+                            ("by-range", address.address, "79-81")):
+        with pytest.raises(gexc.BadRequest) as info:
+            rules.insert(project=P, forwarding_rule_resource=rule(name, ip, ports))
+        assert info.value.message.endswith(f": Invalid value for field 'resource.IPAddress': '{address.address}'. "
+                                               "Specified IP address is in-use and would result in a conflict.")
+        assert info.value.errors[0]["reason"] == "invalid"
+    # The same address on another port is another listener of the same IP (HTTP and HTTPS share one).
+    gc.wait(rules.insert(project=P, forwarding_rule_resource=rule("other-port", address.address, "8080")))
+    assert sorted(r.name for r in rules.list(project=P)) == ["first", "other-port"]
+
+
+def test_a_forwarding_rule_still_being_created_holds_its_address_and_port(make_sim: Any) -> None:
+    running = make_sim(parse_spec({"clusters": [{"name": "a", "nodes": 1}], "operationLatency": 0.5}))
+    gc = Compute(P, running.sim.compute_url)
+    bs = _bs(gc, running, "web")
+    urlmaps = gc.client(compute_v1.UrlMapsClient)
+    gc.wait(urlmaps.insert(project=P, url_map_resource=compute_v1.UrlMap(name="web", default_service=bs)))
+    proxies = gc.client(compute_v1.TargetHttpProxiesClient)
+    gc.wait(proxies.insert(project=P, target_http_proxy_resource=compute_v1.TargetHttpProxy(
+        name="web", url_map=urlmaps.get(project=P, url_map="web").self_link)))
+    proxy = proxies.get(project=P, target_http_proxy="web").self_link
+    rules = gc.client(compute_v1.GlobalForwardingRulesClient)
+    first = rules.insert(project=P, forwarding_rule_resource=compute_v1.ForwardingRule(
+        name="first", I_p_address="127.1.200.1", port_range="443", target=proxy))
+    with pytest.raises(gexc.BadRequest, match="Specified IP address is in-use"):
+        rules.insert(project=P, forwarding_rule_resource=compute_v1.ForwardingRule(
+            name="second", I_p_address="127.1.200.1", port_range="443", target=proxy))
+    gc.wait(first)
+    assert [r.name for r in rules.list(project=P)] == ["first"]

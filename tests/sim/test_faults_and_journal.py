@@ -73,3 +73,27 @@ def test_latency_fault_and_journal_reset(sim: RunningSim) -> None:
     assert sim.sim.journal.entries() == []
     with pytest.raises(ValueError, match="unknown field"):
         add_fault(sim.sim.faults, {"status": 503, "pth": "/x"})
+
+
+def test_a_batch_from_google_api_python_client_answers_each_part_and_journals_it(sim: RunningSim) -> None:
+    from google.auth.credentials import AnonymousCredentials
+    from googleapiclient.discovery import build
+    from googleapiclient.http import BatchHttpRequest
+
+    service = build("compute", "v1", credentials=AnonymousCredentials(), static_discovery=True,
+                    client_options={"api_endpoint": sim.sim.compute_url + "/compute/v1/"})
+    answers: dict[str, tuple[object, object]] = {}
+    sim.sim.faults.add(FaultRule(status=503, service="compute", path="/zones/europe-west1-b$"))
+    batch = BatchHttpRequest(callback=lambda rid, resp, exc: answers.__setitem__(rid, (resp, exc)),
+                             batch_uri=sim.sim.compute_url + "/batch/compute/v1")
+    batch.add(service.zones().get(project=P, zone="us-central1-a"), request_id="ok")
+    batch.add(service.zones().get(project=P, zone="europe-west1-b"), request_id="faulted")
+    batch.add(service.zones().get(project=P, zone="nowhere-1a"), request_id="missing")
+    batch.execute()
+    assert answers["ok"][0]["name"] == "us-central1-a"  # type: ignore[index]
+    assert [getattr(answers[k][1], "status_code", None) for k in ("ok", "faulted", "missing")] == [None, 503, 404]
+    entries = sim.sim.journal.entries("compute")
+    assert [(e.method, e.path.split("?")[0].rsplit("/", 1)[1], e.status, e.fault) for e in entries] == [
+        ("POST", "v1", 200, None), ("GET", "us-central1-a", 200, None), ("GET", "europe-west1-b", 503, "status 503"),
+        ("GET", "nowhere-1a", 404, None)]
+    assert sim.sim.journal.writes() == []

@@ -24,6 +24,10 @@ _GLOBAL_PARAMS = {"$.xgafv", "access_token", "alt", "callback", "fields", "key",
                   "returnPartialSuccess"}
 
 
+# Methods sent with POST that read: their names do not start with get or list.
+_READ_METHODS = frozenset({"aggregatedList", "wait", "testIamPermissions", "validate", "preview", "calendarMode"})
+
+
 @dataclass(frozen=True)
 class Method:
     """One discovery method: ``compute.<resource>.<name>``."""
@@ -40,6 +44,14 @@ class Method:
     @property
     def id(self) -> str:
         return f"compute.{self.resource}.{self.name}"
+
+    @property
+    def mutates(self) -> bool:
+        """Whether the method changes state (insert, delete, patch, set*, add*, remove*, attach…) or only reads
+        (get*, list*, aggregatedList, operations' wait, testIamPermissions…), whatever its HTTP verb."""
+        if self.http_method == "GET":
+            return False
+        return not (self.name.startswith(("get", "list")) or self.name in _READ_METHODS)
 
 
 class ValidationError(ValueError):

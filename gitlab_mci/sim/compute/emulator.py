@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gitlab_mci.sim.compute import discovery
+from gitlab_mci.sim.compute import batch, discovery
 from gitlab_mci.sim.compute.discovery import PREFIX, Method, ValidationError
 from gitlab_mci.sim.compute.filters import FilterError, compile_filter
 from gitlab_mci.sim.compute.kinds import COLLECTIONS, GLOBAL_SEGMENTS, OUTPUT_ONLY, ZONAL_SEGMENTS, Collection, Ref
@@ -92,7 +92,7 @@ class ComputeEmulator:
         self._members: dict[str, list[str]] = {}  # instance group URL -> instance URLs
         self._ops: dict[tuple[str, str], _Op] = {}  # (project, op name) -> op
         self._request_ids: dict[tuple[str, str], str] = {}
-        self._pending: set[str] = set()  # URLs of resources whose insert is not DONE yet
+        self._pending: dict[str, Obj] = {}  # URL -> resource, for inserts not DONE yet
         self._next_id = 1000000000000000000 + int.from_bytes(os.urandom(4), "big")
         self._revision = 0  # bumped on every change that took effect, so watchers (the data plane) poll cheaply
 
@@ -151,6 +151,8 @@ class ComputeEmulator:
     # --- HTTP ----------------------------------------------------------------------------------------------------
 
     def handle(self, req: Request) -> Response:
+        if req.path == batch.PATH:
+            return batch.handle(req, self.handle, self.faults)
         if not req.path.startswith(PREFIX):
             return google_error(404, f"The requested URL {req.path} was not found on this server.", "notFound")
         path = req.path[len(PREFIX):]
@@ -190,6 +192,17 @@ class ComputeEmulator:
             return google_error(400, str(exc), exc.reason)
         except ApiError as exc:
             return exc.response()
+
+    def is_write(self, req: Request) -> bool:
+        """Whether a request asks for a change of state: decided by the discovery method it calls, not its verb.
+
+        ``backendServices.getHealth``, ``operations.wait`` and ``instanceGroups.listInstances`` are POSTs that read;
+        a batch request is a read in itself (its parts are journaled one by one); an unknown path changes nothing.
+        """
+        if not req.path.startswith(PREFIX):
+            return False
+        routed = discovery.route(req.method, req.path[len(PREFIX):])
+        return routed is not None and routed[0].mutates
 
     # --- routing -------------------------------------------------------------------------------------------------
 
@@ -348,7 +361,7 @@ class ComputeEmulator:
                     op.apply()
 
     def _start(self, req: Request, op_type: str, coll: Collection, project: str, zone: str | None, name: str,
-               apply: Callable[[], None], target_id: str | None = None, pending: str | None = None) -> Response:
+               apply: Callable[[], None], target_id: str | None = None, pending: Obj | None = None) -> Response:
         request_id = req.param("requestId")
         now = time.time()
         op_name = f"operation-{int(now * 1000)}-{os.urandom(6).hex()}"
@@ -367,18 +380,18 @@ class ComputeEmulator:
             body["zone"] = f"{API}projects/{project}/zones/{zone}"
 
         def finish() -> None:
-            self._pending.discard(target)
+            self._pending.pop(target, None)
             apply()
             self._revision += 1
 
         op = _Op(body, project, zone, now, now + self.operation_latency, finish, error)
-        if pending:
-            self._pending.add(pending)
+        if pending is not None:
+            self._pending[target] = pending
         self._ops[(project, op_name)] = op
         if request_id:
             self._request_ids[(project, request_id)] = op_name
         if error is not None:
-            self._pending.discard(target)
+            self._pending.pop(target, None)
         self._settle()
         return Response(200, self._op_body(op))
 
@@ -494,11 +507,13 @@ class ComputeEmulator:
         self._validate_semantics(coll, body, project)
         obj = self._materialize(coll, project, zone, body)
         self._after_materialize(coll, obj, project)
+        if coll.name == "globalForwardingRules":
+            self._check_listener_free(obj, project)
 
         def apply() -> None:
             self._bucket(coll, project, zone)[new_name] = obj
 
-        return self._start(req, "insert", coll, project, zone, new_name, apply, obj["id"], pending=url)
+        return self._start(req, "insert", coll, project, zone, new_name, apply, obj["id"], pending=obj)
 
     def _m_delete(self, req: Request, coll: Collection, project: str, zone: str | None, name: str,
                   body: Obj) -> Response:
@@ -584,6 +599,29 @@ class ComputeEmulator:
                 obj["IPAddress"] = address["address"] if address else ip
             elif not ip:
                 obj["IPAddress"] = str(next(self._pool))
+
+    def _check_listener_free(self, rule: Obj, project: str) -> None:
+        """Refuse a forwarding rule whose IP, protocol and ports overlap another rule's, as Compute does.
+
+        Compute answers HTTP 400, reason ``invalid``, "Invalid value for field 'resource.IPAddress': '<ip>'.
+        Specified IP address is in-use and would result in a conflict." (the message ingress-gce matches as
+        addressAlreadyInUseMessageExternal, and kubemci's troubleshooting guide quotes for two load balancers on one
+        IP). Rules on one IP may coexist on other ports or protocols (HTTP on 80 and HTTPS on 443 share a VIP).
+        ``rule`` has been materialized: its IPAddress is the literal IP even when the request named an address.
+        A rule whose insert is still running holds its IP and ports too.
+        """
+        ip = rule.get("IPAddress")
+        mine = _port_span(rule)
+        others = [*self._bucket(COLLECTIONS["globalForwardingRules"], project, None).values(),
+                  *(o for url, o in self._pending.items() if "/global/forwardingRules/" in url
+                    and url.startswith(f"{API}projects/{project}/"))]
+        for other in others:
+            if other.get("IPAddress") != ip or other.get("IPProtocol", "TCP") != rule.get("IPProtocol", "TCP"):
+                continue
+            theirs = _port_span(other)
+            if mine[0] <= theirs[1] and theirs[0] <= mine[1]:
+                raise ApiError(400, f"Invalid value for field 'resource.IPAddress': '{ip}'. Specified IP address is "
+                               "in-use and would result in a conflict.", "invalid")
 
     def _m_setLabels(self, req: Request, coll: Collection, project: str, zone: str | None,
                      name: str, body: Obj) -> Response:
@@ -697,6 +735,19 @@ def _certificate_facts(pem: str) -> Obj:
         names = []
     return {"expireTime": leaf.not_valid_after_utc.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "subjectAlternativeNames": names}
+
+
+def _port_span(rule: Obj) -> tuple[int, int]:
+    """First and last port a forwarding rule listens on. A global rule to a target proxy without portRange gets the
+    proxy's default port (80 for HTTP, 443 for HTTPS); anything unreadable is taken as every port."""
+    ports = str(rule.get("portRange") or "")
+    if not ports:
+        ports = "443" if "/targetHttpsProxies/" in str(rule.get("target", "")) else "80"
+    first, _, last = ports.partition("-")
+    try:
+        return int(first), int(last or first)
+    except ValueError:
+        return 1, 65535
 
 
 def _plural_key(coll: Collection) -> str:

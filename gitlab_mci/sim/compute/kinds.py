@@ -112,6 +112,10 @@ COLLECTIONS: dict[str, Collection] = {c.name: c for c in (
                implemented=frozenset({"get", "list", "aggregatedList", "listInstances", "setNamedPorts"})),
     Collection("instanceGroupManagers", "instanceGroupManagers", "InstanceGroupManager", zonal=True,
                in_use_name="instance_group_manager", implemented=frozenset({"get", "list", "aggregatedList"})),
+    # GKE's node pools are not autoscaled by Compute autoscalers (the cluster autoscaler resizes them); gcloud's
+    # `instance-groups managed list` lists them per zone to show which groups are.
+    Collection("autoscalers", "autoscalers", "Autoscaler", zonal=True, in_use_name="autoscaler",
+               implemented=frozenset({"get", "list", "aggregatedList"})),
     Collection("networkEndpointGroups", "networkEndpointGroups", "NetworkEndpointGroup", zonal=True,
                in_use_name="network_endpoint_group",
                implemented=frozenset({"insert", "get", "list", "delete", "aggregatedList"})),
