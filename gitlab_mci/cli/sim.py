@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from gitlab_mci.cli.options import timeout_option
 from gitlab_mci.errors import UserError
 
 DEFAULT_STATE_DIR = ".gitlab-mci/sim"
@@ -116,10 +117,11 @@ def _print_summary(state: dict[str, Any], files: dict[str, str]) -> None:
 @state_dir_option
 @click.option("--detach", "-d", is_flag=True,
               help="Run in the background; stop it with `gitlab-mci sim down` (and the same --state-dir).")
-@click.option("--timeout", type=float, default=30.0, show_default=True,
-              help="With --detach: seconds to wait for the simulator to serve.")
+@timeout_option(30.0)
 def up(spec_path: Path | None, state_dir: Path, detach: bool, timeout: float) -> None:
     """Start the simulator (in the foreground until Ctrl-C, or with --detach in the background).
+
+    With --detach, --timeout bounds the wait until the simulator serves.
 
     The state directory gets the files that point clients at it (see `gitlab-mci sim env`); one it creates also
     gets a .gitignore, so starting the simulator inside a repository leaves `git status` clean.
@@ -193,10 +195,11 @@ def _serve(spec: Any, state_dir: Path) -> None:
 
 @command.command("down")
 @state_dir_option
-@click.option("--timeout", type=float, default=10.0, show_default=True,
-              help="Seconds to wait for it to stop before killing it.")
+@timeout_option(10.0)
 def down(state_dir: Path, timeout: float) -> None:
     """Stop the simulator of this state dir (started with `gitlab-mci sim up --detach`, or in another terminal).
+
+    It is killed if it has not stopped within --timeout.
 
     Exits 1 when no simulator runs there: nothing was stopped.
     """
