@@ -26,6 +26,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "auth": ("gitlab_mci.cli.auth", "Google credentials for jobs: GitLab OIDC to Workload Identity Federation."),
     "hosted": ("gitlab_mci.cli.hosted", "GKE-hosted Multi Cluster Ingress: plan, apply, status, delete."),
     "fleet": ("gitlab_mci.cli.fleet", "GKE fleet: memberships and the multiclusteringress feature."),
+    "ci-local": ("gitlab_mci.cli.cilocal", "Prepare a project to run its own pipeline with gitlab-ci-local locally."),
 }
 
 
