@@ -32,7 +32,7 @@ RUN = EXAMPLE / "local" / "run.sh"
 GOLDEN = Path(__file__).parent / "golden" / "example-preview.yml"
 VENV_BIN = Path(sys.executable).parent
 CONTEXTS = ("prod1", "prod2")
-DEPLOY_JOBS = ("production", "production_manual", "staging", "review", "canary")
+DEPLOY_JOBS = ("production", "production_manual", "staging", "review", "canary", "rollout", "timed rollout")
 # With STAGING_ENABLED the production deploys are manual, and the pin jobs need them: gitlab-ci-local runs them only
 # when named.
 MANUAL = ("--manual", "production_manual: [prod1]", "--manual", "production_manual: [prod2]")
@@ -284,7 +284,8 @@ def test_hosted_mode_deploys_without_node_ports_and_publishes_the_multi_cluster_
 
 def test_a_teardown_pipeline_runs_no_deploy_job_whatever_auto_devops_would_deploy(listing: Example) -> None:
     example = listing
-    for args in ((), ("--variable", "STAGING_ENABLED=true"), ("--variable", "CANARY_ENABLED=true")):
+    for args in ((), ("--variable", "STAGING_ENABLED=true"), ("--variable", "CANARY_ENABLED=true"),
+                 ("--variable", "INCREMENTAL_ROLLOUT_MODE=timed"), ("--variable", "INCREMENTAL_ROLLOUT_MODE=manual")):
         deploy = listed(example, *args)
         assert [job for job in deploy if job.startswith(DEPLOY_JOBS)], args  # they do run in a deploy pipeline
         for teardown in (("--input", "mci_teardown=true"), ("--variable", "MCI_TEARDOWN=true")):

@@ -21,7 +21,8 @@ EXAMPLE_INPUTS = {"environments": ["prod1", "prod2"], "node_port": 30999, "lb_na
                   "disable_ingress": True, "teardown": False}
 OUR_JOBS = {"mci-check", "mci-check-staging", "mci-check-review", "mci-pin", "mci-lb", "mci-status", "mci-teardown"}
 # Auto DevOps' deploy jobs: the template gives each the teardown rule first (production ones also the hook).
-AUTO_DEVOPS_DEPLOYS = {"production", "production_manual", "staging", "review", "canary"}
+AUTO_DEVOPS_DEPLOYS = {"production", "production_manual", "staging", "review", "canary",
+                       *(f"{kind}rollout {pct}%" for kind in ("", "timed ") for pct in (10, 25, 50, 100))}
 TEARDOWN_NEVER = {"if": '"false" == "true" || $MCI_TEARDOWN == "true"', "when": "never"}
 
 
@@ -135,9 +136,13 @@ def test_auto_devops_deploy_jobs_keep_their_rules_behind_the_teardown_rule() -> 
     # teardown rule in front of them.
     stand_in = render.load((EXAMPLE / "local" / "auto-devops.gitlab-ci.yml").read_text())
     body = render.expand_references(rendered(EXAMPLE_INPUTS))
+    def own_rules(name: str) -> Any:
+        job = stand_in[name]
+        return job["rules"] if "rules" in job else own_rules(job["extends"])
+
     for name in AUTO_DEVOPS_DEPLOYS:
         assert body[name]["rules"][0] == TEARDOWN_NEVER, name
-        assert body[name]["rules"][1:] == stand_in[name]["rules"], name
+        assert body[name]["rules"][1:] == own_rules(name), name
 
 
 def test_the_production_deploy_script_runs_the_hook_then_auto_devops_own_steps() -> None:
