@@ -38,6 +38,8 @@ VARIANTS: dict[tuple[str, str], str] = {
     ("--node-port", "nodeport pin"): "also `auto`: one port free in every cluster of --auto-contexts",
     ("--node-port", "nodeport verify"): "also `auto`: any port, as long as it is the same in every cluster",
     ("--ingress", "nodeport verify"): "the Ingress whose every backend Service is checked (must exist)",
+    ("--context", "ci-local"): "ENV=CONTEXT: the simulated cluster written for each production environment",
+    ("--namespace", "ci-local"): "the KUBE_NAMESPACE written for the production environments",
     ("--mode", "gitlab teardown"): "how to tear down: inputs, job or stop",
     ("--mode", "sim heal"): "which failure to undo",
 }

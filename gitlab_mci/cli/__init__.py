@@ -33,6 +33,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "hosted": ("gitlab_mci.cli.hosted", "GKE-hosted Multi Cluster Ingress: plan, apply, status, delete."),
     "fleet": ("gitlab_mci.cli.fleet", "The GKE fleet that hosted Multi Cluster Ingress needs: memberships and the "
                                       "multiclusteringress feature."),
+    "ci-local": ("gitlab_mci.cli.cilocal", (
+        "Prepare a project's checkout to run its pipeline with gitlab-ci-local against the running simulator.")),
 }
 
 

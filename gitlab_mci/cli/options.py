@@ -74,6 +74,19 @@ extra_args_option = click.option(
     "--extra-args", envvar="HELM_UPGRADE_EXTRA_ARGS", default="", show_default=False, metavar="ARGS",
     help="Helm arguments as the deploy job has them: what their --values/-f and --set flags set is read "
          "[env: HELM_UPGRADE_EXTRA_ARGS].")
+# The simulator's files; `sim env` exports the variable so later commands find the same simulator.
+DEFAULT_STATE_DIR = ".gitlab-mci/sim"
+STATE_DIR_ENV = "GITLAB_MCI_SIM_DIR"
+state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_STATE_DIR,
+    show_default=True,
+    envvar=STATE_DIR_ENV,
+    help="The simulator's state directory: its kubeconfig, env files, gcloud configuration, log and state.json; "
+         "`sim env` exports it [env: GITLAB_MCI_SIM_DIR].",
+)
+
 
 # What to build.
 static_ip_option = click.option(

@@ -16,25 +16,11 @@ from typing import Any
 
 import click
 
-from gitlab_mci.cli.options import timeout_option
+from gitlab_mci.cli.options import output_option as shared_output_option
+from gitlab_mci.cli.options import state_dir_option, timeout_option
 from gitlab_mci.errors import UserError
 
-DEFAULT_STATE_DIR = ".gitlab-mci/sim"
-# The one variable that names the state directory: `sim env` exports it, every `sim` command reads it.
-STATE_DIR_ENV = "GITLAB_MCI_SIM_DIR"
-
-state_dir_option = click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_STATE_DIR,
-    show_default=True,
-    envvar=STATE_DIR_ENV,
-    help="The simulator's state directory: its kubeconfig, env files, gcloud configuration, log and state.json; "
-         "`sim env` exports it [env: GITLAB_MCI_SIM_DIR].",
-)
-
-output_option = click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
-                             help="Output format.")
+output_option = shared_output_option(["text", "json"])
 
 
 class NotRunning(UserError):

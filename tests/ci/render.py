@@ -116,12 +116,17 @@ def render(text: str, inputs: dict[str, Any] | None = None) -> Any:
 
 
 def expand_references(data: Any, node: Any = None) -> Any:
-    """Replace ``!reference [job, key…]`` with what it points to, splicing lists into lists like GitLab."""
+    """Replace ``!reference [job, key…]`` with what it points to, splicing lists into lists like GitLab.
+
+    A reference to what another file defines (e.g. Auto DevOps' ``.production``) stays a :class:`Reference`.
+    """
     if node is None:
         node = data
     if isinstance(node, Reference):
         target = data
         for part in node.path:
+            if not isinstance(target, dict) or part not in target:
+                return node
             target = target[part]
         return expand_references(data, target)
     if isinstance(node, dict):

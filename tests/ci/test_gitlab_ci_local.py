@@ -11,6 +11,7 @@ also needs rsync. Without them the tests are skipped, except under CI=true, wher
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -31,6 +32,10 @@ RUN = EXAMPLE / "local" / "run.sh"
 GOLDEN = Path(__file__).parent / "golden" / "example-preview.yml"
 VENV_BIN = Path(sys.executable).parent
 CONTEXTS = ("prod1", "prod2")
+DEPLOY_JOBS = ("production", "production_manual", "staging", "review", "canary", "rollout", "timed rollout")
+# With STAGING_ENABLED the production deploys are manual, and the pin jobs need them: gitlab-ci-local runs them only
+# when named.
+MANUAL = ("--manual", "production_manual: [prod1]", "--manual", "production_manual: [prod2]")
 
 
 def _missing() -> str | None:
@@ -61,9 +66,11 @@ class Example:
         self.env.pop("GITLAB_MCI_SIM_DIR", None)
         self._sim_env: dict[str, str] = {}
 
-    def run(self, *args: str, variables: Path | None = None) -> subprocess.CompletedProcess[str]:
-        """run.sh WORKDIR ARGS…, with a fresh gitlab-ci-local state (no artifacts of an earlier pipeline)."""
-        shutil.rmtree(self.app / ".gitlab-ci-local", ignore_errors=True)
+    def run(self, *args: str, variables: Path | None = None, fresh: bool = True) -> subprocess.CompletedProcess[str]:
+        """run.sh WORKDIR ARGS…, by default with a fresh gitlab-ci-local state (no artifacts of an earlier pipeline);
+        ``fresh=False`` keeps the directory as a shell runner that reuses its builds directory would."""
+        if fresh:
+            shutil.rmtree(self.app / ".gitlab-ci-local", ignore_errors=True)
         env = dict(self.env)
         if variables is not None:
             env["EXAMPLE_VARIABLES"] = str(variables)
@@ -103,15 +110,22 @@ class Example:
 
     def variant(self, name: str, *replacements: tuple[str, str]) -> str:
         """Write a copy of the example's .gitlab-ci.yml with some lines changed; returns its file name."""
-        text = (self.app / ".gitlab-ci.yml").read_text()
+        text = (EXAMPLE / ".gitlab-ci.yml").read_text()
+        self.app.mkdir(parents=True, exist_ok=True)  # run.sh makes the git checkout around it
         for old, new in replacements:
             assert old in text, old
             text = text.replace(old, new)
         (self.app / name).write_text(text)
         return name
 
+    def variables(self, name: str, extra: str) -> Path:
+        """The example's scoped-variables file plus some YAML lines; returns its path."""
+        path = self.work / name
+        path.write_text((EXAMPLE / "local" / "gitlab-ci-local-variables.yml").read_text() + extra)
+        return path
+
     def log(self, job: str) -> str:
-        return (self.app / ".gitlab-ci-local" / "output" / f"{job}.log").read_text()
+        return (self.app / ".gitlab-ci-local" / "output" / f"{safe(job)}.log").read_text()
 
     def stop(self) -> None:
         subprocess.run([str(VENV_BIN / "gitlab-mci"), "sim", "down", "--state-dir", str(self.work / "sim")],
@@ -132,6 +146,11 @@ def listing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Example]:
     ex = Example(tmp_path_factory.mktemp("listing"))
     yield ex
     ex.stop()
+
+
+def safe(job: str) -> str:
+    """gitlab-ci-local's file name for a job (its safeDockerString: runs of other characters base64url-encoded)."""
+    return re.sub(r"[^\w-]+", lambda m: base64.urlsafe_b64encode(m.group().encode()).decode().rstrip("="), job)
 
 
 def results(output: str) -> dict[str, str]:
@@ -182,6 +201,7 @@ def test_example_pipeline_deploys_pins_provisions_then_tears_down(example: Examp
     ran = results(down.stdout)
     assert ran["mci-teardown"] == "PASS"
     assert not [job for job in ran if job.startswith(("mci-check", "mci-pin", "mci-lb", "mci-status"))]
+    assert not [job for job in ran if job.startswith(DEPLOY_JOBS)], ran  # Auto DevOps deploys nothing either
     for collection in ("forwardingRules", "targetHttpProxies", "urlMaps", "backendServices", "healthChecks",
                        "firewalls"):
         assert example.ours(collection) == [], collection
@@ -260,3 +280,83 @@ def test_hosted_mode_deploys_without_node_ports_and_publishes_the_multi_cluster_
     assert down.returncode == 0, down.stdout[-4000:] + down.stderr[-2000:]
     assert results(down.stdout)["mci-teardown"] == "PASS"
     assert example.kubectl("prod1", "get", "multiclusteringress", "-n", "shop")["items"] == []
+
+
+def test_a_teardown_pipeline_runs_no_deploy_job_whatever_auto_devops_would_deploy(listing: Example) -> None:
+    example = listing
+    for args in ((), ("--variable", "STAGING_ENABLED=true"), ("--variable", "CANARY_ENABLED=true"),
+                 ("--variable", "INCREMENTAL_ROLLOUT_MODE=timed"), ("--variable", "INCREMENTAL_ROLLOUT_MODE=manual")):
+        deploy = listed(example, *args)
+        assert [job for job in deploy if job.startswith(DEPLOY_JOBS)], args  # they do run in a deploy pipeline
+        for teardown in (("--input", "mci_teardown=true"), ("--variable", "MCI_TEARDOWN=true")):
+            jobs = listed(example, *args, *teardown)
+            assert [job for job in jobs if job.startswith(DEPLOY_JOBS)] == [], (args, teardown)
+            assert "mci-teardown" in jobs
+
+
+def test_an_environment_removed_from_the_input_leaves_the_load_balancer_on_a_reused_runner_directory(
+        example: Example) -> None:
+    both = example.run()
+    assert both.returncode == 0, both.stdout[-4000:] + both.stderr[-2000:]
+    [backend] = example.compute("backendServices")
+    assert len(backend["backends"]) == 2
+    one = example.variant("one-env.gitlab-ci.yml", ("environments: [prod1, prod2]", "environments: [prod1]"))
+    proc = example.run("--file", one, fresh=False)  # the same directory, nothing wiped, as a shell runner does
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "clusters prod1, namespace shop" in example.log("mci-lb")
+    [backend] = example.compute("backendServices")
+    assert [b["group"].rsplit("/zones/", 1)[1].split("/")[0] for b in backend["backends"]] == ["us-central1-a"]
+    reports = list((example.app / ".gitlab-ci-local/artifacts").glob(f"{safe('mci-pin: [prod1]')}/.gitlab-ci-reports/dotenv/*"))
+    assert reports and all("PROD2" not in f.read_text() for f in reports), reports
+
+
+def test_a_projects_own_production_before_script_keeps_the_node_port(example: Example) -> None:
+    own = example.variant("own-before-script.gitlab-ci.yml", ("      teardown: $[[ inputs.mci_teardown ]]\n", (
+        "      teardown: $[[ inputs.mci_teardown ]]\n\nproduction:\n  before_script:\n"
+        "    - echo \"our own setup before the deploy\"\n")))
+    proc = example.run("--file", own)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "our own setup before the deploy" in example.log("production: [prod1]")
+    for context in CONTEXTS:
+        svc = example.kubectl(context, "get", "service", "shop-auto-deploy", "-n", "shop")
+        assert (svc["spec"]["type"], svc["spec"]["ports"][0]["nodePort"]) == ("NodePort", 30999)
+
+
+def _staging_in_prod1(example: Example) -> Path:
+    """Staging enabled, deploying to prod1's cluster and namespace (scoped variables of the environment staging)."""
+    text = (EXAMPLE / "local" / "gitlab-ci-local-variables.yml").read_text()
+    text = text.replace("    prod2: prod2\n", "    prod2: prod2\n    staging: prod1\n", 1)
+    text = text.replace("    global: shop\n", "    global: shop\n    staging: shop\n")
+    text = text.replace("    prod2: prod2.example.com\n", "    prod2: prod2.example.com\n    staging: staging.example.com\n")
+    path = example.work / "staging-in-prod1.yml"
+    path.write_text(text + 'STAGING_ENABLED: "true"\n')
+    return path
+
+
+def test_staging_deploy_in_a_production_namespace_with_an_unscoped_release_name_is_refused_before_any_deploy(
+        example: Example) -> None:
+    # The setup the docs used to recommend: HELM_RELEASE_NAME unscoped, so staging would deploy release `shop` too.
+    legacy = example.variant("legacy-release.gitlab-ci.yml", ("      release: shop\n", ""),
+                             ("      teardown: $[[ inputs.mci_teardown ]]\n",
+                              "      teardown: $[[ inputs.mci_teardown ]]\n\nvariables:\n  HELM_RELEASE_NAME: shop\n"))
+    proc = example.run("--file", legacy, *MANUAL, variables=_staging_in_prod1(example))
+    assert proc.returncode != 0
+    ran = results(proc.stdout)
+    assert ran["mci-check-staging"] == "FAIL"
+    assert not [job for job in ran if job.startswith(DEPLOY_JOBS)], ran
+    assert "would overwrite the production release shop of prod1" in example.log("mci-check-staging")
+    assert example.kubectl("prod1", "get", "services", "-n", "shop")["items"] == []  # nothing deployed
+
+
+def test_staging_in_a_production_namespace_with_the_release_input_leaves_production_behind_the_load_balancer(
+        example: Example) -> None:
+    first = example.run()  # production deployed and behind the load balancer
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    proc = example.run(*MANUAL, variables=_staging_in_prod1(example))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    ran = results(proc.stdout)
+    assert ran["mci-check-staging"] == "PASS" and ran["staging"] == "PASS"
+    prod = example.kubectl("prod1", "get", "service", "shop-auto-deploy", "-n", "shop")
+    assert (prod["spec"]["type"], prod["spec"]["ports"][0]["nodePort"]) == ("NodePort", 30999)
+    assert example.kubectl("prod1", "get", "service", "staging-auto-deploy", "-n", "shop")["spec"]["type"] == "ClusterIP"
+    assert "prod1 / us-central1-a (3/3)" in example.log("mci-status")

@@ -17,9 +17,13 @@ from tests.ci import render
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "ci-templates" / "mci.gitlab-ci.yml"
 EXAMPLE = ROOT / "examples" / "auto-devops-two-clusters"
-EXAMPLE_INPUTS = {"environments": ["prod1", "prod2"], "node_port": 30999, "lb_name": "shop", "disable_ingress": True,
-                  "teardown": False}
-OUR_JOBS = {"mci-check", "mci-pin", "mci-lb", "mci-status", "mci-teardown"}
+EXAMPLE_INPUTS = {"environments": ["prod1", "prod2"], "node_port": 30999, "lb_name": "shop", "release": "shop",
+                  "disable_ingress": True, "teardown": False}
+OUR_JOBS = {"mci-check", "mci-check-staging", "mci-check-review", "mci-pin", "mci-lb", "mci-status", "mci-teardown"}
+# Auto DevOps' deploy jobs: the template gives each the teardown rule first (production ones also the hook).
+AUTO_DEVOPS_DEPLOYS = {"production", "production_manual", "staging", "review", "canary",
+                       *(f"{kind}rollout {pct}%" for kind in ("", "timed ") for pct in (10, 25, 50, 100))}
+TEARDOWN_NEVER = {"if": '"false" == "true" || $MCI_TEARDOWN == "true"', "when": "never"}
 
 
 def check_schema(tmp_path: Path, documents: dict[str, str]) -> None:
@@ -93,6 +97,7 @@ def test_example_includes_the_template_with_inputs_the_template_accepts() -> Non
     ({"internal_port": "http"}, "does not match required regex"),
     ({"scheme": "INTERNAL"}, "not in the list of allowed options"),
     ({"node-port": 30999}, "unknown input"),
+    ({"release": "Shop"}, "does not match required regex"),
 ])
 def test_inputs_gitlab_would_refuse(inputs: dict[str, Any], message: str) -> None:
     with pytest.raises(render.InputError, match=message):
@@ -110,17 +115,39 @@ def test_every_declared_input_is_used() -> None:
 
 
 def test_the_template_adds_its_jobs_and_touches_only_the_production_deploys() -> None:
-    body = rendered(EXAMPLE_INPUTS)
+    body = render.expand_references(rendered(EXAMPLE_INPUTS))
     jobs = {name for name in body if not name.startswith(".")}
-    assert jobs == OUR_JOBS | {"production", "production_manual"}
+    assert jobs == OUR_JOBS | AUTO_DEVOPS_DEPLOYS
     # Nothing that would replace Auto DevOps' pipeline-wide settings (arrays and scalars replace, they do not merge).
     assert not {"stages", "workflow", "variables", "default", "image", "include"} & set(body)
     for name in ("production", "production_manual"):
         job = body[name]
-        assert set(job) == {"parallel", "environment", "variables", "before_script"}  # merged into Auto DevOps' job
+        # Merged into Auto DevOps' job; no before_script, which the project's own would replace.
+        assert set(job) == {"parallel", "environment", "variables", "script", "rules"}
         assert job["parallel"] == {"matrix": [{"MCI_ENVIRONMENT": ["prod1", "prod2"]}]}
         assert job["environment"] == {"name": "$MCI_ENVIRONMENT", "deployment_tier": "production"}
-        assert job["variables"]["MCI_NODE_PORT"] == 30999
+        assert job["variables"]["MCI_NODE_PORT"] == 30999 and job["variables"]["MCI_RELEASE"] == "shop"
+    for name in AUTO_DEVOPS_DEPLOYS - {"production", "production_manual"}:
+        assert set(body[name]) == {"rules"}, name  # only their rules, with the teardown rule first
+
+
+def test_auto_devops_deploy_jobs_keep_their_rules_behind_the_teardown_rule() -> None:
+    # The stand-in carries Auto DevOps' rules (Jobs/Deploy.gitlab-ci.yml); the template must change nothing but the
+    # teardown rule in front of them.
+    stand_in = render.load((EXAMPLE / "local" / "auto-devops.gitlab-ci.yml").read_text())
+    body = render.expand_references(rendered(EXAMPLE_INPUTS))
+    def own_rules(name: str) -> Any:
+        job = stand_in[name]
+        return job["rules"] if "rules" in job else own_rules(job["extends"])
+
+    for name in AUTO_DEVOPS_DEPLOYS:
+        assert body[name]["rules"][0] == TEARDOWN_NEVER, name
+        assert body[name]["rules"][1:] == own_rules(name), name
+
+
+def test_the_production_deploy_script_runs_the_hook_then_auto_devops_own_steps() -> None:
+    raw = rendered(EXAMPLE_INPUTS)["production"]["script"]
+    assert raw == [render.Reference([".mci-deploy", "script"]), render.Reference([".production", "script"])]
 
 
 def test_variable_values_are_strings_or_numbers_as_gitlab_requires() -> None:
@@ -134,12 +161,12 @@ def test_variable_values_are_strings_or_numbers_as_gitlab_requires() -> None:
 
 def test_boolean_inputs_reach_the_jobs_as_true_or_false_unless_a_variable_overrides_them() -> None:
     body = render.expand_references(rendered({**EXAMPLE_INPUTS, "https_redirect": True, "release_ip": False}))
-    line = body[".mci-settings"]["script"][0]
+    line = body[".mci-settings"]["script"][1]
     assert 'MCI_HTTPS_REDIRECT="${MCI_HTTPS_REDIRECT:-true}"' in line
     assert 'MCI_RELEASE_IP="${MCI_RELEASE_IP:-false}"' in line
     for job in ("mci-check", "mci-lb", "mci-teardown"):
-        assert body[job]["script"][0] == line, job
-    assert body["production"]["before_script"][0] == line
+        assert body[job]["script"][1] == line, job
+    assert body[".mci-deploy"]["script"][1] == line
 
 
 def test_pin_jobs_one_per_environment_without_a_deployment_after_the_deploys() -> None:
@@ -148,7 +175,8 @@ def test_pin_jobs_one_per_environment_without_a_deployment_after_the_deploys() -
     assert pin["environment"] == {"name": "$MCI_ENVIRONMENT", "action": "prepare"}
     assert [(n["job"], n["optional"]) for n in pin["needs"]] == [("production", True), ("production_manual", True)]
     assert 'if [ "$MCI_MODE" = self-managed ]; then gitlab-mci nodeport pin; fi' in pin["script"]
-    assert pin["artifacts"] == {"reports": {"dotenv": "mci-pin.env"}}
+    # One file per environment: parallel jobs on a shell runner share the directory.
+    assert pin["artifacts"] == {"reports": {"dotenv": "mci-pin-$CI_ENVIRONMENT_SLUG.env"}}
 
 
 def test_load_balancer_job_waits_for_every_environment_holds_a_resource_group_and_publishes_the_url() -> None:
@@ -178,7 +206,7 @@ def test_teardown_is_the_environments_stop_action_manual_or_automatic_in_a_teard
     assert rendered({**EXAMPLE_INPUTS, "teardown": True})["mci-teardown"]["rules"][0] == {
         "if": '"true" == "true" || $MCI_TEARDOWN == "true"'}
     # In a teardown pipeline every other gitlab-mci job is off.
-    assert body[".mci-rules"]["rules"][0] == {"if": '"false" == "true" || $MCI_TEARDOWN == "true"', "when": "never"}
+    assert render.expand_references(body)[".mci-rules"]["rules"][0] == TEARDOWN_NEVER
     assert body["mci-status"]["extends"][0] == body["mci-lb"]["extends"][0] == ".mci-rules"
     assert body["mci-pin"]["extends"] == body["mci-check"]["extends"] == ".mci-rules"
 
@@ -190,11 +218,13 @@ def test_teardown_is_the_environments_stop_action_manual_or_automatic_in_a_teard
 def _hook(inputs: dict[str, Any], existing: str | None) -> str:
     body = render.expand_references(rendered({**EXAMPLE_INPUTS, **inputs}))
     job = body["production"]
-    env = {"PATH": os.environ["PATH"], **{k: str(v).lower() if isinstance(v, bool) else str(v)
-                                          for k, v in job["variables"].items()}}
+    env = {"PATH": os.environ["PATH"], "CI_ENVIRONMENT_SLUG": "prod1",
+           **{k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in job["variables"].items()}}
     if existing is not None:
         env["HELM_UPGRADE_EXTRA_ARGS"] = existing
-    script = "set -eu\n" + "\n".join(job["before_script"]) + '\nprintf "%s" "${HELM_UPGRADE_EXTRA_ARGS-<unset>}"'
+    hook = body[".mci-deploy"]["script"]
+    assert job["script"][:len(hook)] == hook  # the hook, then Auto DevOps' steps (not in this rendering)
+    script = "set -eu\n" + "\n".join(hook) + '\nprintf "%s" "${HELM_UPGRADE_EXTRA_ARGS-<unset>}"'
     proc = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, check=True)
     return proc.stdout.splitlines()[-1] if proc.stdout.strip() else ""
 
@@ -229,12 +259,15 @@ def test_deploy_hook_leaves_hosted_mode_alone() -> None:
     assert _hook({"mode": "hosted"}, None) == "<unset>"
 
 
-def test_check_job_refuses_contradicting_helm_arguments_before_the_pipeline_builds() -> None:
-    check = render.expand_references(rendered(EXAMPLE_INPUTS))["mci-check"]
+def test_check_job_refuses_contradicting_helm_arguments_before_the_pipeline_builds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    check = render.expand_references(rendered({**EXAMPLE_INPUTS, "release": ""}))["mci-check"]
     assert check["stage"] == ".pre"
     assert check["environment"] == {"name": "$MCI_ENVIRONMENT", "action": "prepare"}
     venv_bin = str(Path(sys.executable).parent)
-    base = {"PATH": f"{venv_bin}:{os.environ['PATH']}", "CI_ENVIRONMENT_NAME": "prod1", "HELM_RELEASE_NAME": "shop",
+    base = {"PATH": f"{venv_bin}:{os.environ['PATH']}", "CI_ENVIRONMENT_NAME": "prod1", "CI_ENVIRONMENT_SLUG": "prod1",
+            "HELM_RELEASE_NAME": "shop",
             **{k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in check["variables"].items()}}
     script = "set -e\n" + "\n".join(check["script"])
 
@@ -247,6 +280,40 @@ def test_check_job_refuses_contradicting_helm_arguments_before_the_pipeline_buil
     bad = run(HELM_UPGRADE_EXTRA_ARGS="--set service.type=ClusterIP")
     assert bad.returncode != 0
     assert "service.type=ClusterIP" in bad.stderr
+    assert (tmp_path / "mci-check-prod1.env").read_text() == (
+        "MCI_PROD_CONTEXT_PROD1=\nMCI_PROD_NAMESPACE_PROD1=default\nMCI_PROD_RELEASE_PROD1=shop\n")
     no_service = run(HELM_RELEASE_NAME="")
     assert no_service.returncode != 0
-    assert "set HELM_RELEASE_NAME" in no_service.stderr
+    assert "set the release input" in no_service.stderr
+
+
+def _guard(**env: str) -> subprocess.CompletedProcess[str]:
+    guard = render.expand_references(rendered(EXAMPLE_INPUTS))[".mci-guard"]
+    base = {"PATH": os.environ["PATH"], **{k: str(v) for k, v in guard["variables"].items()}}
+    return subprocess.run(["sh", "-c", "set -e\n" + "\n".join(guard["script"])], env={**base, **env},
+                          capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(("env", "refused"), [
+    # a review app in a branch pipeline (production not checked there): only the release name is known
+    ({"CI_ENVIRONMENT_NAME": "review/fix-1", "CI_ENVIRONMENT_SLUG": "review-fix-1-abcd"}, False),
+    ({"CI_ENVIRONMENT_NAME": "review/fix-1", "CI_ENVIRONMENT_SLUG": "review-fix-1-abcd", "HELM_RELEASE_NAME": "shop"},
+     True),
+    # staging in a default-branch pipeline, next to mci-check's dotenv of prod1 (context prod1, namespace shop)
+    ({"CI_ENVIRONMENT_NAME": "staging", "CI_ENVIRONMENT_SLUG": "staging", "KUBE_CONTEXT": "prod1",
+      "KUBE_NAMESPACE": "shop", "HELM_RELEASE_NAME": "shop"}, True),
+    ({"CI_ENVIRONMENT_NAME": "staging", "CI_ENVIRONMENT_SLUG": "staging", "KUBE_CONTEXT": "prod1",
+      "KUBE_NAMESPACE": "shop"}, False),
+    ({"CI_ENVIRONMENT_NAME": "staging", "CI_ENVIRONMENT_SLUG": "staging", "KUBE_CONTEXT": "staging-cluster",
+      "KUBE_NAMESPACE": "shop", "HELM_RELEASE_NAME": "shop"}, False),
+], ids=["review-own-release", "review-production-release", "staging-on-production", "staging-own-release",
+        "staging-other-cluster"])
+def test_staging_or_review_deploy_that_would_write_a_production_release_is_refused(env: dict[str, str],
+                                                                                    refused: bool) -> None:
+    if env["CI_ENVIRONMENT_NAME"] == "staging":
+        env = {**env, "MCI_PROD_CONTEXT_PROD1": "prod1", "MCI_PROD_NAMESPACE_PROD1": "shop",
+               "MCI_PROD_RELEASE_PROD1": "shop"}
+    proc = _guard(**env)
+    assert (proc.returncode != 0) is refused, proc.stdout + proc.stderr
+    if refused:
+        assert proc.stderr.startswith("gitlab-mci: error: ") and "release input" in proc.stderr

@@ -46,7 +46,7 @@ def test_a_no_op_reapply_of_a_load_balancer_shows_no_writes(world: RunningSim,
     code, out, err = cli(["lb", "apply", *LB], capsys)
     assert code == 0 and "No changes" in out, err
     code, _, err = cli(["lb", "status", *LB[:4]], capsys)
-    assert code == 0, err
+    assert code in (0, 3), err  # 3 until the first health checks pass; here only what status calls matters
     assert journal(world, capsys, "--writes") == []
     everything = journal(world, capsys)
     assert any(e["path"].split("?")[0].endswith("/getHealth") for e in everything)

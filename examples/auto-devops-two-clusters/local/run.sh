@@ -6,9 +6,9 @@
 #        run.sh /tmp/shop --input mci_teardown=true  # a teardown pipeline
 #
 # WORKDIR (default: a new temporary directory) gets a copy of the example as a git repository, the simulator's state
-# (WORKDIR/sim, started if not running) and gitlab-ci-local's. Includes that gitlab-ci-local would download are
-# put in its cache instead: the gitlab-mci template from this checkout, and local/auto-devops.gitlab-ci.yml in
-# place of Auto-DevOps.gitlab-ci.yml. Needs gitlab-mci (with the sim extra), kubectl, rsync and gitlab-ci-local
+# (WORKDIR/sim, started if not running) and gitlab-ci-local's. `gitlab-mci ci-local` puts the includes that
+# gitlab-ci-local would download in its cache instead (the gitlab-mci template from this checkout, and
+# local/auto-devops.gitlab-ci.yml in place of Auto-DevOps.gitlab-ci.yml) and writes the variables file. Needs gitlab-mci (with the sim extra), kubectl, rsync and gitlab-ci-local
 # (`npm install --prefix .tools gitlab-ci-local@4.73.0` at the repository root). Stop the simulator afterwards with
 # `gitlab-mci sim down --state-dir WORKDIR/sim`. EXAMPLE_VARIABLES names another scoped-variables file to use instead
 # of local/gitlab-ci-local-variables.yml.
@@ -33,24 +33,20 @@ if [ ! -d "$app/.git" ]; then
   git -C "$app" symbolic-ref refs/remotes/origin/HEAD refs/remotes/origin/main
 fi
 
+# The same file as a CI/CD component too, for a copy of .gitlab-ci.yml with
+# `include: component: gitlab.example.com/platform/gitlab-mci/mci@0.1.0` (`gitlab-mci ci-local` caches only what
+# .gitlab-ci.yml includes).
 cache=$app/.gitlab-ci-local/includes
-mkdir -p "$cache/gitlab.example.com/platform/gitlab-mci/v0.1.0/ci-templates" \
-         "$cache/gitlab.com/gitlab-org/gitlab/-/raw/HEAD/lib/gitlab/ci/templates"
-cp "$root/ci-templates/mci.gitlab-ci.yml" "$cache/gitlab.example.com/platform/gitlab-mci/v0.1.0/ci-templates/"
-# The same file as a CI/CD component, for `include: component: gitlab.example.com/platform/gitlab-mci/mci@0.1.0`.
 mkdir -p "$cache/gitlab.example.com/platform/gitlab-mci/0.1.0/templates"
 cp "$root/ci-templates/mci.gitlab-ci.yml" "$cache/gitlab.example.com/platform/gitlab-mci/0.1.0/templates/mci.yml"
-cp "$example/local/auto-devops.gitlab-ci.yml" \
-   "$cache/gitlab.com/gitlab-org/gitlab/-/raw/HEAD/lib/gitlab/ci/templates/Auto-DevOps.gitlab-ci.yml"
 
 gitlab-mci sim status --state-dir "$work/sim" >/dev/null 2>&1 ||
   gitlab-mci sim up --detach --spec "$example/local/sim-spec.yaml" --state-dir "$work/sim"
-{
-  cat "${EXAMPLE_VARIABLES:-$example/local/gitlab-ci-local-variables.yml}"
-  # The simulator's endpoints, as project variables (directories are left out: gitlab-ci-local copies file paths).
-  gitlab-mci sim env --state-dir "$work/sim" |
-    sed -n 's/^export \(KUBECONFIG\|GITLAB_MCI_[A-Z]*_ENDPOINT\|GOOGLE_CLOUD_PROJECT\)=\(.*\)$/\1: "\2"/p'
-} > "$app/.gitlab-ci-local-variables.yml"
+# The includes in gitlab-ci-local's cache, .gitlab-ci-local-variables.yml (the scoped variables plus the simulator's
+# endpoints): what `gitlab-mci ci-local` does for any project.
+gitlab-mci ci-local --project-dir "$app" --state-dir "$work/sim" \
+  --variables "${EXAMPLE_VARIABLES:-$example/local/gitlab-ci-local-variables.yml}" \
+  --template "$root/ci-templates/mci.gitlab-ci.yml" --auto-devops "$example/local/auto-devops.gitlab-ci.yml" >/dev/null
 
 cd "$app"
 exec "$gcl" --force-shell-executor "$@"
