@@ -60,3 +60,32 @@ def make_sim(tmp_path: Path) -> Iterator[Callable[[WorldSpec], RunningSim]]:
     yield factory
     for running in started:
         running.sim.stop()
+
+
+
+@pytest.fixture
+def make_app_world(make_sim: Callable[[WorldSpec], RunningSim],
+                   monkeypatch: pytest.MonkeyPatch) -> Callable[..., RunningSim]:
+    """A private prod1 (us-central1-a) + prod2 (europe-west1-b) world with the app deployed on node port 30999 in
+    both, the environment pointing clients at it, and a clean journal; nodes per cluster as asked."""
+    from gitlab_mci.sim.spec import parse_spec
+    from tests.lb.test_discovery import deploy_app
+
+    def factory(prod1_nodes: int = 3, prod2_nodes: int = 3) -> RunningSim:
+        running = make_sim(parse_spec({"clusters": [
+            {"name": "prod1", "location": "us-central1-a", "nodes": prod1_nodes},
+            {"name": "prod2", "location": "europe-west1-b", "nodes": prod2_nodes}]}))
+        for name in ("prod1", "prod2"):
+            deploy_app(running, name, 30999)
+        for key, value in running.env.items():
+            monkeypatch.setenv(key, value)
+        running.sim.journal.reset()
+        return running
+
+    return factory
+
+
+@pytest.fixture
+def app_world(make_app_world: Callable[..., RunningSim]) -> RunningSim:
+    """The default app world (three nodes per cluster)."""
+    return make_app_world()

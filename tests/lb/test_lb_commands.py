@@ -19,15 +19,8 @@ WHERE = BASE[:4]  # what destroy and status need: no routing
 
 
 @pytest.fixture
-def world(make_sim: Any, monkeypatch: pytest.MonkeyPatch) -> RunningSim:
-    running: RunningSim = make_sim(parse_spec({"clusters": [{"name": "prod1", "location": "us-central1-a"},
-                                                            {"name": "prod2", "location": "europe-west1-b"}]}))
-    for name in ("prod1", "prod2"):
-        deploy_app(running, name, 30999)
-    for key, value in running.env.items():
-        monkeypatch.setenv(key, value)
-    running.sim.journal.reset()
-    return running
+def world(app_world: RunningSim) -> RunningSim:
+    return app_world
 
 
 def owned(running: RunningSim, lb: str = "shop") -> list[str]:

@@ -8,7 +8,6 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -16,10 +15,8 @@ from google.cloud import compute_v1
 
 from gitlab_mci.gcp import Compute
 from gitlab_mci.sim.httpd import FaultRule
-from gitlab_mci.sim.spec import parse_spec
 from tests.cli_helpers import run_cli as cli
 from tests.conftest import RunningSim
-from tests.lb.test_discovery import deploy_app
 from tests.lb.test_lb_commands import owned
 from tests.pki import write_pair
 
@@ -30,15 +27,8 @@ SHOP = [*BASE, "--service", "shop-auto-deploy", "--port", "web"]
 
 
 @pytest.fixture
-def world(make_sim: Any, monkeypatch: pytest.MonkeyPatch) -> RunningSim:
-    running: RunningSim = make_sim(parse_spec({"clusters": [{"name": "prod1", "location": "us-central1-a"},
-                                                            {"name": "prod2", "location": "europe-west1-b"}]}))
-    for name in ("prod1", "prod2"):
-        deploy_app(running, name, 30999)
-    for key, value in running.env.items():
-        monkeypatch.setenv(key, value)
-    running.sim.journal.reset()
-    return running
+def world(app_world: RunningSim) -> RunningSim:
+    return app_world
 
 
 def _kubemci_chain(world: RunningSim, address: str, port: str) -> None:

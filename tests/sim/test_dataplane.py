@@ -27,7 +27,6 @@ from gitlab_mci.sim.spec import parse_spec
 from gitlab_mci.sim.urlmap import redirect_target, route
 from tests.cli_helpers import run_cli as cli
 from tests.conftest import RunningSim
-from tests.lb.test_discovery import deploy_app
 from tests.pki import write_pair
 
 P = "demo-project"
@@ -36,15 +35,9 @@ SHOP = [*BASE, "--service", "shop-auto-deploy", "--port", "web"]
 
 
 @pytest.fixture
-def world(make_sim: Any, monkeypatch: pytest.MonkeyPatch) -> RunningSim:
+def world(make_app_world: Any) -> RunningSim:
     """Two zonal clusters of two nodes, the shop app (2 pods) in each on node port 30999, clients pointed here."""
-    running: RunningSim = make_sim(parse_spec({"clusters": [
-        {"name": "prod1", "location": "us-central1-a", "nodes": 2},
-        {"name": "prod2", "location": "europe-west1-b", "nodes": 2}]}))
-    for name in ("prod1", "prod2"):
-        deploy_app(running, name, 30999)
-    for key, value in running.env.items():
-        monkeypatch.setenv(key, value)
+    running: RunningSim = make_app_world(2, 2)
     return running
 
 
@@ -242,19 +235,13 @@ LATE = max(LATENESS)
 
 
 def test_a_zone_of_many_nodes_that_stop_answering_is_unhealthy_within_the_detection_time_on_a_loaded_machine(
-        make_sim: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        make_app_world: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """Eight nodes of one zone stop answering: every probe to them times out. Each must be UNHEALTHY within
     interval × unhealthy threshold + one interval (3 s here) of the failure, while the probing loop wakes late by
     varying amounts as on a busy CI machine (the detection may lag by that lateness, twice: the probe and its
     timeout), and the other zone's nodes keep being probed every interval. Deterministic: the data plane runs on
     a simulated clock, over the load balancer `lb apply` built."""
-    running: RunningSim = make_sim(parse_spec({"clusters": [
-        {"name": "prod1", "location": "us-central1-a", "nodes": 2},
-        {"name": "prod2", "location": "europe-west1-b", "nodes": 8}]}))
-    for name in ("prod1", "prod2"):
-        deploy_app(running, name, 30999)
-    for key, value in running.env.items():
-        monkeypatch.setenv(key, value)
+    running: RunningSim = make_app_world(2, 8)
     code, _, err = cli(["lb", "apply", *SHOP, "--unhealthy-threshold", "2"], capsys)
     assert code == 0, err
     hc = running.sim.compute.get("healthChecks", "gmci-hc-shop-30999", project=P) or {}

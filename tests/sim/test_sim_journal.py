@@ -7,24 +7,15 @@ from typing import Any
 
 import pytest
 
-from gitlab_mci.sim.spec import parse_spec
 from tests.cli_helpers import run_cli as cli
 from tests.conftest import RunningSim
-from tests.lb.test_discovery import deploy_app
 
 LB = ["--lb", "shop", "--context", "prod1,prod2", "--service", "shop-auto-deploy", "--port", "web"]
 
 
 @pytest.fixture
-def world(make_sim: Any, monkeypatch: pytest.MonkeyPatch) -> RunningSim:
-    running: RunningSim = make_sim(parse_spec({"clusters": [{"name": "prod1", "location": "us-central1-a"},
-                                                            {"name": "prod2", "location": "europe-west1-b"}]}))
-    for name in ("prod1", "prod2"):
-        deploy_app(running, name, 30999)
-    for key, value in running.env.items():
-        monkeypatch.setenv(key, value)
-    running.sim.journal.reset()
-    return running
+def world(app_world: RunningSim) -> RunningSim:
+    return app_world
 
 
 def journal(world: RunningSim, capsys: pytest.CaptureFixture[str], *args: str) -> list[dict[str, Any]]:
