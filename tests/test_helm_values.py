@@ -303,3 +303,28 @@ def test_a_hand_written_values_file_passed_as_ours_is_checked_only_for_what_it_s
     code, _, err = _run(["helm", "extra-args", "--values-file", "mci.yaml"], capsys)
     assert code == 1
     assert "mci.yaml has ingress.enabled=false, but with these inputs it should have no ingress.enabled" in err
+
+
+def test_a_service_port_given_alone_moves_the_container_port_too_and_refuses_another_one_of_yours(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CI template's deploy hook cannot read your values files: with only the service_port input it sets the
+    container port to the same (the chart's two 5000s move together). Your values putting the container elsewhere
+    is a contradiction to name, not something to keep on one side and override on the other."""
+    (project / "values.yaml").write_text("service:\n  internalPort: 8081\n")
+    code, out, err = _run(["helm", "extra-args", "--service-port", "8080", "--extra-args", "--values values.yaml"],
+                          capsys)
+    assert code == 1 and out == ""
+    assert err.splitlines() == [
+        "gitlab-mci: error: values.yaml (`--values values.yaml` in HELM_UPGRADE_EXTRA_ARGS) sets service.internalPort=8081, "
+        "but gitlab-mci was asked for service.internalPort=8080 (--service-port / MCI_SERVICE_PORT, no --internal-port "
+        "/ MCI_INTERNAL_PORT given); pass --internal-port 8081 (MCI_INTERNAL_PORT=8081) to keep yours"]
+    code, out, err = _run(["helm", "extra-args", "--service-port", "8080", "--internal-port", "8081",
+                           "--extra-args", "--values values.yaml"], capsys)
+    assert code == 0, err
+    assert out.strip() == ("--values values.yaml --set service.type=NodePort --set service.nodePort=30999 "
+                           "--set service.externalPort=8080 --set service.internalPort=8081")
+    # Nothing asked: yours is kept, whatever the Service port.
+    code, out, err = _run(["helm", "extra-args", "--extra-args", "--values values.yaml"], capsys)
+    assert code == 0 and "keeping service.internalPort=8081 from values.yaml" in err
+    assert out.strip() == "--values values.yaml --set service.type=NodePort --set service.nodePort=30999"

@@ -59,8 +59,8 @@ _common = [
                  help=f"The Service's port, the chart's service.externalPort; default: your values' "
                       f"service.externalPort, else {CHART_PORT} [env: MCI_SERVICE_PORT]."),
     click.option("--internal-port", envvar="MCI_INTERNAL_PORT", default=None, metavar="PORT",
-                 help="The container port, service.internalPort; default: your values' service.internalPort, "
-                      f"else the --service-port given, else {CHART_PORT} [env: MCI_INTERNAL_PORT]."),
+                 help="The container port, service.internalPort; default: the --service-port given, else your "
+                      f"values' service.internalPort, else {CHART_PORT} [env: MCI_INTERNAL_PORT]."),
     click.option("--disable-ingress/--keep-ingress", envvar="MCI_DISABLE_INGRESS", default=False,
                  show_default=True,
                  help="Turn off the chart's nginx Ingress for this app [env: MCI_DISABLE_INGRESS]."),

@@ -354,23 +354,31 @@ def resolve(request: Request, found: list[Found]) -> tuple[HelmSettings, list[st
 
     carried: set[str] = set()
 
-    def port(key: str, asked: int | None, fallback: int) -> int:
+    def port(key: str, asked: int | None, how: str = "", fix: str = "make them agree") -> int:
         if asked is not None:
-            check(key, asked, f"gitlab-mci was asked for {key}={asked} ({_FLAGS[key]}); make them agree")
+            check(key, asked, f"gitlab-mci was asked for {key}={asked} ({how or _FLAGS[key]}); {fix}")
             return asked
         if key not in last:
-            return fallback
+            return CHART_PORT
         f = last[key]
         value = parse_port(f.value, f"{key} in {f.source}")
         carried.add(key)
         notes.append(f"keeping {key}={value} from {f.source} ({_FLAGS[key]} not given)")
         return value
 
-    external = port(EXTERNAL_PORT, request.external_port, CHART_PORT)
-    # Without an internal port of its own, a --service-port also moves the container port (the chart's default is
-    # the same 5000 for both); the user's external port alone leaves the chart's internal port as it is.
-    internal = port(INTERNAL_PORT, request.internal_port,
-                    request.external_port if request.external_port is not None else CHART_PORT)
+    external = port(EXTERNAL_PORT, request.external_port)
+    # Without an internal port of its own, a --service-port also asks for the container port (the chart's default
+    # is the same 5000 for both). It is a request like --internal-port, checked against the user's values: the CI
+    # template's deploy hook cannot read those, so it sets both ports from the service_port input, and keeping the
+    # user's container port here would let the hook override it unseen. The user's external port alone leaves the
+    # chart's internal port as it is.
+    if request.internal_port is None and request.external_port is not None:
+        theirs = _norm(last[INTERNAL_PORT].value) if INTERNAL_PORT in last else ""
+        internal = port(INTERNAL_PORT, request.external_port,
+                        f"{_FLAGS[EXTERNAL_PORT]}, no {_FLAGS[INTERNAL_PORT]} given",
+                        f"pass --internal-port {theirs} (MCI_INTERNAL_PORT={theirs}) to keep yours")
+    else:
+        internal = port(INTERNAL_PORT, request.internal_port)
     if request.disable_ingress:
         check(INGRESS, False, f"gitlab-mci was asked for {INGRESS}=false ({_FLAGS[INGRESS]}); make them agree",
               shared_ok=True)

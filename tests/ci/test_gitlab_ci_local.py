@@ -360,3 +360,48 @@ def test_staging_in_a_production_namespace_with_the_release_input_leaves_product
     assert (prod["spec"]["type"], prod["spec"]["ports"][0]["nodePort"]) == ("NodePort", 30999)
     assert example.kubectl("prod1", "get", "service", "staging-auto-deploy", "-n", "shop")["spec"]["type"] == "ClusterIP"
     assert "prod1 / us-central1-a (3/3)" in example.log("mci-status")
+
+
+RECIPE_VALUES = "service:\n  type: NodePort\n  externalPort: 8080\n  internalPort: 8080\n"  # the recipe's values.yaml
+
+
+def test_a_project_whose_own_values_run_the_app_on_8080_is_deployed_on_8080_and_served_by_the_load_balancer(
+        example: Example) -> None:
+    """The recipe's setup: values.yaml on 8080 passed by `--values values.yaml` in the production environments'
+    HELM_UPGRADE_EXTRA_ARGS, the template's port inputs left at their defaults. The template used to append its own
+    5000 and mci-check refused the project; now the app keeps 8080 and only gains the pinned NodePort."""
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+
+    example.app.mkdir(parents=True, exist_ok=True)  # committed by run.sh with the example's files
+    (example.app / "values.yaml").write_text(RECIPE_VALUES)
+    variables = example.variables("own-values.yml", "HELM_UPGRADE_EXTRA_ARGS:\n  values:\n"
+                                                    "    prod1: --values values.yaml\n    prod2: --values values.yaml\n")
+    proc = example.run(variables=variables)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert results(proc.stdout) == {
+        "mci-check: [prod1]": "PASS", "mci-check: [prod2]": "PASS", "build": "PASS", "test": "PASS",
+        "production: [prod1]": "PASS", "production: [prod2]": "PASS",
+        "mci-pin: [prod1]": "PASS", "mci-pin: [prod2]": "PASS", "mci-lb": "PASS", "mci-status": "PASS"}
+    assert "keeping service.externalPort=8080 from values.yaml" in example.log("mci-check: [prod1]")
+    assert ("HELM_UPGRADE_EXTRA_ARGS=--values values.yaml --set service.type=NodePort --set service.nodePort=30999 "
+            "--set ingress.enabled=false") in example.log("production: [prod1]")
+
+    for context in CONTEXTS:
+        api = k8s_config.new_client_from_config(config_file=example.sim_env()["KUBECONFIG"], context=context)
+        core = k8s.CoreV1Api(api)
+        svc = core.read_namespaced_service("shop-auto-deploy", "shop")
+        assert svc.spec.type == "NodePort"
+        assert [(p.port, p.target_port, p.node_port) for p in svc.spec.ports] == [(8080, 8080, 30999)]
+        pods = core.list_namespaced_pod("shop", label_selector="app=shop,track=stable").items
+        assert pods and all([p.container_port for p in pod.spec.containers[0].ports] == [8080] for pod in pods)
+
+    for backend_health in ("prod1 / us-central1-a (3/3)", "prod2 / europe-west1-b (3/3)"):
+        assert backend_health in example.log("mci-status")
+    # A request through the simulator's data plane, to the load balancer's VIP, reaches the app.
+    [address] = [a for a in example.compute("addresses") if a["name"] == "gmci-ip-shop"]
+    with urllib.request.urlopen(f"{example.sim_env()['GITLAB_MCI_COMPUTE_ENDPOINT']}/_sim/state", timeout=10) as resp:
+        state = json.load(resp)
+    [url] = [item["url"] for item in state["listeners"] if item["vip"] == address["address"] and item["port"] == 80]
+    with urllib.request.urlopen(f"{url}/", timeout=10) as resp:
+        assert resp.status == 200

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from gitlab_mci.helm import HelmSettings, extra_args
 from gitlab_mci.sim.autodeploy import values_for
 from tests.ci import render
 
@@ -229,29 +228,62 @@ def _hook(inputs: dict[str, Any], existing: str | None) -> str:
     return proc.stdout.splitlines()[-1] if proc.stdout.strip() else ""
 
 
-@pytest.mark.parametrize(("inputs", "existing"), [
-    ({}, None),
-    ({}, ""),
-    ({"disable_ingress": False}, "--set image.pullPolicy=Always --values .gitlab/extra.yaml"),
-    ({"node_port": 31000, "service_port": 8080}, "--atomic --timeout 10m"),
-    ({"service_port": 8080, "internal_port": "8081"}, None),
-    ({}, "--set service.type=NodePort --set service.nodePort=30999 --set ingress.enabled=false"),
-])
+RECIPE_VALUES = "service:\n  type: NodePort\n  externalPort: 8080\n  internalPort: 8080\n"  # the recipe's values.yaml
+
+
+def _gitlab_mci_helm_extra_args(inputs: dict[str, Any], existing: str | None) -> subprocess.CompletedProcess[str]:
+    """`gitlab-mci helm extra-args` in the current directory (the checkout) with the production job's variables."""
+    body = render.expand_references(rendered({**EXAMPLE_INPUTS, **inputs}))
+    job = body["production"]
+    env = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "CI_ENVIRONMENT_SLUG": "prod1",
+           **{k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in job["variables"].items()}}
+    if existing is not None:
+        env["HELM_UPGRADE_EXTRA_ARGS"] = existing
+    script = "set -eu\n" + "\n".join(body[".mci-settings"]["script"]) + "\ngitlab-mci helm extra-args"
+    return subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(("inputs", "existing", "user_values"), [
+    ({}, None, None),
+    ({}, "", None),
+    ({"disable_ingress": False}, "--set image.pullPolicy=Always --values .gitlab/extra.yaml", None),
+    ({"node_port": 31000, "service_port": "8080"}, "--atomic --timeout 10m", None),
+    ({"service_port": "8080", "internal_port": "8081"}, None, None),
+    ({"service_port": "5000"}, None, None),
+    ({"internal_port": "8081"}, None, None),
+    ({}, "--set service.type=NodePort --set service.nodePort=30999 --set ingress.enabled=false", None),
+    # The recipe's setup: the project's own values on 8080, the template's port inputs left at their defaults.
+    ({}, "--atomic --values values.yaml", "values.yaml"),
+    ({}, "--atomic", ".gitlab/auto-deploy-values.yaml"),
+    ({}, "--set service.externalPort=8080 --set service.internalPort=8080", None),
+    # Asked explicitly, and the same as the user's values.
+    ({"service_port": "8080"}, "--values values.yaml", "values.yaml"),
+    ({"service_port": "8080", "internal_port": "8080"}, None, ".gitlab/auto-deploy-values.yaml"),
+], ids=["unset", "empty", "user-args", "ports", "both-ports", "chart-port", "internal-only", "already-there",
+        "recipe-values-yaml", "recipe-auto-deploy-values", "recipe-set-flags", "asked-as-values-yaml",
+        "asked-as-auto-deploy-values"])
 def test_deploy_hook_exports_what_gitlab_mci_helm_extra_args_prints(inputs: dict[str, Any], existing: str | None,
-                                                                    tmp_path: Path,
+                                                                    user_values: str | None, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hook cannot read the user's values (no gitlab-mci in the deploy image): it must append what the real
+    command appends when it reads them, and that must leave the user's ports as they are."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".gitlab").mkdir()
     (tmp_path / ".gitlab" / "extra.yaml").write_text("service:\n  annotations: {a: b}\n")
-    merged = {**EXAMPLE_INPUTS, **inputs}
-    settings = HelmSettings(node_port=merged["node_port"], external_port=merged.get("service_port", 5000),
-                            internal_port=int(merged.get("internal_port") or merged.get("service_port", 5000)),
-                            disable_ingress=merged["disable_ingress"])
-    want = extra_args(existing or "", settings)
+    if user_values:
+        (tmp_path / user_values).write_text(RECIPE_VALUES)
+    cli = _gitlab_mci_helm_extra_args(inputs, existing)
+    assert cli.returncode == 0, cli.stderr
+    want = cli.stdout.strip()
     got = _hook(inputs, existing)
     assert got.split() == want.split()
-    assert values_for(got) == values_for(want)
+    deploy_files = [".gitlab/auto-deploy-values.yaml"] if user_values == ".gitlab/auto-deploy-values.yaml" else []
+    assert values_for(got, deploy_files) == values_for(want, deploy_files)
     assert _hook(inputs, got) == got  # running the hook on its own output changes nothing
+    if user_values or "8080" in (existing or ""):
+        service = values_for(got, deploy_files)["service"]
+        assert (service["type"], service["nodePort"], service["externalPort"], service["internalPort"]) == (
+            "NodePort", 30999, 8080, 8080)
 
 
 def test_deploy_hook_leaves_hosted_mode_alone() -> None:
@@ -285,6 +317,71 @@ def test_check_job_refuses_contradicting_helm_arguments_before_the_pipeline_buil
     no_service = run(HELM_RELEASE_NAME="")
     assert no_service.returncode != 0
     assert "set the release input" in no_service.stderr
+
+
+def _check(inputs: dict[str, Any], replace: tuple[str, str] = ("", ""), **extra: str
+           ) -> subprocess.CompletedProcess[str]:
+    """The mci-check job of prod1, run in the current directory (the project's checkout)."""
+    check = render.expand_references(rendered({**EXAMPLE_INPUTS, **inputs}))["mci-check"]
+    script = "set -eo pipefail\n" + "\n".join(check["script"])
+    if replace[0]:
+        script = script.replace(*replace)
+    env = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "CI_ENVIRONMENT_NAME": "prod1",
+           "CI_ENVIRONMENT_SLUG": "prod1",
+           **{k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in check["variables"].items()}, **extra}
+    return subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("where", ["--values values.yaml", ".gitlab/auto-deploy-values.yaml"])
+def test_check_job_passes_a_project_whose_own_values_run_the_app_on_8080_with_the_port_inputs_left_empty(
+        where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    check = render.expand_references(rendered(EXAMPLE_INPUTS))["mci-check"]
+    # It reads the user's values files, so it needs the repository's files (GitLab's default fetch).
+    assert "GIT_STRATEGY" not in check["variables"]
+    (tmp_path / ".gitlab").mkdir()
+    if where.startswith("--values"):
+        (tmp_path / "values.yaml").write_text(RECIPE_VALUES)
+        existing = "--atomic --values values.yaml"
+    else:
+        (tmp_path / where).write_text(RECIPE_VALUES)
+        existing = "--atomic"
+    ok = _check({}, HELM_UPGRADE_EXTRA_ARGS=existing)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "keeping service.externalPort=8080" in ok.stderr and "keeping service.internalPort=8080" in ok.stderr
+    assert (f"HELM_UPGRADE_EXTRA_ARGS={existing} --set service.type=NodePort --set service.nodePort=30999 "
+            "--set ingress.enabled=false\n") in ok.stdout
+
+    # The service_port input given as 5000: that is a request the user's 8080 contradicts, refused by name.
+    refused = _check({"service_port": "5000"}, HELM_UPGRADE_EXTRA_ARGS=existing)
+    assert refused.returncode != 0
+    source = ("values.yaml (`--values values.yaml` in HELM_UPGRADE_EXTRA_ARGS)" if where.startswith("--values")
+              else ".gitlab/auto-deploy-values.yaml (the values file auto-deploy passes)")
+    assert f"gitlab-mci: error: {source} sets service.externalPort=8080, but gitlab-mci was asked for " \
+           "service.externalPort=5000" in refused.stderr
+
+
+def test_check_job_refuses_when_the_deploy_hook_would_pass_other_words_than_gitlab_mci_computes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hook is sh and cannot read the user's values; the check runs it next to the real command and stops the
+    pipeline before any deploy if they disagree (here: a hook drifted to force the chart's container port)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "values.yaml").write_text(RECIPE_VALUES)
+    body = render.expand_references(rendered(EXAMPLE_INPUTS))
+    hook = body[".mci-helm-args"]["script"]
+    assert all(line in body["mci-check"]["script"] for line in hook)  # the check runs the deploy's own hook
+    assert all(line in body[".mci-deploy"]["script"] for line in hook)
+    drift = ('mci_args="--set service.type=NodePort', 'mci_args="--set service.internalPort=5000 --set service.type=NodePort')
+    assert drift[0] in "\n".join(hook)
+    drifted = _check({}, drift, HELM_UPGRADE_EXTRA_ARGS="--values values.yaml")
+    assert drifted.returncode != 0
+    assert drifted.stderr.splitlines()[-1] == (
+        "gitlab-mci: error: the production deploy to prod1 would run with HELM_UPGRADE_EXTRA_ARGS=--values values.yaml "
+        "--set service.internalPort=5000 --set service.type=NodePort --set service.nodePort=30999 "
+        "--set ingress.enabled=false, but from your values gitlab-mci computes --values values.yaml "
+        "--set service.type=NodePort --set service.nodePort=30999 --set ingress.enabled=false; set the template's "
+        "service_port and internal_port inputs to your values' ports")
+    assert _check({}, HELM_UPGRADE_EXTRA_ARGS="--values values.yaml").returncode == 0
 
 
 def _guard(**env: str) -> subprocess.CompletedProcess[str]:
