@@ -93,6 +93,12 @@ def test_an_http_only_kubemci_chain_of_one_cluster_gets_an_ephemeral_ip(
     assert rule is not None and app_world.sim.compute.get("globalForwardingRules", "mci1-fws--shop", project=P) is None
     assert app_world.sim.dataplane.wait_health("HEALTHY", timeout=10)
     assert _clusters(app_world.sim.dataplane.url_for(rule["IPAddress"], 80)) == {"prod2"}
+    # A second `sim kubemci` for the same load balancer: refused before any write, the first chain untouched.
+    app_world.sim.journal.reset()
+    code, out, err = run_cli(["sim", "kubemci", "--lb", "shop", "--state-dir", str(app_world.files.state_dir)],
+                             capsys)
+    assert code == 1 and out == "" and "mci1-hc-30999--shop already exists" in err and err.count("\n") == 1, err
+    assert app_world.sim.journal.writes("compute") == []
 
 
 def test_sim_kubemci_before_the_app_is_deployed_is_one_line_and_writes_nothing(
