@@ -16,11 +16,14 @@ from typing import Any
 
 import click
 
+from gitlab_mci.cli.helm import _common as _helm_options
+from gitlab_mci.cli.options import FILE, contexts_option, lb_option, state_dir_option, static_ip_option, timeout_option
 from gitlab_mci.cli.options import output_option as shared_output_option
-from gitlab_mci.cli.options import state_dir_option, timeout_option
 from gitlab_mci.errors import UserError
 
 output_option = shared_output_option(["text", "json"])
+# The app's node port, read the same as `helm values` reads it (the one option, the one meaning).
+_node_port_option = _helm_options[0]
 
 
 class NotRunning(UserError):
@@ -406,6 +409,70 @@ def heal_cmd(target: str | None, mode: str | None, heal_all: bool, state_dir: Pa
         click.echo(f"{fault['kind']} {fault['target']}: {fault['mode']} answer again")
     if not answer["healed"]:
         click.echo(f"nothing to heal{f' for {target}' if target else ''}")
+
+
+@command.command("kubemci")
+@lb_option
+@contexts_option
+@_node_port_option
+@static_ip_option
+# The same options, in the same words, as `lb plan/apply` (the command-line grammar holds shared options alike).
+@click.option("--certificate-file", type=FILE, envvar="MCI_CERTIFICATE_FILE",
+              help="PEM certificate chain of a self-managed certificate [env: MCI_CERTIFICATE_FILE].")
+@click.option("--key-file", type=FILE, envvar="MCI_KEY_FILE",
+              help="PEM private key of --certificate-file; never printed [env: MCI_KEY_FILE].")
+@click.option("--no-http", is_flag=True,
+              help="No HTTP listener, only HTTPS (the Ingress's kubernetes.io/ingress.allow-http: \"false\").")
+@state_dir_option
+@output_option
+def kubemci_cmd(lb_name: str, contexts: tuple[str, ...], node_port: str | None, static_ip: str | None,
+                certificate_file: Path | None, key_file: Path | None, no_http: bool, state_dir: Path,
+                output: str) -> None:
+    """Build the classic load balancer `kubemci create` made, as the recipe's users still run it.
+
+    Through the Compute API, as a user's gcloud would, and in kubemci's order and names: the named port
+    port<NODE_PORT> on the node instance groups of the clusters (--context, default: every simulated cluster),
+    health check mci1-hc-<NODE_PORT>--<LB>, backend service mci1-be-<NODE_PORT>--<LB> (EXTERNAL, RATE), URL map
+    mci1-um--<LB>, HTTP proxy mci1-tp--<LB> and forwarding rule mci1-fw--<LB> on 80, with a certificate
+    mci1-ssl--<LB>, HTTPS proxy mci1-tps--<LB> and forwarding rule mci1-fws--<LB> on 443, and firewall
+    mci1-fr--<LB>. --static-ip names the global address the rules use (reserved when missing, as the recipe's
+    `gcloud compute addresses create` does); without it the rules get an ephemeral IP. Nothing carries a gitlab-mci
+    label or description.
+
+    Every cluster must already serve the app on the node port (`gitlab-mci sim deploy`); otherwise nothing is made.
+    """
+    from gitlab_mci.helm import DEFAULT_NODE_PORT, check_node_port, parse_port
+    from gitlab_mci.sim.kubemci import KubemciSpec, build, validate
+
+    state = _running_state(state_dir)
+    port = DEFAULT_NODE_PORT if node_port is None else check_node_port(
+        parse_port(node_port, "--node-port / MCI_NODE_PORT"), "--node-port / MCI_NODE_PORT")
+    clusters = [c for v in contexts for c in v.replace(" ", ",").split(",") if c] or list(state["clusters"])
+    cert = key = None
+    for path in (certificate_file, key_file):
+        if path is not None and not path.is_file():
+            raise UserError(f"no such file: {path}")
+    if certificate_file is not None:
+        cert = certificate_file.read_text()
+    if key_file is not None:
+        key = key_file.read_text()
+    spec = KubemciSpec(lb_name, tuple(dict.fromkeys(clusters)), port, static_ip, cert, key, not no_http)
+    validate(spec, list(state["clusters"]))
+    built = build(state["compute"], state["project"],
+                  {n: c["server"] for n, c in state["clusters"].items()}, spec)
+    if output == "json":
+        click.echo(json.dumps({"vip": built.vip, "resources": [{"collection": c, "name": n}
+                                                               for c, n in built.resources]}, indent=2))
+        return
+    for collection, name in built.resources:
+        click.echo(f"created {_KINDS.get(collection, collection)} {name}")
+    click.echo(f"kubemci load balancer {lb_name} on {built.vip} (clusters {', '.join(spec.clusters)})")
+
+
+_KINDS = {"globalAddresses": "address", "healthChecks": "health check", "backendServices": "backend service",
+          "urlMaps": "URL map", "targetHttpProxies": "target HTTP proxy", "sslCertificates": "SSL certificate",
+          "targetHttpsProxies": "target HTTPS proxy", "globalForwardingRules": "forwarding rule",
+          "firewalls": "firewall rule"}
 
 
 def _register_deploy() -> None:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from gitlab_mci.sim.compute import migration
 from gitlab_mci.sim.listeners import Listener, Reply, self_signed
 from gitlab_mci.sim.urlmap import redirect_target, route
 
@@ -49,6 +50,9 @@ POLL = 0.1  # seconds between looks at the emulators' revision counters
 MODES = ("pods", "nodes")
 NO_UPSTREAM = b"no healthy upstream"
 CONNECT_ERROR = b"upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+# Simulator-only response header: which of Google's two front ends served a request during a classic → global
+# external Application Load Balancer migration ("classic" or "managed"). Real Google front ends send no such header.
+PATH_HEADER = "x-gitlab-mci-sim-path"
 
 
 class UnknownTarget(ValueError):
@@ -112,6 +116,7 @@ class ServiceView:
     groups: tuple[tuple[str, tuple[Backend, ...]], ...]  # (group URL, its instances) in backend order
     health: HealthParams | None
     port: int
+    migration: Obj = field(default_factory=dict)  # scheme and migration fields, see migration.serves_managed
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,7 @@ class ListenerSpec:
     proxy: str
     url_map: Obj
     certs: tuple[tuple[str, str], ...] = ()  # (certificate PEM, key PEM), the proxy's order
+    rule_scheme: str = "EXTERNAL"
 
     @property
     def identity(self) -> tuple[str, str, int, str]:
@@ -173,7 +179,8 @@ class DataPlane:
     """Listeners, routing, health checks and faults for the load balancers in a :class:`ComputeEmulator`."""
 
     def __init__(self, compute: ComputeEmulator, clusters: dict[str, KubeApiServer], records: list[ClusterRecord],
-                 *, project: str, poll: float = POLL, clock: Callable[[], float] = time.monotonic) -> None:
+                 *, project: str, poll: float = POLL, clock: Callable[[], float] = time.monotonic,
+                 seed: int | None = None) -> None:
         self.compute = compute
         self.clusters = clusters
         self.project = project
@@ -193,6 +200,7 @@ class DataPlane:
         self._health: dict[tuple[str, str], _Health] = {}  # (backend service URL, instance URL) -> state
         self._faults: set[Fault] = set()
         self._counters: dict[Any, int] = {}
+        self._rng = random.Random(seed)  # the migration's traffic split; seeded for reproducible runs
         self._kube_revision = 0
         self._seen: tuple[int, int] | None = None
         self._managed: dict[tuple[str, str], tuple[str, str]] = {}  # (cert URL, domains) -> generated pair
@@ -299,6 +307,16 @@ class DataPlane:
                                                                   and mode in (None, f.mode))}
             self._faults -= gone
         return [f.describe() for f in sorted(gone, key=lambda f: (f.target, f.mode))]
+
+    def services(self) -> list[Obj]:
+        """Every backend service as the data plane routes it now: name, scheme and migration fields."""
+        return [{"name": v.name, **v.migration} for v in sorted(self._topology.services.values(),
+                                                                 key=lambda v: v.name)]
+
+    def reseed(self, seed: int) -> None:
+        """Restart the random draws that split traffic between the classic and the managed path."""
+        with self._lock:
+            self._rng.seed(seed)
 
     def faults(self) -> list[Obj]:
         """The active faults."""
@@ -423,7 +441,9 @@ class DataPlane:
                     if node is not None:
                         members.append(Backend(inst, group["selfLink"], node, serving, probe))
                 entries.append((group["selfLink"], tuple(members)))
-            views[url] = ServiceView(url, bs["name"], tuple(entries), params if hc else None, int(bs.get("port", 80)))
+            views[url] = ServiceView(url, bs["name"], tuple(entries), params if hc else None, int(bs.get("port", 80)),
+                                     {k: bs[k] for k in (migration.SCHEME, migration.STATE, migration.PERCENT)
+                                      if k in bs})
         listeners: dict[str, ListenerSpec] = {}
         url_maps = index("urlMaps")
         proxies = {**index("targetHttpProxies"), **index("targetHttpsProxies")}
@@ -442,7 +462,8 @@ class DataPlane:
                 continue
             port = int(str(rule.get("portRange", "80" if scheme == "http" else "443")).split("-")[0])
             listeners[rule["selfLink"]] = ListenerSpec(rule["selfLink"], rule["name"], str(rule.get("IPAddress", "")),
-                                                       port, scheme, proxy["selfLink"], url_map, tuple(certs))
+                                                       port, scheme, proxy["selfLink"], url_map, tuple(certs),
+                                                       str(rule.get("loadBalancingScheme") or "EXTERNAL"))
         return Topology(listeners, views, node_ports, neg_pods)
 
     def _neg_backends(self, neg: Obj, neg_pods: dict[tuple[str, str], tuple[str, tuple[Pod, ...]]],
@@ -701,14 +722,18 @@ class DataPlane:
         view = self._topology.services.get(found.service or "")
         if view is None:
             return Reply(404, b"not found", {"Content-Type": "text/plain"})
+        with self._lock:
+            draw = self._rng.random()
+        path_taken = "managed" if migration.serves_managed(spec.rule_scheme, view.migration, draw) else "classic"
         backend = self._pick(view)
         if backend is None:
-            return Reply(502, NO_UPSTREAM, {"Content-Type": "text/plain"})
+            return Reply(502, NO_UPSTREAM, {"Content-Type": "text/plain", PATH_HEADER: path_taken})
         try:
             status, body = self._forward(backend, backend.port, method, target, host)
         except (_Refused, _Unreachable):
-            return Reply(502, CONNECT_ERROR, {"Content-Type": "text/plain"})
-        return Reply(status, body, {"X-Sim-Backend": f"{backend.node.cluster}/{backend.node.name}"})
+            return Reply(502, CONNECT_ERROR, {"Content-Type": "text/plain", PATH_HEADER: path_taken})
+        return Reply(status, body, {"X-Sim-Backend": f"{backend.node.cluster}/{backend.node.name}",
+                                    PATH_HEADER: path_taken})
 
 
 def _answer(cluster: str, pod: Pod, path: str, host: str, method: str) -> bytes:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gitlab_mci.sim.compute import batch, discovery
+from gitlab_mci.sim.compute import batch, discovery, migration
 from gitlab_mci.sim.compute.discovery import PREFIX, Method, ValidationError
 from gitlab_mci.sim.compute.filters import FilterError, compile_filter
 from gitlab_mci.sim.compute.kinds import COLLECTIONS, GLOBAL_SEGMENTS, OUTPUT_ONLY, ZONAL_SEGMENTS, Collection, Ref
@@ -507,6 +507,7 @@ class ComputeEmulator:
         self._validate_semantics(coll, body, project)
         obj = self._materialize(coll, project, zone, body)
         self._after_materialize(coll, obj, project)
+        self._check_migration(coll, None, obj, project)
         if coll.name == "globalForwardingRules":
             self._check_listener_free(obj, project)
 
@@ -553,6 +554,7 @@ class ComputeEmulator:
         if "fingerprint" in current:
             merged["fingerprint"] = _fingerprint()
         self._after_materialize(coll, merged, project)
+        self._check_migration(coll, current, merged, project)
 
         def apply() -> None:
             self._bucket(coll, project, zone)[name] = merged
@@ -599,6 +601,48 @@ class ComputeEmulator:
                 obj["IPAddress"] = address["address"] if address else ip
             elif not ip:
                 obj["IPAddress"] = str(next(self._pool))
+
+    def _check_migration(self, coll: Collection, current: Obj | None, new: Obj, project: str) -> None:
+        """The classic → global external ALB migration rules and scheme compatibility (see migration.py)."""
+        try:
+            if coll.name == "backendServices":
+                fronts = [r.get("loadBalancingScheme", "EXTERNAL")
+                          for r in self._bucket(COLLECTIONS["globalForwardingRules"], project, None).values()
+                          if new["selfLink"] in self._chain(str(r.get("target") or ""))]
+                migration.backend_service(current, new, fronts)
+            elif coll.name == "globalForwardingRules":
+                migration.forwarding_rule(current, new, self._chain_schemes(str(new.get("target") or "")))
+        except migration.MigrationError as exc:
+            raise ApiError(400, str(exc), exc.reason) from None
+
+    def _by_url(self, url: str) -> Obj | None:
+        m = _REF_RE.match(url)
+        if not m or not m.group("gseg"):
+            return None
+        coll_name = GLOBAL_SEGMENTS.get(m.group("gseg"))
+        if coll_name is None:
+            return None
+        return self._bucket(COLLECTIONS[coll_name], m.group("project") or "", None).get(m.group("name"))
+
+    def _chain(self, target: str) -> list[str]:
+        """URLs of the backend services a target proxy's URL map can send traffic to."""
+        proxy = self._by_url(target) if target else None
+        url_map = self._by_url(str(proxy.get("urlMap") or "")) if proxy else None
+        if url_map is None:
+            return []
+        found: list[str] = []
+        for ref in COLLECTIONS["urlMaps"].refs:
+            found += [v for v in _values(url_map, ref.path) if isinstance(v, str) and v not in found]
+        return found
+
+    def _chain_schemes(self, target: str) -> list[tuple[str, bool]]:
+        out = []
+        for url in self._chain(target):
+            service = self._by_url(url)
+            if service is not None:
+                out.append((str(service.get("loadBalancingScheme", "EXTERNAL")),
+                            bool(service.get(migration.MIGRATED))))
+        return out
 
     def _check_listener_free(self, rule: Obj, project: str) -> None:
         """Refuse a forwarding rule whose IP, protocol and ports overlap another rule's, as Compute does.
@@ -666,6 +710,11 @@ class ComputeEmulator:
 
     def _m_setTarget(self, req: Request, coll: Collection, project: str, zone: str | None,
                      name: str, body: Obj) -> Response:
+        rule = self._lookup(coll, project, zone, name)
+        target = self._canonical_ref(body.get("target"), coll.refs[0], project)
+        why = migration.incompatible(rule.get("loadBalancingScheme", "EXTERNAL"), self._chain_schemes(target))
+        if why:
+            raise ApiError(400, f"Invalid value for field 'target': '{body.get('target')}'. {why}", "invalid")
         return self._set_field(req, coll, project, zone, name, "setTarget", "target", body.get("target"))
 
     def _m_setNamedPorts(self, req: Request, coll: Collection, project: str, zone: str | None,
