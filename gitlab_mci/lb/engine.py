@@ -265,7 +265,7 @@ def _port_range(rule: dict[str, Any]) -> tuple[int, int]:
 
 def check_address_ports_free(api: ComputeApi, desired: Desired, found: dict[str, dict[str, Any]]) -> None:
     """Refuse, before any write, when a forwarding rule gitlab-mci does not own for this load balancer already
-    serves a port we need on the address (kubemci's `mci1-fr--<lb>` on the recipe's IP, say): Compute accepts
+    serves a port we need on the address (kubemci's `mci1-fw--<lb>` on the recipe's IP, say): Compute accepts
     every resource of the chain and refuses only the last one, the rule (``IP address is in-use``)."""
     address = next((r for r in desired.resources.values() if r.collection == "globalAddresses"), None)
     ip = (found.get(address.key) or {}).get("address") if address is not None else None

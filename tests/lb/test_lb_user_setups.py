@@ -51,7 +51,7 @@ def _kubemci_chain(world: RunningSim, address: str, port: str) -> None:
             name="mci1-tp--shop", url_map=f"{g}/urlMaps/mci1-um--shop")))
     gc.wait(gc.client(compute_v1.GlobalForwardingRulesClient).insert(
         project=P, forwarding_rule_resource=compute_v1.ForwardingRule(
-            name="mci1-fr--shop", I_p_address=f"{g}/addresses/{address}", I_p_protocol="TCP", port_range=port,
+            name="mci1-fw--shop", I_p_address=f"{g}/addresses/{address}", I_p_protocol="TCP", port_range=port,
             target=f"{g}/targetHttpProxies/mci1-tp--shop", load_balancing_scheme="EXTERNAL")))
 
 
@@ -76,7 +76,7 @@ def test_kubemci_still_serving_port_80_on_the_static_ip_is_named_before_any_writ
     code, _, err = cli(["lb", command, *SHOP, "--static-ip", "shop-ip"], capsys)
     assert code == 1
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and "mci1-fr--shop" in lines[0] and "port 80" in lines[0], err
+    assert len(lines) == 1 and "mci1-fw--shop" in lines[0] and "port 80" in lines[0], err
     assert "--static-ip" in lines[0] and "remove" in lines[0]
     assert world.sim.journal.writes() == []
 
