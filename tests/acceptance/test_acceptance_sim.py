@@ -1,0 +1,130 @@
+"""The acceptance suite, proven on the simulator on every run: the whole journey passes, and a run killed after any
+of its steps leaves nothing once `gitlab-mci acceptance cleanup --run-id` ran.
+
+The runner is driven as a user drives it (a `gitlab-mci acceptance …` process); what is left is checked with the
+real google-cloud-compute and kubernetes clients, not with the suite's own inventory.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from gitlab_mci.acceptance.journey import STEPS
+from gitlab_mci.cli import cli
+
+# One zone per cluster and fast operations: the journey's time is mostly health checks.
+SPEC = {"project": "acc-project", "operationLatency": 0.02, "managedCertDelay": 0.5, "mciProvisioningDelay": 0.5,
+        "clusters": [{"name": "prod1", "location": "us-central1-a", "nodes": 1},
+                     {"name": "prod2", "location": "europe-west1-b", "nodes": 1}]}
+
+
+def _gitlab_mci(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("GITLAB_MCI_", "MCI_"))}
+    return subprocess.run([sys.executable, "-m", "gitlab_mci", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**clean, **(env or {})}, check=False)
+
+
+@pytest.fixture(scope="module")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One simulator for the module (per xdist worker), started and stopped as a user does."""
+    root = tmp_path_factory.mktemp("acceptance")
+    spec = root / "spec.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    state = root / "sim"
+    up = _gitlab_mci("sim", "up", "--detach", "--state-dir", str(state), "--spec", str(spec))
+    assert up.returncode == 0, up.stderr
+    yield state
+    _gitlab_mci("sim", "down", "--state-dir", str(state))
+
+
+def _what_is_left(state_dir: Path, run_id: str) -> list[str]:
+    """Everything carrying the run id, read with the real clients: Compute resources, named ports, namespaces."""
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import compute_v1
+    from kubernetes import client as kclient
+    from kubernetes import config as kconfig
+
+    env = dict(line.split("=", 1) for line in (state_dir / "sim.env").read_text().splitlines() if "=" in line)
+    options = ClientOptions(api_endpoint=env["GITLAB_MCI_COMPUTE_ENDPOINT"])
+    project = SPEC["project"]
+    left: list[str] = []
+    clients = {
+        "forwardingRules": compute_v1.GlobalForwardingRulesClient, "addresses": compute_v1.GlobalAddressesClient,
+        "targetHttpProxies": compute_v1.TargetHttpProxiesClient, "urlMaps": compute_v1.UrlMapsClient,
+        "backendServices": compute_v1.BackendServicesClient, "healthChecks": compute_v1.HealthChecksClient,
+        "firewalls": compute_v1.FirewallsClient, "sslCertificates": compute_v1.SslCertificatesClient,
+    }
+    for kind, cls in clients.items():
+        api = cls(credentials=AnonymousCredentials(), transport="rest", client_options=options)
+        for item in api.list(project=project):
+            if run_id in item.name or run_id in (item.description or ""):
+                left.append(f"{kind}/{item.name}")
+    groups = compute_v1.InstanceGroupsClient(credentials=AnonymousCredentials(), transport="rest",
+                                             client_options=options)
+    for _zone, scoped in groups.aggregated_list(project=project):
+        for group in scoped.instance_groups:
+            left += [f"{group.name} named port {p.name}" for p in group.named_ports if run_id in p.name]
+    for context in ("prod1", "prod2"):
+        core = kclient.CoreV1Api(kconfig.new_client_from_config(config_file=env["KUBECONFIG"], context=context))
+        left += [f"{context}: namespace {ns.metadata.name}" for ns in core.list_namespace().items
+                 if run_id in ns.metadata.name]
+        left += [f"{context}: service {s.metadata.name}" for s in core.list_service_for_all_namespaces().items
+                 if run_id in s.metadata.name]
+    return left
+
+
+def test_the_whole_journey_passes_on_the_simulator_and_leaves_nothing(state_dir: Path) -> None:
+    run = _gitlab_mci("acceptance", "run", "--state-dir", str(state_dir), "--run-id", "whole1")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert all(f"✓ {step} (" in run.stdout for step in STEPS), run.stdout
+    assert "acceptance run whole1 passed" in run.stdout
+    assert _what_is_left(state_dir, "whole1") == []
+
+
+# After `verify` nothing is left by construction; every other step is a kill point.
+KILL_POINTS = [s for s in STEPS if s != "verify"]
+
+
+@pytest.mark.parametrize("step", KILL_POINTS)
+def test_a_run_killed_after_a_step_leaves_nothing_once_cleanup_ran(state_dir: Path, step: str) -> None:
+    run_id = "k" + "".join(c for c in step if c.isalnum())[:9]
+    crashed = _gitlab_mci("acceptance", "run", "--state-dir", str(state_dir), "--run-id", run_id,
+                          env={"GITLAB_MCI_ACCEPTANCE_CRASH_AFTER": step})
+    assert crashed.returncode == 137, crashed.stdout + crashed.stderr  # os._exit: no finally, no cleanup ran
+    assert f"✓ {step} (" in crashed.stdout and "cleanup of run" not in crashed.stdout
+    created = _what_is_left(state_dir, run_id)
+    if STEPS.index("namespaces") <= STEPS.index(step) < STEPS.index("namespaces-delete"):
+        assert created, "the killed run had created something: otherwise this test proves nothing"
+        if step == "lb-apply":
+            refused = _gitlab_mci("acceptance", "run", "--state-dir", str(state_dir))
+            assert refused.returncode == 1
+            assert f"gitlab-mci acceptance cleanup --run-id {run_id}" in refused.stderr, refused.stderr
+            assert "==> namespaces" not in refused.stdout  # refused before creating anything
+    cleanup = _gitlab_mci("acceptance", "cleanup", "--state-dir", str(state_dir), "--run-id", run_id)
+    assert cleanup.returncode == 0, cleanup.stdout + cleanup.stderr
+    assert _what_is_left(state_dir, run_id) == []
+
+
+def test_a_real_project_is_not_touched_without_the_confirmation_variable(tmp_path: Path) -> None:
+    env = {"GITLAB_MCI_LIVE_PROJECT": "my-project", "GITLAB_MCI_LIVE_CONTEXTS": "gke-a,gke-b",
+           "GITLAB_MCI_COMPUTE_ENDPOINT": "", "GITLAB_MCI_LIVE_CONFIRM": ""}
+    result = CliRunner().invoke(cli, ["acceptance", "run", "--run-id", "conf1"], env=env, prog_name="gitlab-mci")
+    assert result.exit_code == 1
+    # What it would create and cost comes first, then the refusal; no cloud call was made (none could succeed).
+    assert "gmci-fr-acc-conf1-http" in result.output and "per hour" in result.output
+    assert "GITLAB_MCI_LIVE_CONFIRM=yes" in str(result.exception)
+
+
+def test_the_cleanup_of_a_run_that_left_nothing_says_so(state_dir: Path) -> None:
+    cleanup = _gitlab_mci("acceptance", "cleanup", "--state-dir", str(state_dir), "--run-id", "nothing1")
+    assert cleanup.returncode == 0, cleanup.stderr
+    assert "nothing of run nothing1" in cleanup.stdout
