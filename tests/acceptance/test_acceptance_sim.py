@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -57,7 +58,7 @@ def _what_is_left(state_dir: Path, run_id: str) -> list[str]:
     options = ClientOptions(api_endpoint=env["GITLAB_MCI_COMPUTE_ENDPOINT"])
     project = SPEC["project"]
     left: list[str] = []
-    clients = {
+    clients: dict[str, Any] = {
         "forwardingRules": compute_v1.GlobalForwardingRulesClient, "addresses": compute_v1.GlobalAddressesClient,
         "targetHttpProxies": compute_v1.TargetHttpProxiesClient, "urlMaps": compute_v1.UrlMapsClient,
         "backendServices": compute_v1.BackendServicesClient, "healthChecks": compute_v1.HealthChecksClient,
