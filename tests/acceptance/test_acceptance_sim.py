@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,14 @@ def _what_is_left(state_dir: Path, run_id: str) -> list[str]:
     return left
 
 
+def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for a simulated Compute operation (0.02 s here) to land."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the operation did not finish"
+        time.sleep(0.02)
+
+
 def test_the_whole_journey_passes_on_the_simulator_and_leaves_nothing(state_dir: Path) -> None:
     run = _gitlab_mci("acceptance", "run", "--state-dir", str(state_dir), "--run-id", "whole1")
     assert run.returncode == 0, run.stdout + run.stderr
@@ -91,8 +100,9 @@ def test_the_whole_journey_passes_on_the_simulator_and_leaves_nothing(state_dir:
     assert _what_is_left(state_dir, "whole1") == []
 
 
-# After `verify` nothing is left by construction; every other step is a kill point.
-KILL_POINTS = [s for s in STEPS if s != "verify"]
+# After `namespaces-delete` nothing of the run exists any more (`verify` only looks, and the whole-journey test
+# proves that): every step before it is a kill point.
+KILL_POINTS = list(STEPS[:STEPS.index("namespaces-delete")])
 
 
 @pytest.mark.parametrize("step", KILL_POINTS)
@@ -103,7 +113,7 @@ def test_a_run_killed_after_a_step_leaves_nothing_once_cleanup_ran(state_dir: Pa
     assert crashed.returncode == 137, crashed.stdout + crashed.stderr  # os._exit: no finally, no cleanup ran
     assert f"✓ {step} (" in crashed.stdout and "cleanup of run" not in crashed.stdout
     created = _what_is_left(state_dir, run_id)
-    if STEPS.index("namespaces") <= STEPS.index(step) < STEPS.index("namespaces-delete"):
+    if step != "preflight":
         assert created, "the killed run had created something: otherwise this test proves nothing"
         if step == "lb-apply":
             refused = _gitlab_mci("acceptance", "run", "--state-dir", str(state_dir))
@@ -113,6 +123,8 @@ def test_a_run_killed_after_a_step_leaves_nothing_once_cleanup_ran(state_dir: Pa
     cleanup = _gitlab_mci("acceptance", "cleanup", "--state-dir", str(state_dir), "--run-id", run_id)
     assert cleanup.returncode == 0, cleanup.stdout + cleanup.stderr
     assert _what_is_left(state_dir, run_id) == []
+    if step == "preflight":
+        assert f"nothing of run {run_id}" in cleanup.stdout
 
 
 def test_a_real_project_is_not_touched_without_the_confirmation_variable(tmp_path: Path) -> None:
@@ -125,7 +137,46 @@ def test_a_real_project_is_not_touched_without_the_confirmation_variable(tmp_pat
     assert "GITLAB_MCI_LIVE_CONFIRM=yes" in str(result.exception)
 
 
-def test_the_cleanup_of_a_run_that_left_nothing_says_so(state_dir: Path) -> None:
-    cleanup = _gitlab_mci("acceptance", "cleanup", "--state-dir", str(state_dir), "--run-id", "nothing1")
-    assert cleanup.returncode == 0, cleanup.stderr
-    assert "nothing of run nothing1" in cleanup.stdout
+def test_a_step_that_fails_is_cleaned_up_by_the_run_itself(state_dir: Path) -> None:
+    """Not killed, but failing (Compute refuses backend services): the run's `finally` removes what it made."""
+    fault = _gitlab_mci("sim", "fault", "add", "--state-dir", str(state_dir), "--service", "compute",
+                        "--method", "POST", "--path", "backendServices", "--status", "403")
+    assert fault.returncode == 0, fault.stderr
+    try:
+        run = _gitlab_mci("acceptance", "run", "--state-dir", str(state_dir), "--run-id", "fails1")
+    finally:
+        _gitlab_mci("sim", "fault", "clear", "--state-dir", str(state_dir))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "✓ nodeport (" in run.stdout and "✓ lb-apply (" not in run.stdout
+    assert "==> cleanup of run fails1" in run.stdout
+    assert _what_is_left(state_dir, "fails1") == []
+
+
+def test_cleanup_leaves_what_only_looks_like_a_run(state_dir: Path) -> None:
+    """A resource with the run's name but not our marker, a namespace with its name but not its label: not ours."""
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import compute_v1
+    from kubernetes import client as kclient
+    from kubernetes import config as kconfig
+
+    env = dict(line.split("=", 1) for line in (state_dir / "sim.env").read_text().splitlines() if "=" in line)
+    checks = compute_v1.HealthChecksClient(credentials=AnonymousCredentials(), transport="rest",
+                                           client_options=ClientOptions(api_endpoint=env["GITLAB_MCI_COMPUTE_ENDPOINT"]))
+    check = compute_v1.HealthCheck(name="gmci-hc-acc-other1", description="a colleague's", type_="HTTP",
+                                   http_health_check=compute_v1.HTTPHealthCheck(port=80, request_path="/"))
+    # Not .result(): google-cloud-compute's poller would ask Google, not the endpoint given (see gitlab_mci/gcp.py).
+    checks.insert(project=SPEC["project"], health_check_resource=check)
+    _until(lambda: any(c.name == check.name for c in checks.list(project=SPEC["project"])))
+    core = kclient.CoreV1Api(kconfig.new_client_from_config(config_file=env["KUBECONFIG"], context="prod1"))
+    core.create_namespace({"metadata": {"name": "acc-other1"}})
+    try:
+        cleanup = _gitlab_mci("acceptance", "cleanup", "--state-dir", str(state_dir), "--run-id", "other1")
+        assert cleanup.returncode == 0, cleanup.stderr
+        assert "nothing of run other1" in cleanup.stdout
+        assert sorted(_what_is_left(state_dir, "other1")) == ["healthChecks/gmci-hc-acc-other1",
+                                                              "prod1: namespace acc-other1"]
+    finally:
+        checks.delete(project=SPEC["project"], health_check="gmci-hc-acc-other1")
+        _until(lambda: all(c.name != check.name for c in checks.list(project=SPEC["project"])))
+        core.delete_namespace("acc-other1")
