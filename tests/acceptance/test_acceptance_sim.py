@@ -180,3 +180,16 @@ def test_cleanup_leaves_what_only_looks_like_a_run(state_dir: Path) -> None:
         checks.delete(project=SPEC["project"], health_check="gmci-hc-acc-other1")
         _until(lambda: all(c.name != check.name for c in checks.list(project=SPEC["project"])))
         core.delete_namespace("acc-other1")
+
+
+def test_every_variable_a_real_run_reads_is_documented_and_the_manual_job_runs_the_suite() -> None:
+    from gitlab_mci.acceptance import target
+
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "acceptance.md").read_text()
+    read = {v for k, v in vars(target).items() if k.startswith("LIVE_") and isinstance(v, str)}
+    assert read and all(f"`{name}`" in doc for name in read), sorted(n for n in read if f"`{n}`" not in doc)
+    assert "gitlab-mci acceptance cleanup --run-id" in doc
+    job = yaml.safe_load((root / ".gitlab-ci.yml").read_text())["acceptance-live"]
+    assert job["rules"][0]["when"] == "manual"
+    assert any("gitlab-mci acceptance run" in line for line in job["script"])
