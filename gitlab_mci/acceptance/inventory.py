@@ -7,6 +7,7 @@ is left must not share a bug with what created it.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,14 +71,14 @@ class ComputeReader:
                 return out
 
 
-def _kubectl(target: Target, context: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_kubectl(target: Target, context: str, *args: str) -> subprocess.CompletedProcess[str]:
     base = ["kubectl", "--context", context, *(["--kubeconfig", target.kubeconfig] if target.kubeconfig else [])]
     return subprocess.run([*base, *args], capture_output=True, text=True, timeout=120, check=False)
 
 
 def kubectl(target: Target, context: str, *args: str) -> str:
     """Run kubectl against one cluster of the target; its stdout, or a one-line error."""
-    done = _kubectl(target, context, *args)
+    done = run_kubectl(target, context, *args)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise UserError(f"kubectl --context {context} {' '.join(args)}: {last}")
@@ -101,6 +102,8 @@ def scan(target: Target, run_id: str | None = None) -> Leftovers:
             owner = lb_run_id(lb) if head == "gmci" and number.isdigit() else None
             if owner and (run_id is None or owner == run_id):
                 found.add(owner, f"instanceGroups/{group['name']} named port {port['name']}")
+    for owner, key, scope in gitlab_variables(target, run_id):
+        found.add(owner, f"GitLab variable {key} ({scope})")
     selector = f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL
     for context in target.contexts:
         answer = json.loads(kubectl(target, context, "get", "namespaces", "-l", selector, "-o", "json"))
@@ -110,6 +113,33 @@ def scan(target: Target, run_id: str | None = None) -> Leftovers:
             if name == RunNames(owner).namespace:  # the run's name AND its label
                 found.add(owner, f"{context}: namespace {name}")
     return found
+
+
+# The CI/CD variables a run sets, in its own environments' scopes (acc-<id>-<context>): both together are the mark.
+GITLAB_KEYS = ("MCI_ACCEPTANCE_RUN", "MCI_LB_NAME")
+_SCOPE = re.compile(rf"^{PREFIX}([a-z][a-z0-9]{{3,11}})-(.+)$")
+
+
+def gitlab_project(target: Target) -> Any:
+    """The GitLab project of the GitLab steps, through python-gitlab (token from the target's GITLAB_TOKEN)."""
+    import gitlab
+
+    client = gitlab.Gitlab(target.gitlab_url, private_token=target.env["GITLAB_TOKEN"], timeout=30)
+    return client.projects.get(target.gitlab_project, lazy=True)
+
+
+def gitlab_variables(target: Target, run_id: str | None = None) -> list[tuple[str, str, str]]:
+    """(run id, key, environment scope) of every CI/CD variable acceptance runs set (of ``run_id``, if given)."""
+    if not target.gitlab_url:
+        return []
+    out = []
+    for variable in gitlab_project(target).variables.list(iterator=True):
+        scope, key = str(variable.environment_scope), str(variable.key)
+        found = _SCOPE.match(scope)
+        owner = found.group(1) if found and found.group(2) in target.contexts else None
+        if owner and key in GITLAB_KEYS and (run_id is None or owner == run_id):
+            out.append((owner, key, scope))
+    return out
 
 
 def _owner(item: dict[str, Any]) -> str | None:

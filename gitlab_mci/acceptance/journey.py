@@ -28,9 +28,9 @@ from gitlab_mci.acceptance.target import CRASH_AFTER, RUN_LABEL, RunNames, Targe
 from gitlab_mci.errors import UserError
 
 # In order; `GITLAB_MCI_ACCEPTANCE_CRASH_AFTER=<step>` exits hard right after one of them.
-STEPS = ("preflight", "namespaces", "helm-values", "deploy", "nodeport", "lb-apply", "lb-status", "traffic",
-         "reapply", "drain", "lb-destroy", "hosted-apply", "hosted-traffic", "hosted-delete", "namespaces-delete",
-         "verify")
+STEPS = ("preflight", "gitlab", "namespaces", "helm-values", "deploy", "nodeport", "lb-apply", "lb-status",
+         "traffic", "reapply", "drain", "lb-destroy", "hosted-apply", "hosted-traffic", "hosted-delete",
+         "gitlab-delete", "namespaces-delete", "verify")
 # Variables a pipeline or a shell may have set that would change what the journey's commands do: the journey
 # passes everything as options, and runs without these.
 _SCRUB = re.compile(r"^(MCI_|KUBE_CONTEXT$|KUBE_NAMESPACE$|HELM_|CI_ENVIRONMENT_SLUG$|GITLAB_CI$)")
@@ -113,6 +113,8 @@ class Journey:
         n, t = self.names, self.target
         with self.step("preflight", "no earlier run left anything behind"):
             preflight(t)
+        if t.gitlab_url:
+            self.gitlab()
         with self.step("namespaces", f"namespace {n.namespace} in {self.contexts}"):
             for context in t.contexts:
                 manifest = {"apiVersion": "v1", "kind": "Namespace",
@@ -164,15 +166,36 @@ class Journey:
             self.echo(f"    back: {_counts(self.until_both(self.url))}")
         with self.step("lb-destroy", f"lb destroy --release-ip removes load balancer {n.lb}"):
             self.cli("lb", "destroy", *lb, "--release-ip")
-            left = [w for w in inventory.scan(t, n.run_id).of(n.run_id) if "namespace" not in w]
+            left = [w for w in inventory.scan(t, n.run_id).of(n.run_id)
+                    if ": namespace " not in w and not w.startswith("GitLab variable")]
             _expect(not left, f"lb destroy left: {', '.join(left)}")
         if t.hosted:
             self.hosted()
+        if t.gitlab_url:
+            with self.step("gitlab-delete", "delete the run's CI/CD variables"):
+                delete_gitlab_variables(t, n, self.echo)
         with self.step("namespaces-delete", f"delete namespace {n.namespace} (and the release in it)"):
             delete_namespaces(t, n, self.echo)
         with self.step("verify", f"nothing of run {n.run_id} is left"):
             left = inventory.scan(t, n.run_id).of(n.run_id)
             _expect(not left, f"left behind: {', '.join(left)}")
+
+    def gitlab(self) -> None:
+        """The GitLab helpers against the GitLab project: variables per environment (twice: the second changes
+        nothing), and the deployment gate, which must refuse environments that never deployed."""
+        n, t = self.names, self.target
+        where = ["-p", t.gitlab_project, "--url", t.gitlab_url]
+        with self.step("gitlab", f"gitlab setup: CI/CD variables of environments {n.environment('…')}; gitlab gate"):
+            envs = self.tmp / "environments.yaml"
+            envs.write_text(json.dumps({"environments": {
+                n.environment(c): {"MCI_ACCEPTANCE_RUN": n.run_id, "MCI_LB_NAME": n.lb} for c in t.contexts}}))
+            first = json.loads(self.cli("gitlab", "setup", "-f", str(envs), *where, "-o", "json"))
+            _expect({v["action"] for v in first["variables"]} == {"created"}, f"setup: {first['variables']}")
+            again = json.loads(self.cli("gitlab", "setup", "-f", str(envs), *where, "-o", "json"))
+            _expect({v["action"] for v in again["variables"]} == {"unchanged"}, "a second setup changed variables")
+            gate = self.cli("gitlab", "gate", "-e", ",".join(n.environment(c) for c in t.contexts),
+                            "--sha", "0" * 40, *where, expect=1)
+            _expect(n.environment(t.contexts[0]) in gate, "the gate's refusal does not name the environment")
 
     def hosted(self) -> None:
         """Hosted mode: the same app behind GKE's own Multi Cluster Ingress."""
@@ -319,6 +342,23 @@ def delete_namespaces(target: Target, names: RunNames, echo: Callable[[str], Non
                               "--timeout=600s")
 
 
+def delete_gitlab_variables(target: Target, names: RunNames, echo: Callable[[str], None]) -> None:
+    """Delete the run's CI/CD variables: only the run's keys, in the run's environment scopes."""
+    if not target.gitlab_url:
+        return
+    project = inventory.gitlab_project(target)
+    for _run, key, scope in inventory.gitlab_variables(target, names.run_id):
+        echo(f"    delete GitLab variable {key} ({scope})")
+        project.variables.delete(key, query_data={"filter[environment_scope]": scope})
+
+
+def _has_mci(target: Target, names: RunNames) -> bool:
+    """Whether the run's MultiClusterIngress exists in the config cluster (no such kind there: it does not)."""
+    done = inventory.run_kubectl(target, target.contexts[0], "-n", names.namespace, "get", "multiclusteringress",
+                                 names.hosted_lb, "--ignore-not-found", "-o", "name")
+    return done.returncode == 0 and bool(done.stdout.strip())
+
+
 def scrubbed_environment(target: Target) -> dict[str, str]:
     """Set the target's variables and drop those that would steer the commands elsewhere; the old environment."""
     saved = dict(os.environ)
@@ -345,11 +385,10 @@ def cleanup(target: Target, names: RunNames, echo: Callable[[str], None] = print
         except UserError as exc:
             errors.append(str(exc))
 
-    if any(not w.startswith(("forwardingRules/mci-", "addresses/mci-")) and "namespace" not in w
-           for w in before):
+    compute = [w for w in before if not w.startswith("GitLab variable") and ": namespace " not in w]
+    if any("/mci-" not in w for w in compute):
         attempt("lb", "destroy", "--lb", names.lb, "--context", contexts, "-n", names.namespace, "--release-ip")
-    namespace_in_config = any(w == f"{target.contexts[0]}: namespace {names.namespace}" for w in before)
-    if namespace_in_config or any("/mci-" in w for w in before):
+    if _has_mci(target, names) or any("/mci-" in w for w in compute):
         # The MultiClusterIngress lives in the run's namespace of the config cluster; its finalizer is removed once
         # GKE deleted what it made, so delete it before the namespace.
         fleet = ",".join(target.fleet_contexts)
@@ -359,6 +398,10 @@ def cleanup(target: Target, names: RunNames, echo: Callable[[str], None] = print
         delete_namespaces(target, names, echo)
     except UserError as exc:
         errors.append(str(exc))
+    try:
+        delete_gitlab_variables(target, names, echo)
+    except Exception as exc:  # python-gitlab's errors: report, then say what is left
+        errors.append(f"GitLab: {exc}")
     left = inventory.scan(target, names.run_id).of(names.run_id)
     for error in errors:
         echo(f"    note: {error}")

@@ -25,6 +25,10 @@ LIVE_CONFIRM = "GITLAB_MCI_LIVE_CONFIRM"
 LIVE_CHART = "GITLAB_MCI_LIVE_CHART"
 LIVE_IMAGE = "GITLAB_MCI_LIVE_IMAGE"
 LIVE_HOSTED = "GITLAB_MCI_LIVE_HOSTED"
+# The GitLab helpers' steps run when these name a GitLab project (a real one, or the fake GitLab in tests).
+LIVE_GITLAB_URL = "GITLAB_MCI_LIVE_GITLAB_URL"
+LIVE_GITLAB_TOKEN = "GITLAB_MCI_LIVE_GITLAB_TOKEN"
+LIVE_GITLAB_PROJECT = "GITLAB_MCI_LIVE_GITLAB_PROJECT"
 # A test hook: the runner exits hard (os._exit, no finally, no cleanup) right after the named step, as a killed
 # job would. tests/acceptance uses it to prove that `acceptance cleanup` alone removes what the run left.
 CRASH_AFTER = "GITLAB_MCI_ACCEPTANCE_CRASH_AFTER"
@@ -84,6 +88,10 @@ class RunNames:
     def lb_names(self) -> tuple[str, str]:
         return self.lb, self.hosted_lb
 
+    def environment(self, context: str) -> str:
+        """The GitLab environment (scope of the CI/CD variables) of one cluster in this run."""
+        return f"{PREFIX}{self.run_id}-{context}"
+
 
 def lb_run_id(lb: str) -> str | None:
     """The run id of a load balancer name an acceptance run gave (``acc-<id>`` or ``acc-<id>-h``), else None."""
@@ -107,6 +115,8 @@ class Target:
     image: str = DEFAULT_IMAGE
     hosted: bool = True
     fleet_contexts: tuple[str, ...] = ()  # CONTEXT=LOCATION/NAME for hosted mode
+    gitlab_url: str = ""
+    gitlab_project: str = ""
 
     @property
     def where(self) -> str:
@@ -118,9 +128,15 @@ def from_environment(state_dir: Path, environ: dict[str, str] | None = None) -> 
     """The target the environment names: a real project when GITLAB_MCI_LIVE_PROJECT is set, else the simulator
     running with ``state_dir``."""
     env = dict(os.environ if environ is None else environ)
-    if env.get(LIVE_PROJECT):
-        return _live(env)
-    return _simulator(state_dir)
+    target = _live(env) if env.get(LIVE_PROJECT) else _simulator(state_dir)
+    named = [env.get(k, "") for k in (LIVE_GITLAB_URL, LIVE_GITLAB_TOKEN, LIVE_GITLAB_PROJECT)]
+    if any(named) and not all(named):
+        raise UserError(f"the GitLab steps need all of {LIVE_GITLAB_URL}, {LIVE_GITLAB_TOKEN} and "
+                        f"{LIVE_GITLAB_PROJECT} (or none of them)")
+    if all(named):
+        target.gitlab_url, target.gitlab_project = named[0], named[2]
+        target.env["GITLAB_TOKEN"] = named[1]  # what `gitlab-mci gitlab …` reads; never printed
+    return target
 
 
 def require_confirmation(target: Target, environ: dict[str, str] | None = None) -> None:
@@ -178,6 +194,7 @@ COSTS: tuple[tuple[str, str, float], ...] = (
     ("hosted", "MultiClusterIngress acc-<id>-h: GKE's forwarding rule, address, backend service (mci-…)", 0.03),
     ("hosted", "Multi Cluster Ingress standalone billing, 2 backend pods", 0.0082),
     ("both", "namespace acc-<id> in each cluster: 1 pod (Deployment acc-<id>) on existing nodes", 0.0),
+    ("gitlab", "CI/CD variables scoped to the environments acc-<id>-<context> in the GitLab project", 0.0),
 )
 
 
@@ -186,7 +203,7 @@ def plan_text(names: RunNames, target: Target) -> str:
     lines = [f"acceptance run {names.run_id} against the {target.where}", "It will create (and delete at the end):"]
     total = 0.0
     for mode, what, price in COSTS:
-        if mode == "hosted" and not target.hosted:
+        if (mode == "hosted" and not target.hosted) or (mode == "gitlab" and not target.gitlab_url):
             continue
         total += price
         cost = f"~${price:.3f}/h" if price else "no separate charge"

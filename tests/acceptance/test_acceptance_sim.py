@@ -31,20 +31,35 @@ SPEC = {"project": "acc-project", "operationLatency": 0.02, "managedCertDelay": 
 def _gitlab_mci(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("GITLAB_MCI_", "MCI_"))}
     return subprocess.run([sys.executable, "-m", "gitlab_mci", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**clean, **(env or {})}, check=False)
+                          timeout=timeout, env={**clean, **GITLAB_ENV, **(env or {})}, check=False)
+
+
+GITLAB_TOKEN = "glpat-acceptance-test-token-0123456789"
+# Set for every acceptance command: the GitLab steps run against the fake GitLab's project.
+GITLAB_ENV: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
 def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One simulator for the module (per xdist worker), started and stopped as a user does."""
+    """One simulator and one fake GitLab for the module (per xdist worker), started and stopped as a user does."""
     root = tmp_path_factory.mktemp("acceptance")
     spec = root / "spec.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
     state = root / "sim"
     up = _gitlab_mci("sim", "up", "--detach", "--state-dir", str(state), "--spec", str(spec))
     assert up.returncode == 0, up.stderr
-    yield state
-    _gitlab_mci("sim", "down", "--state-dir", str(state))
+    fake = subprocess.Popen([sys.executable, "-m", "gitlab_mci.sim.gitlab", "--token", GITLAB_TOKEN],
+                            stdout=subprocess.PIPE, text=True)
+    assert fake.stdout is not None
+    settings = dict(fake.stdout.readline().strip().split("=", 1) for _ in range(3))
+    GITLAB_ENV.update({"GITLAB_MCI_LIVE_GITLAB_URL": settings["CI_SERVER_URL"],
+                       "GITLAB_MCI_LIVE_GITLAB_TOKEN": GITLAB_TOKEN, "GITLAB_MCI_LIVE_GITLAB_PROJECT": "group/app"})
+    try:
+        yield state
+    finally:
+        fake.terminate()
+        fake.wait(10)
+        _gitlab_mci("sim", "down", "--state-dir", str(state))
 
 
 def _what_is_left(state_dir: Path, run_id: str) -> list[str]:
@@ -75,6 +90,12 @@ def _what_is_left(state_dir: Path, run_id: str) -> list[str]:
     for _zone, scoped in groups.aggregated_list(project=project):
         for group in scoped.instance_groups:
             left += [f"{group.name} named port {p.name}" for p in group.named_ports if run_id in p.name]
+    import gitlab
+
+    project = gitlab.Gitlab(GITLAB_ENV["GITLAB_MCI_LIVE_GITLAB_URL"], private_token=GITLAB_TOKEN).projects.get(
+        "group/app")
+    left += [f"GitLab variable {v.key} ({v.environment_scope})" for v in project.variables.list(iterator=True)
+             if run_id in v.environment_scope]
     for context in ("prod1", "prod2"):
         core = kclient.CoreV1Api(kconfig.new_client_from_config(config_file=env["KUBECONFIG"], context=context))
         left += [f"{context}: namespace {ns.metadata.name}" for ns in core.list_namespace().items
@@ -140,7 +161,7 @@ def test_a_real_project_is_not_touched_without_the_confirmation_variable(tmp_pat
 def test_a_step_that_fails_is_cleaned_up_by_the_run_itself(state_dir: Path) -> None:
     """Not killed, but failing (Compute refuses backend services): the run's `finally` removes what it made."""
     fault = _gitlab_mci("sim", "fault", "add", "--state-dir", str(state_dir), "--service", "compute",
-                        "--method", "POST", "--path", "backendServices", "--status", "403")
+                        "--method", "POST", "--path", "backendServices", "--status", "400")
     assert fault.returncode == 0, fault.stderr
     try:
         run = _gitlab_mci("acceptance", "run", "--state-dir", str(state_dir), "--run-id", "fails1")
