@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,41 +30,58 @@ SPEC = {"project": "acc-project", "operationLatency": 0.02, "managedCertDelay": 
                      {"name": "prod2", "location": "europe-west1-b", "nodes": 1}]}
 
 
-def _gitlab_mci(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("GITLAB_MCI_", "MCI_"))}
-    return subprocess.run([sys.executable, "-m", "gitlab_mci", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**clean, **GITLAB_ENV, **(env or {})}, check=False)
-
-
 GITLAB_TOKEN = "glpat-acceptance-test-token-0123456789"
-# Set for every acceptance command: the GitLab steps run against the fake GitLab's project.
-GITLAB_ENV: dict[str, str] = {}
+
+
+@dataclass
+class World:
+    """A simulator and a fake GitLab, started as a user does; every acceptance command of a test runs against one.
+
+    Runs in one world take turns (a run refuses to start while another's resources exist); worlds are independent.
+    """
+
+    state_dir: Path
+    gitlab: subprocess.Popen[str]
+    env: dict[str, str]  # the GitLab steps' variables: they run against the fake GitLab's project
+
+    def gitlab_mci(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("GITLAB_MCI_", "MCI_"))}
+        if args[0] in ("acceptance", "sim") and args[1] not in ("up",):
+            args = (*args, "--state-dir", str(self.state_dir))
+        return subprocess.run([sys.executable, "-m", "gitlab_mci", *args], capture_output=True, text=True,
+                              timeout=300, env={**clean, **self.env, **(env or {})}, check=False)
+
+    @classmethod
+    def start(cls, root: Path) -> World:
+        root.mkdir(parents=True, exist_ok=True)
+        spec = root / "spec.yaml"
+        spec.write_text(yaml.safe_dump(SPEC))
+        fake = subprocess.Popen([sys.executable, "-m", "gitlab_mci.sim.gitlab", "--token", GITLAB_TOKEN],
+                                stdout=subprocess.PIPE, text=True)
+        assert fake.stdout is not None
+        settings = dict(fake.stdout.readline().strip().split("=", 1) for _ in range(3))
+        world = cls(root / "sim", fake, {"GITLAB_MCI_LIVE_GITLAB_URL": settings["CI_SERVER_URL"],
+                                         "GITLAB_MCI_LIVE_GITLAB_TOKEN": GITLAB_TOKEN,
+                                         "GITLAB_MCI_LIVE_GITLAB_PROJECT": "group/app"})
+        up = world.gitlab_mci("sim", "up", "--detach", "--state-dir", str(world.state_dir), "--spec", str(spec))
+        assert up.returncode == 0, up.stderr
+        return world
+
+    def stop(self) -> None:
+        self.gitlab.terminate()
+        self.gitlab.wait(10)
+        self.gitlab_mci("sim", "down")
 
 
 @pytest.fixture(scope="module")
-def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One simulator and one fake GitLab for the module (per xdist worker), started and stopped as a user does."""
-    root = tmp_path_factory.mktemp("acceptance")
-    spec = root / "spec.yaml"
-    spec.write_text(yaml.safe_dump(SPEC))
-    state = root / "sim"
-    up = _gitlab_mci("sim", "up", "--detach", "--state-dir", str(state), "--spec", str(spec))
-    assert up.returncode == 0, up.stderr
-    fake = subprocess.Popen([sys.executable, "-m", "gitlab_mci.sim.gitlab", "--token", GITLAB_TOKEN],
-                            stdout=subprocess.PIPE, text=True)
-    assert fake.stdout is not None
-    settings = dict(fake.stdout.readline().strip().split("=", 1) for _ in range(3))
-    GITLAB_ENV.update({"GITLAB_MCI_LIVE_GITLAB_URL": settings["CI_SERVER_URL"],
-                       "GITLAB_MCI_LIVE_GITLAB_TOKEN": GITLAB_TOKEN, "GITLAB_MCI_LIVE_GITLAB_PROJECT": "group/app"})
-    try:
-        yield state
-    finally:
-        fake.terminate()
-        fake.wait(10)
-        _gitlab_mci("sim", "down", "--state-dir", str(state))
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """One world for the module (per xdist worker)."""
+    started = World.start(tmp_path_factory.mktemp("acceptance"))
+    yield started
+    started.stop()
 
 
-def _what_is_left(state_dir: Path, run_id: str) -> list[str]:
+def _what_is_left(world: World, run_id: str) -> list[str]:
     """Everything carrying the run id, read with the real clients: Compute resources, named ports, namespaces."""
     from google.api_core.client_options import ClientOptions
     from google.auth.credentials import AnonymousCredentials
@@ -70,7 +89,7 @@ def _what_is_left(state_dir: Path, run_id: str) -> list[str]:
     from kubernetes import client as kclient
     from kubernetes import config as kconfig
 
-    env = dict(line.split("=", 1) for line in (state_dir / "sim.env").read_text().splitlines() if "=" in line)
+    env = dict(line.split("=", 1) for line in (world.state_dir / "sim.env").read_text().splitlines() if "=" in line)
     options = ClientOptions(api_endpoint=env["GITLAB_MCI_COMPUTE_ENDPOINT"])
     project = SPEC["project"]
     left: list[str] = []
@@ -92,7 +111,7 @@ def _what_is_left(state_dir: Path, run_id: str) -> list[str]:
             left += [f"{group.name} named port {p.name}" for p in group.named_ports if run_id in p.name]
     import gitlab
 
-    project = gitlab.Gitlab(GITLAB_ENV["GITLAB_MCI_LIVE_GITLAB_URL"], private_token=GITLAB_TOKEN).projects.get(
+    project = gitlab.Gitlab(world.env["GITLAB_MCI_LIVE_GITLAB_URL"], private_token=GITLAB_TOKEN).projects.get(
         "group/app")
     left += [f"GitLab variable {v.key} ({v.environment_scope})" for v in project.variables.list(iterator=True)
              if run_id in v.environment_scope]
@@ -113,39 +132,65 @@ def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def test_the_whole_journey_passes_on_the_simulator_and_leaves_nothing(state_dir: Path) -> None:
-    run = _gitlab_mci("acceptance", "run", "--state-dir", str(state_dir), "--run-id", "whole1")
+def test_the_whole_journey_passes_on_the_simulator_and_leaves_nothing(world: World) -> None:
+    run = world.gitlab_mci("acceptance", "run", "--run-id", "whole1")
     assert run.returncode == 0, run.stdout + run.stderr
     assert all(f"✓ {step} (" in run.stdout for step in STEPS), run.stdout
     assert "acceptance run whole1 passed" in run.stdout
-    assert _what_is_left(state_dir, "whole1") == []
+    assert _what_is_left(world, "whole1") == []
 
 
 # After `namespaces-delete` nothing of the run exists any more (`verify` only looks, and the whole-journey test
 # proves that): every step before it is a kill point.
 KILL_POINTS = list(STEPS[:STEPS.index("namespaces-delete")])
+# Kill points run in this many worlds at once, each taking its share in turn: a run mostly waits for health checks
+# and controllers, so the worlds overlap their waiting instead of adding it up.
+WORLDS = 4
 
 
-@pytest.mark.parametrize("step", KILL_POINTS)
-def test_a_run_killed_after_a_step_leaves_nothing_once_cleanup_ran(state_dir: Path, step: str) -> None:
+def _kill_and_clean(world: World, step: str) -> str | None:
+    """Kill a run right after ``step``, clean up with the command a user would run; what went wrong, if anything."""
     run_id = "k" + "".join(c for c in step if c.isalnum())[:9]
-    crashed = _gitlab_mci("acceptance", "run", "--state-dir", str(state_dir), "--run-id", run_id,
-                          env={"GITLAB_MCI_ACCEPTANCE_CRASH_AFTER": step})
-    assert crashed.returncode == 137, crashed.stdout + crashed.stderr  # os._exit: no finally, no cleanup ran
-    assert f"✓ {step} (" in crashed.stdout and "cleanup of run" not in crashed.stdout
-    created = _what_is_left(state_dir, run_id)
-    if step != "preflight":
-        assert created, "the killed run had created something: otherwise this test proves nothing"
-        if step == "lb-apply":
-            refused = _gitlab_mci("acceptance", "run", "--state-dir", str(state_dir))
-            assert refused.returncode == 1
-            assert f"gitlab-mci acceptance cleanup --run-id {run_id}" in refused.stderr, refused.stderr
-            assert "==> namespaces" not in refused.stdout  # refused before creating anything
-    cleanup = _gitlab_mci("acceptance", "cleanup", "--state-dir", str(state_dir), "--run-id", run_id)
-    assert cleanup.returncode == 0, cleanup.stdout + cleanup.stderr
-    assert _what_is_left(state_dir, run_id) == []
-    if step == "preflight":
-        assert f"nothing of run {run_id}" in cleanup.stdout
+    crashed = world.gitlab_mci("acceptance", "run", "--run-id", run_id, env={"GITLAB_MCI_ACCEPTANCE_CRASH_AFTER": step})
+    # os._exit: no finally, no cleanup ran
+    if crashed.returncode != 137 or f"✓ {step} (" not in crashed.stdout or "cleanup of run" in crashed.stdout:
+        return f"the run did not die after {step}: exit {crashed.returncode}\n{crashed.stdout}{crashed.stderr}"
+    created = _what_is_left(world, run_id)
+    if step != "preflight" and not created:
+        return f"killed after {step}, the run had created nothing: this would prove nothing"
+    if step == "lb-apply":
+        refused = world.gitlab_mci("acceptance", "run")
+        if (refused.returncode != 1 or f"gitlab-mci acceptance cleanup --run-id {run_id}" not in refused.stderr
+                or "==> namespaces" in refused.stdout):
+            return f"a new run did not refuse to start over run {run_id}'s resources: {refused.stderr}"
+    cleanup = world.gitlab_mci("acceptance", "cleanup", "--run-id", run_id)
+    left = _what_is_left(world, run_id)
+    if cleanup.returncode != 0 or left:
+        return f"after {step} and cleanup (exit {cleanup.returncode}), left: {left}\n{cleanup.stdout}{cleanup.stderr}"
+    if step == "preflight" and f"nothing of run {run_id}" not in cleanup.stdout:
+        return f"cleanup of a run that created nothing did not say so: {cleanup.stdout}"
+    return None
+
+
+def test_a_run_killed_after_any_step_leaves_nothing_once_cleanup_ran(world: World, tmp_path: Path) -> None:
+    # Longest first, each to the least loaded world: the later the step, the longer its run.
+    shares: list[list[str]] = [[] for _ in range(WORLDS)]
+    for step in sorted(KILL_POINTS, key=STEPS.index, reverse=True):
+        min(shares, key=lambda share: sum(STEPS.index(s) + 2 for s in share)).append(step)
+
+    def take_turns(i: int) -> list[tuple[str, str | None]]:
+        mine = world if i == 0 else World.start(tmp_path / f"world{i}")
+        try:
+            return [(step, _kill_and_clean(mine, step)) for step in shares[i]]
+        finally:
+            if mine is not world:
+                mine.stop()
+
+    with ThreadPoolExecutor(WORLDS) as pool:
+        problems = {step: problem for results in pool.map(take_turns, range(WORLDS))
+                    for step, problem in results if problem}
+    assert sorted(s for share in shares for s in share) == sorted(KILL_POINTS)
+    assert problems == {}
 
 
 def test_a_real_project_is_not_touched_without_the_confirmation_variable(tmp_path: Path) -> None:
@@ -158,22 +203,22 @@ def test_a_real_project_is_not_touched_without_the_confirmation_variable(tmp_pat
     assert "GITLAB_MCI_LIVE_CONFIRM=yes" in str(result.exception)
 
 
-def test_a_step_that_fails_is_cleaned_up_by_the_run_itself(state_dir: Path) -> None:
+def test_a_step_that_fails_is_cleaned_up_by_the_run_itself(world: World) -> None:
     """Not killed, but failing (Compute refuses backend services): the run's `finally` removes what it made."""
-    fault = _gitlab_mci("sim", "fault", "add", "--state-dir", str(state_dir), "--service", "compute",
-                        "--method", "POST", "--path", "backendServices", "--status", "400")
+    fault = world.gitlab_mci("sim", "fault", "add", "--service", "compute", "--method", "POST",
+                             "--path", "backendServices", "--status", "400")
     assert fault.returncode == 0, fault.stderr
     try:
-        run = _gitlab_mci("acceptance", "run", "--state-dir", str(state_dir), "--run-id", "fails1")
+        run = world.gitlab_mci("acceptance", "run", "--run-id", "fails1")
     finally:
-        _gitlab_mci("sim", "fault", "clear", "--state-dir", str(state_dir))
+        world.gitlab_mci("sim", "fault", "clear")
     assert run.returncode == 1, run.stdout + run.stderr
     assert "✓ nodeport (" in run.stdout and "✓ lb-apply (" not in run.stdout
     assert "==> cleanup of run fails1" in run.stdout
-    assert _what_is_left(state_dir, "fails1") == []
+    assert _what_is_left(world, "fails1") == []
 
 
-def test_cleanup_leaves_what_only_looks_like_a_run(state_dir: Path) -> None:
+def test_cleanup_leaves_what_only_looks_like_a_run(world: World) -> None:
     """A resource with the run's name but not our marker, a namespace with its name but not its label: not ours."""
     from google.api_core.client_options import ClientOptions
     from google.auth.credentials import AnonymousCredentials
@@ -181,7 +226,7 @@ def test_cleanup_leaves_what_only_looks_like_a_run(state_dir: Path) -> None:
     from kubernetes import client as kclient
     from kubernetes import config as kconfig
 
-    env = dict(line.split("=", 1) for line in (state_dir / "sim.env").read_text().splitlines() if "=" in line)
+    env = dict(line.split("=", 1) for line in (world.state_dir / "sim.env").read_text().splitlines() if "=" in line)
     checks = compute_v1.HealthChecksClient(credentials=AnonymousCredentials(), transport="rest",
                                            client_options=ClientOptions(api_endpoint=env["GITLAB_MCI_COMPUTE_ENDPOINT"]))
     check = compute_v1.HealthCheck(name="gmci-hc-acc-other1", description="a colleague's", type_="HTTP",
@@ -192,10 +237,10 @@ def test_cleanup_leaves_what_only_looks_like_a_run(state_dir: Path) -> None:
     core = kclient.CoreV1Api(kconfig.new_client_from_config(config_file=env["KUBECONFIG"], context="prod1"))
     core.create_namespace({"metadata": {"name": "acc-other1"}})
     try:
-        cleanup = _gitlab_mci("acceptance", "cleanup", "--state-dir", str(state_dir), "--run-id", "other1")
+        cleanup = world.gitlab_mci("acceptance", "cleanup", "--run-id", "other1")
         assert cleanup.returncode == 0, cleanup.stderr
         assert "nothing of run other1" in cleanup.stdout
-        assert sorted(_what_is_left(state_dir, "other1")) == ["healthChecks/gmci-hc-acc-other1",
+        assert sorted(_what_is_left(world, "other1")) == ["healthChecks/gmci-hc-acc-other1",
                                                               "prod1: namespace acc-other1"]
     finally:
         checks.delete(project=SPEC["project"], health_check="gmci-hc-acc-other1")
