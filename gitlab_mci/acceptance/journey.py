@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import ssl
 import subprocess
 import tempfile
 import time
@@ -21,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gitlab_mci.acceptance import inventory
@@ -33,7 +35,8 @@ STEPS = ("preflight", "gitlab", "namespaces", "helm-values", "deploy", "nodeport
          "gitlab-delete", "namespaces-delete", "verify")
 # Variables a pipeline or a shell may have set that would change what the journey's commands do: the journey
 # passes everything as options, and runs without these.
-_SCRUB = re.compile(r"^(MCI_|KUBE_CONTEXT$|KUBE_NAMESPACE$|HELM_|CI_ENVIRONMENT_SLUG$|GITLAB_CI$)")
+_SCRUB = re.compile(r"^(MCI_|KUBE_CONTEXT$|KUBE_NAMESPACE$|HELM_UPGRADE_|HELM_RELEASE_NAME$|CI_ENVIRONMENT_SLUG$"
+                    r"|GITLAB_CI$)")
 HEALTH = ["--check-interval-sec", "1", "--unhealthy-threshold", "2"]
 
 
@@ -57,7 +60,9 @@ class Journey:
         self.extra_args = ""
         self.contexts = ",".join(target.contexts)
         self.url = ""
+        self.https_url = ""
         self.hosted_url = ""
+        self.tls: ssl.SSLContext | None = None
         # Request timing: the simulator converges in seconds; Google's front ends take minutes to program a new
         # load balancer and tens of seconds to act on a health change.
         self.patience = 900.0 if target.live else 30.0
@@ -139,18 +144,22 @@ class Journey:
             self.cli("nodeport", "verify", "--context", self.contexts, "--release", n.release, "-n", n.namespace,
                      "--node-port", self.node_port)
         lb = ["--lb", n.lb, "--context", self.contexts, "-n", n.namespace]
-        route = ["--service", n.service, "--port", "web", *HEALTH]
-        with self.step("lb-apply", f"lb plan shows changes, lb apply creates load balancer {n.lb}"):
+        cert, key = self.certificate()
+        route = ["--service", n.service, "--port", "web", "--certificate-file", str(cert), "--key-file", str(key),
+                 *HEALTH]
+        with self.step("lb-apply", f"lb plan shows changes, lb apply creates load balancer {n.lb} (HTTP and HTTPS)"):
             self.cli("lb", "plan", *lb, *route, "--detailed-exitcode", expect=2)
             applied = json.loads(self.cli("lb", "apply", *lb, *route, "-o", "json"))
             _expect(bool(applied["vip"]) and bool(applied["changes"]), "apply created nothing or gave no VIP")
             self.url = applied.get("served_at") or applied["url"]
-            self.echo(f"    VIP {applied['vip']} ({applied['url']}), requests go to {self.url}")
+            self.https_url = f"https://{applied['vip']}/" if t.live else _served(t, applied["url"], 443)
+            self.echo(f"    VIP {applied['vip']} ({applied['url']}), requests go to {self.url} and {self.https_url}")
         with self.step("lb-status", "every cluster and zone has healthy backends"):
             self.cli("lb", "status", *lb, "--wait", str(int(self.patience)))
-        with self.step("traffic", f"{self.requests} requests through the VIP: both clusters answer"):
-            seen = self.until_both(self.url)
-            self.echo(f"    {_counts(seen)}")
+        with self.step("traffic", f"{self.requests} HTTP and {self.requests} HTTPS requests through the VIP: "
+                       "both clusters answer, over TLS with the run's certificate"):
+            self.echo(f"    HTTP: {_counts(self.until_both(self.url))}")
+            self.echo(f"    HTTPS: {_counts(self.until_both(self.https_url))}")
         with self.step("reapply", "lb plan and lb apply again: no change"):
             self.cli("lb", "plan", *lb, *route, "--detailed-exitcode")
             again = json.loads(self.cli("lb", "apply", *lb, *route, "-o", "json"))
@@ -213,12 +222,39 @@ class Journey:
             self.hosted_url = applied["url"]
             self.cli("hosted", "status", *where, "--wait", str(int(self.patience)))
         with self.step("hosted-traffic", "requests through the hosted VIP: both clusters answer"):
-            url = self.hosted_url if t.live else _served(t, self.hosted_url)
+            url = self.hosted_url if t.live else _served(t, self.hosted_url, 80)
             self.echo(f"    {_counts(self.until_both(url))}")
         with self.step("hosted-delete", f"hosted delete removes {n.hosted_lb} and what GKE made for it"):
             self.cli("hosted", "delete", *where, "--timeout", str(int(self.patience)))
 
     # --- steps' helpers ------------------------------------------------------------------------------------
+
+    def certificate(self) -> tuple[Path, Path]:
+        """A self-signed certificate for the run (acc-<id>.example), made here and never kept; requests over HTTPS
+        trust exactly it, so an answer proves the load balancer serves the run's certificate."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        host = f"{self.names.lb}.example"
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+        now = datetime.now(UTC)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(hours=1))
+                .not_valid_after(now + timedelta(days=2))
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+                .sign(key, hashes.SHA256()))
+        pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+        cert_path, key_path = self.tmp / "run.crt", self.tmp / "run.key"
+        cert_path.write_text(pem)
+        key_path.touch(mode=0o600)
+        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        self.tls = ssl.create_default_context(cadata=pem)
+        self.tls.check_hostname = False  # the VIP is an IP address; the chain must still be the run's certificate
+        return cert_path, key_path
 
     def deploy(self, context: str) -> None:
         n = self.names
@@ -252,7 +288,7 @@ class Journey:
 
     def who(self, url: str, pods: dict[str, str]) -> str:
         """The context whose pod answered one request, ``error`` for a failed one, ``unknown`` for a stranger."""
-        pod = answering_pod(url)
+        pod = answering_pod(url, tls=self.tls)
         if pod is None:
             return "error"
         if pod not in pods:
@@ -284,10 +320,11 @@ class Journey:
         return run
 
 
-def answering_pod(url: str, timeout: float = 5.0) -> str | None:
+def answering_pod(url: str, timeout: float = 5.0, tls: ssl.SSLContext | None = None) -> str | None:
     """The pod that answered one GET: the simulator's JSON ``pod``, or nginxdemos/hello's ``Server name:``."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout, context=tls if url.startswith("https:") else None) \
+                as response:
             body = response.read().decode(errors="replace")
             if response.status != 200:
                 return None
@@ -305,8 +342,8 @@ def _counts(seen: Counter[str]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(seen.items()))
 
 
-def _served(target: Target, url: str) -> str:
-    """The simulator serves a VIP's port 80 on a loopback port: the URL to request instead of ``url``."""
+def _served(target: Target, url: str, port: int) -> str:
+    """The simulator serves a VIP's port 80 or 443 on a loopback port: the URL to request instead."""
     from urllib.parse import urlsplit
 
     vip = urlsplit(url).hostname
@@ -314,7 +351,7 @@ def _served(target: Target, url: str) -> str:
     while time.monotonic() < deadline:
         with urllib.request.urlopen(f"{target.compute_endpoint}/_sim/state", timeout=5) as answer:
             for item in json.loads(answer.read()).get("listeners") or []:
-                if item.get("vip") == vip and item.get("port") == 80:
+                if item.get("vip") == vip and item.get("port") == port:
                     return f"{item['url']}/"
         time.sleep(0.1)
     raise Failed(f"the simulator serves no listener for {url}")

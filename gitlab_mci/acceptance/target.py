@@ -186,10 +186,11 @@ def _simulator(state_dir: Path) -> Target:
 # your region and contract. Health checks and backend services of a load balancer carry no separate charge;
 # traffic is billed per GB and the journey sends a few hundred small requests.
 COSTS: tuple[tuple[str, str, float], ...] = (
-    ("self-managed", "global forwarding rule (HTTP), gmci-fr-acc-<id>-http", 0.025),
+    ("self-managed", "global forwarding rules gmci-fr-acc-<id>-http and -https (the first 5 rules are billed "
+                     "together)", 0.025),
     ("self-managed", "global external IPv4 address, gmci-ip-acc-<id>", 0.005),
-    ("self-managed", "backend service, URL map, target HTTP proxy, health check, firewall rule "
-                     "(gmci-*-acc-<id>*)", 0.0),
+    ("self-managed", "backend service, URL map, target HTTP and HTTPS proxies, a self-signed SSL certificate, "
+                     "health check, firewall rule (gmci-*-acc-<id>*)", 0.0),
     ("self-managed", "named port gmci-<nodeport>-acc-<id> on each cluster's instance groups", 0.0),
     ("hosted", "MultiClusterIngress acc-<id>-h: GKE's forwarding rule, address, backend service (mci-…)", 0.03),
     ("hosted", "Multi Cluster Ingress standalone billing, 2 backend pods", 0.0082),
