@@ -259,3 +259,12 @@ def test_every_variable_a_real_run_reads_is_documented_and_the_manual_job_runs_t
     job = yaml.safe_load((root / ".gitlab-ci.yml").read_text())["acceptance-live"]
     assert job["rules"][0]["when"] == "manual"
     assert any("gitlab-mci acceptance run" in line for line in job["script"])
+
+
+def test_a_dry_run_says_what_it_would_create_and_cost_and_creates_nothing(world: World) -> None:
+    dry = world.gitlab_mci("acceptance", "run", "--run-id", "dry1", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "gmci-fr-acc-dry1-http" in dry.stdout and "per hour" in dry.stdout and "nothing is billed" in dry.stdout
+    assert "gitlab-mci acceptance cleanup --run-id dry1" in dry.stdout
+    assert "dry run: nothing created" in dry.stdout and "==> " not in dry.stdout
+    assert _what_is_left(world, "dry1") == []
