@@ -19,6 +19,7 @@ from gitlab_mci.errors import UserError
 # command name -> (module whose `command` it is, imported on first use; the first sentence of its docstring, which
 # the listing shows without importing it — tests/test_cli_grammar.py keeps the two equal).
 _COMMANDS: dict[str, tuple[str, str]] = {
+    "acceptance": ("gitlab_mci.cli.acceptance", "The user's journey on the simulator or a real project, and cleanup."),
     "sim": ("gitlab_mci.cli.sim", "Start, stop and inspect the local Google Cloud + GKE simulator."),
     "demo": ("gitlab_mci.cli.demo", "Everything end to end on the simulator: deploy, load balancer, failover."),
     "helm": ("gitlab_mci.cli.helm", "Helm values and HELM_UPGRADE_EXTRA_ARGS for Auto DevOps' auto-deploy-app chart."),
