@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from gitlab_mci.cli.options import dry_run_option
-from gitlab_mci.cli.sim import state_dir_option
+from gitlab_mci.cli.options import dry_run_option, state_dir_option
 from gitlab_mci.errors import UserError
 
 if TYPE_CHECKING:
