@@ -62,8 +62,6 @@ def _last(url: Any) -> str:
 def gather(api: ComputeApi, namer: Namer, clusters: Sequence[ClusterInfo], *,
            static_ip: str | None = None) -> Status:
     """Read the load balancer and its health."""
-    from google.cloud import compute_v1
-
     found = read_named(api, namer)
     owned = {k: v for k, v in found.items() if namer.owns(v)}
     by_coll: dict[str, list[dict[str, Any]]] = {}
@@ -88,14 +86,12 @@ def gather(api: ComputeApi, namer: Namer, clusters: Sequence[ClusterInfo], *,
         targets = [_last(x) for x in dict.fromkeys(services) if x]
         status.routes[um["name"]] = targets or (["redirect to HTTPS"] if um.get("defaultUrlRedirect") else [])
     cluster_of = {g: (c.context, g.split("/zones/")[1].split("/")[0]) for c in clusters for g in c.groups}
-    client = api.compute.client(compute_v1.BackendServicesClient)
     for bs in by_coll.get("backendServices", []):
         for backend in bs.get("backends", []):
             group = backend["group"]
             answer = api.retrying(f"read the health of {bs['name']}", functools.partial(
-                client.get_health, project=api.project, backend_service=bs["name"],
-                resource_group_reference_resource=compute_v1.ResourceGroupReference(group=group)))
-            states = Counter(h.health_state or "UNKNOWN" for h in answer.health_status)
+                api.rest.post, f"global/backendServices/{bs['name']}/getHealth", {"group": group}))
+            states = Counter(h.get("healthState") or "UNKNOWN" for h in answer.get("healthStatus", []))
             context, zone = cluster_of.get(_normal_group(group, cluster_of), ("?", group.split("/zones/")[-1]
                                                                              .split("/")[0]))
             status.backends.append(GroupHealth(bs["name"], context, zone, _last(group), states.get("HEALTHY", 0),
