@@ -139,6 +139,9 @@ def _readiness_path(cluster: Cluster, namespace: str, selector: dict[str, str]) 
     return None
 
 
+_WHAT = {"instances": "instances", "instanceGroups": "instance groups"}
+
+
 def _listed(compute: Compute, kind: str, project: str, what: str) -> list[tuple[str, dict[str, Any]]]:
     """Every item of an aggregated list (all pages), retrying transient errors; others are one line."""
     try:
@@ -154,11 +157,13 @@ def discover(clusters: Sequence[Cluster], compute: Compute, namespace: str,
     projects = sorted({n.project for nodes in nodes_by_cluster for n in nodes})
     instances: dict[tuple[str, str, str], dict[str, Any]] = {}
     groups_by_key: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for project in projects:
-        for scope, instance in _listed(compute, "instances", project, "instances"):
-            instances[(project, scope.removeprefix("zones/"), instance["name"])] = instance
-        for scope, listed_group in _listed(compute, "instanceGroups", project, "instance groups"):
-            groups_by_key[(project, scope.removeprefix("zones/"), listed_group["name"])] = listed_group
+    # Both aggregated lists of every project at once: round trips, not CPU.
+    kinds = [(project, kind) for project in projects for kind in ("instances", "instanceGroups")]
+    answers = parallel(kinds, lambda pk: _listed(compute, pk[1], pk[0], _WHAT[pk[1]]))
+    for (project, kind), listed in zip(kinds, answers, strict=True):
+        into = instances if kind == "instances" else groups_by_key
+        for scope, item in listed:
+            into[(project, scope.removeprefix("zones/"), item["name"])] = item
     svc_infos = parallel(clusters, lambda c: {s: _service(c, namespace, s) for s in services})
     result = []
     for cluster, nodes, found in zip(clusters, nodes_by_cluster, svc_infos, strict=True):
