@@ -101,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # Whole process: what a CI job pays for one command, start-up included, next to its import floor.
     process_sizes = [2] if args.quick else [2, 15]
-    print(f"\nWhole process (each a fresh gitlab-mci process; {lb_bench.LATENCY}s operations; median of the runs, "
-          "the floor measured interleaved with them):")
-    process_rows = [process_bench.measure(n, repeat=3 if args.quick else 7,
+    print(f"\nWhole process (each a fresh gitlab-mci process; {lb_bench.LATENCY}s operations; medians; plan / floor "
+          "is the median ratio of plan and floor runs taken in pairs):")
+    process_rows = [process_bench.measure(n, repeat=3 if args.quick else 11,
                                           apply_repeat=1 if args.quick else 3) for n in process_sizes]
     process_bench.print_rows(process_rows)
     verdicts = process_bench.verdicts(process_rows) + [
@@ -202,8 +202,9 @@ def markdown(r: dict[str, Any], plotted: bool) -> str:
               f"{r['latency_s']} s per Compute operation: `lb apply` from scratch (median of its runs, destroyed in "
               "between) and `lb plan` with nothing to change, each with its peak memory (VmHWM); the **import floor** "
               "is a process that imports only the third-party modules the command ended up with (from its own "
-              "`sys.modules`), measured interleaved with the command's runs. Medians; “best” is the fastest run "
-              "over the fastest floor.", "",
+              "`sys.modules`), measured interleaved with the command's runs. Medians; “plan ÷ floor” is the median of "
+              "the ratios of plan and floor runs taken in pairs (the shared machine's load drifts between pairs), "
+              "“best” the fastest plan over the fastest floor.", "",
               "| clusters × 3 zones | apply | apply floor | 1.5 × critical path + floor | apply peak | plan no-op "
               "| plan floor | plan ÷ floor (best) | plan peak | floor peak |",
               "|---|---|---|---|---|---|---|---|---|---|"]

@@ -221,11 +221,11 @@ def read_named(api: ComputeApi, namer: Namer) -> dict[str, dict[str, Any]]:
     return found
 
 
-def read_actual(api: ComputeApi, desired: Desired,
-                known_groups: dict[str, dict[str, Any]] | None = None) -> Actual:
-    """Everything of this load balancer that exists: one list per collection, plus the instance groups
-    (``known_groups``, as discovery read them, are not read again)."""
-    found = read_named(api, desired.namer)
+def read_actual(api: ComputeApi, desired: Desired, known_groups: dict[str, dict[str, Any]] | None = None, *,
+                named: dict[str, dict[str, Any]] | None = None) -> Actual:
+    """Everything of this load balancer that exists: one list per collection (``named``: read already, by
+    :func:`read_named`), plus the instance groups (``known_groups``, as discovery read them, are not read again)."""
+    found = dict(named) if named is not None else read_named(api, desired.namer)
     address = next((r for r in desired.resources.values() if r.collection == "globalAddresses"), None)
     if address is not None and address.key not in found:
         got = api.get("globalAddresses", address.name)
