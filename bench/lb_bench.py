@@ -103,38 +103,6 @@ def calls_by_kind(entries: list[dict[str, Any]]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-# Runs the CLI, then prints its own peak RSS (VmHWM: ru_maxrss would include the parent's, carried over exec).
-_PEAK_CHILD = r"""
-import contextlib, io, json, sys
-from gitlab_mci.cli import main
-with contextlib.redirect_stdout(io.StringIO()):
-    try:
-        main(json.loads(sys.argv[1]))
-    except SystemExit as exc:
-        if exc.code:
-            raise
-print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")))
-"""
-
-
-def cli_apply_peak_mb(clusters: int) -> float:
-    """Peak memory (max RSS) of a whole `gitlab-mci lb apply` process at ``clusters`` × 3 zones."""
-    with tempfile.TemporaryDirectory() as d:
-        sim = _Remote(clusters, d, latency=0.0)
-        try:
-            parallel(list(sim.clusters), lambda c: _deploy(sim, c))
-            env = {**os.environ, "KUBECONFIG": sim.kubeconfig, "GITLAB_MCI_COMPUTE_ENDPOINT": sim.compute_url,
-                   "GOOGLE_CLOUD_PROJECT": "demo-project"}
-            args = ["lb", "apply", "--lb", "shop", "--context", ",".join(sim.clusters), "--service",
-                    "shop-auto-deploy", "--port", "web"]
-            done = subprocess.run([sys.executable, "-c", _PEAK_CHILD, json.dumps(args)], env=env,
-                                  capture_output=True, text=True, check=False)
-            assert done.returncode == 0, done.stderr
-            return float(done.stdout.strip().splitlines()[-1]) / 1024
-        finally:
-            sim.stop()
-
-
 def run(clusters: int, concurrency: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
         sim = _Remote(clusters, d)
@@ -180,10 +148,7 @@ def run(clusters: int, concurrency: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    t0 = time.perf_counter()
-    import google.cloud.compute_v1  # noqa: F401  - a fixed cost of every Compute command, reported on its own
-
-    import_s = time.perf_counter() - t0
+    run(1, 64)  # warm-up (first connections, lazily imported modules): a per-process cost, see process_bench
     fast = run(15, 64)
     slow = run(15, 1)
     critical = DEPTH * LATENCY
@@ -191,7 +156,7 @@ def main() -> None:
           f"{critical:.1f}s")
     print(f"apply (concurrency 64)   {fast['apply_s']:6.2f}s  {fast['apply_s'] / critical:5.2f}x critical path "
           f"(target <= 1.5x); {fast['writes']} write calls")
-    print(f"(not included: importing google.cloud.compute_v1 once per process, {import_s:.2f}s)")
+    print("(in process: start-up and imports are in `python -m bench.process_bench`, whole-process figures)")
     print(f"  of which discovery     {fast['discover_s']:6.2f}s; changes {fast['execute_s']:.2f}s = "
           f"{fast['execute_s'] / critical:.2f}x critical path")
     speedup = slow["apply_s"] / fast["apply_s"]

@@ -2,15 +2,20 @@
 
 The endpoint comes from ``GITLAB_MCI_COMPUTE_ENDPOINT`` (default: Google's); a plain-``http`` loopback endpoint (the
 simulator) gets anonymous credentials, anything else Application Default Credentials. Operations are polled
-through an operations client built with the *same* endpoint — google-cloud-compute's own poller would go to
+through the operations ``wait`` method of the *same* endpoint — google-cloud-compute's own poller would go to
 compute.googleapis.com — and a finished operation with ``error`` set is a failure even when the library would
 return quietly.
+
+gitlab-mci's own commands call Compute through :attr:`Compute.rest` (:mod:`gitlab_mci.compute_rest`, REST JSON,
+no google-cloud-compute import: see docs/performance.md); :meth:`Compute.client` gives google-cloud-compute clients
+for the same endpoint and credentials, for Python users and the tests.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from gitlab_mci.compute_rest import ComputeApiError, ComputeRest
 from gitlab_mci.errors import UserError
 
 DEFAULT_ENDPOINT = "https://compute.googleapis.com"
@@ -49,16 +55,23 @@ def is_transient(exc: Any) -> bool:
     return getattr(exc, "code", None) in TRANSIENT_STATUS or reason in RATE_LIMIT_REASONS
 
 
+def is_api_error(exc: BaseException) -> bool:
+    """An error the API answered: ours (:class:`ComputeApiError`) or google-api-core's, which is only checked for
+    when api_core is loaded already (importing it costs grpc: a command that does not use it never pays)."""
+    if isinstance(exc, ComputeApiError):
+        return True
+    gexc = sys.modules.get("google.api_core.exceptions")
+    return gexc is not None and isinstance(exc, gexc.GoogleAPICallError)
+
+
 def retry_transient(fn: Callable[[], T], *, retries: int = 5, backoff: float | None = None) -> T:
     """``fn()``, retried with exponential backoff while it fails transiently; the last error is raised as is."""
-    from google.api_core import exceptions as gexc
-
     delay = default_backoff() if backoff is None else backoff
     for attempt in range(retries + 1):
         try:
             return fn()
-        except gexc.GoogleAPICallError as exc:
-            if not is_transient(exc) or attempt == retries:
+        except Exception as exc:
+            if not is_api_error(exc) or not is_transient(exc) or attempt == retries:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 8.0)
@@ -86,6 +99,7 @@ class Compute:
     endpoint: str = DEFAULT_ENDPOINT
     _clients: dict[type, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _rest: ComputeRest | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, project: str | None = None) -> Compute:
@@ -97,6 +111,16 @@ class Compute:
     @property
     def local(self) -> bool:
         return _is_local(self.endpoint)
+
+    @property
+    def rest(self) -> ComputeRest:
+        """The REST JSON transport for this endpoint (what gitlab-mci's commands use), created once."""
+        with self._lock:
+            if self._rest is None:
+                # Anonymous (no Authorization header at all) for the simulator, ADC otherwise.
+                self._rest = ComputeRest(self.endpoint, self.project,
+                                         None if self.local else _default_credentials())
+            return self._rest
 
     def client(self, cls: type[C]) -> C:
         """A client of ``cls`` (e.g. ``compute_v1.BackendServicesClient``) for this endpoint."""
@@ -118,7 +142,10 @@ class Compute:
             return client
 
     def wait(self, operation: Any, *, timeout: float = 600.0, what: str = "") -> Any:
-        """Wait for an operation (``ExtendedOperation``, ``Operation`` or its name) and raise on any error."""
+        """Wait for an operation (REST JSON from :attr:`rest`; or google-cloud-compute's ``ExtendedOperation``,
+        ``Operation`` or its name) and raise :class:`OperationError` on any error."""
+        if isinstance(operation, dict):
+            return self._wait_json(operation, timeout=timeout, what=what)
         from google.cloud import compute_v1
 
         op = getattr(operation, "_extended_operation", operation)
@@ -149,6 +176,24 @@ class Compute:
             reasons = [e.code for e in errors]
             messages = "; ".join(e.message for e in errors) or str(getattr(current, "http_error_message", ""))
             raise OperationError(f"{what or current.operation_type} failed: {messages}", reasons=reasons,
+                                 status=http_status or None)
+        return current
+
+    def _wait_json(self, op: dict[str, Any], *, timeout: float, what: str) -> dict[str, Any]:
+        name = op["name"]
+        deadline = time.monotonic() + timeout
+        current = op
+        while current.get("status") != "DONE":
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise OperationError(f"{what or name}: operation {name} did not finish within {timeout:g}s")
+            current = retry_transient(functools.partial(self.rest.wait_operation, current, min(remaining, 130)))
+        errors = list((current.get("error") or {}).get("errors") or [])
+        http_status = int(current.get("httpErrorStatusCode") or 0)
+        if errors or http_status >= 400:
+            reasons = [str(e.get("code", "")) for e in errors]
+            messages = "; ".join(str(e.get("message", "")) for e in errors) or str(current.get("httpErrorMessage", ""))
+            raise OperationError(f"{what or current.get('operationType', name)} failed: {messages}", reasons=reasons,
                                  status=http_status or None)
         return current
 

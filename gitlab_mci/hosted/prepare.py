@@ -139,39 +139,42 @@ def _mcs_from_services(name: str, found: list[tuple[str, Any]], ports_wanted: li
 
 
 def _global_address(compute: Compute, name: str) -> str:
-    from google.api_core import exceptions as gexc
-    from google.cloud import compute_v1
+    from gitlab_mci.compute_rest import ComputeApiError
+    from gitlab_mci.gcp import retry_transient
 
     try:
-        address = compute.client(compute_v1.GlobalAddressesClient).get(project=compute.project, address=name)
-    except gexc.NotFound:
-        raise UserError(f"--static-ip {name!r}: no global address of that name in project {compute.project} "
-                        f"(reserve one: gcloud compute addresses create {name} --global)") from None
-    except gexc.GoogleAPICallError as exc:
+        address = retry_transient(lambda: compute.rest.get_or_none(f"global/addresses/{name}"))
+    except ComputeApiError as exc:
         raise UserError(f"--static-ip {name!r}: cannot read it: {exc.message}") from None
-    return str(address.address)
+    if address is None:
+        raise UserError(f"--static-ip {name!r}: no global address of that name in project {compute.project} "
+                        f"(reserve one: gcloud compute addresses create {name} --global)")
+    return str(address.get("address", ""))
 
 
 def _address_with_ip(compute: Compute, ip: str) -> None:
-    from google.cloud import compute_v1
+    from gitlab_mci.compute_rest import ComputeApiError
+    from gitlab_mci.gcp import retry_transient
 
-    request = compute_v1.ListGlobalAddressesRequest(project=compute.project, filter=f'address="{ip}"')
-    listed = compute.client(compute_v1.GlobalAddressesClient).list(request=request)
-    if not any(a.address == ip for a in listed):
+    try:
+        listed = retry_transient(lambda: compute.rest.list("global/addresses", filter=f'address="{ip}"'))
+    except ComputeApiError as exc:
+        raise UserError(f"{STATIC_IP} {ip}: cannot list the global addresses: {exc.message}") from None
+    if not any(a.get("address") == ip for a in listed):
         raise UserError(f"{STATIC_IP} {ip}: no reserved global address has this IP in project {compute.project}; "
                         "HTTPS with Multi Cluster Ingress needs a reserved static IP")
 
 
 def _certificate(compute: Compute, name: str) -> None:
-    from google.api_core import exceptions as gexc
-    from google.cloud import compute_v1
+    from gitlab_mci.compute_rest import ComputeApiError
+    from gitlab_mci.gcp import retry_transient
 
     try:
-        compute.client(compute_v1.SslCertificatesClient).get(project=compute.project, ssl_certificate=name)
-    except gexc.NotFound:
-        raise UserError(f"pre-shared certificate {name!r} not found in project {compute.project}") from None
-    except gexc.GoogleAPICallError as exc:
+        found = retry_transient(lambda: compute.rest.get_or_none(f"global/sslCertificates/{name}"))
+    except ComputeApiError as exc:
         raise UserError(f"pre-shared certificate {name!r}: cannot read it: {exc.message}") from None
+    if found is None:
+        raise UserError(f"pre-shared certificate {name!r} not found in project {compute.project}")
 
 
 def _tls_secret(cluster: Cluster, namespace: str, name: str) -> None:

@@ -16,7 +16,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
+from gitlab_mci.compute_rest import ComputeApiError
 from gitlab_mci.errors import UserError
 from gitlab_mci.gcp import Compute, retry_transient
 from gitlab_mci.kube import Cluster, api_error_message
@@ -69,80 +71,99 @@ class _Node:
     instance: str
 
 
+def _get(cluster: Cluster, what: str, path: str, **query: Any) -> Any:
+    """GET ``path`` on the cluster's API server, as JSON. Through the ApiClient (its auth, TLS and timeouts), not
+    ``CoreV1Api``: importing that imports its 39 model modules and their pydantic classes (+0.24 s, +22 MB), and
+    building V1Node from the answer costs more still; discovery reads a few fields once (docs/performance.md)."""
+    from kubernetes.client.exceptions import ApiException
+
+    api = cluster.api
+    method, url, headers, _, _ = api.param_serialize(
+        "GET", path, query_params=list(query.items()) or None, header_params={"Accept": "application/json"},
+        auth_settings=["BearerToken"])
+    resp = cluster.call(what, api.call_api, method, url, header_params=headers)
+    data = resp.read()
+    if not 200 <= resp.status <= 299:
+        raise ApiException.from_response(http_resp=resp, body=data.decode("utf-8", "replace"), data=None)
+    return json.loads(data)
+
+
 def _nodes(cluster: Cluster) -> list[_Node]:
     from kubernetes.client.exceptions import ApiException
 
     try:
-        items = cluster.call("list nodes", cluster.core.list_node).items
+        items = _get(cluster, "list nodes", "/api/v1/nodes").get("items") or []
     except ApiException as exc:
         raise UserError(f"context {cluster.context!r}: cannot list nodes: {api_error_message(exc)}") from None
     if not items:
         raise UserError(f"context {cluster.context!r}: the cluster has no nodes")
     nodes = []
     for item in items:
-        pid = (item.spec.provider_id if item.spec else None) or ""
+        pid = (item.get("spec") or {}).get("providerID") or ""
         parts = pid.removeprefix("gce://").split("/")
+        name = item["metadata"]["name"]
         if not pid.startswith("gce://") or len(parts) != 3:
-            raise UserError(f"context {cluster.context!r}: node {item.metadata.name} has providerID {pid!r}, not "
+            raise UserError(f"context {cluster.context!r}: node {name} has providerID {pid!r}, not "
                             "gce://PROJECT/ZONE/INSTANCE; is this a GKE cluster?")
-        nodes.append(_Node(item.metadata.name, *parts))
+        nodes.append(_Node(name, *parts))
     return nodes
 
 
 def _service(cluster: Cluster, namespace: str, name: str) -> ServiceInfo | None:
     from kubernetes.client.exceptions import ApiException
 
+    path = f"/api/v1/namespaces/{quote(namespace, safe='')}/services/{quote(name, safe='')}"
     try:
-        svc = cluster.call(f"read Service {namespace}/{name}", cluster.core.read_namespaced_service, name, namespace)
+        svc = _get(cluster, f"read Service {namespace}/{name}", path)
     except ApiException as exc:
         if exc.status == 404:
             return None
         raise UserError(f"context {cluster.context!r}: {api_error_message(exc)}") from None
-    ports = tuple(ServicePort(p.name, p.port, p.node_port) for p in svc.spec.ports or [])
-    return ServiceInfo(name, namespace, svc.spec.type or "ClusterIP", ports, _readiness_path(cluster, svc))
+    spec = svc.get("spec") or {}
+    ports = tuple(ServicePort(p.get("name"), p["port"], p.get("nodePort")) for p in spec.get("ports") or [])
+    return ServiceInfo(name, namespace, spec.get("type") or "ClusterIP", ports,
+                       _readiness_path(cluster, namespace, spec.get("selector") or {}))
 
 
-def _readiness_path(cluster: Cluster, svc: Any) -> str | None:
+def _readiness_path(cluster: Cluster, namespace: str, selector: dict[str, str]) -> str | None:
     """The HTTP readiness probe path of the pods behind the Service (what the health check should ask)."""
-    selector = svc.spec.selector or {}
     if not selector:
         return None
-    pods = cluster.call("list pods", cluster.core.list_namespaced_pod, svc.metadata.namespace,
-                        label_selector=",".join(f"{k}={v}" for k, v in sorted(selector.items())), limit=5).items
-    for pod in pods:
-        for c in pod.spec.containers or []:
-            probe = c.readiness_probe
-            if probe is not None and probe.http_get is not None:
-                return str(probe.http_get.path or "/")
+    pods = _get(cluster, "list pods", f"/api/v1/namespaces/{quote(namespace, safe='')}/pods",
+                labelSelector=",".join(f"{k}={v}" for k, v in sorted(selector.items())), limit=5)
+    for pod in pods.get("items") or []:
+        for c in (pod.get("spec") or {}).get("containers") or []:
+            http_get = (c.get("readinessProbe") or {}).get("httpGet")
+            if http_get is not None:
+                return str(http_get.get("path") or "/")
     return None
 
 
-def _listed(client: Any, project: str, what: str) -> list[Any]:
-    """Every page of an aggregated list, retrying transient errors; others are one line."""
-    from google.api_core import exceptions as gexc
+_WHAT = {"instances": "instances", "instanceGroups": "instance groups"}
 
+
+def _listed(compute: Compute, kind: str, project: str, what: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every item of an aggregated list (all pages), retrying transient errors; others are one line."""
     try:
-        return retry_transient(lambda: list(client.aggregated_list(project=project)))
-    except gexc.GoogleAPICallError as exc:
+        return retry_transient(lambda: compute.rest.aggregated(kind, project=project))
+    except ComputeApiError as exc:
         raise UserError(f"list the {what} of project {project}: {exc.message}") from None
 
 
 def discover(clusters: Sequence[Cluster], compute: Compute, namespace: str,
              services: Sequence[str]) -> list[ClusterInfo]:
     """Discover every cluster (in parallel) and resolve its nodes to instance groups (batched)."""
-    from google.cloud import compute_v1
-
     nodes_by_cluster = parallel(clusters, _nodes)
     projects = sorted({n.project for nodes in nodes_by_cluster for n in nodes})
-    instances: dict[tuple[str, str, str], Any] = {}
-    groups_by_key: dict[tuple[str, str, str], Any] = {}
-    for project in projects:
-        for scope, listed in _listed(compute.client(compute_v1.InstancesClient), project, "instances"):
-            for listed_instance in listed.instances:
-                instances[(project, scope.removeprefix("zones/"), listed_instance.name)] = listed_instance
-        for scope, listed in _listed(compute.client(compute_v1.InstanceGroupsClient), project, "instance groups"):
-            for listed_group in listed.instance_groups:
-                groups_by_key[(project, scope.removeprefix("zones/"), listed_group.name)] = listed_group
+    instances: dict[tuple[str, str, str], dict[str, Any]] = {}
+    groups_by_key: dict[tuple[str, str, str], dict[str, Any]] = {}
+    # Both aggregated lists of every project at once: round trips, not CPU.
+    kinds = [(project, kind) for project in projects for kind in ("instances", "instanceGroups")]
+    answers = parallel(kinds, lambda pk: _listed(compute, pk[1], pk[0], _WHAT[pk[1]]))
+    for (project, kind), listed in zip(kinds, answers, strict=True):
+        into = instances if kind == "instances" else groups_by_key
+        for scope, item in listed:
+            into[(project, scope.removeprefix("zones/"), item["name"])] = item
     svc_infos = parallel(clusters, lambda c: {s: _service(c, namespace, s) for s in services})
     result = []
     for cluster, nodes, found in zip(clusters, nodes_by_cluster, svc_infos, strict=True):
@@ -155,7 +176,8 @@ def discover(clusters: Sequence[Cluster], compute: Compute, namespace: str,
             if inst is None:
                 raise UserError(f"context {cluster.context!r}: node {node.name} is instance {node.instance} in "
                                 f"{node.project}/{node.zone}, which Compute does not list")
-            created_by = next((i.value for i in inst.metadata.items if i.key == "created-by"), None)
+            created_by = next((i.get("value") for i in (inst.get("metadata") or {}).get("items", [])
+                               if i.get("key") == "created-by"), None)
             if not created_by or "/instanceGroupManagers/" not in created_by:
                 raise UserError(f"context {cluster.context!r}: instance {node.instance} was not created by a "
                                 "managed instance group (no created-by metadata); only GKE node pools are supported")
@@ -163,11 +185,10 @@ def discover(clusters: Sequence[Cluster], compute: Compute, namespace: str,
             group = groups_by_key.get((node.project, node.zone, created_by.rsplit("/", 1)[1]))
             if group is None:
                 raise UserError(f"context {cluster.context!r}: the instance group of manager {created_by} not found")
-            groups.add(group.self_link)
-            group_json.setdefault(group.self_link, json.loads(compute_v1.InstanceGroup.to_json(
-                group, always_print_fields_with_no_presence=False)))
-            networks.add(inst.network_interfaces[0].network)
-            tags.update(inst.tags.items)
+            groups.add(group["selfLink"])
+            group_json.setdefault(group["selfLink"], group)
+            networks.add(inst["networkInterfaces"][0]["network"])
+            tags.update((inst.get("tags") or {}).get("items", []))
         if len(networks) > 1:
             raise UserError(f"context {cluster.context!r}: nodes are on several networks "
                             f"({', '.join(sorted(networks))})")

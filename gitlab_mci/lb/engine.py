@@ -16,29 +16,32 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from gitlab_mci.compute_rest import ComputeApiError, ComputeRest
 from gitlab_mci.errors import UserError
 from gitlab_mci.gcp import Compute, OperationError, default_backoff, retry_transient
 from gitlab_mci.lb.desired import Desired
 from gitlab_mci.lb.names import Namer
 
-# collection → (client class, message type, request argument name, list request, insert request)
-_API: dict[str, tuple[str, str, str, str, str]] = {
-    "globalAddresses": ("GlobalAddressesClient", "Address", "address", "ListGlobalAddressesRequest",
-                        "InsertGlobalAddressRequest"),
-    "firewalls": ("FirewallsClient", "Firewall", "firewall", "ListFirewallsRequest", "InsertFirewallRequest"),
-    "healthChecks": ("HealthChecksClient", "HealthCheck", "health_check", "ListHealthChecksRequest",
-                     "InsertHealthCheckRequest"),
-    "backendServices": ("BackendServicesClient", "BackendService", "backend_service", "ListBackendServicesRequest",
-                        "InsertBackendServiceRequest"),
-    "urlMaps": ("UrlMapsClient", "UrlMap", "url_map", "ListUrlMapsRequest", "InsertUrlMapRequest"),
-    "targetHttpProxies": ("TargetHttpProxiesClient", "TargetHttpProxy", "target_http_proxy",
-                          "ListTargetHttpProxiesRequest", "InsertTargetHttpProxyRequest"),
-    "sslCertificates": ("SslCertificatesClient", "SslCertificate", "ssl_certificate", "ListSslCertificatesRequest",
-                        "InsertSslCertificateRequest"),
-    "targetHttpsProxies": ("TargetHttpsProxiesClient", "TargetHttpsProxy", "target_https_proxy",
-                           "ListTargetHttpsProxiesRequest", "InsertTargetHttpsProxyRequest"),
-    "globalForwardingRules": ("GlobalForwardingRulesClient", "ForwardingRule", "forwarding_rule",
-                              "ListGlobalForwardingRulesRequest", "InsertGlobalForwardingRuleRequest"),
+
+@dataclass(frozen=True)
+class _Kind:
+    """Where a collection's REST methods live, under projects/PROJECT."""
+
+    path: str  # list, insert; get, patch, update, delete at path/NAME
+    custom: str = ""  # custom methods (setUrlMap…) at custom/NAME/METHOD, when not under path (the proxies')
+
+
+# collection (as keys and plans name it) → its REST paths
+_API: dict[str, _Kind] = {
+    "globalAddresses": _Kind("global/addresses"),
+    "firewalls": _Kind("global/firewalls"),
+    "healthChecks": _Kind("global/healthChecks"),
+    "backendServices": _Kind("global/backendServices"),
+    "urlMaps": _Kind("global/urlMaps"),
+    "targetHttpProxies": _Kind("global/targetHttpProxies", custom="targetHttpProxies"),
+    "sslCertificates": _Kind("global/sslCertificates"),
+    "targetHttpsProxies": _Kind("global/targetHttpsProxies", custom="targetHttpsProxies"),
+    "globalForwardingRules": _Kind("global/forwardingRules"),
 }
 # What routes traffic to backend services.
 _ROUTING = ("urlMaps", "targetHttpProxies", "targetHttpsProxies", "globalForwardingRules")
@@ -106,7 +109,8 @@ def _as_served(collection: str, body: dict[str, Any], actual: Actual) -> dict[st
 
 
 class ComputeApi:
-    """The Compute calls the engine makes, as REST JSON, with retries of transient errors and waits."""
+    """The Compute calls the engine makes, as REST JSON (:mod:`gitlab_mci.compute_rest`: no conversion to messages
+    and back), with retries of transient errors and waits."""
 
     def __init__(self, compute: Compute, *, timeout: float = 600.0, retries: int = 5,
                  backoff: float | None = None) -> None:
@@ -116,25 +120,21 @@ class ComputeApi:
         self.retries = retries
         self.backoff = default_backoff() if backoff is None else backoff  # doubles up to 8 s
 
-    def _client(self, collection: str) -> tuple[Any, Any, str]:
-        from google.cloud import compute_v1
-
-        client_name, message, arg, _, _ = _API[collection]
-        return self.compute.client(getattr(compute_v1, client_name)), getattr(compute_v1, message), arg
+    @property
+    def rest(self) -> ComputeRest:
+        return self.compute.rest
 
     def retrying(self, what: str, fn: Callable[[], Any], *, passthrough: tuple[int, ...] = ()) -> Any:
         """``fn()``, retrying transient errors with backoff; other errors become one line (``passthrough``
         status codes are raised as they are, for the caller to handle)."""
-        from google.api_core import exceptions as gexc
-
         try:
             return retry_transient(fn, retries=self.retries, backoff=self.backoff)
-        except gexc.GoogleAPICallError as exc:
+        except ComputeApiError as exc:
             if exc.code in passthrough:
                 raise
             raise UserError(f"{what}: {exc.message}") from None
 
-    def wait(self, what: str, op: Any) -> None:
+    def wait(self, what: str, op: dict[str, Any]) -> None:
         try:
             self.compute.wait(op, timeout=self.timeout, what=what)
         except OperationError as exc:
@@ -143,40 +143,25 @@ class ComputeApi:
     def list(self, collection: str, name_regex: str | None = None, *,
              where: str | None = None) -> list[dict[str, Any]]:
         """The resources whose name fully matches ``name_regex`` (or that match the filter ``where``)."""
-        from google.cloud import compute_v1
-
-        client, message, _ = self._client(collection)
-        request_type = getattr(compute_v1, _API[collection][3])
         expression = where if where is not None else f'name eq "{name_regex}"'
-        pages = self.retrying(f"list {collection}", lambda: list(client.list(request=request_type(
-            project=self.project, filter=expression))))
-        return [json.loads(message.to_json(item, always_print_fields_with_no_presence=False)) for item in pages]
+        return list(self.retrying(f"list {collection}", functools.partial(
+            self.rest.list, _API[collection].path, filter=expression)))
 
     def get(self, collection: str, name: str) -> dict[str, Any] | None:
-        from google.api_core import exceptions as gexc
-
-        client, message, arg = self._client(collection)
         try:
-            item = self.retrying(f"read {collection}/{name}", functools.partial(
-                client.get, project=self.project, **{arg: name}), passthrough=(404,))
-        except gexc.NotFound:
+            item: dict[str, Any] = self.retrying(f"read {collection}/{name}", functools.partial(
+                self.rest.get, f"{_API[collection].path}/{name}"), passthrough=(404,))
+        except ComputeApiError:  # 404
             return None
-        result: dict[str, Any] = json.loads(message.to_json(item, always_print_fields_with_no_presence=False))
-        return result
+        return item
 
     def insert(self, collection: str, body: dict[str, Any]) -> None:
-        from google.api_core import exceptions as gexc
-        from google.cloud import compute_v1
-
-        client, message, arg = self._client(collection)
         # The same requestId on every retry: a retried insert cannot create twice.
-        request = getattr(compute_v1, _API[collection][4])(
-            project=self.project, request_id=str(uuid.uuid4()),
-            **{f"{arg}_resource": message.from_json(json.dumps(body))})
+        params = {"requestId": str(uuid.uuid4())}
         try:
-            op = self.retrying(f"create {collection}/{body['name']}", lambda: client.insert(request=request),
-                               passthrough=(409,))
-        except gexc.Conflict:
+            op = self.retrying(f"create {collection}/{body['name']}", functools.partial(
+                self.rest.post, _API[collection].path, body, params=params), passthrough=(409,))
+        except ComputeApiError:  # 409
             # Created meanwhile — by a concurrent apply of the same load balancer if it carries our marker (the
             # diff of the next run reconciles its fields); by someone else otherwise, which we must not touch.
             existing = self.get(collection, body["name"]) or {}
@@ -186,41 +171,34 @@ class ComputeApi:
         self.wait(f"create {collection}/{body['name']}", op)
 
     def delete(self, collection: str, name: str) -> None:
-        from google.api_core import exceptions as gexc
-
-        client, _, arg = self._client(collection)
         try:
-            op = self.retrying(f"delete {collection}/{name}", lambda: client.delete(project=self.project,
-                                                                                   **{arg: name}),
-                               passthrough=(404,))
-        except gexc.NotFound:
+            op = self.retrying(f"delete {collection}/{name}", functools.partial(
+                self.rest.request, "DELETE", f"{self.project}/{_API[collection].path}/{name}"), passthrough=(404,))
+        except ComputeApiError:  # 404
             return  # already gone (a concurrent destroy, or a retried delete whose first answer was lost)
         self.wait(f"delete {collection}/{name}", op)
 
     def patch(self, collection: str, name: str, body: dict[str, Any], *, put: bool = False) -> None:
         """Update with the fingerprint read just before: a concurrent change is a 412, answered by reading the
         fresh fingerprint and writing again (our fields win; the desired state is the whole truth for them)."""
-        from google.api_core import exceptions as gexc
-
-        client, message, arg = self._client(collection)
-        method = client.update if put else client.patch
         for attempt in range(self.retries + 1):
             fresh = self.get(collection, name) or {}
             sent = {**body, **({"fingerprint": fresh["fingerprint"]} if "fingerprint" in fresh else {})}
             try:
-                resource = message.from_json(json.dumps(sent))
                 op = self.retrying(f"update {collection}/{name}", functools.partial(
-                    method, project=self.project, **{arg: name, f"{arg}_resource": resource}), passthrough=(412,))
-            except gexc.PreconditionFailed:
+                    self.rest.request, "PUT" if put else "PATCH", f"{self.project}/{_API[collection].path}/{name}",
+                    body=sent), passthrough=(412,))
+            except ComputeApiError:  # 412
                 if attempt == self.retries:
                     raise UserError(f"update {collection}/{name}: changed concurrently too often") from None
                 continue
             self.wait(f"update {collection}/{name}", op)
             return
 
-    def call(self, what: str, collection: str, method: str, **kwargs: Any) -> None:
-        client, _, _ = self._client(collection)
-        op = self.retrying(what, lambda: getattr(client, method)(project=self.project, **kwargs))
+    def call(self, what: str, collection: str, name: str, method: str, body: dict[str, Any]) -> None:
+        """A custom method (``setUrlMap``, ``setTarget``…) on one resource, and wait for it."""
+        op = self.retrying(what, functools.partial(
+            self.rest.post, f"{_API[collection].custom or _API[collection].path}/{name}/{method}", body))
         self.wait(what, op)
 
 
@@ -231,20 +209,23 @@ class Actual:
 
 
 def read_named(api: ComputeApi, namer: Namer) -> dict[str, dict[str, Any]]:
-    """Every resource named like this load balancer's, owned or not: one filtered list per collection."""
+    """Every resource named like this load balancer's, owned or not: one filtered list per collection, all at
+    once (nine round trips one after the other were most of a no-op plan's time against the API)."""
     regex = f"{namer.prefix}-[a-z]+-{namer.lb}(-.*)?"
     found: dict[str, dict[str, Any]] = {}
-    for collection in ORDER:
-        for item in api.list(collection, regex):
+    with ThreadPoolExecutor(max_workers=len(ORDER)) as pool:
+        listed = list(pool.map(lambda collection: api.list(collection, regex), ORDER))
+    for collection, items in zip(ORDER, listed, strict=True):
+        for item in items:
             found[f"{collection}/{item['name']}"] = item
     return found
 
 
-def read_actual(api: ComputeApi, desired: Desired,
-                known_groups: dict[str, dict[str, Any]] | None = None) -> Actual:
-    """Everything of this load balancer that exists: one list per collection, plus the instance groups
-    (``known_groups``, as discovery read them, are not read again)."""
-    found = read_named(api, desired.namer)
+def read_actual(api: ComputeApi, desired: Desired, known_groups: dict[str, dict[str, Any]] | None = None, *,
+                named: dict[str, dict[str, Any]] | None = None) -> Actual:
+    """Everything of this load balancer that exists: one list per collection (``named``: read already, by
+    :func:`read_named`), plus the instance groups (``known_groups``, as discovery read them, are not read again)."""
+    found = dict(named) if named is not None else read_named(api, desired.namer)
     address = next((r for r in desired.resources.values() if r.collection == "globalAddresses"), None)
     if address is not None and address.key not in found:
         got = api.get("globalAddresses", address.name)
@@ -292,21 +273,16 @@ def _backend_groups(namer: Namer, found: dict[str, dict[str, Any]]) -> set[str]:
 
 def read_groups(api: ComputeApi, wanted: set[str]) -> dict[str, dict[str, Any]]:
     """The instance groups (our named ports live there): one aggregated list per project reads them all."""
-    from google.cloud import compute_v1
-
     groups: dict[str, dict[str, Any]] = {}
-    client = api.compute.client(compute_v1.InstanceGroupsClient)
     wanted = {_canonical(g) for g in wanted}
     if not wanted:
         return groups
     for project in sorted({g.split("/projects/", 1)[1].split("/", 1)[0] for g in wanted}):
-        pages = api.retrying(f"list instance groups of {project}",
-                             functools.partial(lambda p: list(client.aggregated_list(project=p)), project))
-        for _, scoped in pages:
-            for group in scoped.instance_groups:
-                if _canonical(group.self_link) in wanted:
-                    groups[_canonical(group.self_link)] = json.loads(compute_v1.InstanceGroup.to_json(
-                        group, always_print_fields_with_no_presence=False))
+        listed = api.retrying(f"list instance groups of {project}", functools.partial(
+            api.rest.aggregated, "instanceGroups", project=project))
+        for _, group in listed:
+            if _canonical(group["selfLink"]) in wanted:
+                groups[_canonical(group["selfLink"])] = group
     return groups
 
 
@@ -434,30 +410,24 @@ def _set_named_ports(api: ComputeApi, group: str, add: dict[str, int], remove: l
                      planned: dict[str, Any]) -> None:
     """Write the group's named ports from what the plan read (its fingerprint guards against a change since);
     on a 412 — another load balancer or a person changed them — read them fresh and write again."""
-    from google.api_core import exceptions as gexc
-    from google.cloud import compute_v1
-
     parts = group.split("/compute/v1/", 1)[1].split("/")
     project, zone, name = parts[1], parts[3], parts[5]
-    client = api.compute.client(compute_v1.InstanceGroupsClient)
+    path = f"zones/{zone}/instanceGroups/{name}"
+
     def read() -> tuple[dict[str, int], str]:
-        fresh = api.retrying(f"read instance group {name}", functools.partial(
-            client.get, project=project, zone=zone, instance_group=name))
-        return {p.name: p.port for p in fresh.named_ports}, fresh.fingerprint
+        fresh = api.retrying(f"read instance group {name}", functools.partial(api.rest.get, path, project=project))
+        return {p["name"]: p["port"] for p in fresh.get("namedPorts", [])}, fresh["fingerprint"]
 
     # Never write without a fingerprint: that would overwrite whatever is there now.
     current, fingerprint = (dict(planned["ports"]), planned["fingerprint"]) if planned.get("fingerprint") else read()
     for attempt in range(api.retries + 1):
         ports = {k: v for k, v in current.items() if k not in remove}
         ports.update(add)
-        request = compute_v1.InstanceGroupsSetNamedPortsRequest(
-            named_ports=[compute_v1.NamedPort(name=k, port=v) for k, v in sorted(ports.items())],
-            fingerprint=fingerprint)
+        body = {"namedPorts": [{"name": k, "port": v} for k, v in sorted(ports.items())], "fingerprint": fingerprint}
         try:
             op = api.retrying(f"set named ports on {name}", functools.partial(
-                client.set_named_ports, project=project, zone=zone, instance_group=name,
-                instance_groups_set_named_ports_request_resource=request), passthrough=(412,))
-        except gexc.PreconditionFailed:
+                api.rest.post, f"{path}/setNamedPorts", body, project=project), passthrough=(412,))
+        except ComputeApiError:  # 412
             if attempt == api.retries:
                 raise UserError(f"set named ports on {name}: changed concurrently too often") from None
             current, fingerprint = read()
@@ -467,8 +437,6 @@ def _set_named_ports(api: ComputeApi, group: str, add: dict[str, int], remove: l
 
 
 def _run_one(api: ComputeApi, c: Change) -> None:
-    from google.cloud import compute_v1
-
     if c.collection == "namedPorts":
         _set_named_ports(api, c.body["group"], c.body["add"], c.body["remove"], c.body["planned"])
         return
@@ -480,28 +448,25 @@ def _run_one(api: ComputeApi, c: Change) -> None:
         api.delete(c.collection, c.name)
         api.insert(c.collection, c.body)
     elif c.collection in ("targetHttpProxies", "targetHttpsProxies"):
-        arg = _API[c.collection][2]
         if "urlMap" in c.fields:
-            api.call(f"point {c.name} at its URL map", c.collection, "set_url_map", **{
-                arg: c.name, "url_map_reference_resource": compute_v1.UrlMapReference(url_map=c.body["urlMap"])})
+            api.call(f"point {c.name} at its URL map", c.collection, c.name, "setUrlMap",
+                     {"urlMap": c.body["urlMap"]})
         if "sslCertificates" in c.fields:
             # New certificates exist before this (deps); old ones are deleted after it (see execute).
-            api.call(f"set certificates of {c.name}", c.collection, "set_ssl_certificates", **{
-                arg: c.name, "target_https_proxies_set_ssl_certificates_request_resource":
-                    compute_v1.TargetHttpsProxiesSetSslCertificatesRequest(
-                        ssl_certificates=c.body["sslCertificates"])})
+            api.call(f"set certificates of {c.name}", c.collection, c.name, "setSslCertificates",
+                     {"sslCertificates": c.body["sslCertificates"]})
         if "description" in c.fields:  # adopted: our marker, through the proxy's patch
             api.patch(c.collection, c.name, {"description": c.body["description"]})
     elif c.collection == "globalForwardingRules":
         # Retarget in place (no downtime); labels through setLabels.
         if "target" in c.fields:
-            api.call(f"retarget {c.name}", c.collection, "set_target", forwarding_rule=c.name,
-                     target_reference_resource=compute_v1.TargetReference(target=c.body["target"]))
+            api.call(f"retarget {c.name}", c.collection, c.name, "setTarget", {"target": c.body["target"]})
         if "labels" in c.fields or "description" in c.fields:
             fresh = api.get(c.collection, c.name) or {}
-            api.call(f"label {c.name}", c.collection, "set_labels", resource=c.name,
-                     global_set_labels_request_resource=compute_v1.GlobalSetLabelsRequest(
-                         labels=c.body.get("labels", {}), label_fingerprint=fresh.get("labelFingerprint")))
+            body = {"labels": c.body.get("labels", {})}
+            if fresh.get("labelFingerprint"):
+                body["labelFingerprint"] = fresh["labelFingerprint"]
+            api.call(f"label {c.name}", c.collection, c.name, "setLabels", body)
     else:
         api.patch(c.collection, c.name, c.body, put=c.collection == "urlMaps")
 

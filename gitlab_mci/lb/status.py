@@ -11,6 +11,7 @@ import functools
 import json
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -62,8 +63,6 @@ def _last(url: Any) -> str:
 def gather(api: ComputeApi, namer: Namer, clusters: Sequence[ClusterInfo], *,
            static_ip: str | None = None) -> Status:
     """Read the load balancer and its health."""
-    from google.cloud import compute_v1
-
     found = read_named(api, namer)
     owned = {k: v for k, v in found.items() if namer.owns(v)}
     by_coll: dict[str, list[dict[str, Any]]] = {}
@@ -88,18 +87,24 @@ def gather(api: ComputeApi, namer: Namer, clusters: Sequence[ClusterInfo], *,
         targets = [_last(x) for x in dict.fromkeys(services) if x]
         status.routes[um["name"]] = targets or (["redirect to HTTPS"] if um.get("defaultUrlRedirect") else [])
     cluster_of = {g: (c.context, g.split("/zones/")[1].split("/")[0]) for c in clusters for g in c.groups}
-    client = api.compute.client(compute_v1.BackendServicesClient)
-    for bs in by_coll.get("backendServices", []):
-        for backend in bs.get("backends", []):
-            group = backend["group"]
-            answer = api.retrying(f"read the health of {bs['name']}", functools.partial(
-                client.get_health, project=api.project, backend_service=bs["name"],
-                resource_group_reference_resource=compute_v1.ResourceGroupReference(group=group)))
-            states = Counter(h.health_state or "UNKNOWN" for h in answer.health_status)
-            context, zone = cluster_of.get(_normal_group(group, cluster_of), ("?", group.split("/zones/")[-1]
-                                                                             .split("/")[0]))
-            status.backends.append(GroupHealth(bs["name"], context, zone, _last(group), states.get("HEALTHY", 0),
-                                               sum(states.values()), dict(states)))
+    pairs = [(bs["name"], backend["group"]) for bs in by_coll.get("backendServices", [])
+             for backend in bs.get("backends", [])]
+
+    def health(pair: tuple[str, str]) -> dict[str, Any]:
+        name, group = pair
+        answer: dict[str, Any] = api.retrying(f"read the health of {name}", functools.partial(
+            api.rest.post, f"global/backendServices/{name}/getHealth", {"group": group}))
+        return answer
+
+    # One call per backend service and group, all at once (45 round trips at 15 clusters × 3 zones).
+    with ThreadPoolExecutor(max_workers=max(1, min(32, len(pairs)))) as pool:
+        answers = list(pool.map(health, pairs))
+    for (name, group), answer in zip(pairs, answers, strict=True):
+        states = Counter(h.get("healthState") or "UNKNOWN" for h in answer.get("healthStatus", []))
+        context, zone = cluster_of.get(_normal_group(group, cluster_of), ("?", group.split("/zones/")[-1]
+                                                                         .split("/")[0]))
+        status.backends.append(GroupHealth(name, context, zone, _last(group), states.get("HEALTHY", 0),
+                                           sum(states.values()), dict(states)))
     # Every certificate the proxies serve (pre-shared ones are not ours, so not listed by name above), and ours.
     served = dict.fromkeys(_last(link) for proxy in by_coll.get("targetHttpsProxies", [])
                            for link in proxy.get("sslCertificates", []))
