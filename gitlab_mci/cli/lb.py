@@ -166,11 +166,9 @@ def _served_at(api: Any, url: str, vip: str, *, timeout: float = 5.0) -> str | N
     import urllib.request
     from urllib.parse import urlsplit
 
-    from gitlab_mci.gcp import _is_local
-
-    endpoint = str(getattr(api.compute, "endpoint", ""))
-    if not _is_local(endpoint):
+    if not api.compute.local:
         return None
+    endpoint = api.compute.endpoint
     scheme = urlsplit(url).scheme
     port = 443 if scheme == "https" else 80
     deadline = time.monotonic() + timeout
