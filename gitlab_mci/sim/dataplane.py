@@ -117,6 +117,7 @@ class ServiceView:
     health: HealthParams | None
     port: int
     migration: Obj = field(default_factory=dict)  # scheme and migration fields, see migration.serves_managed
+    capacity: tuple[float, ...] = ()  # each group's capacityScaler, in ``groups`` order (empty: all 1)
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,7 @@ class DataPlane:
         self._health: dict[tuple[str, str], _Health] = {}  # (backend service URL, instance URL) -> state
         self._faults: set[Fault] = set()
         self._counters: dict[Any, int] = {}
+        self._credit: dict[str, dict[str, float]] = {}  # backend service URL -> group -> weighted round robin credit
         self._rng = random.Random(seed)  # the migration's traffic split; seeded for reproducible runs
         self._kube_revision = 0
         self._seen: tuple[int, int] | None = None
@@ -417,15 +419,17 @@ class DataPlane:
         for url, bs in services.items():
             hc = checks.get((bs.get("healthChecks") or [""])[0])
             params, spec = _health_params(hc)
-            entries = []
+            entries, capacity = [], []
             for b in bs.get("backends") or []:
                 neg = negs.get(b.get("group", ""))
                 if neg is not None:
                     entries.append((neg["selfLink"], self._neg_backends(neg, neg_pods, spec)))
+                    capacity.append(float(b.get("capacityScaler", 1.0)))
                     continue
                 group = groups.get(b.get("group", ""))
                 if group is None:
                     continue
+                capacity.append(float(b.get("capacityScaler", 1.0)))
                 named = {p.get("name"): int(p.get("port", 0)) for p in group.get("namedPorts") or []}
                 serving = named.get(bs.get("portName", "http"))
                 probe = serving
@@ -443,7 +447,7 @@ class DataPlane:
                 entries.append((group["selfLink"], tuple(members)))
             views[url] = ServiceView(url, bs["name"], tuple(entries), params if hc else None, int(bs.get("port", 80)),
                                      {k: bs[k] for k in (migration.SCHEME, migration.STATE, migration.PERCENT)
-                                      if k in bs})
+                                      if k in bs}, tuple(capacity))
         listeners: dict[str, ListenerSpec] = {}
         url_maps = index("urlMaps")
         proxies = {**index("targetHttpProxies"), **index("targetHttpsProxies")}
@@ -694,13 +698,31 @@ class DataPlane:
     def _pick(self, view: ServiceView) -> Backend | None:
         with self._lock:
             health = {inst: h.state for (bs, inst), h in self._health.items() if bs == view.url}
-        candidates = [(g, [b for b in bs if health.get(b.instance) == "HEALTHY"]) for g, bs in view.groups]
-        candidates = [(g, bs) for g, bs in candidates if bs]
+        capacity = view.capacity or (1.0,) * len(view.groups)
+        # A group with capacityScaler 0 is drained: no new request (one in flight finishes, it holds its backend).
+        candidates = [(g, [b for b in bs if health.get(b.instance) == "HEALTHY"], c)
+                      for (g, bs), c in zip(view.groups, capacity, strict=True) if c > 0]
+        candidates = [(g, bs, c) for g, bs, c in candidates if bs]
         if not candidates:
             return None
-        # Round robin over groups (so every cluster and zone serves in turn), then over each group's instances.
-        group, backends = candidates[self._next(("group", view.url), len(candidates))]
+        # Over groups: smooth weighted round robin by capacityScaler (plain round robin when the scalers are equal,
+        # so every cluster and zone serves in turn); then round robin over the group's instances.
+        group, backends = self._weighted(view.url, [(g, bs, c) for g, bs, c in candidates])
         return backends[self._next(("instance", view.url, group), len(backends))]
+
+    def _weighted(self, url: str, candidates: list[tuple[str, list[Backend], float]]) -> tuple[str, list[Backend]]:
+        """Nginx's smooth weighted round robin: each group gets its share of every sum-of-weights picks, evenly
+        spread; a group's credit is kept while it stays a candidate."""
+        total = sum(c for _g, _bs, c in candidates)
+        with self._lock:
+            credit = self._credit.setdefault(url, {})
+            for stale in [g for g in credit if g not in {g for g, _bs, _c in candidates}]:
+                del credit[stale]
+            for g, _bs, c in candidates:
+                credit[g] = credit.get(g, 0.0) + c
+            best = max(candidates, key=lambda x: credit[x[0]])  # the first of equals: groups' order
+            credit[best[0]] -= total
+        return best[0], best[1]
 
     def _serve(self, method: str, host_header: str, target: str, listener: Listener) -> Reply:
         spec = self._topology.listeners.get(listener.key)
