@@ -335,10 +335,11 @@ def destroy_cmd(release_ip: bool, **kw: Any) -> None:
 @output_option(["text", "json", "markdown"], "fmt")
 @wait_option
 def status_cmd(fmt: str, wait: float, **kw: Any) -> None:
-    """VIP, listeners, backend health per cluster and zone (from getHealth), and every certificate the load
-    balancer serves (pre-shared, self-managed, Google-managed) with its state.
+    """VIP, listeners, backend health, weight and drain state per cluster and zone (from getHealth), and every
+    certificate the load balancer serves (pre-shared, self-managed, Google-managed) with its state.
 
-    Exit codes: 0 healthy (every cluster and zone has a healthy backend); 3 not healthy (after --wait, if given);
+    Exit codes: 0 healthy (every cluster and zone not drained has a healthy backend); 3 not healthy (after --wait,
+    if given);
     1 the load balancer does not exist.
     """
     from gitlab_mci.lb import status as status_mod

@@ -151,8 +151,9 @@ def render_text(s: Status) -> str:
     lines = [f"load balancer {s.lb}: VIP {s.vip or '-'}"]
     for r in s.listeners:
         lines.append(f"  listener {r['rule']}: {r['ip']}:{r['port']} → {r['proxy']}")
-    head = ("BACKEND SERVICE", "CLUSTER", "ZONE", "INSTANCE GROUP", "HEALTHY", "WEIGHT")
-    rows = [head] + [(b.backend_service, b.cluster, b.zone, b.group, f"{b.healthy}/{b.total}", _traffic(b))
+    # WEIGHT before HEALTHY: scripts read the health count as the last column.
+    head = ("BACKEND SERVICE", "CLUSTER", "ZONE", "INSTANCE GROUP", "WEIGHT", "HEALTHY")
+    rows = [head] + [(b.backend_service, b.cluster, b.zone, b.group, _traffic(b), f"{b.healthy}/{b.total}")
                      for b in s.backends]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]

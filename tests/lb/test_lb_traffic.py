@@ -154,7 +154,7 @@ def test_status_shows_each_clusters_weight_and_drain_state(
     code, out, err = cli(["lb", "status", *WHERE, "--wait", "15"], capsys)
     assert code == 0, out + err  # a drained cluster is out on purpose: not unhealthy
     rows = {line.split()[1]: line for line in out.splitlines() if line.strip().startswith(BS)}
-    assert rows["prod1"].rstrip().endswith("3 (x1)") and rows["prod2"].rstrip().endswith("drained")
+    assert rows["prod1"].split()[4:] == ["3", "(x1)", "3/3"] and rows["prod2"].split()[4:] == ["drained", "3/3"]
     assert "drained (no new requests; `lb undrain` ends it): prod2" in out
     code, out, _ = cli(["lb", "status", *WHERE, "-o", "json"], capsys)
     clusters = json.loads(out)["clusters"]
