@@ -94,6 +94,8 @@ def test_a_cluster_drained_for_maintenance_stays_drained_when_the_next_pipeline_
     world.sim.journal.reset()
     assert cli(["lb", "undrain", "prod1", *WHERE], capsys)[1].startswith("prod1 is already serving")
     assert world.sim.journal.writes() == []
+    code, out, _ = cli(["lb", "plan", *BASE, "--weight", "prod1=1", "--detailed-exitcode"], capsys)
+    assert code == 2 and f"backendServices/{BS}" in out
     # Back to equal weights: the recorded weight is cleared, and the next apply makes no write.
     assert cli(["lb", "apply", *BASE, "--weight", "prod1=1"], capsys)[0] == 0
     assert scalers(world) == {"prod1": 1.0, "prod2": 1.0}
@@ -149,7 +151,9 @@ def test_compute_refuses_the_capacity_scalers_its_discovery_document_rules_out(
 
 def test_status_shows_each_clusters_weight_and_drain_state(
         world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli(["lb", "apply", *BASE, "--weight", "prod1=3"], capsys)[0] == 0
+    # RATE mode too: capacityScaler scales whatever capacity the balancing mode defines.
+    assert cli(["lb", "apply", *BASE, "--weight", "prod1=3", "--balancing-mode", "RATE"], capsys)[0] == 0
+    assert scalers(world) == pytest.approx({"prod1": 1.0, "prod2": 0.3333}, abs=1e-4)
     assert cli(["lb", "drain", "prod2", *WHERE], capsys)[0] == 0
     code, out, err = cli(["lb", "status", *WHERE, "--wait", "15"], capsys)
     assert code == 0, out + err  # a drained cluster is out on purpose: not unhealthy
@@ -218,3 +222,28 @@ def test_drain_under_20_requests_per_second_fails_no_request_and_moves_prod1s_sh
     assert before.count("prod1") > 0 and before.count("prod2") > 0
     assert zero_within <= SIM_DRAIN_SECONDS and settled and "prod1" not in settled
     assert back_within <= SIM_DRAIN_SECONDS
+
+
+def test_a_cluster_drained_by_hand_with_gcloud_stays_drained_and_lb_undrain_brings_it_back(
+        world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    # Google's own maintenance recipe: `gcloud compute backend-services update-backend --capacity-scaler=0`.
+    from tests.sim.test_compute_gcloud import gcloud
+
+    assert cli(["lb", "apply", *BASE, "--weight", "prod2=2"], capsys)[0] == 0
+    described = json.loads(gcloud(world, "compute", "backend-services", "describe", BS, "--global", "--format",
+                                  "json"))
+    by_zone = {b["group"].split("/zones/")[1].split("/")[0]: b for b in described["backends"]}
+    assert by_zone["europe-west1-b"]["description"] == "gitlab-mci weight=2"  # the weight, as gcloud reads it
+    assert by_zone["us-central1-a"]["capacityScaler"] == 0.5 and by_zone["europe-west1-b"]["capacityScaler"] == 1
+    group = by_zone["us-central1-a"]["group"].rsplit("/", 1)[1]
+    gcloud(world, "compute", "backend-services", "update-backend", BS, "--global", "--instance-group", group,
+           "--instance-group-zone", "us-central1-a", "--capacity-scaler", "0")
+
+    world.sim.journal.reset()
+    code, out, err = cli(["lb", "apply", *BASE], capsys)
+    assert code == 0 and "No changes" in out, err
+    assert world.sim.journal.writes() == []
+    code, out, _ = cli(["lb", "status", *WHERE, "-o", "json"], capsys)
+    assert json.loads(out)["clusters"]["prod1"]["drained"] is True
+    assert cli(["lb", "undrain", "prod1", *WHERE], capsys)[0] == 0
+    assert scalers(world) == {"prod1": 0.5, "prod2": 1.0}
