@@ -394,8 +394,11 @@ def _traffic_change(cluster: str, drain: bool, force: bool, kw: dict[str, Any]) 
     writes = [(bs, backends) for bs, backends in writes if backends != bs.get("backends")]
     timeout = max((int((bs.get("connectionDraining") or {}).get("drainingTimeoutSec") or 0) for bs in services),
                   default=0)
-    for bs, backends in writes:
-        api.patch("backendServices", bs["name"], {"backends": backends})
+    for bs, _ in writes:
+        # From the backend service as it is now, not as first read: a backend added meanwhile (an apply run by
+        # hand, outside the CI resource group) is kept; only this cluster's capacityScaler changes.
+        fresh = api.get("backendServices", bs["name"]) or bs
+        api.patch("backendServices", bs["name"], {"backends": traffic.with_drain(fresh, groups, cluster, state)})
     result = {"cluster": cluster, "drained": drain, "weight": now[cluster].weight,
               "capacityScaler": traffic.scaler(state[cluster], state), "changed": [bs["name"] for bs, _ in writes],
               "drainingTimeoutSec": timeout}

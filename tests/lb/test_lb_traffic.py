@@ -247,3 +247,31 @@ def test_a_cluster_drained_by_hand_with_gcloud_stays_drained_and_lb_undrain_brin
     assert json.loads(out)["clusters"]["prod1"]["drained"] is True
     assert cli(["lb", "undrain", "prod1", *WHERE], capsys)[0] == 0
     assert scalers(world) == {"prod1": 0.5, "prod2": 1.0}
+
+
+def test_a_cluster_added_while_another_is_drained_joins_serving_and_the_drain_stays(
+        make_sim: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from gitlab_mci.sim.spec import parse_spec
+    from tests.lb.test_discovery import deploy_app
+
+    running = make_sim(parse_spec({"clusters": [
+        {"name": "prod1", "location": "us-central1-a", "nodes": 1},
+        {"name": "prod2", "location": "europe-west1-b", "nodes": 1},
+        {"name": "prod3", "location": "asia-east1-a", "nodes": 1}]}))
+    for name in ("prod1", "prod2", "prod3"):
+        deploy_app(running, name, 30999)
+    for key, value in running.env.items():
+        monkeypatch.setenv(key, value)
+    routing = ["--service", "shop-auto-deploy", "--port", "web"]
+    two, three = ["--lb", "shop", "--context", "prod1,prod2"], ["--lb", "shop", "--context", "prod1,prod2,prod3"]
+    assert cli(["lb", "apply", *two, *routing, "--weight", "prod2=2"], capsys)[0] == 0
+    assert cli(["lb", "drain", "prod1", *two], capsys)[0] == 0
+    code, _, err = cli(["lb", "apply", *three, *routing], capsys)
+    assert code == 0, err
+    bs = running.sim.compute.get("backendServices", BS, project=P)
+    by_zone = {b["group"].split("/zones/")[1].split("/")[0]: b["capacityScaler"] for b in bs["backends"]}
+    # prod3 joins with weight 1 (relative to prod2's 2); prod1 stays drained until undrained.
+    assert by_zone == {"us-central1-a": 0.0, "europe-west1-b": 1.0, "asia-east1-a": 0.5}
+    assert cli(["lb", "undrain", "prod1", *three], capsys)[0] == 0
+    bs = running.sim.compute.get("backendServices", BS, project=P)
+    assert sorted(b["capacityScaler"] for b in bs["backends"]) == [0.5, 0.5, 1.0]
