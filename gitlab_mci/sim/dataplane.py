@@ -311,9 +311,12 @@ class DataPlane:
         return [f.describe() for f in sorted(gone, key=lambda f: (f.target, f.mode))]
 
     def services(self) -> list[Obj]:
-        """Every backend service as the data plane routes it now: name, scheme and migration fields."""
-        return [{"name": v.name, **v.migration} for v in sorted(self._topology.services.values(),
-                                                                 key=lambda v: v.name)]
+        """Every backend service as the data plane routes it now: name, scheme and migration fields, and each
+        group's capacityScaler (``capacity``: group URL → scaler)."""
+        return [{"name": v.name, **v.migration,
+                 "capacity": {g: c for (g, _bs), c in zip(v.groups, v.capacity or (1.0,) * len(v.groups),
+                                                          strict=True)}}
+                for v in sorted(self._topology.services.values(), key=lambda v: v.name)]
 
     def reseed(self, seed: int) -> None:
         """Restart the random draws that split traffic between the classic and the managed path."""

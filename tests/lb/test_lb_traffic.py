@@ -47,6 +47,19 @@ def serving_url(world: RunningSim) -> str:
     return world.sim.dataplane.url_for(vip, 80)
 
 
+def routed_drained(world: RunningSim, services: list[str], zone: str) -> None:
+    """Wait (at most SIM_DRAIN_SECONDS) until the data plane routes ``services`` with ``zone``'s groups drained."""
+    deadline = time.monotonic() + SIM_DRAIN_SECONDS
+    while True:
+        world.sim.dataplane.refresh()
+        views = {v["name"]: v["capacity"] for v in world.sim.dataplane.services() if v["name"] in services}
+        if len(views) == len(services) and all(c == 0.0 for v in views.values() for g, c in v.items()
+                                               if f"/zones/{zone}/" in g):
+            return
+        assert time.monotonic() < deadline, views
+        time.sleep(0.02)
+
+
 def cluster_of(reply: requests.Response) -> str:
     return reply.headers["X-Sim-Backend"].split("/", 1)[0]
 
@@ -275,3 +288,39 @@ def test_a_cluster_added_while_another_is_drained_joins_serving_and_the_drain_st
     assert cli(["lb", "undrain", "prod1", *three], capsys)[0] == 0
     bs = running.sim.compute.get("backendServices", BS, project=P)
     assert sorted(b["capacityScaler"] for b in bs["backends"]) == [0.5, 0.5, 1.0]
+
+
+INGRESS = """apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shop}
+spec:
+  defaultBackend: {service: {name: shop-auto-deploy, port: {name: web}}}
+  rules:
+  - http:
+      paths:
+      - {path: /api, pathType: Prefix, backend: {service: {name: shop-api, port: {number: 8080}}}}
+"""
+
+
+def test_draining_a_cluster_covers_every_service_an_ingress_routes_to(
+        world: RunningSim, capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
+    from kubernetes import client as k8s
+
+    for cluster in ("prod1", "prod2"):
+        core = k8s.CoreV1Api(k8s.ApiClient(k8s.Configuration(host=world.sim.kube_url(cluster))))
+        core.create_namespaced_service("default", {"metadata": {"name": "shop-api"}, "spec": {
+            "type": "NodePort", "selector": {"app": "shop", "tier": "web", "track": "stable"},
+            "ports": [{"port": 8080, "targetPort": 5000, "nodePort": 31000}]}})
+    ingress = tmp_path / "ingress.yaml"
+    ingress.write_text(INGRESS)
+    where = ["--lb", "shop", "--context", "prod1,prod2"]
+    code, _, err = cli(["lb", "apply", *where, "--ingress", str(ingress)], capsys)
+    assert code == 0, err
+    code, out, err = cli(["lb", "drain", "prod1", *where, "-o", "json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["changed"] == ["gmci-bs-shop-30999", "gmci-bs-shop-31000"]
+    url = serving_url(world)
+    routed_drained(world, ["gmci-bs-shop-30999", "gmci-bs-shop-31000"], "us-central1-a")
+    with requests.Session() as s:
+        seen = Counter((path, cluster_of(s.get(f"{url}{path}", timeout=5))) for path in ("/", "/api/x") * 20)
+    assert seen == {("/", "prod2"): 20, ("/api/x", "prod2"): 20}
