@@ -53,6 +53,8 @@ CONNECT_ERROR = b"upstream connect error or disconnect/reset before headers. res
 # Simulator-only response header: which of Google's two front ends served a request during a classic → global
 # external Application Load Balancer migration ("classic" or "managed"). Real Google front ends send no such header.
 PATH_HEADER = "x-gitlab-mci-sim-path"
+# Simulator-only query parameter: hold a request in flight this many seconds before the app answers (see _sim_delay).
+DELAY_PARAM = "gitlab-mci-sim-delay"
 
 
 class UnknownTarget(ValueError):
@@ -201,6 +203,7 @@ class DataPlane:
         self._health: dict[tuple[str, str], _Health] = {}  # (backend service URL, instance URL) -> state
         self._faults: set[Fault] = set()
         self._counters: dict[Any, int] = {}
+        self._in_flight: dict[str, int] = {}  # cluster -> requests picked for it and not answered yet
         self._credit: dict[str, dict[str, float]] = {}  # backend service URL -> group -> weighted round robin credit
         self._rng = random.Random(seed)  # the migration's traffic split; seeded for reproducible runs
         self._kube_revision = 0
@@ -317,6 +320,12 @@ class DataPlane:
                  "capacity": {g: c for (g, _bs), c in zip(v.groups, v.capacity or (1.0,) * len(v.groups),
                                                           strict=True)}}
                 for v in sorted(self._topology.services.values(), key=lambda v: v.name)]
+
+    def in_flight(self) -> dict[str, int]:
+        """Requests a backend of each cluster was picked for and has not answered yet (what connection draining
+        lets finish)."""
+        with self._lock:
+            return {c: n for c, n in sorted(self._in_flight.items()) if n}
 
     def reseed(self, seed: int) -> None:
         """Restart the random draws that split traffic between the classic and the managed path."""
@@ -753,12 +762,36 @@ class DataPlane:
         backend = self._pick(view)
         if backend is None:
             return Reply(502, NO_UPSTREAM, {"Content-Type": "text/plain", PATH_HEADER: path_taken})
+        cluster = backend.node.cluster
+        with self._lock:
+            self._in_flight[cluster] = self._in_flight.get(cluster, 0) + 1
         try:
+            delay = _sim_delay(query)
+            if delay:
+                # A slow request, in flight on the backend picked above: a drain (capacityScaler 0) meanwhile
+                # changes which backend new requests get, not this one, which finishes there.
+                time.sleep(delay)
             status, body = self._forward(backend, backend.port, method, target, host)
         except (_Refused, _Unreachable):
             return Reply(502, CONNECT_ERROR, {"Content-Type": "text/plain", PATH_HEADER: path_taken})
+        finally:
+            with self._lock:
+                self._in_flight[cluster] -= 1
         return Reply(status, body, {"X-Sim-Backend": f"{backend.node.cluster}/{backend.node.name}",
                                     PATH_HEADER: path_taken})
+
+
+def _sim_delay(query: str) -> float:
+    """Simulator-only: the query parameter ``gitlab-mci-sim-delay=SECONDS`` (at most 30) makes the app answer that
+    much later, so a test can hold a request in flight. Real apps and Google's front ends know no such thing."""
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if key == DELAY_PARAM:
+            try:
+                return min(30.0, max(0.0, float(value)))
+            except ValueError:
+                return 0.0
+    return 0.0
 
 
 def _answer(cluster: str, pod: Pod, path: str, host: str, method: str) -> bytes:

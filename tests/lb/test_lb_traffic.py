@@ -324,3 +324,35 @@ def test_draining_a_cluster_covers_every_service_an_ingress_routes_to(
     with requests.Session() as s:
         seen = Counter((path, cluster_of(s.get(f"{url}{path}", timeout=5))) for path in ("/", "/api/x") * 20)
     assert seen == {("/", "prod2"): 20, ("/api/x", "prod2"): 20}
+
+
+def test_requests_in_flight_on_a_cluster_being_drained_finish_there(
+        world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gitlab_mci.sim.dataplane import DELAY_PARAM
+
+    assert cli(["lb", "apply", *BASE], capsys)[0] == 0
+    url = serving_url(world)
+
+    def slow() -> tuple[int, str, float]:
+        r = requests.get(f"{url}/checkout?{DELAY_PARAM}=2", timeout=10)
+        return r.status_code, cluster_of(r) if r.status_code == 200 else r.text, time.monotonic()
+
+    with ThreadPoolExecutor(4) as pool:
+        in_flight = [pool.submit(slow) for _ in range(4)]  # round robin: two on each cluster
+        deadline = time.monotonic() + 1.5  # well before they answer (2 s after their backend was picked)
+        while world.sim.dataplane.in_flight() != {"prod1": 2, "prod2": 2}:
+            assert time.monotonic() < deadline, world.sim.dataplane.in_flight()
+            time.sleep(0.01)
+        code, _, err = cli(["lb", "drain", "prod1", *WHERE], capsys)
+        drained_at = time.monotonic()
+        assert code == 0, err
+        done = [f.result() for f in in_flight]
+    assert sorted((status, cluster) for status, cluster, _ in done) == [
+        (200, "prod1"), (200, "prod1"), (200, "prod2"), (200, "prod2")]
+    assert all(t > drained_at for _, c, t in done if c == "prod1")  # answered by prod1 after the drain
+    assert world.sim.dataplane.in_flight() == {}
+    routed_drained(world, [BS], "us-central1-a")
+    with requests.Session() as s:
+        assert {cluster_of(s.get(f"{url}/", timeout=5)) for _ in range(10)} == {"prod2"}
