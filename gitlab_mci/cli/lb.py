@@ -29,6 +29,7 @@ from gitlab_mci.cli.options import (
     stack,
     static_ip_option,
     wait_option,
+    weight_option,
 )
 from gitlab_mci.errors import UserError
 
@@ -70,6 +71,7 @@ def _options(f: Any) -> Any:
         click.option("--timeout-sec", type=int, default=30, show_default=True, help="Backend timeout in seconds."),
         click.option("--balancing-mode", type=click.Choice(["UTILIZATION", "RATE"]), default="UTILIZATION",
                      show_default=True, help="Backend balancing mode."),
+        weight_option,
         adopt_option,
         click.option("--concurrency", type=int, default=64, show_default=True,
                      help="Compute operations run at once (named ports on every instance group are one level)."),
@@ -80,10 +82,13 @@ def _options(f: Any) -> Any:
 
 def _prepare(kw: dict[str, Any]) -> Any:
     """Validate every input, then discover: nothing is written before this returns."""
-    from gitlab_mci.lb.inputs import Inputs, prepare
+    from gitlab_mci.lb.inputs import Inputs, prepare, split_contexts
+    from gitlab_mci.lb.traffic import parse_weights
 
     if kw["concurrency"] < 1:
         raise UserError(f"--concurrency {kw['concurrency']}: must be at least 1")
+    # Checked offline, before any cloud call; kept for settle() once Compute has been read.
+    kw["parsed_weights"] = parse_weights(kw["weights"], split_contexts(kw["contexts"]))
     return prepare(Inputs(
         lb=kw["lb_name"], contexts=kw["contexts"], ingress=kw["ingress"], service=kw["service"], port=kw["port"],
         namespace=kw["namespace"], project=kw["project"], static_ip=kw["static_ip"], scheme=kw["scheme"],
@@ -129,10 +134,18 @@ def plan_cmd(detailed_exitcode: bool, release_ip: bool, **kw: Any) -> None:
 
     prepared = _prepare(kw)
     actual = prepared.read_actual()
+    _settle(prepared, actual, kw)
     changes = engine.diff(prepared.desired, actual, adopt=kw["adopt"], release_ip=release_ip)
     _echo_plan(changes, kw["output"], engine.notes(prepared.desired, actual, release_ip=release_ip))
     if detailed_exitcode and changes:
         sys.exit(2)
+
+
+def _settle(prepared: Any, actual: Any, kw: dict[str, Any]) -> None:
+    """Each cluster's capacityScaler: --weight, else what Compute records; a drained cluster stays drained."""
+    from gitlab_mci.lb.traffic import settle
+
+    settle(prepared.desired, actual, prepared.clusters, kw["parsed_weights"])
 
 
 def _run(changes: list[Any], api: Any, kw: dict[str, Any]) -> Any:
@@ -208,6 +221,7 @@ def apply_cmd(dotenv: Path | None, release_ip: bool, **kw: Any) -> None:
         prepared = _prepare(kw)
         desired, api = prepared.desired, prepared.api
         actual = prepared.read_actual()
+        _settle(prepared, actual, kw)
         changes = engine.diff(desired, actual, adopt=kw["adopt"], release_ip=release_ip)
         notes = engine.notes(desired, actual, release_ip=release_ip)
         if text:
@@ -319,10 +333,11 @@ def destroy_cmd(release_ip: bool, **kw: Any) -> None:
 @output_option(["text", "json", "markdown"], "fmt")
 @wait_option
 def status_cmd(fmt: str, wait: float, **kw: Any) -> None:
-    """VIP, listeners, backend health per cluster and zone (from getHealth), and every certificate the load
-    balancer serves (pre-shared, self-managed, Google-managed) with its state.
+    """VIP, listeners, backend health, weight and drain state per cluster and zone (from getHealth), and every
+    certificate the load balancer serves (pre-shared, self-managed, Google-managed) with its state.
 
-    Exit codes: 0 healthy (every cluster and zone has a healthy backend); 3 not healthy (after --wait, if given);
+    Exit codes: 0 healthy (every cluster and zone not drained has a healthy backend); 3 not healthy (after --wait,
+    if given);
     1 the load balancer does not exist.
     """
     from gitlab_mci.lb import status as status_mod
@@ -341,3 +356,83 @@ def status_cmd(fmt: str, wait: float, **kw: Any) -> None:
         raise UserError(f"load balancer {kw['lb_name']!r} not found in project {api.project}")
     if not state.healthy:
         sys.exit(3)
+
+
+def _traffic_change(cluster: str, drain: bool, force: bool, kw: dict[str, Any]) -> None:
+    """Drain (capacityScaler 0) or undrain (its weight back) one cluster's backends in every backend service."""
+    from gitlab_mci.lb import traffic
+    from gitlab_mci.lb.engine import read_named
+    from gitlab_mci.lb.inputs import split_contexts
+
+    verb = "drain" if drain else "undrain"
+    contexts = split_contexts(kw["contexts"])
+    if cluster not in contexts:
+        raise UserError(f"lb {verb} {cluster}: unknown cluster; the clusters are the --context ones "
+                        f"({', '.join(contexts) or 'none given'})")
+    namer, api, infos = _namer_api(kw)
+    services = [v for k, v in sorted(read_named(api, namer).items())
+                if k.startswith("backendServices/") and namer.owns(v)]
+    if not services:
+        raise UserError(f"load balancer {kw['lb_name']!r} not found in project {api.project} (run lb apply first)")
+    groups = traffic.cluster_of(infos)
+    now = traffic.current(services, groups)
+    if cluster not in now:
+        raise UserError(f"lb {verb} {cluster}: no backend of load balancer {kw['lb_name']!r} is in cluster "
+                        f"{cluster!r} (run lb apply with it among --context first)")
+    state = {**now, cluster: traffic.ClusterTraffic(cluster, now[cluster].weight, drain)}
+    for bs in services:
+        serving = traffic.serving_elsewhere(bs, groups, cluster)
+        if drain and serving == 0 and len(bs.get("backends") or []) <= 1:
+            raise UserError(f"lb drain {cluster}: it is the only backend of backendServices/{bs['name']}, and "
+                            "Compute refuses capacity 0 for a backend service's only backend")
+        if drain and serving == 0 and not force:
+            raise UserError(f"lb drain {cluster}: it is the last cluster serving backendServices/{bs['name']}; "
+                            "draining it fails every request (pass --force to do it anyway)")
+    writes = [(bs, traffic.with_drain(bs, groups, cluster, state)) for bs in services]
+    writes = [(bs, backends) for bs, backends in writes if backends != bs.get("backends")]
+    timeout = max((int((bs.get("connectionDraining") or {}).get("drainingTimeoutSec") or 0) for bs in services),
+                  default=0)
+    for bs, _ in writes:
+        # From the backend service as it is now, not as first read: a backend added meanwhile (an apply run by
+        # hand, outside the CI resource group) is kept; only this cluster's capacityScaler changes.
+        fresh = api.get("backendServices", bs["name"]) or bs
+        api.patch("backendServices", bs["name"], {"backends": traffic.with_drain(fresh, groups, cluster, state)})
+    result = {"cluster": cluster, "drained": drain, "weight": now[cluster].weight,
+              "capacityScaler": traffic.scaler(state[cluster], state), "changed": [bs["name"] for bs, _ in writes],
+              "drainingTimeoutSec": timeout}
+    if kw["output"] == "json":
+        click.echo(json.dumps(result, indent=2))
+        return
+    if not writes:
+        click.echo(f"{cluster} is already {'drained' if drain else 'serving'}: nothing to change")
+    elif drain:
+        others = ", ".join(c for c, t in sorted(state.items()) if not t.drained) or "no cluster"
+        click.echo(f"{cluster} drained: capacityScaler 0 on its backends in {len(writes)} backend service(s); new "
+                   f"requests go to {others}; requests in flight finish (connection draining: up to {timeout}s)")
+    else:
+        click.echo(f"{cluster} serving again: capacityScaler {result['capacityScaler']:g} (weight "
+                   f"{now[cluster].weight:g}) in {len(writes)} backend service(s)")
+
+
+@command.command("drain")
+@click.argument("cluster")
+@_common
+@click.option("--force", is_flag=True, help="Drain even the last cluster still serving (every request then fails).")
+@output_option(["text", "json"])
+def drain_cmd(cluster: str, force: bool, **kw: Any) -> None:
+    """Take CLUSTER (a --context) out of the load balancer for maintenance: capacityScaler 0 on its backends.
+
+    New requests go to the other clusters at once; requests in flight finish (the backend service's connection
+    draining timeout). The drain is recorded in Compute, so a later `lb apply` keeps it; `lb undrain` ends it.
+    Refused for the last cluster still serving unless --force.
+    """
+    _traffic_change(cluster, True, force, kw)
+
+
+@command.command("undrain")
+@click.argument("cluster")
+@_common
+@output_option(["text", "json"])
+def undrain_cmd(cluster: str, **kw: Any) -> None:
+    """Bring a drained CLUSTER back: its backends' capacityScaler returns to its weight (recorded in Compute)."""
+    _traffic_change(cluster, False, False, kw)

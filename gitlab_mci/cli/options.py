@@ -100,6 +100,10 @@ ssl_certificate_option = click.option(
 https_redirect_option = click.option(
     "--https-redirect", is_flag=True, envvar="MCI_HTTPS_REDIRECT",
     help="Answer HTTP with a 301 redirect to HTTPS; needs a certificate [env: MCI_HTTPS_REDIRECT].")
+weight_option = click.option(
+    "--weight", "weights", multiple=True, envvar="MCI_WEIGHTS", metavar="CLUSTER=WEIGHT",
+    help="Relative share of new requests for a --context cluster, a number > 0 (default: what Compute records, "
+         "else 1); repeat or comma-separate [env: MCI_WEIGHTS].")
 adopt_option = click.option(
     "--adopt", is_flag=True, help="Take over same-named resources gitlab-mci did not create.")
 

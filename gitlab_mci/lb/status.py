@@ -18,6 +18,7 @@ from typing import Any
 from gitlab_mci.lb.discovery import ClusterInfo
 from gitlab_mci.lb.engine import ComputeApi, read_named
 from gitlab_mci.lb.names import Namer
+from gitlab_mci.lb.traffic import recorded_weight
 
 
 @dataclass
@@ -29,6 +30,12 @@ class GroupHealth:
     healthy: int
     total: int
     states: dict[str, int]
+    weight: float = 1.0  # the cluster's --weight, recorded on the backend (gitlab_mci.lb.traffic)
+    capacity_scaler: float = 1.0  # 0: drained (no new requests)
+
+    @property
+    def drained(self) -> bool:
+        return self.capacity_scaler == 0.0
 
 
 @dataclass
@@ -53,7 +60,21 @@ class Status:
 
     @property
     def healthy(self) -> bool:
-        return self.exists and bool(self.backends) and all(b.healthy > 0 for b in self.backends)
+        """Every serving instance group has a healthy instance (a drained one is out on purpose), and one serves."""
+        serving = [b for b in self.backends if not b.drained]
+        return self.exists and bool(serving) and all(b.healthy > 0 for b in serving)
+
+    def clusters(self) -> dict[str, dict[str, Any]]:
+        """Each cluster's weight and drain state (the first of its backends says; they agree unless edited)."""
+        out: dict[str, dict[str, Any]] = {}
+        for b in self.backends:
+            out.setdefault(b.cluster, {"weight": b.weight, "drained": b.drained,
+                                       "capacityScaler": b.capacity_scaler})
+        return out
+
+
+def _traffic(b: GroupHealth) -> str:
+    return "drained" if b.drained else f"{b.weight:g} (x{b.capacity_scaler:g})"
 
 
 def _last(url: Any) -> str:
@@ -87,24 +108,26 @@ def gather(api: ComputeApi, namer: Namer, clusters: Sequence[ClusterInfo], *,
         targets = [_last(x) for x in dict.fromkeys(services) if x]
         status.routes[um["name"]] = targets or (["redirect to HTTPS"] if um.get("defaultUrlRedirect") else [])
     cluster_of = {g: (c.context, g.split("/zones/")[1].split("/")[0]) for c in clusters for g in c.groups}
-    pairs = [(bs["name"], backend["group"]) for bs in by_coll.get("backendServices", [])
+    pairs = [(bs["name"], backend) for bs in by_coll.get("backendServices", [])
              for backend in bs.get("backends", [])]
 
-    def health(pair: tuple[str, str]) -> dict[str, Any]:
-        name, group = pair
+    def health(pair: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+        name, backend = pair
         answer: dict[str, Any] = api.retrying(f"read the health of {name}", functools.partial(
-            api.rest.post, f"global/backendServices/{name}/getHealth", {"group": group}))
+            api.rest.post, f"global/backendServices/{name}/getHealth", {"group": backend["group"]}))
         return answer
 
     # One call per backend service and group, all at once (45 round trips at 15 clusters × 3 zones).
     with ThreadPoolExecutor(max_workers=max(1, min(32, len(pairs)))) as pool:
         answers = list(pool.map(health, pairs))
-    for (name, group), answer in zip(pairs, answers, strict=True):
+    for (name, backend), answer in zip(pairs, answers, strict=True):
+        group = backend["group"]
         states = Counter(h.get("healthState") or "UNKNOWN" for h in answer.get("healthStatus", []))
         context, zone = cluster_of.get(_normal_group(group, cluster_of), ("?", group.split("/zones/")[-1]
                                                                          .split("/")[0]))
         status.backends.append(GroupHealth(name, context, zone, _last(group), states.get("HEALTHY", 0),
-                                           sum(states.values()), dict(states)))
+                                           sum(states.values()), dict(states), recorded_weight(backend),
+                                           float(backend.get("capacityScaler", 1.0))))
     # Every certificate the proxies serve (pre-shared ones are not ours, so not listed by name above), and ours.
     served = dict.fromkeys(_last(link) for proxy in by_coll.get("targetHttpsProxies", [])
                            for link in proxy.get("sslCertificates", []))
@@ -134,8 +157,10 @@ def render_text(s: Status) -> str:
     lines = [f"load balancer {s.lb}: VIP {s.vip or '-'}"]
     for r in s.listeners:
         lines.append(f"  listener {r['rule']}: {r['ip']}:{r['port']} → {r['proxy']}")
-    head = ("BACKEND SERVICE", "CLUSTER", "ZONE", "INSTANCE GROUP", "HEALTHY")
-    rows = [head] + [(b.backend_service, b.cluster, b.zone, b.group, f"{b.healthy}/{b.total}") for b in s.backends]
+    # WEIGHT before HEALTHY: scripts read the health count as the last column.
+    head = ("BACKEND SERVICE", "CLUSTER", "ZONE", "INSTANCE GROUP", "WEIGHT", "HEALTHY")
+    rows = [head] + [(b.backend_service, b.cluster, b.zone, b.group, _traffic(b), f"{b.healthy}/{b.total}")
+                     for b in s.backends]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     for c in s.certificates:
@@ -143,12 +168,18 @@ def render_text(s: Status) -> str:
         kind = f"{c.type} (pre-shared)" if c.owner == "pre-shared" else c.type
         lines.append(f"  certificate {c.name}: {kind} {c.status}{extra}"
                      + (f", expires {c.expires}" if c.expires else ""))
-    lines.append("healthy" if s.healthy else "NOT healthy: some instance group has no healthy instance")
+    drained = [c for c, t in s.clusters().items() if t["drained"]]
+    if drained:
+        lines.append(f"  drained (no new requests; `lb undrain` ends it): {', '.join(drained)}")
+    lines.append("healthy" if s.healthy else "NOT healthy: some serving instance group has no healthy instance")
     return "\n".join(lines)
 
 
 def render_json(s: Status) -> str:
-    return json.dumps({**asdict(s), "healthy": s.healthy}, indent=2)
+    body = asdict(s)
+    for item, b in zip(body["backends"], s.backends, strict=True):
+        item["drained"] = b.drained
+    return json.dumps({**body, "clusters": s.clusters(), "healthy": s.healthy}, indent=2)
 
 
 def _node(text: str) -> str:
@@ -158,8 +189,9 @@ def _node(text: str) -> str:
 def render_markdown(s: Status) -> str:
     """A summary table and a Mermaid diagram: IP → rule → proxy → URL map → backends → clusters."""
     out = [f"### Load balancer `{s.lb}`", "", f"VIP: `{s.vip or '-'}`", "",
-           "| Backend service | Cluster | Zone | Healthy |", "|---|---|---|---|"]
-    out += [f"| {b.backend_service} | {b.cluster} | {b.zone} | {b.healthy}/{b.total} |" for b in s.backends]
+           "| Backend service | Cluster | Zone | Healthy | Weight |", "|---|---|---|---|---|"]
+    out += [f"| {b.backend_service} | {b.cluster} | {b.zone} | {b.healthy}/{b.total} | {_traffic(b)} |"
+            for b in s.backends]
     if s.certificates:
         out += ["", "| Certificate | Type | Status | Domains | Expires |", "|---|---|---|---|---|"]
         out += [f"| {c.name}{' (pre-shared)' if c.owner == 'pre-shared' else ''} | {c.type} | {c.status} | "

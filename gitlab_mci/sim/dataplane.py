@@ -53,6 +53,8 @@ CONNECT_ERROR = b"upstream connect error or disconnect/reset before headers. res
 # Simulator-only response header: which of Google's two front ends served a request during a classic → global
 # external Application Load Balancer migration ("classic" or "managed"). Real Google front ends send no such header.
 PATH_HEADER = "x-gitlab-mci-sim-path"
+# Simulator-only query parameter: hold a request in flight this many seconds before the app answers (see _sim_delay).
+DELAY_PARAM = "gitlab-mci-sim-delay"
 
 
 class UnknownTarget(ValueError):
@@ -117,6 +119,7 @@ class ServiceView:
     health: HealthParams | None
     port: int
     migration: Obj = field(default_factory=dict)  # scheme and migration fields, see migration.serves_managed
+    capacity: tuple[float, ...] = ()  # each group's capacityScaler, in ``groups`` order (empty: all 1)
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,8 @@ class DataPlane:
         self._health: dict[tuple[str, str], _Health] = {}  # (backend service URL, instance URL) -> state
         self._faults: set[Fault] = set()
         self._counters: dict[Any, int] = {}
+        self._in_flight: dict[str, int] = {}  # cluster -> requests picked for it and not answered yet
+        self._credit: dict[str, dict[str, float]] = {}  # backend service URL -> group -> weighted round robin credit
         self._rng = random.Random(seed)  # the migration's traffic split; seeded for reproducible runs
         self._kube_revision = 0
         self._seen: tuple[int, int] | None = None
@@ -309,9 +314,18 @@ class DataPlane:
         return [f.describe() for f in sorted(gone, key=lambda f: (f.target, f.mode))]
 
     def services(self) -> list[Obj]:
-        """Every backend service as the data plane routes it now: name, scheme and migration fields."""
-        return [{"name": v.name, **v.migration} for v in sorted(self._topology.services.values(),
-                                                                 key=lambda v: v.name)]
+        """Every backend service as the data plane routes it now: name, scheme and migration fields, and each
+        group's capacityScaler (``capacity``: group URL → scaler)."""
+        return [{"name": v.name, **v.migration,
+                 "capacity": {g: c for (g, _bs), c in zip(v.groups, v.capacity or (1.0,) * len(v.groups),
+                                                          strict=True)}}
+                for v in sorted(self._topology.services.values(), key=lambda v: v.name)]
+
+    def in_flight(self) -> dict[str, int]:
+        """Requests a backend of each cluster was picked for and has not answered yet (what connection draining
+        lets finish)."""
+        with self._lock:
+            return {c: n for c, n in sorted(self._in_flight.items()) if n}
 
     def reseed(self, seed: int) -> None:
         """Restart the random draws that split traffic between the classic and the managed path."""
@@ -417,15 +431,17 @@ class DataPlane:
         for url, bs in services.items():
             hc = checks.get((bs.get("healthChecks") or [""])[0])
             params, spec = _health_params(hc)
-            entries = []
+            entries, capacity = [], []
             for b in bs.get("backends") or []:
                 neg = negs.get(b.get("group", ""))
                 if neg is not None:
                     entries.append((neg["selfLink"], self._neg_backends(neg, neg_pods, spec)))
+                    capacity.append(float(b.get("capacityScaler", 1.0)))
                     continue
                 group = groups.get(b.get("group", ""))
                 if group is None:
                     continue
+                capacity.append(float(b.get("capacityScaler", 1.0)))
                 named = {p.get("name"): int(p.get("port", 0)) for p in group.get("namedPorts") or []}
                 serving = named.get(bs.get("portName", "http"))
                 probe = serving
@@ -443,7 +459,7 @@ class DataPlane:
                 entries.append((group["selfLink"], tuple(members)))
             views[url] = ServiceView(url, bs["name"], tuple(entries), params if hc else None, int(bs.get("port", 80)),
                                      {k: bs[k] for k in (migration.SCHEME, migration.STATE, migration.PERCENT)
-                                      if k in bs})
+                                      if k in bs}, tuple(capacity))
         listeners: dict[str, ListenerSpec] = {}
         url_maps = index("urlMaps")
         proxies = {**index("targetHttpProxies"), **index("targetHttpsProxies")}
@@ -694,13 +710,31 @@ class DataPlane:
     def _pick(self, view: ServiceView) -> Backend | None:
         with self._lock:
             health = {inst: h.state for (bs, inst), h in self._health.items() if bs == view.url}
-        candidates = [(g, [b for b in bs if health.get(b.instance) == "HEALTHY"]) for g, bs in view.groups]
-        candidates = [(g, bs) for g, bs in candidates if bs]
+        capacity = view.capacity or (1.0,) * len(view.groups)
+        # A group with capacityScaler 0 is drained: no new request (one in flight finishes, it holds its backend).
+        candidates = [(g, [b for b in bs if health.get(b.instance) == "HEALTHY"], c)
+                      for (g, bs), c in zip(view.groups, capacity, strict=True) if c > 0]
+        candidates = [(g, bs, c) for g, bs, c in candidates if bs]
         if not candidates:
             return None
-        # Round robin over groups (so every cluster and zone serves in turn), then over each group's instances.
-        group, backends = candidates[self._next(("group", view.url), len(candidates))]
+        # Over groups: smooth weighted round robin by capacityScaler (plain round robin when the scalers are equal,
+        # so every cluster and zone serves in turn); then round robin over the group's instances.
+        group, backends = self._weighted(view.url, [(g, bs, c) for g, bs, c in candidates])
         return backends[self._next(("instance", view.url, group), len(backends))]
+
+    def _weighted(self, url: str, candidates: list[tuple[str, list[Backend], float]]) -> tuple[str, list[Backend]]:
+        """Nginx's smooth weighted round robin: each group gets its share of every sum-of-weights picks, evenly
+        spread; a group's credit is kept while it stays a candidate."""
+        total = sum(c for _g, _bs, c in candidates)
+        with self._lock:
+            credit = self._credit.setdefault(url, {})
+            for stale in [g for g in credit if g not in {g for g, _bs, _c in candidates}]:
+                del credit[stale]
+            for g, _bs, c in candidates:
+                credit[g] = credit.get(g, 0.0) + c
+            best = max(candidates, key=lambda x: credit[x[0]])  # the first of equals: groups' order
+            credit[best[0]] -= total
+        return best[0], best[1]
 
     def _serve(self, method: str, host_header: str, target: str, listener: Listener) -> Reply:
         spec = self._topology.listeners.get(listener.key)
@@ -728,12 +762,36 @@ class DataPlane:
         backend = self._pick(view)
         if backend is None:
             return Reply(502, NO_UPSTREAM, {"Content-Type": "text/plain", PATH_HEADER: path_taken})
+        cluster = backend.node.cluster
+        with self._lock:
+            self._in_flight[cluster] = self._in_flight.get(cluster, 0) + 1
         try:
+            delay = _sim_delay(query)
+            if delay:
+                # A slow request, in flight on the backend picked above: a drain (capacityScaler 0) meanwhile
+                # changes which backend new requests get, not this one, which finishes there.
+                time.sleep(delay)
             status, body = self._forward(backend, backend.port, method, target, host)
         except (_Refused, _Unreachable):
             return Reply(502, CONNECT_ERROR, {"Content-Type": "text/plain", PATH_HEADER: path_taken})
+        finally:
+            with self._lock:
+                self._in_flight[cluster] -= 1
         return Reply(status, body, {"X-Sim-Backend": f"{backend.node.cluster}/{backend.node.name}",
                                     PATH_HEADER: path_taken})
+
+
+def _sim_delay(query: str) -> float:
+    """Simulator-only: the query parameter ``gitlab-mci-sim-delay=SECONDS`` (at most 30) makes the app answer that
+    much later, so a test can hold a request in flight. Real apps and Google's front ends know no such thing."""
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if key == DELAY_PARAM:
+            try:
+                return min(30.0, max(0.0, float(value)))
+            except ValueError:
+                return 0.0
+    return 0.0
 
 
 def _answer(cluster: str, pod: Pod, path: str, host: str, method: str) -> bytes:

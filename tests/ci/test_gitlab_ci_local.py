@@ -405,3 +405,26 @@ def test_a_project_whose_own_values_run_the_app_on_8080_is_deployed_on_8080_and_
     [url] = [item["url"] for item in state["listeners"] if item["vip"] == address["address"] and item["port"] == 80]
     with urllib.request.urlopen(f"{url}/", timeout=10) as resp:
         assert resp.status == 200
+
+
+def test_manual_drain_job_takes_prod1_out_and_the_next_pipeline_keeps_it_drained(example: Example) -> None:
+    def scalers() -> dict[str, float]:
+        [backend] = example.compute("backendServices")
+        return {b["group"].rsplit("/zones/", 1)[1].split("/")[0]: b.get("capacityScaler", 1)
+                for b in backend["backends"]}
+
+    proc = example.run("--manual", "mci-drain: [prod1]")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    ran = results(proc.stdout)
+    assert ran["mci-lb"] == "PASS" and ran["mci-drain: [prod1]"] == "PASS", ran
+    assert "mci-drain: [prod2]" not in ran and not [job for job in ran if job.startswith("mci-undrain")]
+    assert "prod1 drained" in example.log("mci-drain: [prod1]")
+    assert scalers() == {"us-central1-a": 0, "europe-west1-b": 1}
+    # The next pipeline's mci-lb keeps the drain; its status shows it.
+    again = example.run()
+    assert again.returncode == 0 and results(again.stdout)["mci-lb"] == "PASS", again.stdout[-4000:]
+    assert scalers() == {"us-central1-a": 0, "europe-west1-b": 1}
+    assert "| prod1 | us-central1-a | 3/3 | drained |" in example.log("mci-status")
+    back = example.run("--manual", "mci-undrain: [prod1]")
+    assert back.returncode == 0 and results(back.stdout)["mci-undrain: [prod1]"] == "PASS", back.stdout[-4000:]
+    assert scalers() == {"us-central1-a": 1, "europe-west1-b": 1}

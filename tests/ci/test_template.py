@@ -18,7 +18,8 @@ TEMPLATE = ROOT / "ci-templates" / "mci.gitlab-ci.yml"
 EXAMPLE = ROOT / "examples" / "auto-devops-two-clusters"
 EXAMPLE_INPUTS = {"environments": ["prod1", "prod2"], "node_port": 30999, "lb_name": "shop", "release": "shop",
                   "disable_ingress": True, "teardown": False}
-OUR_JOBS = {"mci-check", "mci-check-staging", "mci-check-review", "mci-pin", "mci-lb", "mci-status", "mci-teardown"}
+OUR_JOBS = {"mci-check", "mci-check-staging", "mci-check-review", "mci-pin", "mci-lb", "mci-status", "mci-teardown",
+            "mci-drain", "mci-undrain"}
 # Auto DevOps' deploy jobs: the template gives each the teardown rule first (production ones also the hook).
 AUTO_DEVOPS_DEPLOYS = {"production", "production_manual", "staging", "review", "canary",
                        *(f"{kind}rollout {pct}%" for kind in ("", "timed ") for pct in (10, 25, 50, 100))}
@@ -208,6 +209,35 @@ def test_teardown_is_the_environments_stop_action_manual_or_automatic_in_a_teard
     assert render.expand_references(body)[".mci-rules"]["rules"][0] == TEARDOWN_NEVER
     assert body["mci-status"]["extends"][0] == body["mci-lb"]["extends"][0] == ".mci-rules"
     assert body["mci-pin"]["extends"] == body["mci-check"]["extends"] == ".mci-rules"
+
+
+def test_cluster_maintenance_gets_a_manual_drain_and_undrain_job_per_production_environment() -> None:
+    body = render.expand_references(rendered(EXAMPLE_INPUTS))
+    drain, undrain = body["mci-drain"], body["mci-undrain"]
+    assert drain["parallel"] == {"matrix": [{"MCI_ENVIRONMENT": ["prod1", "prod2"]}]}  # "mci-drain: [prod1]", ...
+    # Never alongside an apply or a teardown of the same load balancer; with its credentials, creating no deployment.
+    assert drain["resource_group"] == body["mci-lb"]["resource_group"] == "mci-lb-shop"
+    assert drain["environment"] == {"name": "global", "action": "access"}
+    assert [n["job"] for n in drain["needs"]] == ["mci-pin", "mci-lb"]  # the clusters' contexts, by dotenv
+    assert drain["rules"] == [TEARDOWN_NEVER, {"if": '"self-managed" == "hosted"', "when": "never"},
+                              {"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH", "when": "manual",
+                               "allow_failure": True}]  # manual, and never blocking the pipeline
+    assert drain["variables"]["MCI_TRAFFIC_COMMAND"] == "drain" and drain["variables"]["MCI_LB_NAME"] == "shop"
+    assert 'gitlab-mci lb "$MCI_TRAFFIC_COMMAND" "$mci_cluster"' in drain["script"]
+    assert undrain == {"extends": "mci-drain", "variables": {"MCI_TRAFFIC_COMMAND": "undrain"}}
+    hosted = rendered({**EXAMPLE_INPUTS, "mode": "hosted"})["mci-drain"]["rules"][1]
+    assert hosted == {"if": '"hosted" == "hosted"', "when": "never"}  # self-managed mode only, for now
+
+
+def test_the_drain_job_finds_the_environments_cluster_as_the_pin_job_published_it() -> None:
+    script = render.expand_references(rendered(EXAMPLE_INPUTS))["mci-drain"]["script"]
+    lines = [line for line in script if isinstance(line, str) and line.startswith("mci_")]
+    for env, published, expected in (("prod1", {"MCI_PIN_CONTEXT_PROD1": "gke_p_us_prod1"}, "gke_p_us_prod1"),
+                                     ("Prod-EU", {"MCI_PIN_CONTEXT_PROD_EU": "eu"}, "eu"),
+                                     ("prod2", {}, "prod2")):
+        proc = subprocess.run(["sh", "-ec", "\n".join([*lines, 'printf %s "$mci_cluster"'])], capture_output=True,
+                              text=True, env={"PATH": os.environ["PATH"], "MCI_ENVIRONMENT": env, **published})
+        assert proc.returncode == 0 and proc.stdout == expected, proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -578,6 +578,15 @@ class ComputeEmulator:
                 if not group.startswith(("https://", "http://")):
                     raise ApiError(400, f"Invalid value for field 'resource.backends[{i}].group': '{group}'. "
                                    "The URL is malformed.", "invalid")
+                # The discovery document: "The valid ranges are 0.0 and [0.1,1.0]. ... You cannot configure a
+                # setting of 0 when there is only one backend attached to the backend service."
+                scale = b.get("capacityScaler")
+                if scale is not None and not (float(scale) == 0.0 or 0.1 <= float(scale) <= 1.0):
+                    raise ApiError(400, f"Invalid value for field 'resource.backends[{i}].capacityScaler': "
+                                   f"'{scale}'. Must be 0 or in [0.1, 1.0].", "invalid")
+                if scale is not None and float(scale) == 0.0 and len(body.get("backends") or []) == 1:
+                    raise ApiError(400, f"Invalid value for field 'resource.backends[{i}].capacityScaler': '0'. "
+                                   "Cannot be 0 when the backend service has only one backend.", "invalid")
             if len(body.get("healthChecks") or []) > 1:
                 raise ApiError(400, "Invalid value for field 'resource.healthChecks': only one health check is "
                                "allowed.", "invalid")
