@@ -337,8 +337,7 @@ def status_cmd(fmt: str, wait: float, **kw: Any) -> None:
     certificate the load balancer serves (pre-shared, self-managed, Google-managed) with its state.
 
     Exit codes: 0 healthy (every cluster and zone not drained has a healthy backend); 3 not healthy (after --wait,
-    if given);
-    1 the load balancer does not exist.
+    if given); 1 the load balancer does not exist.
     """
     from gitlab_mci.lb import status as status_mod
 
@@ -393,10 +392,10 @@ def _traffic_change(cluster: str, drain: bool, force: bool, kw: dict[str, Any]) 
     timeout = max((int((bs.get("connectionDraining") or {}).get("drainingTimeoutSec") or 0) for bs in services),
                   default=0)
     for bs, _ in writes:
-        # From the backend service as it is now, not as first read: a backend added meanwhile (an apply run by
-        # hand, outside the CI resource group) is kept; only this cluster's capacityScaler changes.
-        fresh = api.get("backendServices", bs["name"]) or bs
-        api.patch("backendServices", bs["name"], {"backends": traffic.with_drain(fresh, groups, cluster, state)})
+        # From the backend service as read with the fingerprint the write sends (again after a concurrent change):
+        # a backend added meanwhile is kept; only this cluster's capacityScaler changes.
+        api.patch("backendServices", bs["name"],
+                  lambda fresh, bs=bs: {"backends": traffic.with_drain(fresh or bs, groups, cluster, state)})
     result = {"cluster": cluster, "drained": drain, "weight": now[cluster].weight,
               "capacityScaler": traffic.scaler(state[cluster], state), "changed": [bs["name"] for bs, _ in writes],
               "drainingTimeoutSec": timeout}

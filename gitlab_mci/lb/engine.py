@@ -178,12 +178,16 @@ class ComputeApi:
             return  # already gone (a concurrent destroy, or a retried delete whose first answer was lost)
         self.wait(f"delete {collection}/{name}", op)
 
-    def patch(self, collection: str, name: str, body: dict[str, Any], *, put: bool = False) -> None:
+    def patch(self, collection: str, name: str,
+              body: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]], *, put: bool = False) -> None:
         """Update with the fingerprint read just before: a concurrent change is a 412, answered by reading the
-        fresh fingerprint and writing again (our fields win; the desired state is the whole truth for them)."""
+        fresh fingerprint and writing again (our fields win; the desired state is the whole truth for them).
+        ``body`` may be a function of the resource as just read, for an update computed from its current fields
+        (one cluster's capacity among backends someone else may change): it is computed again after a 412."""
         for attempt in range(self.retries + 1):
             fresh = self.get(collection, name) or {}
-            sent = {**body, **({"fingerprint": fresh["fingerprint"]} if "fingerprint" in fresh else {})}
+            wanted = body(fresh) if callable(body) else body
+            sent = {**wanted, **({"fingerprint": fresh["fingerprint"]} if "fingerprint" in fresh else {})}
             try:
                 op = self.retrying(f"update {collection}/{name}", functools.partial(
                     self.rest.request, "PUT" if put else "PATCH", f"{self.project}/{_API[collection].path}/{name}",

@@ -262,6 +262,34 @@ def test_a_cluster_drained_by_hand_with_gcloud_stays_drained_and_lb_undrain_brin
     assert scalers(world) == {"prod1": 0.5, "prod2": 1.0}
 
 
+def test_a_drain_racing_a_colleagues_change_to_another_cluster_keeps_both(
+        world: RunningSim, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Someone halves prod2's capacity with gcloud between `lb drain prod1`'s read and its write: Compute answers the
+    write 412 (stale fingerprint), and the drain is computed again from what Compute now holds — prod2's 0.5 is
+    not overwritten by the 1.0 the drain first read."""
+    from gitlab_mci.lb import traffic
+    from tests.sim.test_compute_gcloud import gcloud
+
+    assert cli(["lb", "apply", *BASE], capsys)[0] == 0
+    group = next(b.group for b in Compute(P, world.sim.compute_url).client(compute_v1.BackendServicesClient)
+                 .get(project=P, backend_service=BS).backends if "/zones/europe-west1-b/" in b.group)
+    original, calls = traffic.with_drain, []
+
+    def racing(bs: Any, *args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:  # the first computation inside the write, from the resource as read with its fingerprint
+            gcloud(world, "compute", "backend-services", "update-backend", BS, "--global", "--instance-group",
+                   group.rsplit("/", 1)[1], "--instance-group-zone", "europe-west1-b", "--capacity-scaler", "0.5")
+        return original(bs, *args)
+
+    monkeypatch.setattr(traffic, "with_drain", racing)
+    world.sim.journal.reset()
+    code, _, err = cli(["lb", "drain", "prod1", *WHERE], capsys)
+    assert code == 0, err
+    assert scalers(world) == {"prod1": 0.0, "prod2": 0.5}
+    assert any(e.status == 412 for e in world.sim.journal.entries()), "the stale write was not refused"
+
+
 def test_a_cluster_added_while_another_is_drained_joins_serving_and_the_drain_stays(
         make_sim: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from gitlab_mci.sim.spec import parse_spec
