@@ -31,13 +31,13 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from gitlab_mci.sim.compute import migration
-from gitlab_mci.sim.listeners import Listener, Reply, self_signed
-from gitlab_mci.sim.urlmap import redirect_target, route
+from gitlab_mci.sim.listeners import Listener, Reply, request_headers, self_signed
+from gitlab_mci.sim.urlmap import Route, redirect_target, route
 
 if TYPE_CHECKING:
     from gitlab_mci.sim.compute import ComputeEmulator
@@ -736,6 +736,25 @@ class DataPlane:
             credit[best[0]] -= total
         return best[0], best[1]
 
+    def _split(self, found: Route) -> Route:
+        """A route rule's weightedBackendServices: one service by smooth weighted round robin over those with weight
+        and a healthy backend (exact shares over every sum-of-weights requests, as a traffic split is meant)."""
+        with self._lock:
+            healthy = {bs for (bs, _inst), h in self._health.items() if h.state == "HEALTHY"}
+        candidates = [(url, w) for url, w in found.weighted if w > 0 and url in healthy]
+        if not candidates:
+            candidates = [(url, w) for url, w in found.weighted if w > 0] or list(found.weighted[:1])
+        total = sum(w for _u, w in candidates)
+        with self._lock:
+            credit = self._credit.setdefault(f"rule:{found.rule_key}", {})
+            for stale in [u for u in credit if u not in {u for u, _w in candidates}]:
+                del credit[stale]
+            for url, w in candidates:
+                credit[url] = credit.get(url, 0.0) + w
+            best = max(candidates, key=lambda c: credit[c[0]])[0]
+            credit[best] -= total
+        return replace(found, service=best, weighted=())
+
     def _serve(self, method: str, host_header: str, target: str, listener: Listener) -> Reply:
         spec = self._topology.listeners.get(listener.key)
         if spec is None:
@@ -745,7 +764,10 @@ class DataPlane:
         host = host_header
         if host.endswith(f":{listener.address[1]}"):
             host = host.rsplit(":", 1)[0]  # the simulator's ephemeral port is not part of the site's address
-        found = route(spec.url_map, host.split(":")[0] if not host.startswith("[") else host, path)
+        found = route(spec.url_map, host.split(":")[0] if not host.startswith("[") else host, path,
+                      request_headers())
+        if found.weighted:
+            found = self._split(found)
         if found.abort is not None and (found.abort[1] >= 100.0 or random.uniform(0.0, 100.0) < found.abort[1]):
             # Answered by the load balancer itself, as Google's front end does for a fault abort.
             return Reply(found.abort[0], b"fault filter abort", {"Content-Type": "text/plain"})

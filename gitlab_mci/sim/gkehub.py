@@ -87,6 +87,18 @@ class GkeHubEmulator:
                 return copy.deepcopy(self._features[name])
             return self._create_feature(self.spec.project, "global", "multiclusteringress", body)
 
+    def enable_feature(self, fid: str) -> Obj:
+        """Enable a feature that has no spec (``multiclusterservicediscovery``) directly; idempotent."""
+        with self._lock:
+            name = self._feature_name(self.spec.project, fid)
+            if name in self._features:
+                return copy.deepcopy(self._features[name])
+            return self._create_feature(self.spec.project, "global", fid, {})
+
+    def feature_enabled(self, fid: str, project: str | None = None) -> bool:
+        with self._lock:
+            return self._feature_name(project or self.spec.project, fid) in self._features
+
     def member_links(self, project: str | None = None) -> set[str]:
         """``<location>/<name>`` of every member of the project's fleet."""
         project = project or self.spec.project

@@ -37,6 +37,15 @@ Serve = Callable[[str, str, str, "Listener"], Reply]
 CertPicker = Callable[[str | None], tuple[str, str] | None]
 
 
+_request = threading.local()
+
+
+def request_headers() -> dict[str, str]:
+    """The headers (lower-case names) of the request the calling ``serve`` callback is answering (route rules'
+    header matches read them); empty outside a request."""
+    return dict(getattr(_request, "headers", {}))
+
+
 def bind_address(vip: str) -> str:
     """Where a VIP is served: the VIP itself when it is a loopback address, else 127.0.0.1 (never anything else)."""
     try:
@@ -57,6 +66,7 @@ class _Handler(BaseHTTPRequestHandler):
         if length:
             self.rfile.read(length)
         listener = self.server.listener
+        _request.headers = {k.lower(): v for k, v in self.headers.items()}
         reply = listener.serve(self.command, self.headers.get("Host") or "", self.path, listener)
         self.send_response(reply.status)
         headers = {"Content-Type": "application/json", **reply.headers, "Content-Length": str(len(reply.body)),

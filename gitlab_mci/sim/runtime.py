@@ -77,6 +77,14 @@ class Simulator:
         self.gkehub = GkeHubEmulator(spec)
         self.mci = MciController(spec, self.records, self.clusters, self.compute, self.gkehub,
                                  delay=spec.mci_delay if mci_delay is None else mci_delay)
+        # Multi-cluster Services (ServiceExport → ServiceImport) and the multi-cluster Gateway controller; they
+        # take the hosted controller's provisioning delay (each settable: sim.mcs.delay, sim.gateway.delay).
+        from gitlab_mci.sim.gateway import GatewayController
+        from gitlab_mci.sim.mcs import McsController
+
+        self.mcs = McsController(spec, self.clusters, self.gkehub, delay=self.mci.delay)
+        self.gateway = GatewayController(spec, self.records, self.clusters, self.compute, self.gkehub,
+                                         delay=self.mci.delay)
         self._gkehub_server = SimServer(self.gkehub.handle, service="gkehub", journal=self.journal,
                                         faults=self.faults, host=host)
         # The load balancers' data plane: listeners on loopback, routing, health checks, fail/heal.
@@ -95,12 +103,16 @@ class Simulator:
             server.start()
         self._gkehub_server.start()
         self.mci.start()
+        self.mcs.start()
+        self.gateway.start()
         self.dataplane.start()
         self.started_at = time.time()
         return self
 
     def stop(self) -> None:
         self.dataplane.stop()
+        self.gateway.stop()
+        self.mcs.stop()
         self.mci.stop()
         self._gkehub_server.stop()
         for server in self._kube_servers.values():

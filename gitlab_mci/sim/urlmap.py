@@ -26,6 +26,9 @@ class Route:
     redirect: Obj | None = None
     matched_prefix: str = ""  # the path rule's prefix (without ``*``), for prefixRedirect
     abort: tuple[int, float] | None = None  # (httpStatus, percentage) of the route action's fault abort
+    # A route rule's routeAction.weightedBackendServices: (backend service URL, weight), and the rule's key
+    weighted: tuple[tuple[str, int], ...] = ()
+    rule_key: str = ""
 
 
 def _abort(action: Obj | None) -> tuple[int, float] | None:
@@ -58,8 +61,42 @@ def _path_score(pattern: str, path: str) -> tuple[int, str]:
     return (100_000 + len(pattern), pattern) if path == pattern else (0, "")
 
 
-def route(url_map: Obj, host: str, path: str) -> Route:
-    """Evaluate ``url_map`` for a request to ``host`` (no port) and ``path`` (no query string)."""
+def _match_rule(rule: Obj, path: str, headers: dict[str, str]) -> bool:
+    """One of a route rule's ``matchRules``: a path (prefix, full or none) and every header match."""
+    if "prefixMatch" in rule and not path.startswith(str(rule["prefixMatch"])):
+        return False
+    if "fullPathMatch" in rule and path != rule["fullPathMatch"]:
+        return False
+    for h in rule.get("headerMatches") or []:
+        value = headers.get(str(h.get("headerName", "")).lower())
+        if "exactMatch" in h and value != h["exactMatch"]:
+            return False
+        if "prefixMatch" in h and (value is None or not value.startswith(str(h["prefixMatch"]))):
+            return False
+        if "presentMatch" in h and (value is not None) != bool(h["presentMatch"]):
+            return False
+        if not any(k in h for k in ("exactMatch", "prefixMatch", "presentMatch")) and value is None:
+            return False
+    return True
+
+
+def _route_rules(matcher: Obj, path: str, headers: dict[str, str]) -> Route | None:
+    """A path matcher's ``routeRules``, lowest priority number first: the first rule one of whose match rules
+    matches decides (a service, weighted services or a redirect)."""
+    for rule in sorted(matcher.get("routeRules") or [], key=lambda r: int(r.get("priority", 0))):
+        if not any(_match_rule(m, path, headers) for m in rule.get("matchRules") or [{}]):
+            continue
+        action = rule.get("routeAction") or {}
+        weighted = tuple((str(w.get("backendService")), int(w.get("weight", 0)))
+                         for w in action.get("weightedBackendServices") or [])
+        return Route(rule.get("service"), rule.get("urlRedirect"), abort=_abort(action), weighted=weighted,
+                     rule_key=f"{matcher.get('name')}#{rule.get('priority', 0)}")
+    return None
+
+
+def route(url_map: Obj, host: str, path: str, headers: dict[str, str] | None = None) -> Route:
+    """Evaluate ``url_map`` for a request to ``host`` (no port) and ``path`` (no query string); ``headers``
+    (lower-case names) for route rules' header matches."""
     host = host.lower()
     best_matcher, best = None, 0
     for rule in url_map.get("hostRules") or []:
@@ -67,6 +104,10 @@ def route(url_map: Obj, host: str, path: str) -> Route:
         if score > best:
             best_matcher, best = rule.get("pathMatcher"), score
     matcher = next((m for m in url_map.get("pathMatchers") or [] if m.get("name") == best_matcher), None)
+    if matcher is not None and matcher.get("routeRules"):
+        by_rule = _route_rules(matcher, path, {k.lower(): v for k, v in (headers or {}).items()})
+        if by_rule is not None:
+            return by_rule
     if matcher is not None:
         chosen, chosen_score, chosen_prefix = None, 0, ""
         for rule in matcher.get("pathRules") or []:

@@ -366,6 +366,14 @@ class KubeApiServer:
         self._state.kinds[(kind.group, kind.plural)] = kind
         self._state.objects.setdefault((kind.group, kind.plural), {})
 
+    def _unregister_crd(self, crd: Obj) -> None:
+        """A deleted CRD takes its kind off the API, objects and all, as the real API server does."""
+        spec = crd.get("spec") or {}
+        key = (str(spec.get("group", "")), str((spec.get("names") or {}).get("plural", "")))
+        if key[0] and key in self._state.kinds:
+            del self._state.kinds[key]
+            self._state.objects.pop(key, None)
+
     def _bucket(self, kind: Kind) -> dict[tuple[str, str], Obj]:
         return self._state.objects[(kind.group, kind.plural)]
 
@@ -702,6 +710,8 @@ class KubeApiServer:
                 (obj["metadata"]["namespace"], obj["metadata"]["name"]), None)
         elif not kind.group and kind.plural in ("pods", "services"):
             self._reconcile_endpoints(obj["metadata"].get("namespace", "default"))
+        if kind.plural == "customresourcedefinitions" and event == "DELETED":
+            self._unregister_crd(obj)
         if not kind.group and kind.plural == "namespaces" and event == "DELETED":
             ns = obj["metadata"]["name"]
             for k in list(self._state.kinds.values()):
