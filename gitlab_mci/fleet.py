@@ -32,6 +32,10 @@ _RESOURCE_LINK_RE = re.compile(r"^//container\.googleapis\.com/projects/(?P<proj
                                r"(?P<location>[^/]+)/clusters/(?P<name>[^/]+)$")
 # GKE quotas for Multi Cluster Ingress (https://cloud.google.com/kubernetes-engine/docs/concepts/multi-cluster-ingress).
 MAX_CLUSTERS = 15
+# `fleet enable --features`: what each mode needs. GKE enables multi-cluster Gateway with the multiclusteringress
+# feature's config membership (gcloud container fleet ingress enable) plus multi-cluster Services; the Hub API has
+# no separate gateway feature.
+MODE_FEATURES = {"ingress": (), "gateway": ("multiclusterservicediscovery",)}
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,16 @@ class Hub:
         except gexc.NotFound:
             return None
 
+    def feature_named(self, fid: str) -> Any | None:
+        """Any fleet feature (e.g. ``multiclusterservicediscovery``), ``None`` when not enabled."""
+        from google.api_core import exceptions as gexc
+
+        try:
+            return self._call(f"read the {fid} feature", self.client.get_feature, missing_ok=True,
+                              name=f"{self.parent}/features/{fid}")
+        except gexc.NotFound:
+            return None
+
     def config_membership(self) -> str | None:
         feature = self.feature()
         value = feature.spec.multiclusteringress.config_membership if feature is not None else ""
@@ -236,13 +250,15 @@ class EnablePlan:
     config_membership: str = ""
     feature_action: str = ""  # "", "create" or "update"
     current_config: str | None = None
+    create_features: list[str] = field(default_factory=list)  # features without a spec to enable (gateway mode)
 
     @property
     def changes(self) -> int:
-        return len(self.create_members) + (1 if self.feature_action else 0)
+        return len(self.create_members) + (1 if self.feature_action else 0) + len(self.create_features)
 
     def lines(self) -> list[str]:
         out = [f"+ membership {mid} ({link})" for mid, link in self.create_members]
+        out += [f"+ feature {fid}" for fid in self.create_features]
         if self.feature_action == "create":
             out.append(f"+ feature {FEATURE} (config membership {self.config_membership})")
         elif self.feature_action == "update":
@@ -250,8 +266,12 @@ class EnablePlan:
         return out
 
 
-def plan_enable(hub: Hub, links: dict[str, str], config_context: str) -> EnablePlan:
-    """Read the fleet and decide; nothing is written."""
+def plan_enable(hub: Hub, links: dict[str, str], config_context: str, modes: Sequence[str] = ("ingress",)
+                ) -> EnablePlan:
+    """Read the fleet and decide for the modes' features (``ingress``, ``gateway``); nothing is written."""
+    unknown = [m for m in modes if m not in MODE_FEATURES]
+    if unknown:
+        raise UserError(f"--features {','.join(unknown)}: not a mode (ingress, gateway)")
     if len(set(links.values())) > MAX_CLUSTERS:
         raise UserError(f"{len(set(links.values()))} clusters: Multi Cluster Ingress supports at most "
                         f"{MAX_CLUSTERS} clusters per project")
@@ -270,6 +290,7 @@ def plan_enable(hub: Hub, links: dict[str, str], config_context: str) -> EnableP
         plan.create_members.append((mid, link))
     config = by_link.get(plan.config_link)
     plan.config_membership = config.name if config else f"{hub.parent}/memberships/{plan.config_link.split('/')[1]}"
+    plan.create_features = [fid for m in modes for fid in MODE_FEATURES[m] if hub.feature_named(fid) is None]
     plan.current_config = hub.config_membership()
     if plan.current_config is None:
         plan.feature_action = "create"
@@ -297,6 +318,12 @@ def apply_enable(hub: Hub, plan: EnablePlan, progress: Any = None) -> None:
             progress(f"membership {mid} ({link}) created")
 
     parallel(plan.create_members, create)
+    for fid in plan.create_features:  # a spec-less feature (multiclusterservicediscovery): GKE installs its CRDs
+        op = hub._call(f"enable the {fid} feature", hub.client.create_feature, parent=hub.parent, feature_id=fid,
+                       resource=gkehub_v1.Feature())
+        hub.wait(op, f"enabling feature {fid}")
+        if progress:
+            progress(f"feature {fid} enabled")
     if not plan.feature_action:
         return
     feature = gkehub_v1.Feature(spec=gkehub_v1.CommonFeatureSpec(

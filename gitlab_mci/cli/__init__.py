@@ -32,6 +32,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "auth": ("gitlab_mci.cli.auth",
              "Google credentials for jobs: GitLab OIDC to Workload Identity Federation, or a JSON key file."),
     "hosted": ("gitlab_mci.cli.hosted", "GKE-hosted Multi Cluster Ingress: plan, apply, status, delete."),
+    "gateway": ("gitlab_mci.cli.gateway",
+                "GKE multi-cluster Gateway: plan, apply, status, delete, and weights between clusters."),
     "fleet": ("gitlab_mci.cli.fleet", "The GKE fleet that hosted Multi Cluster Ingress needs: memberships and the "
                                       "multiclusteringress feature."),
     "ci-local": ("gitlab_mci.cli.cilocal", (

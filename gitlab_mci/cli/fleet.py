@@ -50,11 +50,17 @@ def resolve(specs: list[Any], project: str | None) -> tuple[str, dict[str, str],
 @config_context_option
 @project_option
 @kubeconfig_option
+@click.option("--features", "features", default="ingress", show_default=True, envvar="MCI_FLEET_FEATURES",
+              help="For which mode(s), comma-separated: ingress (multiclusteringress) or gateway (also "
+                   "multiclusterservicediscovery) [env: MCI_FLEET_FEATURES].")
 @dry_run_option
 @output_option(["text", "json"])
 def enable_cmd(contexts: tuple[str, ...], config_context: str | None, project: str | None,
-               kubeconfig: Path | None, dry_run: bool, output: str) -> None:
+               kubeconfig: Path | None, features: str, dry_run: bool, output: str) -> None:
     """Register every cluster as a fleet member and enable the multiclusteringress feature; idempotent.
+
+    --features gateway also enables multiclusterservicediscovery (multi-cluster Services), which multi-cluster
+    Gateway needs beside the config membership.
 
     --context lists every cluster of the fleet; --config-context names the one that will hold the Multi Cluster
     Ingress objects. A cluster already registered (under any membership name) is left as it is; the feature's
@@ -77,7 +83,8 @@ def enable_cmd(contexts: tuple[str, ...], config_context: str | None, project: s
         os.environ["KUBECONFIG"] = str(kubeconfig)
     project_id, links, _ = resolve(specs, project)
     hub = Hub(project_id)
-    plan = plan_enable(hub, links, config_name)
+    modes = [m.strip() for m in features.split(",") if m.strip()]
+    plan = plan_enable(hub, links, config_name, modes)
     text = output == "text"
     if text:
         for line in plan.lines() or ["No changes: every cluster is a member and the feature is enabled."]:
