@@ -265,9 +265,10 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
         if context != config.context:
             _crds(member, ("serviceexports.net.gke.io",), "a serving cluster")
     _gateway_class(cluster, gateway_class)
+    ours = {export_name(name, c) for name in services for c in cluster_names.values()}
     for rule in rules:
         for ref in rule.get("backendRefs") or []:
-            if "service" not in ref:
+            if "service" not in ref and not (ref.get("name") in ours and ref.get("kind") == "ServiceImport"):
                 _imported(cluster, namespace, ref)
 
     # --- Compute -------------------------------------------------------------------------------------------------

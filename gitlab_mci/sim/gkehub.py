@@ -95,6 +95,12 @@ class GkeHubEmulator:
                 return copy.deepcopy(self._features[name])
             return self._create_feature(self.spec.project, "global", fid, {})
 
+    def disable_feature(self, fid: str) -> None:
+        """Disable a feature directly (tests of what a tool says when it is missing)."""
+        with self._lock:
+            if self._features.pop(self._feature_name(self.spec.project, fid), None) is not None:
+                self._changed()
+
     def feature_enabled(self, fid: str, project: str | None = None) -> bool:
         with self._lock:
             return self._feature_name(project or self.spec.project, fid) in self._features
