@@ -28,6 +28,7 @@ VARIANTS: dict[tuple[str, str], str] = {
     ("--context", "sim deploy"): "one cluster: a deploy job's KUBE_CONTEXT",
     ("--context", "hosted"): "fleet clusters: CONTEXT=LOCATION/NAME",
     ("--context", "fleet"): "fleet clusters: CONTEXT=LOCATION/NAME",
+    ("--context", "gateway"): "fleet clusters: CONTEXT=LOCATION/NAME",
     ("--project", "gitlab"): "the GitLab project (gitlab commands take no Google Cloud project)",
     ("--key-file", "auth"): "a credentials JSON, not a TLS private key",
     ("--dotenv", "auth"): "appends credential variables to a report other commands also write",

@@ -203,7 +203,7 @@ def test_path_and_header_matches_of_the_users_httproute_route_by_cluster(
     route = tmp_path / "route.yaml"
     route.write_text(ROUTE)
     args = ["--lb", "shop", "--context", "prod1,prod2,prod3", "--httproute-file", str(route)]
-    code, out, err = cli(["gateway", "apply", *args], capsys)
+    code, _out, err = cli(["gateway", "apply", *args], capsys)
     assert code == 0, err
     target = serving_everywhere(gateway_world)
     assert set(clusters_seen(target, 10, {"X-Canary": "true"})) == {"prod2"}
@@ -288,7 +288,7 @@ def test_bad_inputs_are_one_line_errors_with_no_write(gateway_world: RunningSim,
                                                       setup: Any, extra: list[str], said: str) -> None:
     args = setup(gateway_world)
     gateway_world.sim.journal.reset()
-    code, out, err = cli(["gateway", "apply", *args, *extra], capsys)
+    code, _out, err = cli(["gateway", "apply", *args, *extra], capsys)
     assert code == 1 and said in err, err
     assert len(err.strip().splitlines()) == 1 and err.startswith("gitlab-mci: error: ")
     assert gateway_world.sim.journal.writes() == []
