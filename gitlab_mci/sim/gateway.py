@@ -418,18 +418,28 @@ class GatewayController(Reconciler):
         return urls
 
     def _url_map(self, name: str, entries: list[_Entry], hosts: list[str]) -> Obj | None:
+        """One host rule and path matcher per hostname the routes name (its routes' entries and those of routes
+        naming no hostname, as Gateway API merges them), and one for ``*`` (routes naming none)."""
         if not entries:
             return None
-        ordered = sorted(entries, key=lambda e: e.precedence())
-        rules = []
-        for priority, entry in enumerate(ordered):
-            rules.append({"priority": priority, "matchRules": _match_rules(entry.match), **entry.action})
-        default = next((e.action for e in ordered if "routeAction" in e.action), None)
-        fallback: Obj = {"defaultService": default["routeAction"]["weightedBackendServices"][0]["backendService"]} \
-            if default else {"defaultUrlRedirect": ordered[0].action["urlRedirect"]}
-        return {"name": name, **fallback,
-                "hostRules": [{"hosts": hosts or ["*"], "pathMatcher": "routes"}],
-                "pathMatchers": [{"name": "routes", **fallback, "routeRules": rules}]}
+
+        def hostnames(entry: _Entry) -> list[str]:
+            return list((entry.route.get("spec") or {}).get("hostnames") or [])
+
+        groups: list[tuple[str, list[_Entry]]] = [
+            (h, [e for e in entries if h in hostnames(e) or not hostnames(e)]) for h in hosts if h != "*"]
+        groups.append(("*", [e for e in entries if not hostnames(e)]))
+        host_rules, matchers, fallback = [], [], None
+        for i, (host, group) in enumerate(g for g in groups if g[1]):
+            ordered = sorted(group, key=lambda e: e.precedence())
+            rules = [{"priority": p, "matchRules": _match_rules(e.match), **e.action} for p, e in enumerate(ordered)]
+            default = next((e.action for e in ordered if "routeAction" in e.action), None)
+            here: Obj = {"defaultService": default["routeAction"]["weightedBackendServices"][0]["backendService"]} \
+                if default else {"defaultUrlRedirect": ordered[0].action["urlRedirect"]}
+            fallback = fallback or here
+            host_rules.append({"hosts": [host], "pathMatcher": f"routes{i}"})
+            matchers.append({"name": f"routes{i}", **here, "routeRules": rules})
+        return {"name": name, **(fallback or {}), "hostRules": host_rules, "pathMatchers": matchers}
 
     # --- converge --------------------------------------------------------------------------------------------------
 
