@@ -304,3 +304,43 @@ def test_weights_summing_to_zero_are_refused_with_no_write(gateway_world: Runnin
     assert code == 1 and "'prod9' is not a cluster of load balancer shop" in err, err
     assert gateway_world.sim.journal.writes() == []
     assert cli(["gateway", "delete", *WHERE], capsys)[0] == 0
+
+
+INGRESS = """\
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shop}
+spec:
+  defaultBackend: {service: {name: shop-auto-deploy, port: {number: 5000}}}
+  rules:
+  - host: shop.example.com
+    http:
+      paths:
+      - {path: /api, pathType: Prefix, backend: {service: {name: shop-auto-deploy, port: {name: web}}}}
+      - {path: /healthz, pathType: Exact, backend: {service: {name: shop-auto-deploy, port: {name: web}}}}
+"""
+
+
+def test_an_ingress_becomes_httproute_matches_split_per_cluster(gateway_world: RunningSim,
+                                                                 capsys: pytest.CaptureFixture[str],
+                                                                 tmp_path: Path) -> None:
+    ingress = tmp_path / "ingress.yaml"
+    ingress.write_text(INGRESS)
+    args = ["--lb", "shop", "--context", "prod1,prod2,prod3", "--ingress", str(ingress)]
+    code, out, err = cli(["gateway", "apply", *args, "-o", "json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["url"].startswith("http://")
+    route = custom(gateway_world).get_namespaced_custom_object(*GW, "default", "httproutes", "shop")
+    refs = [{"group": "net.gke.io", "kind": "ServiceImport", "name": f"shop-auto-deploy-{c}", "port": 5000,
+             "weight": 1} for c in CLUSTERS]
+    assert route["spec"]["hostnames"] == ["shop.example.com"]
+    assert route["spec"]["rules"] == [
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/api"}}], "backendRefs": refs},
+        {"matches": [{"path": {"type": "Exact", "value": "/healthz"}}], "backendRefs": refs},
+        {"backendRefs": refs}]
+    target = serving_everywhere(gateway_world)
+    seen = clusters_seen(target, 30, {"Host": "shop.example.com"}, path="/api/cart")
+    assert set(seen) == set(CLUSTERS)
+    code, out, _ = cli(["gateway", "plan", *args, "--detailed-exitcode"], capsys)
+    assert code == 0, out
+    assert cli(["gateway", "delete", *WHERE], capsys)[0] == 0
