@@ -209,13 +209,14 @@ def status_cmd(output: str, wait: float, **kw: Any) -> None:
 def delete_cmd(timeout: float, no_wait: bool, **kw: Any) -> None:
     """Delete the HTTPRoutes and the Gateway (waiting for GKE's finalizer), then the exports and per-cluster Services.
 
-    Only objects labelled for this load balancer are touched, in the config cluster and every --context cluster;
-    the static IP and certificates are never deleted. Idempotent.
+    Only objects labelled for this load balancer are touched, in the config cluster, every --context cluster and
+    every cluster the HTTPRoute records; the static IP and certificates are never deleted. Idempotent.
     """
     from gitlab_mci.gateway.engine import delete
 
     started = time.monotonic()
     config, clusters = _connect(kw)
+    clusters.update(_route_clusters(config, kw["namespace"], kw["lb_name"], clusters))
     changes = delete(clusters, config, kw["namespace"], kw["lb_name"], timeout=timeout, wait=not no_wait,
                      progress=lambda m: click.echo(f"  ✓ {m} ({time.monotonic() - started:.1f}s)", err=True))
     if not changes:
@@ -223,6 +224,24 @@ def delete_cmd(timeout: float, no_wait: bool, **kw: Any) -> None:
     else:
         click.echo(f"load balancer {kw['lb_name']} deleted ({len(changes)} object(s), "
                    f"{time.monotonic() - started:.1f}s)")
+
+
+def _route_clusters(config: Any, namespace: str, lb: str, known: dict[str, Any]) -> dict[str, Any]:
+    """The serving clusters the HTTPRoute records (context by cluster), so that a delete given only the config
+    cluster still removes the exports in every cluster."""
+    from gitlab_mci import kube
+    from gitlab_mci.gateway.model import CLUSTERS_ANNOTATION
+    from gitlab_mci.gateway.prepare import owned_by, read
+
+    route = read(config, "HTTPRoute", namespace, lb)
+    if route is None or not owned_by(route, lb):
+        return {}
+    try:
+        recorded = json.loads((route["metadata"].get("annotations") or {}).get(CLUSTERS_ANNOTATION) or "{}")
+    except ValueError:
+        return {}
+    missing = sorted({str(c) for c in recorded.values()} - set(known) - {config.context})
+    return {context: kube.connect(context) for context in missing}
 
 
 def _weights_out(output: str, lb: str, weights: dict[str, int], change: Any) -> None:

@@ -63,7 +63,8 @@ def test_every_document_of_the_template_validates_against_gitlabs_ci_schema(tmp_
     EXAMPLE_INPUTS,
     {**EXAMPLE_INPUTS, "mode": "hosted", "teardown": True, "release_ip": True, "scheme": "EXTERNAL",
      "certificates": "shop-2026,shop-2027", "https_redirect": True, "static_ip": "shop-ip", "internal_port": "8080"},
-], ids=["defaults", "example", "hosted-teardown-https"])
+    {**EXAMPLE_INPUTS, "mode": "gateway", "config_context": "prod1"},
+], ids=["defaults", "example", "hosted-teardown-https", "gateway"])
 def test_rendered_template_validates(tmp_path: Path, inputs: dict[str, Any]) -> None:
     check_schema(tmp_path, {"rendered": render.dump(rendered(inputs))})
 
@@ -223,7 +224,7 @@ def test_cluster_maintenance_gets_a_manual_drain_and_undrain_job_per_production_
                               {"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH", "when": "manual",
                                "allow_failure": True}]  # manual, and never blocking the pipeline
     assert drain["variables"]["MCI_TRAFFIC_COMMAND"] == "drain" and drain["variables"]["MCI_LB_NAME"] == "shop"
-    assert 'gitlab-mci lb "$MCI_TRAFFIC_COMMAND" "$mci_cluster"' in drain["script"]
+    assert 'gitlab-mci lb "$MCI_TRAFFIC_COMMAND" "$mci_cluster"' in "\n".join(drain["script"])
     assert undrain == {"extends": "mci-drain", "variables": {"MCI_TRAFFIC_COMMAND": "undrain"}}
     hosted = rendered({**EXAMPLE_INPUTS, "mode": "hosted"})["mci-drain"]["rules"][1]
     assert hosted == {"if": '"hosted" == "hosted"', "when": "never"}  # self-managed mode only, for now

@@ -116,7 +116,8 @@ def test_gateway_over_three_clusters_serves_from_all_and_delete_leaves_nothing(
     assert state["weights"] == {"prod1": 1, "prod2": 1, "prod3": 1}
 
     gateway_world.sim.journal.reset()
-    code, out, err = cli(["gateway", "delete", *WHERE], capsys)
+    # Given only the config cluster, delete finds the serving clusters on the HTTPRoute.
+    code, out, err = cli(["gateway", "delete", "--lb", "shop", "--context", "prod1"], capsys)
     assert code == 0, err
     assert "load balancer shop deleted (8 object(s)" in out
     assert gateway_world.sim.mcs.settle() and gateway_world.sim.gateway.settle()
