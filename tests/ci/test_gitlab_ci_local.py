@@ -282,6 +282,34 @@ def test_hosted_mode_deploys_without_node_ports_and_publishes_the_multi_cluster_
     assert example.kubectl("prod1", "get", "multiclusteringress", "-n", "shop")["items"] == []
 
 
+def test_gateway_mode_exports_every_cluster_and_publishes_the_gateways_address(example: Example) -> None:
+    assert example.run("--list").returncode == 0  # the checkout and its simulator
+    example.gitlab_mci("fleet", "enable", "--context", "prod1,prod2", "--config-context", "prod1",
+                       "--features", "gateway")  # once per fleet
+    gateway = example.variant("gateway.gitlab-ci.yml",
+                              ("      lb_name: shop\n", "      lb_name: shop\n      mode: gateway\n      config_context: prod1\n"))
+    proc = example.run("--file", gateway)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    ran = results(proc.stdout)
+    assert {job: ran[job] for job in ("mci-pin: [prod1]", "mci-pin: [prod2]", "mci-lb", "mci-status")} == dict.fromkeys(
+        ("mci-pin: [prod1]", "mci-pin: [prod2]", "mci-lb", "mci-status"), "PASS")
+    for context in CONTEXTS:  # NEG backends: the chart's own ClusterIP Service, and its per-cluster export
+        assert example.kubectl(context, "get", "service", "shop-auto-deploy", "-n", "shop")["spec"]["type"] == "ClusterIP"
+        assert example.kubectl(context, "get", "serviceexport", f"shop-auto-deploy-{context}", "-n", "shop")
+    gw = example.kubectl("prod1", "get", "gateway", "shop", "-n", "shop")
+    address = gw["status"]["addresses"][0]["value"]
+    dotenv = (example.app / ".gitlab-ci-local/artifacts/mci-lb/.gitlab-ci-reports/dotenv/mci.env").read_text()
+    assert f"MCI_VIP={address}\n" in dotenv
+    assert f"address: {address}" in (example.app / ".gitlab-ci-local/artifacts/mci-status/mci-status.md").read_text()
+
+    down = example.run("--file", gateway, "--input", "mci_teardown=true")
+    assert down.returncode == 0, down.stdout[-4000:] + down.stderr[-2000:]
+    assert results(down.stdout)["mci-teardown"] == "PASS"
+    assert example.kubectl("prod1", "get", "gateways", "-n", "shop")["items"] == []
+    for context in CONTEXTS:
+        assert example.kubectl(context, "get", "serviceexports", "-n", "shop")["items"] == []
+
+
 def test_a_teardown_pipeline_runs_no_deploy_job_whatever_auto_devops_would_deploy(listing: Example) -> None:
     example = listing
     for args in ((), ("--variable", "STAGING_ENABLED=true"), ("--variable", "CANARY_ENABLED=true"),
