@@ -103,7 +103,8 @@ def enable_cmd(contexts: tuple[str, ...], config_context: str | None, project: s
 @project_option
 @output_option(["text", "json"])
 def status_cmd(project: str | None, output: str) -> None:
-    """The fleet's members (membership, GKE cluster link) and the multiclusteringress feature's config membership.
+    """The fleet's members (membership, GKE cluster link), the multiclusteringress feature's config membership and
+    whether multi-cluster Services (multiclusterservicediscovery, for gateway mode) are enabled.
 
     Exits 3 when Multi Cluster Ingress is not enabled.
     """
@@ -113,16 +114,19 @@ def status_cmd(project: str | None, output: str) -> None:
     hub = Hub(project_from_env(project))
     members = hub.members()
     config = hub.config_membership()
+    services = hub.feature_named("multiclusterservicediscovery") is not None
     rows: list[dict[str, Any]] = [
         {"membership": m.name, "link": m.link, "config": bool(config and same_membership(m.name, config))}
         for m in members]
     if output == "json":
-        click.echo(json.dumps({"project": hub.project, "members": rows, "config_membership": config}, indent=2))
+        click.echo(json.dumps({"project": hub.project, "members": rows, "config_membership": config,
+                               "multiclusterservicediscovery": services}, indent=2))
     else:
         click.echo(f"fleet of project {hub.project}: {len(rows)} member(s)")
         for row in rows:
             mark = "  (Multi Cluster Ingress config cluster)" if row["config"] else ""
             click.echo(f"  {row['membership'].rsplit('/', 1)[-1]}: {row['link'] or 'not a GKE cluster'}{mark}")
         click.echo(f"multiclusteringress: {'config membership ' + config if config else 'not enabled'}")
+        click.echo(f"multiclusterservicediscovery: {'enabled' if services else 'not enabled'} (gateway mode needs it)")
     if config is None:
         raise SystemExit(3)

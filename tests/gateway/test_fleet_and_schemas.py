@@ -41,6 +41,8 @@ def test_fleet_enable_for_gateway_enables_both_features_once_and_a_gateway_then_
     assert running.sim.gkehub.config_link() == "us-central1-a/prod1"
     running.sim.journal.reset()
     assert cli(args, capsys)[0] == 0 and running.sim.journal.writes() == []
+    code, out, _ = cli(["fleet", "status"], capsys)
+    assert code == 0 and "multiclusterservicediscovery: enabled (gateway mode needs it)" in out.splitlines()
     assert cli(["fleet", "enable", "--context", "prod1", "--features", "mesh"], capsys)[2].strip() == \
         "gitlab-mci: error: --features mesh: not a mode (ingress, gateway)"
     # GKE installs the net.gke.io CRDs and the multi-cluster GatewayClasses once the features are on.
