@@ -4,6 +4,9 @@ schemas kept in gitlab_mci/gateway/schemas accept what gitlab-mci renders and re
 from __future__ import annotations
 
 import copy
+import json
+import os
+import subprocess
 from typing import Any
 
 import pytest
@@ -51,7 +54,22 @@ def test_fleet_enable_for_gateway_enables_both_features_once_and_a_gateway_then_
                           "shop-auto-deploy"], capsys)
     assert code == 0, err
     assert "ready at http://" in out
+    # gcloud reads the fleet features and the controller's URL map (route rules, weighted backend services).
+    assert json.loads(gcloud(running, "container", "fleet", "multi-cluster-services", "describe"))["name"].endswith(
+        "/features/multiclusterservicediscovery")
+    maps = json.loads(gcloud(running, "compute", "url-maps", "list", "--filter=name~^gkemcg1-"))
+    [rule] = maps[0]["pathMatchers"][0]["routeRules"]
+    assert sorted(w["backendService"].rsplit("/", 1)[-1].split("-5000-")[0]
+                  for w in rule["routeAction"]["weightedBackendServices"]) == [
+        "gkemcg1-default-shop-auto-deploy-prod1", "gkemcg1-default-shop-auto-deploy-prod2"]
     assert cli(["gateway", "delete", "--lb", "shop", "--context", "prod1,prod2"], capsys)[0] == 0
+
+
+def gcloud(running: RunningSim, *args: str) -> str:
+    done = subprocess.run(["gcloud", *args, "--format=json", "--quiet"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "CLOUDSDK_CONFIG": str(running.files.gcloud_config)})
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 MODEL = GatewayModel(
