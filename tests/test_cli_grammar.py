@@ -33,6 +33,7 @@ VARIANTS: dict[tuple[str, str], str] = {
     ("--key-file", "auth"): "a credentials JSON, not a TLS private key",
     ("--dotenv", "auth"): "appends credential variables to a report other commands also write",
     ("--health-check-path", "hosted"): "GKE's default path, not the readiness probe's",
+    ("--health-check-path", "gateway"): "GKE's default path, through a HealthCheckPolicy",
     ("--port", "nodeport"): "the Service port to pin; default: the port named web",
     ("--service", "nodeport"): "the Service to pin, instead of the release's",
     ("--service", "sim fault add"): "the simulated API a fault matches",

@@ -51,6 +51,9 @@ def _options(f: Any) -> Any:
         click.option("--gateway-class", envvar="MCI_GATEWAY_CLASS", default="gke-l7-global-external-managed-mc",
                      show_default=True, help="A multi-cluster GatewayClass of the config cluster "
                                              "[env: MCI_GATEWAY_CLASS]."),
+        click.option("--health-check-path", envvar="MCI_HEALTH_CHECK_PATH",
+                     help="Health check path (a HealthCheckPolicy per cluster; default: GKE's) "
+                          "[env: MCI_HEALTH_CHECK_PATH]."),
         static_ip_option,
         ssl_certificate_option,
         https_redirect_option,
@@ -69,7 +72,7 @@ def _prepare(kw: dict[str, Any]) -> Any:
         service=kw["service"], port=kw["port"], namespace=kw["namespace"], project=kw["project"],
         static_ip=kw["static_ip"], https_redirect=kw["https_redirect"], ssl_certificates=kw["ssl_certificates"],
         gateway_class=kw["gateway_class"], httproute_file=kw["httproute_file"], kubeconfig=kw["kubeconfig"],
-        adopt=kw["adopt"]))
+        adopt=kw["adopt"], health_check_path=kw["health_check_path"]))
 
 
 def _connect(kw: dict[str, Any]) -> tuple[Any, dict[str, Any]]:

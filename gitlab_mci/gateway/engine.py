@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gitlab_mci.errors import UserError
-from gitlab_mci.gateway.manifests import APPLY_ORDER, KINDS
+from gitlab_mci.gateway.manifests import APPLY_ORDER, CONFIG_KINDS, KINDS
 from gitlab_mci.gateway.model import CLUSTERS_ANNOTATION, DRAINED_ANNOTATION, FIELD_MANAGER, check_weights
 from gitlab_mci.gateway.prepare import WEIGHTS_ANNOTATION, list_ours, live_weights, owned_by, read
 from gitlab_mci.hosted.engine import backoff, merge_diff
@@ -360,7 +360,7 @@ def delete(clusters: dict[str, Cluster], config: Cluster, namespace: str, lb: st
     resources are gone), then the exports and per-cluster Services in every cluster; idempotent."""
     changes: list[Change] = []
     for kind in reversed(APPLY_ORDER):
-        where = [config] if kind in ("Gateway", "HTTPRoute") else list(clusters.values())
+        where = [config] if kind in CONFIG_KINDS else list(clusters.values())
         batch = [Change("delete", c.context, kind, namespace, o["metadata"]["name"])
                  for c in where for o in list_ours(c, kind, namespace, lb)]
         if not batch:

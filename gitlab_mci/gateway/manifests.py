@@ -40,10 +40,12 @@ KINDS: dict[str, KindInfo] = {
     "ServiceExport": KindInfo("net.gke.io", "v1", "serviceexports"),
     "Gateway": KindInfo("gateway.networking.k8s.io", "v1", "gateways"),
     "HTTPRoute": KindInfo("gateway.networking.k8s.io", "v1", "httproutes"),
+    "HealthCheckPolicy": KindInfo("networking.gke.io", "v1", "healthcheckpolicies"),
     "ServiceImport": KindInfo("net.gke.io", "v1", "serviceimports"),  # GKE's, read only
 }
 # Apply in this order (what is referred to first), delete in reverse.
-APPLY_ORDER = ("Service", "ServiceExport", "Gateway", "HTTPRoute")
+APPLY_ORDER = ("Service", "ServiceExport", "HealthCheckPolicy", "Gateway", "HTTPRoute")
+CONFIG_KINDS = ("HealthCheckPolicy", "Gateway", "HTTPRoute")  # in the config cluster only
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,15 @@ def desired(model: GatewayModel, config_context: str) -> list[Desired]:
                 "apiVersion": MCS_API, "kind": "ServiceExport",
                 "metadata": {**_meta(model, export_name(svc.name, c.cluster)),
                              "labels": {**model.labels, CLUSTER_LABEL: c.cluster}}}))
+    if model.health_check_path:  # GKE's HealthCheckPolicy, one per ServiceImport (each cluster's export)
+        for c in model.clusters:
+            for svc in model.services.values():
+                name = export_name(svc.name, c.cluster)
+                out.append(Desired(config_context, {
+                    "apiVersion": "networking.gke.io/v1", "kind": "HealthCheckPolicy", "metadata": _meta(model, name),
+                    "spec": {"default": {"config": {"type": "HTTP", "httpHealthCheck": {
+                                 "requestPath": model.health_check_path}}},
+                             "targetRef": {"group": "net.gke.io", "kind": "ServiceImport", "name": name}}}))
     listeners: list[Obj] = [{"name": "http", "protocol": "HTTP", "port": 80}]
     if model.pre_shared_certs:
         listeners.append({"name": "https", "protocol": "HTTPS", "port": 443, "tls": {

@@ -51,6 +51,7 @@ class Inputs:
     ssl_certificates: Sequence[str] = ()
     gateway_class: str = DEFAULT_CLASS
     httproute_file: Path | None = None
+    health_check_path: str | None = None
     kubeconfig: Path | None = None
     adopt: bool = False
 
@@ -94,6 +95,7 @@ class GatewayModel:
     pre_shared_certs: tuple[str, ...] = ()
     https_redirect: bool = False
     drained: dict[str, int] = field(default_factory=dict)
+    health_check_path: str | None = None
 
     @property
     def labels(self) -> dict[str, str]:

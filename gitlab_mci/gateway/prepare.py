@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gitlab_mci.errors import UserError
-from gitlab_mci.gateway.manifests import KINDS, Desired, desired
+from gitlab_mci.gateway.manifests import APPLY_ORDER, KINDS, Desired, desired
 from gitlab_mci.gateway.model import (
     DEFAULT_CLASS,
     DRAINED_ANNOTATION,
@@ -174,7 +174,7 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     from gitlab_mci import kube
     from gitlab_mci.fleet import Hub, parse_contexts, resolve_link, same_membership
     from gitlab_mci.gcp import Compute
-    from gitlab_mci.hosted.model import check_namespace
+    from gitlab_mci.hosted.model import check_health_path, check_namespace
     from gitlab_mci.hosted.prepare import _certificate, _global_address, _split, config_spec, routing
     from gitlab_mci.lb.inputs import check_resource_name
     from gitlab_mci.nodeport import parallel
@@ -185,6 +185,7 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     check_name(f"{lb}-redirect", "the redirect HTTPRoute")
     namespace = check_namespace(inputs.namespace)
     gateway_class = inputs.gateway_class or DEFAULT_CLASS
+    health_path = check_health_path(inputs.health_check_path)
     if inputs.httproute_file is not None:
         if inputs.ingress is not None:
             raise UserError("give the routing once: --ingress or --httproute-file, not both")
@@ -261,6 +262,8 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     # --- CRDs, GatewayClass, ServiceImports ------------------------------------------------------------------------
     cluster = connected[config.context]
     _crds(cluster, CONFIG_CRDS, "the config cluster")
+    if health_path:
+        _crds(cluster, ("healthcheckpolicies.networking.gke.io",), "the config cluster")
     for context, member in serving:
         if context != config.context:
             _crds(member, ("serviceexports.net.gke.io",), "a serving cluster")
@@ -285,7 +288,8 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     model = GatewayModel(lb=lb, namespace=namespace, gateway_class=gateway_class, clusters=clusters,
                          services=services, rules=rules, hostnames=hostnames, static_ip=inputs.static_ip,
                          pre_shared_certs=certs, https_redirect=inputs.https_redirect,
-                         drained={k: v for k, v in drained.items() if k in cluster_names.values()})
+                         drained={k: v for k, v in drained.items() if k in cluster_names.values()},
+                         health_check_path=health_path)
     wanted = desired(model, config.context)
     for d in wanted:
         d.obj["metadata"].setdefault("annotations", {})
@@ -311,7 +315,7 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     wanted_keys = {d.key for d in wanted}
     stale: list[tuple[str, Obj]] = []
     for context in contexts:
-        for kind in ("Service", "ServiceExport", "Gateway", "HTTPRoute"):
+        for kind in APPLY_ORDER:
             for obj in list_ours(connected[context], kind, namespace, lb):
                 if (context, kind, obj["metadata"]["name"]) not in wanted_keys:
                     stale.append((context, obj))

@@ -56,8 +56,8 @@ DERIVED_BY = "gke-multi-cluster-gateway"
 _NEG_MARKER = '"gitlab-mci-sim":"mcg-neg"'
 _ORDER = ("networkEndpointGroups", "healthChecks", "backendServices", "urlMaps", "targetHttpProxies",
           "targetHttpsProxies", "globalForwardingRules")
-_WATCHED = {"Gateway", "HTTPRoute", "GatewayClass", "ServiceImport", "ServiceExport", "Service", "Namespace",
-            "CustomResourceDefinition"}
+_WATCHED = {"Gateway", "HTTPRoute", "GatewayClass", "HealthCheckPolicy", "ServiceImport", "ServiceExport", "Service",
+            "Namespace", "CustomResourceDefinition"}
 _REDIRECT_CODES = {301: "MOVED_PERMANENTLY_DEFAULT", 302: "FOUND", 303: "SEE_OTHER", 307: "TEMPORARY_REDIRECT",
                    308: "PERMANENT_REDIRECT"}
 
@@ -68,6 +68,7 @@ def install_gateway_api(kube: KubeApiServer) -> None:
                 short=("gc",))
     install_crd(kube, "gateway.networking.k8s.io", "v1", "gateways", "Gateway", short=("gtw",))
     install_crd(kube, "gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
+    install_crd(kube, "networking.gke.io", "v1", "healthcheckpolicies", "HealthCheckPolicy")
 
 
 def _now() -> str:
@@ -369,7 +370,8 @@ class GatewayController(Reconciler):
             negs += self._negs(cluster, ns, name, port, out)
         out.compute[("healthChecks", "", bs)] = {
             "name": bs, "type": "HTTP", "description": f'{{"gateway-import":"{ns}/{name}"}}',
-            "httpHealthCheck": {"portSpecification": "USE_SERVING_PORT", "requestPath": "/"},
+            "httpHealthCheck": {"portSpecification": "USE_SERVING_PORT",
+                                "requestPath": self._health_path(kube, ns, name)},
             "checkIntervalSec": 5, "timeoutSec": 5}
         out.compute[("backendServices", "", bs)] = {
             "name": bs, "protocol": "HTTP", "loadBalancingScheme": scheme,
@@ -378,6 +380,18 @@ class GatewayController(Reconciler):
             "backends": [{"group": url, "balancingMode": "RATE", "maxRatePerEndpoint": 1e8} for url in negs]}
         services[key] = f"{g}/backendServices/{bs}"
         return services[key]
+
+    @staticmethod
+    def _health_path(kube: KubeApiServer, ns: str, name: str) -> str:
+        """A HealthCheckPolicy's requestPath for the ServiceImport, else GKE's default ``/``."""
+        if not has_kind(kube, "networking.gke.io/v1", "HealthCheckPolicy"):
+            return "/"
+        for policy in kube.list("networking.gke.io/v1", "HealthCheckPolicy", ns):
+            ref = (policy.get("spec") or {}).get("targetRef") or {}
+            if ref.get("kind") == "ServiceImport" and ref.get("name") == name:
+                config = ((policy["spec"].get("default") or {}).get("config") or {})
+                return str((config.get("httpHealthCheck") or {}).get("requestPath") or "/")
+        return "/"
 
     def _negs(self, cluster: str, ns: str, name: str, port: int, out: _Desired) -> list[str]:
         """The NEGs (one per zone) of ``name``'s pods in ``cluster``, and the headless Service that makes them."""

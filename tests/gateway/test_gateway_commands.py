@@ -345,3 +345,29 @@ def test_an_ingress_becomes_httproute_matches_split_per_cluster(gateway_world: R
     code, out, _ = cli(["gateway", "plan", *args, "--detailed-exitcode"], capsys)
     assert code == 0, out
     assert cli(["gateway", "delete", *WHERE], capsys)[0] == 0
+
+
+def test_a_health_check_path_is_a_health_check_policy_per_cluster_that_gke_follows(
+        gateway_world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    def paths() -> set[str]:
+        return {r["httpHealthCheck"]["requestPath"] for r in gateway_world.sim.compute.resources("healthChecks")
+                if r["name"].startswith("gkemcg1-")}
+
+    code, _, err = cli(["gateway", "apply", *BASE, "--health-check-path", "/healthz"], capsys)
+    assert code == 0, err
+    policy = custom(gateway_world).get_namespaced_custom_object("networking.gke.io", "v1", "default",
+                                                                "healthcheckpolicies", "shop-auto-deploy-prod2")
+    assert policy["spec"] == {"default": {"config": {"type": "HTTP", "httpHealthCheck": {"requestPath": "/healthz"}}},
+                              "targetRef": {"group": "net.gke.io", "kind": "ServiceImport",
+                                            "name": "shop-auto-deploy-prod2"}}
+    converged(gateway_world)
+    assert paths() == {"/healthz"}
+    code, _out, err = cli(["gateway", "apply", *BASE], capsys)
+    assert code == 0 and "- HealthCheckPolicy default/shop-auto-deploy-prod1 (prod1)" in err, err
+    converged(gateway_world)
+    assert paths() == {"/"}
+    code, _, err = cli(["gateway", "plan", *BASE, "--health-check-path", "healthz"], capsys)
+    assert code == 1 and "must be an absolute URL path" in err
+    assert cli(["gateway", "delete", *WHERE], capsys)[0] == 0
+    assert custom(gateway_world).list_namespaced_custom_object("networking.gke.io", "v1", "default",
+                                                               "healthcheckpolicies")["items"] == []
