@@ -138,6 +138,15 @@ def test_weights_nine_to_one_are_what_the_data_plane_serves(gateway_world: Runni
     seen = clusters_seen(target, 1000)
     assert abs(seen["prod1"] / 1000 - 0.9) <= 0.05 and abs(seen["prod2"] / 1000 - 0.1) <= 0.05, seen
     assert seen["prod3"] == 0
+    code, out, _ = cli(["gateway", "status", *WHERE], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "Gateway default/shop (class gke-l7-global-external-managed-mc, context prod1)"
+    assert lines[1] == f"  address: {gateway(gateway_world)['status']['addresses'][0]['value']}"
+    assert "  Programmed: True (Programmed)" in lines
+    shares = [line for line in lines if line.startswith("  cluster ")]
+    assert shares == ["  cluster prod1: weight 9 (90 %)", "  cluster prod2: weight 1 (10 %)",
+                      "  cluster prod3: weight 0 (0 %)"]
     # apply keeps the weights: nothing to change.
     code, out, _ = cli(["gateway", "plan", *BASE, "--detailed-exitcode"], capsys)
     assert code == 0 and "prod1 (prod1, weight 9)" in out
