@@ -38,6 +38,7 @@ VARIANTS: dict[tuple[str, str], str] = {
     ("--port", "neg"): "the Service port to pin; default: the port named web",
     ("--service", "neg"): "the Service to pin, instead of the release's",
     ("--dotenv", "neg expose"): "appends the NEG name and zones to the job's dotenv report",
+    ("--lb", "helm"): "optional: only --backends neg needs it, to name the NEG",
     ("--service", "sim fault add"): "the simulated API a fault matches",
     ("--node-port", "nodeport pin"): "also `auto`: one port free in every cluster of --auto-contexts",
     ("--node-port", "nodeport verify"): "also `auto`: any port, as long as it is the same in every cluster",

@@ -80,12 +80,22 @@ def manifests(release: Release) -> tuple[dict[str, Any], dict[str, Any]]:
     # Like the chart (auto-deploy-image v2.19.0+): nodePort only when the type is NodePort.
     if svc["type"] == "NodePort" and svc.get("nodePort") not in (None, ""):
         port["nodePort"] = int(svc["nodePort"])
-    service = {
+    service: dict[str, Any] = {
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": release.service_name, "namespace": release.namespace, "labels": labels},
         "spec": {"type": svc["type"], "selector": selector, "ports": [port]},
     }
+    # Like the chart: `annotations: {{ toYaml .Values.service.annotations }}` when there are any (values are
+    # strings in YAML, as Kubernetes requires).
+    if svc.get("annotations"):
+        service["metadata"]["annotations"] = {str(k): _annotation(v) for k, v in svc["annotations"].items()}
     return deployment, service
+
+
+def _annotation(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def deploy(cluster: Cluster, release: Release) -> dict[str, Any]:
@@ -108,6 +118,11 @@ def deploy(cluster: Cluster, release: Release) -> dict[str, Any]:
             # A Service keeps its clusterIP and, unless set, its node port across upgrades (Helm patches).
             service["spec"]["clusterIP"] = current.spec.cluster_ip
             service["metadata"]["resourceVersion"] = current.metadata.resource_version
+            # Helm's three-way merge keeps what others wrote on the live object (GKE's neg-status): here every live
+            # annotation the chart does not set stays. (Helm would also drop one the previous release set.)
+            live = dict(current.metadata.annotations or {})
+            if live:
+                service["metadata"]["annotations"] = {**live, **service["metadata"].get("annotations", {})}
             if "nodePort" not in service["spec"]["ports"][0] and current.spec.type == service["spec"]["type"]:
                 node_port = current.spec.ports[0].node_port
                 if node_port:
