@@ -438,3 +438,17 @@ def test_neg_without_a_load_balancer_name_is_one_line(project: Path, capsys: pyt
     assert (code, out) == (1, "")
     assert err.splitlines() == ["gitlab-mci: error: --backends neg needs the load balancer's name (--lb / "
                                 "MCI_LB_NAME): the NEG is named after it"]
+
+
+def test_switching_to_neg_keeps_a_node_port_the_user_still_asks_for(project: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The switch from instance groups (docs/ci-template.md): one pipeline keeps the NodePort while NEGs come up."""
+    existing = "--set service.type=NodePort --set service.nodePort=30999"
+    code, out, err = _run(["helm", "extra-args", "--backends", "neg", "--lb", "shop", "--extra-args", existing],
+                          capsys)
+    assert code == 0, err
+    assert out.strip() == f"{existing} {NEG_WORDS}"
+    assert "keeping service.type=NodePort from" in err
+    service = values_for(out.strip())["service"]
+    assert (service["type"], service["nodePort"]) == ("NodePort", 30999)
+    assert service["annotations"] == {"cloud.google.com/neg": NEG_JSON}
