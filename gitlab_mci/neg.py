@@ -177,15 +177,33 @@ def wait_for_status(cluster: Cluster, ref: ServiceRef, name: str, port: int, neg
                 return zones
         waited = time.monotonic() - start
         if waited >= timeout:
-            service = name.split("/", 1)[1]
+            namespace, service = name.split("/", 1)
+            said_by_gke = _warning(cluster, namespace, service)
+            why = (f"GKE's NEG controller says: {said_by_gke}" if said_by_gke else
+                   f"NEGs need a VPC-native cluster (check `kubectl describe service {service}` for events)")
             raise NegTimeout(f"context {cluster.context!r}: GKE's NEG controller wrote no {NEG_STATUS_ANNOTATION} "
-                             f"for port {port} of Service {name} within {timeout:g}s; NEGs need a VPC-native cluster "
-                             f"(check `kubectl describe service {service}` for events)")
+                             f"for port {port} of Service {name} within {timeout:g}s; {why}")
         if waited - said >= PROGRESS_SECONDS:
             progress(f"waiting for GKE's NEG controller to report NEG {neg} for Service {name} port {port} "
                      f"({waited:.0f}s of {timeout:g}s)")
             said = waited
         time.sleep(min(POLL_SECONDS, max(0.0, timeout - waited)))
+
+
+def _warning(cluster: Cluster, namespace: str, service: str) -> str | None:
+    """The latest Warning event on the Service (how GKE's NEG controller says what it cannot do), if readable."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        events = cluster.call("list Events", cluster.core.list_namespaced_event, namespace).items
+    except (UserError, ApiException):  # e.g. not allowed to read events: the generic hint then
+        return None
+    mine = [e for e in events if e.type == "Warning" and e.involved_object is not None
+            and e.involved_object.kind == "Service" and e.involved_object.name == service]
+    if not mine:
+        return None
+    latest = max(mine, key=lambda e: str(e.last_timestamp or e.metadata.creation_timestamp or ""))
+    return str(latest.message)
 
 
 def inspect(cluster: Cluster, ref: ServiceRef, namer: Namer) -> Row:

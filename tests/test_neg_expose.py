@@ -247,3 +247,56 @@ def test_neg_commands_import_no_google_cloud_module(clusters: Any) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "KUBECONFIG": str(c.kubeconfig)})
     assert "GOOGLE []" in out.stdout, out.stderr
+
+
+# --- against the simulator's GKE NEG controller (the real NEGs in Compute) ------------------------------------------
+
+
+def _sim_world(make_sim: Any, monkeypatch: pytest.MonkeyPatch, **prod2: Any) -> Any:
+    from gitlab_mci.sim.spec import parse_spec
+
+    running = make_sim(parse_spec({"negSyncDelay": 0.05, "clusters": [
+        {"name": "prod1", "location": "us-central1-a", "nodes": 1},
+        {"name": "prod2", "location": "europe-west1", "nodes": 1, **prod2}]}))
+    for key, value in running.env.items():
+        monkeypatch.setenv(key, value)
+    return running
+
+
+def _deploy(capsys: pytest.CaptureFixture[str], cluster: str) -> None:
+    code, _, err = run_cli(["sim", "deploy", "--context", cluster, "--release", "app"], capsys)
+    assert code == 0, err
+
+
+def test_expose_on_a_regional_cluster_reports_the_neg_gke_made_in_each_of_its_zones(
+    make_sim: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running = _sim_world(make_sim, monkeypatch)
+    _deploy(capsys, "prod2")  # the chart's ClusterIP Service, as Auto DevOps deploys it
+    code, out, err = run_cli(["neg", "expose", "--context", "prod2", "--release", "app", "--lb", "shop",
+                              "--timeout", "30", "-o", "json"], capsys)
+    assert code == 0, err
+    row = json.loads(out)
+    zones = sorted(n["zone"].rsplit("/", 1)[1] for n in running.sim.compute.resources("networkEndpointGroups")
+                   if n["name"] == "gmci-neg-shop-5000")
+    assert len(zones) == 3 and row["zones"] == zones
+    assert (row["type"], row["neg"], row["status"]) == ("ClusterIP", "gmci-neg-shop-5000", "exposed")
+    running.sim.journal.reset()
+    code, out, err = run_cli(["neg", "expose", "--context", "prod2", "--release", "app", "--lb", "shop"], capsys)
+    assert code == 0, err
+    assert "is exposed as NEG gmci-neg-shop-5000 in europe-west1-" in out
+    assert [e for e in running.sim.journal.writes() if e.service.startswith("kube")] == []
+
+
+def test_expose_on_a_routes_based_cluster_exits_3_with_what_gke_says(
+    make_sim: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _sim_world(make_sim, monkeypatch, vpcNative=False)
+    _deploy(capsys, "prod2")
+    code, _, err = run_cli(["neg", "expose", "--context", "prod2", "--release", "app", "--lb", "shop",
+                            "--timeout", "2"], capsys)
+    assert code == 3
+    last = err.splitlines()[-1]
+    assert last.startswith("gitlab-mci: error: context 'prod2': GKE's NEG controller wrote no "
+                           "cloud.google.com/neg-status for port 5000 of Service default/app-auto-deploy within 2s; "
+                           "GKE's NEG controller says: NEGs (network endpoint groups) need a VPC-native cluster")
