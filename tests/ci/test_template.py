@@ -522,3 +522,18 @@ def test_check_job_with_neg_backends_passes_the_hooks_words_and_refuses_another_
     bad = _check({"backends": "neg"}, HELM_UPGRADE_EXTRA_ARGS="--values prod.yaml")
     assert bad.returncode != 0
     assert "prod.yaml (`--values prod.yaml` in HELM_UPGRADE_EXTRA_ARGS) sets service.annotations" in bad.stderr
+
+
+def test_check_job_with_neg_backends_refuses_a_users_own_neg_annotation_the_hook_would_replace(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's annotation names our NEG and also exposes 9090: helm extra-args keeps it, but the deploy hook
+    (which cannot read values files) would set ours over it, dropping 9090; mci-check stops that, saying why."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".gitlab").mkdir()
+    (tmp_path / ".gitlab" / "auto-deploy-values.yaml").write_text(
+        "service:\n  annotations:\n    cloud.google.com/neg: "
+        "'{\"exposed_ports\":{\"5000\":{\"name\":\"gmci-neg-shop-5000\"},\"9090\":{}}}'\n")
+    bad = _check({"backends": "neg"})
+    assert bad.returncode != 0
+    assert bad.stderr.strip().endswith(
+        "leave the cloud.google.com/neg annotation out of your values (the deploy sets it)"), bad.stderr
