@@ -474,3 +474,35 @@ def test_example_pipeline_with_neg_backends_exposes_instead_of_pinning_and_serve
     for collection in ("forwardingRules", "targetHttpProxies", "urlMaps", "backendServices", "healthChecks",
                        "firewalls"):
         assert example.ours(collection) == [], collection
+
+
+def test_switching_the_example_from_instance_groups_to_neg_under_load_fails_no_request(example: Example) -> None:
+    """docs/ci-template.md's switch: one pipeline with `backends: neg` that keeps the node port (the user's
+    HELM_UPGRADE_EXTRA_ARGS), then the plain `backends: neg` pipeline, both under 20 requests/s on the VIP."""
+    from tests.lb.neg_world import Load
+
+    first = example.run()
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    [address] = [a for a in example.compute("addresses") if a["name"] == "gmci-ip-shop"]
+    with urllib.request.urlopen(f"{example.sim_env()['GITLAB_MCI_COMPUTE_ENDPOINT']}/_sim/state", timeout=10) as resp:
+        state = json.load(resp)
+    [url] = [item["url"] for item in state["listeners"] if item["vip"] == address["address"] and item["port"] == 80]
+    neg = example.variant("neg.gitlab-ci.yml", ("      lb_name: shop\n", "      lb_name: shop\n      backends: neg\n"))
+    keep = "--set service.type=NodePort --set service.nodePort=30999"
+    keep_node_port = example.variables("keep-node-port.yml", f"HELM_UPGRADE_EXTRA_ARGS:\n  values:\n"
+                                                              f"    prod1: {keep}\n    prod2: {keep}\n")
+    with Load(url) as switching:
+        proc = example.run("--file", neg, variables=keep_node_port)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert results(proc.stdout)["mci-expose: [prod1]"] == "PASS" and "mci-pin: [prod1]" not in results(proc.stdout)
+    backends = [b["group"] for bs in example.compute("backendServices") for b in bs["backends"]]
+    assert backends and all("/networkEndpointGroups/" in g for g in backends), backends
+    assert len(switching.log) > 100 and switching.failed == [], switching.failed[:5]
+
+    with Load(url) as settled:  # the node port goes: nothing uses it any more
+        proc = example.run("--file", neg)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    for context in CONTEXTS:
+        assert example.kubectl(context, "get", "service", "shop-auto-deploy", "-n", "shop")["spec"]["type"] == "ClusterIP"
+    assert len(settled.log) > 100 and settled.failed == [], settled.failed[:5]
+    assert {cluster for _, status, cluster in settled.log[-40:]} == {"prod1", "prod2"}
