@@ -113,3 +113,24 @@ def test_a_neg_deploy_annotates_the_service_keeping_the_users_annotations_and_gk
     assert again["cloud.google.com/neg-status"] == status and again["cloud.google.com/neg"] == neg
     core.delete_namespaced_service("neg1-auto-deploy", "default")
     k8s.AppsV1Api(core.api_client).delete_namespaced_deployment("neg1", "default")
+    core.delete_namespaced_config_map("neg1-auto-deploy-sim-release", "default")
+
+
+def test_an_upgrade_drops_the_annotation_the_previous_release_set_like_helm(
+    env: RunningSim, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Helm's three-way merge: back to instance groups, the NEG annotation the neg deploy set goes; what another
+    writer put on the Service (an annotation of the user's kubectl, GKE's status) stays."""
+    neg = ("--set-json service.annotations.cloud\\.google\\.com/neg="
+           '"{\\"exposed_ports\\":{\\"5000\\":{\\"name\\":\\"gmci-neg-shop-5000\\"}}}"')
+    assert cli(["sim", "deploy", "--context", "prod1", "--release", "neg2", "--extra-args", neg], capsys)[0] == 0
+    core = k8s.CoreV1Api(k8s.ApiClient(k8s.Configuration(host=env.sim.kube_url("prod1"))))
+    core.patch_namespaced_service("neg2-auto-deploy", "default", {"metadata": {"annotations": {"by-hand": "yes"}}})
+    plain = "--set service.type=NodePort --set service.nodePort=31555"
+    assert cli(["sim", "deploy", "--context", "prod1", "--release", "neg2", "--extra-args", plain], capsys)[0] == 0
+    svc = core.read_namespaced_service("neg2-auto-deploy", "default")
+    assert svc.metadata.annotations == {"by-hand": "yes"}
+    assert (svc.spec.type, svc.spec.ports[0].node_port) == ("NodePort", 31555)
+    core.delete_namespaced_service("neg2-auto-deploy", "default")
+    k8s.AppsV1Api(core.api_client).delete_namespaced_deployment("neg2", "default")
+    core.delete_namespaced_config_map("neg2-auto-deploy-sim-release", "default")
