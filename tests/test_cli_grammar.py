@@ -26,6 +26,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 VARIANTS: dict[tuple[str, str], str] = {
     ("--context", "nodeport pin"): "one cluster: a deploy job's KUBE_CONTEXT",
     ("--context", "sim deploy"): "one cluster: a deploy job's KUBE_CONTEXT",
+    ("--context", "neg expose"): "one cluster: a deploy job's KUBE_CONTEXT",
     ("--context", "hosted"): "fleet clusters: CONTEXT=LOCATION/NAME",
     ("--context", "fleet"): "fleet clusters: CONTEXT=LOCATION/NAME",
     ("--context", "gateway"): "fleet clusters: CONTEXT=LOCATION/NAME",
@@ -36,6 +37,10 @@ VARIANTS: dict[tuple[str, str], str] = {
     ("--health-check-path", "gateway"): "GKE's default path, through a HealthCheckPolicy",
     ("--port", "nodeport"): "the Service port to pin; default: the port named web",
     ("--service", "nodeport"): "the Service to pin, instead of the release's",
+    ("--port", "neg"): "the Service port to pin; default: the port named web",
+    ("--service", "neg"): "the Service to pin, instead of the release's",
+    ("--dotenv", "neg expose"): "appends the NEG name and zones to the job's dotenv report",
+    ("--lb", "helm"): "optional: only --backends neg needs it, to name the NEG",
     ("--service", "sim fault add"): "the simulated API a fault matches",
     ("--node-port", "nodeport pin"): "also `auto`: one port free in every cluster of --auto-contexts",
     ("--node-port", "nodeport verify"): "also `auto`: any port, as long as it is the same in every cluster",

@@ -132,7 +132,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A project checkout as the current directory, with none of the CI variables set."""
     monkeypatch.chdir(tmp_path)
     for var in ("HELM_UPGRADE_EXTRA_ARGS", "HELM_UPGRADE_VALUES_FILE", "MCI_NODE_PORT", "MCI_SERVICE_PORT",
-                "MCI_INTERNAL_PORT", "MCI_VALUES_FILE", "MCI_DISABLE_INGRESS"):
+                "MCI_INTERNAL_PORT", "MCI_VALUES_FILE", "MCI_DISABLE_INGRESS", "MCI_BACKENDS", "MCI_LB_NAME"):
         monkeypatch.delenv(var, raising=False)
     return tmp_path
 
@@ -328,3 +328,127 @@ def test_a_service_port_given_alone_moves_the_container_port_too_and_refuses_ano
     code, out, err = _run(["helm", "extra-args", "--extra-args", "--values values.yaml"], capsys)
     assert code == 0 and "keeping service.internalPort=8081 from values.yaml" in err
     assert out.strip() == "--values values.yaml --set service.type=NodePort --set service.nodePort=30999"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# --backends neg: a ClusterIP Service annotated for container-native backends (issue 15)
+
+NEG_JSON = '{"exposed_ports":{"5000":{"name":"gmci-neg-shop-5000"}}}'
+# What the deploy hook appends: Helm reads `\.` in a --set key as a literal dot, and --set-json a JSON string.
+NEG_WORDS = ("--set-json service.annotations.cloud\\.google\\.com/neg="
+             '"{\\"exposed_ports\\":{\\"5000\\":{\\"name\\":\\"gmci-neg-shop-5000\\"}}}"')
+
+
+def test_neg_values_render_a_clusterip_service_with_the_neg_annotation(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _run(["helm", "values", "--backends", "neg", "--lb", "shop"], capsys)
+    assert code == 0, err
+    assert yaml.safe_load(out) == {"service": {
+        "type": "ClusterIP", "externalPort": 5000, "internalPort": 5000,
+        "annotations": {"cloud.google.com/neg": NEG_JSON}}}
+
+
+def test_neg_extra_args_annotate_the_service_and_leave_its_type_to_the_chart(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MCI_BACKENDS", "neg")
+    monkeypatch.setenv("MCI_LB_NAME", "shop")
+    code, out, err = _run(["helm", "extra-args", "--extra-args", "--atomic"], capsys)
+    assert code == 0, err
+    assert out.strip() == f"--atomic {NEG_WORDS}"
+    code, again, err = _run(["helm", "extra-args", "--extra-args", out.strip()], capsys)
+    assert (code, again) == (0, out), err
+    service = values_for(out.strip())["service"]
+    assert service["type"] == "ClusterIP" and "nodePort" not in service
+    assert service["annotations"] == {"cloud.google.com/neg": NEG_JSON}
+
+
+def test_neg_words_split_by_the_deploy_script_reach_helm_whole() -> None:
+    """The hook's words survive the deploy script's unquoted expansion: no space, no comma Helm would split on."""
+    out = subprocess.run(["sh", "-c", 'set -f; printf "%s\\n" $X'], env={"X": NEG_WORDS, "PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == NEG_WORDS.split(" ") and "," not in NEG_WORDS
+
+
+def test_a_users_own_service_annotations_in_values_yaml_are_kept(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "values.yaml").write_text('service:\n  annotations:\n    prometheus.io/scrape: "true"\n')
+    code, out, err = _run(["helm", "extra-args", "--backends", "neg", "--lb", "shop", "--extra-args",
+                           "-f values.yaml"], capsys)
+    assert code == 0, err
+    assert values_for(out.strip())["service"]["annotations"] == {
+        "prometheus.io/scrape": "true", "cloud.google.com/neg": NEG_JSON}
+    code, out, err = _run(["helm", "values", "--backends", "neg", "--lb", "shop", "--values-file", "mci.yaml",
+                           "--extra-args", "-f values.yaml"], capsys)
+    assert code == 0, err
+    code, out, err = _run(["helm", "extra-args", "--backends", "neg", "--lb", "shop", "--values-file", "mci.yaml",
+                           "--extra-args", "-f values.yaml"], capsys)
+    assert code == 0, err
+    assert values_for(out.strip())["service"]["annotations"] == {
+        "prometheus.io/scrape": "true", "cloud.google.com/neg": NEG_JSON}
+
+
+def test_a_users_neg_annotation_already_naming_ours_is_kept(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / ".gitlab").mkdir()
+    (project / ".gitlab" / "auto-deploy-values.yaml").write_text(
+        f"service:\n  annotations:\n    cloud.google.com/neg: '{NEG_JSON}'\n")
+    code, out, err = _run(["helm", "extra-args", "--backends", "neg", "--lb", "shop"], capsys)
+    assert code == 0, err
+    assert out.strip() == ""
+    assert "keeping service.annotations.cloud\\.google\\.com/neg from .gitlab/auto-deploy-values.yaml" in err
+
+
+@pytest.mark.parametrize(
+    ("annotation", "why"),
+    [
+        ('{"exposed_ports":{"5000":{"name":"theirs"}}}', "exposes port 5000 as NEG 'theirs'"),
+        ('{"exposed_ports":{"9090":{}}}', "does not expose port 5000"),
+        ('{"ingress": true}', "does not expose port 5000"),
+        ("exposed_ports: 5000", "is not JSON"),
+    ],
+)
+def test_a_users_neg_annotation_that_contradicts_ours_is_refused_naming_the_file(
+    annotation: str, why: str, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "prod.yaml").write_text(yaml.safe_dump({"service": {"annotations": {"cloud.google.com/neg": annotation}}}))
+    for command in ("values", "extra-args"):
+        code, out, err = _run(["helm", command, "--backends", "neg", "--lb", "shop", "--extra-args",
+                               "--values prod.yaml"], capsys)
+        assert (code, out) == (1, "")
+        assert len(err.splitlines()) == 1
+        assert err.startswith("gitlab-mci: error: prod.yaml (`--values prod.yaml` in HELM_UPGRADE_EXTRA_ARGS) sets "
+                              "service.annotations.cloud\\.google\\.com/neg, which " + why)
+        assert "load balancer shop needs port 5000 exposed as gmci-neg-shop-5000" in err
+
+
+def test_neg_takes_the_service_port_from_the_users_values(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (project / "values.yaml").write_text(RECIPE_VALUES.replace("  type: NodePort\n", ""))
+    code, out, err = _run(["helm", "extra-args", "--backends", "neg", "--lb", "shop", "--extra-args",
+                           "-f values.yaml"], capsys)
+    assert code == 0, err
+    assert out.strip().endswith(NEG_WORDS.replace("5000", "8080"))
+
+
+def test_neg_without_a_load_balancer_name_is_one_line(project: Path, capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MCI_LB_NAME", raising=False)
+    code, out, err = _run(["helm", "extra-args", "--backends", "neg"], capsys)
+    assert (code, out) == (1, "")
+    assert err.splitlines() == ["gitlab-mci: error: --backends neg needs the load balancer's name (--lb / "
+                                "MCI_LB_NAME): the NEG is named after it"]
+
+
+def test_switching_to_neg_keeps_a_node_port_the_user_still_asks_for(project: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The switch from instance groups (docs/ci-template.md): one pipeline keeps the NodePort while NEGs come up."""
+    existing = "--set service.type=NodePort --set service.nodePort=30999"
+    code, out, err = _run(["helm", "extra-args", "--backends", "neg", "--lb", "shop", "--extra-args", existing],
+                          capsys)
+    assert code == 0, err
+    assert out.strip() == f"{existing} {NEG_WORDS}"
+    assert "keeping service.type=NodePort from" in err
+    service = values_for(out.strip())["service"]
+    assert (service["type"], service["nodePort"]) == ("NodePort", 30999)
+    assert service["annotations"] == {"cloud.google.com/neg": NEG_JSON}

@@ -25,6 +25,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "helm": ("gitlab_mci.cli.helm", "Helm values and HELM_UPGRADE_EXTRA_ARGS for Auto DevOps' auto-deploy-app chart."),
     "nodeport": ("gitlab_mci.cli.nodeport",
                  "Pin, verify or choose the node port of the app's Service across clusters."),
+    "neg": ("gitlab_mci.cli.neg",
+            "Expose the app's Service as network endpoint groups (container-native backends), or verify it."),
     "lb": ("gitlab_mci.cli.lb",
            "The self-managed global external HTTP(S) load balancer: plan, apply, status, destroy."),
     "gitlab": ("gitlab_mci.cli.gitlab",

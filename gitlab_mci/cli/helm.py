@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import click
 
-from gitlab_mci.cli.options import extra_args_option
+from gitlab_mci.cli.options import backends_option, extra_args_option
 from gitlab_mci.helm import (
     CHART_PORT,
     DEFAULT_NODE_PORT,
@@ -36,7 +36,8 @@ def _port(text: str | None, what: str, low: int = 1, high: int = 65535) -> int |
 
 
 def _settings(node_port: str | None, service_port: str | None, internal_port: str | None, disable_ingress: bool,
-              extra_args: str, deploy_values_file: Path | None, values_file: Path | None) -> HelmSettings:
+              extra_args: str, deploy_values_file: Path | None, values_file: Path | None, backends: str,
+              lb_name: str | None) -> HelmSettings:
     """Resolve the request against the user's own values; say on stderr which of their values were kept."""
     request = Request(
         node_port=_port(node_port, "--node-port / MCI_NODE_PORT", NODE_PORT_MIN, NODE_PORT_MAX),
@@ -44,6 +45,8 @@ def _settings(node_port: str | None, service_port: str | None, internal_port: st
         internal_port=_port(internal_port, "--internal-port / MCI_INTERNAL_PORT"),
         disable_ingress=disable_ingress,
         values_file=str(values_file) if values_file else None,
+        backends=backends,
+        lb_name=lb_name or None,
     )
     settings, notes = resolve(request, user_values(extra_args, deploy_values_file, request.values_file))
     for note in notes:
@@ -65,6 +68,10 @@ _common = [
                  show_default=True,
                  help="Turn off the chart's nginx Ingress for this app [env: MCI_DISABLE_INGRESS]."),
     extra_args_option,
+    backends_option,
+    # Not the shared --lb: only `--backends neg` needs it (the NEG is named after the load balancer).
+    click.option("--lb", "lb_name", envvar="MCI_LB_NAME", default=None,
+                 help="With --backends neg: the load balancer's name, which names the NEG [env: MCI_LB_NAME]."),
     click.option("--deploy-values-file", envvar="HELM_UPGRADE_VALUES_FILE", default=DEPLOY_VALUES_FILE,
                  show_default=True, type=click.Path(dir_okay=False, path_type=Path),
                  help="The values file auto-deploy passes before HELM_UPGRADE_EXTRA_ARGS, read when it exists "
@@ -95,10 +102,15 @@ def command() -> None:
               help="The values file: `helm values` writes it (else stdout), `helm extra-args` passes it to Helm "
                    "[env: MCI_VALUES_FILE].")
 def values(node_port: str | None, service_port: str | None, internal_port: str | None, disable_ingress: bool,
-           extra_args: str, deploy_values_file: Path | None, values_file: Path | None) -> None:
-    """Write the chart values: a NodePort Service with the pinned node port, ports consistent with your values."""
+           extra_args: str, backends: str, lb_name: str | None, deploy_values_file: Path | None,
+           values_file: Path | None) -> None:
+    """Write the chart values: a NodePort Service with the pinned node port, ports consistent with your values.
+
+    With --backends neg: a ClusterIP Service whose service.annotations carry the `cloud.google.com/neg` annotation
+    naming the load balancer's NEG for its port (your other annotations are merged by Helm, untouched).
+    """
     text = render_values(_settings(node_port, service_port, internal_port, disable_ingress, extra_args,
-                                   deploy_values_file, values_file))
+                                   deploy_values_file, values_file, backends, lb_name))
     if values_file is None:
         click.echo(text, nl=False)
     else:
@@ -114,15 +126,16 @@ def values(node_port: str | None, service_port: str | None, internal_port: str |
               help="The values file: `helm values` writes it (else stdout), `helm extra-args` passes it to Helm "
                    "[env: MCI_VALUES_FILE].")
 def extra_args_cmd(node_port: str | None, service_port: str | None, internal_port: str | None,
-                   disable_ingress: bool, extra_args: str, deploy_values_file: Path | None,
-                   values_file: Path | None) -> None:
+                   disable_ingress: bool, extra_args: str, backends: str, lb_name: str | None,
+                   deploy_values_file: Path | None, values_file: Path | None) -> None:
     """Print the new HELM_UPGRADE_EXTRA_ARGS: the existing arguments plus what gitlab-mci needs.
 
     Running it again on its own output changes nothing. Arguments and values that contradict the pinned Service
     (e.g. --set service.type=ClusterIP, another service.nodePort) are refused; a values file from `helm values` that
-    disagrees with these inputs too.
+    disagrees with these inputs too. With --backends neg the Service keeps its type and gets the NEG annotation
+    (`--set-json service.annotations.cloud\\.google\\.com/neg=…`) instead of a node port.
     """
     settings = _settings(node_port, service_port, internal_port, disable_ingress, extra_args, deploy_values_file,
-                         values_file)
+                         values_file, backends, lb_name)
     check_values_file(settings)
     click.echo(build_extra_args(extra_args, settings))

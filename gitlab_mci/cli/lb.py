@@ -14,6 +14,7 @@ import click
 from gitlab_mci.cli.options import (
     FILE,
     adopt_option,
+    backends_option,
     contexts_option,
     detailed_exitcode_option,
     dotenv_option,
@@ -28,6 +29,7 @@ from gitlab_mci.cli.options import (
     ssl_certificate_option,
     stack,
     static_ip_option,
+    timeout_option,
     wait_option,
     weight_option,
 )
@@ -69,8 +71,11 @@ def _options(f: Any) -> Any:
         click.option("--unhealthy-threshold", type=int, default=2, show_default=True,
                      help="Failed health checks before a backend is taken out of rotation."),
         click.option("--timeout-sec", type=int, default=30, show_default=True, help="Backend timeout in seconds."),
-        click.option("--balancing-mode", type=click.Choice(["UTILIZATION", "RATE"]), default="UTILIZATION",
-                     show_default=True, help="Backend balancing mode."),
+        backends_option,
+        click.option("--balancing-mode", type=click.Choice(["UTILIZATION", "RATE", "CONNECTION"]), default=None,
+                     help="Backend balancing mode (default: UTILIZATION with instance groups, RATE with NEGs; "
+                          "CONNECTION: NEGs only)."),
+        timeout_option(300.0),
         weight_option,
         adopt_option,
         click.option("--concurrency", type=int, default=64, show_default=True,
@@ -96,7 +101,9 @@ def _prepare(kw: dict[str, Any]) -> Any:
         unhealthy_threshold=kw["unhealthy_threshold"], timeout_sec=kw["timeout_sec"],
         balancing_mode=kw["balancing_mode"], http=kw["http"], https_redirect=kw["https_redirect"],
         ssl_certificates=kw["ssl_certificates"], certificate_file=kw["certificate_file"], key_file=kw["key_file"],
-        tls_secrets=kw["tls_secrets"], managed_domains=kw["managed_domains"], kubeconfig=kw["kubeconfig"]))
+        tls_secrets=kw["tls_secrets"], managed_domains=kw["managed_domains"], kubeconfig=kw["kubeconfig"],
+        backends=kw["backends"], neg_timeout=kw["timeout"],
+        progress=lambda line: click.echo(f"gitlab-mci: {line}", err=True)))
 
 
 @click.group()
@@ -127,7 +134,8 @@ def _echo_plan(changes: list[Any], output: str, notes: list[str] | None = None) 
 def plan_cmd(detailed_exitcode: bool, release_ip: bool, **kw: Any) -> None:
     """Show what `apply` would change, without changing anything.
 
-    Notes after the plan say what it keeps (an address gitlab-mci reserved, unused since --static-ip) and where
+    With --backends neg it first waits, like apply, for the NEGs (up to --timeout). Notes after the plan say what
+    it keeps (an address gitlab-mci reserved, unused since --static-ip) and where
     requests no Ingress rule matches go when the scheme cannot answer 404 for them.
     """
     from gitlab_mci.lb import engine
@@ -210,6 +218,10 @@ def apply_cmd(dotenv: Path | None, release_ip: bool, **kw: Any) -> None:
     refers to them — except an address gitlab-mci reserved, which DNS points at: it is kept (and said so) unless
     --release-ip is given. Run it again after a failure: it continues from what exists. Under the simulator the
     last line names the loopback URL its data plane serves the load balancer on.
+
+    With --backends neg it first waits (up to --timeout, saying so on stderr) until GKE's NEG controller has made
+    the Service's NEG in every zone of every cluster, with endpoints. Switching --backends builds the backend
+    service of the other kind, moves the URL map once it is healthy, then removes the old one: no failed request.
     """
     from gitlab_mci.lb import engine, report
     from gitlab_mci.progress import section
@@ -226,7 +238,13 @@ def apply_cmd(dotenv: Path | None, release_ip: bool, **kw: Any) -> None:
         notes = engine.notes(desired, actual, release_ip=release_ip)
         if text:
             for info in prepared.clusters:
-                click.echo(f"  {info.context}: {len(info.groups)} instance group(s) in {', '.join(info.zones)}")
+                if prepared.neg_wait is not None:
+                    click.echo(f"  {info.context}: {sum(len(u) for u in info.negs.values())} NEG(s) in "
+                               f"{', '.join(info.zones)}")
+                else:
+                    click.echo(f"  {info.context}: {len(info.groups)} instance group(s) in {', '.join(info.zones)}")
+            if prepared.neg_wait is not None:
+                click.echo(f"  NEGs ready after {prepared.neg_wait.seconds:.1f}s")
     if text:
         click.echo(report.summary(changes))
         for note in notes:

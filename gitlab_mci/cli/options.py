@@ -104,6 +104,12 @@ weight_option = click.option(
     "--weight", "weights", multiple=True, envvar="MCI_WEIGHTS", metavar="CLUSTER=WEIGHT",
     help="Relative share of new requests for a --context cluster, a number > 0 (default: what Compute records, "
          "else 1); repeat or comma-separate [env: MCI_WEIGHTS].")
+backends_option = click.option(
+    "--backends", type=click.Choice(["instance-groups", "neg"]), envvar="MCI_BACKENDS", default="instance-groups",
+    show_default=True,
+    help="What the load balancer sends requests to: the nodes' instance groups (through a node port), or zonal "
+         "network endpoint groups of the pods (neg: container-native, needs VPC-native clusters) "
+         "[env: MCI_BACKENDS].")
 adopt_option = click.option(
     "--adopt", is_flag=True, help="Take over same-named resources gitlab-mci did not create.")
 

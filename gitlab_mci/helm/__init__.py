@@ -28,10 +28,13 @@ DEFAULT_NODE_PORT = 30999
 CHART_PORT = 5000  # the chart's default service.externalPort and service.internalPort
 DEPLOY_VALUES_FILE = ".gitlab/auto-deploy-values.yaml"  # what auto-deploy passes when HELM_UPGRADE_VALUES_FILE is unset
 
-# The chart keys gitlab-mci sets.
+# The chart keys gitlab-mci sets. A key is spelled as Helm's --set spells it: `\.` is a dot inside a key.
 TYPE, NODE_PORT, EXTERNAL_PORT, INTERNAL_PORT, INGRESS = (
     "service.type", "service.nodePort", "service.externalPort", "service.internalPort", "ingress.enabled")
-KEYS = (TYPE, NODE_PORT, EXTERNAL_PORT, INTERNAL_PORT, INGRESS)
+# With --backends neg: the Service annotation GKE's NEG controller reads (the chart copies service.annotations).
+NEG = "service.annotations.cloud\\.google\\.com/neg"
+KEYS = (TYPE, NODE_PORT, EXTERNAL_PORT, INTERNAL_PORT, INGRESS, NEG)
+INSTANCE_GROUPS, NEGS = "instance-groups", "neg"
 
 # Options of `helm upgrade` whose values are `key=value[,key=value…]` lists.
 _SET_FLAGS = ("--set", "--set-string", "--set-json", "--set-literal", "--set-file")
@@ -49,6 +52,9 @@ class HelmSettings:
     values_file: str | None = None
     # Keys whose value came from the user's own values: they already reach Helm, so no --set repeats them.
     carried: frozenset[str] = field(default_factory=frozenset)
+    # With `neg`: no node port; the Service keeps its type (the chart's ClusterIP) and carries `neg_annotation`.
+    backends: str = INSTANCE_GROUPS
+    neg_name: str | None = None
 
     def __post_init__(self) -> None:
         check_node_port(self.node_port, "node port")
@@ -56,9 +62,23 @@ class HelmSettings:
             if not 1 <= port <= 65535:
                 raise UserError(f"{name} {port} is not a TCP port (1-65535)")
 
+    @property
+    def neg_annotation(self) -> str | None:
+        """The ``cloud.google.com/neg`` annotation for the Service port (compact JSON: no space, no comma with one
+        port, so the deploy script's word splitting and Helm's comma splitting leave it whole)."""
+        if self.backends != NEGS or self.neg_name is None:
+            return None
+        return json.dumps({"exposed_ports": {str(self.external_port): {"name": self.neg_name}}},
+                          separators=(",", ":"))
+
     def required_sets(self) -> dict[str, str]:
-        """The chart values gitlab-mci sets, as ``--set`` keys and values."""
-        sets = {"service.type": "NodePort", "service.nodePort": str(self.node_port)}
+        """The chart values gitlab-mci sets, as ``--set`` keys and values (:func:`set_flag` says which flag)."""
+        sets: dict[str, str] = {}
+        if self.backends == NEGS:
+            if self.neg_annotation is not None and NEG not in self.carried:
+                sets[NEG] = json.dumps(self.neg_annotation)
+        else:
+            sets = {"service.type": "NodePort", "service.nodePort": str(self.node_port)}
         # Ports are only set when they differ from the chart's defaults, to keep the arguments short, and when the
         # user's values do not already give them.
         if self.external_port != CHART_PORT and EXTERNAL_PORT not in self.carried:
@@ -68,6 +88,17 @@ class HelmSettings:
         if self.disable_ingress:
             sets["ingress.enabled"] = "false"
         return sets
+
+
+def set_flag(key: str) -> str:
+    """The flag that sets ``key``: the NEG annotation is a JSON string (--set-json), so that Helm neither reads its
+    braces as a list nor types it; everything else is --set."""
+    return "--set-json" if key == NEG else "--set"
+
+
+def split_key(key: str) -> list[str]:
+    """A --set key's parts, as Helm splits it: on dots, but for a dot escaped as `\\.`."""
+    return [part.replace("\\.", ".") for part in re.split(r"(?<!\\)\.", key)]
 
 
 def parse_port(text: str | int, what: str, low: int = 1, high: int = 65535) -> int:
@@ -96,6 +127,9 @@ def render_values(settings: HelmSettings) -> str:
         external_port=settings.external_port,
         internal_port=settings.internal_port,
         disable_ingress=settings.disable_ingress,
+        neg=settings.backends == NEGS,
+        set_type=TYPE not in settings.carried,
+        neg_annotation=settings.neg_annotation if NEG not in settings.carried else None,
     )
     return rendered
 
@@ -194,7 +228,7 @@ def _set_value(flag: str | None, raw: str) -> Any:
 def set_path(values: dict[str, Any], key: str, value: Any) -> None:
     """Apply one ``--set key=value`` (dotted key) to ``values``."""
     node = values
-    parts = key.split(".")
+    parts = split_key(key)
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
@@ -230,7 +264,7 @@ def _read(path: str | Path, what: str) -> str:
 
 def _lookup(values: dict[str, Any], key: str) -> tuple[bool, Any]:
     node: Any = values
-    for part in key.split("."):
+    for part in split_key(key):
         if not isinstance(node, dict) or part not in node:
             return False, None
         node = node[part]
@@ -305,6 +339,8 @@ class Request:
     internal_port: int | None = None
     disable_ingress: bool = False
     values_file: str | None = None
+    backends: str = INSTANCE_GROUPS
+    lb_name: str | None = None  # with `neg`: the NEG is named after the load balancer
 
 
 def _norm(value: Any) -> str:
@@ -339,20 +375,29 @@ def resolve(request: Request, found: list[Found]) -> tuple[HelmSettings, list[st
             notes.append(f"overriding {key}={_norm(last[key].value)} from {last[key].source} with {_norm(want)} "
                          "for this deploy")
 
-    # A shared deploy values file may hold the chart's ClusterIP (or an enabled Ingress) for the other
-    # environments' deploys: overridden for this one, said out loud. Anywhere else it is a contradiction.
-    check(TYPE, "NodePort", f"the global load balancer needs {TYPE}=NodePort; remove it", shared_ok=True)
-    if request.node_port is not None:
-        node_port = request.node_port
-        check(NODE_PORT, node_port, f"gitlab-mci was asked for {NODE_PORT}={node_port} ({_FLAGS[NODE_PORT]}); "
-                                    "make them agree")
-    else:
-        node_port = DEFAULT_NODE_PORT
-        theirs = _norm(last[NODE_PORT].value) if NODE_PORT in last else ""
-        check(NODE_PORT, node_port, f"gitlab-mci pins node port {node_port} unless told otherwise; pass "
-                                    f"--node-port {theirs} (MCI_NODE_PORT={theirs}) to pin that one, or remove it")
-
     carried: set[str] = set()
+    neg = request.backends == NEGS
+    node_port = DEFAULT_NODE_PORT
+    if neg:
+        # NEGs reach the pods whatever the Service's type: the user's type is kept, else the chart's ClusterIP;
+        # no node port is needed, so none is checked.
+        if TYPE in last:
+            carried.add(TYPE)
+            notes.append(f"keeping {TYPE}={_norm(last[TYPE].value)} from {last[TYPE].source} (NEG backends work "
+                         "with any type; ClusterIP needs no node port)")
+    else:
+        # A shared deploy values file may hold the chart's ClusterIP (or an enabled Ingress) for the other
+        # environments' deploys: overridden for this one, said out loud. Anywhere else it is a contradiction.
+        check(TYPE, "NodePort", f"the global load balancer needs {TYPE}=NodePort; remove it", shared_ok=True)
+        if request.node_port is not None:
+            node_port = request.node_port
+            check(NODE_PORT, node_port, f"gitlab-mci was asked for {NODE_PORT}={node_port} "
+                                        f"({_FLAGS[NODE_PORT]}); make them agree")
+        else:
+            theirs = _norm(last[NODE_PORT].value) if NODE_PORT in last else ""
+            check(NODE_PORT, node_port, f"gitlab-mci pins node port {node_port} unless told otherwise; pass "
+                                        f"--node-port {theirs} (MCI_NODE_PORT={theirs}) to pin that one, or remove "
+                                        "it")
 
     def port(key: str, asked: int | None, how: str = "", fix: str = "make them agree") -> int:
         if asked is not None:
@@ -382,10 +427,50 @@ def resolve(request: Request, found: list[Found]) -> tuple[HelmSettings, list[st
     if request.disable_ingress:
         check(INGRESS, False, f"gitlab-mci was asked for {INGRESS}=false ({_FLAGS[INGRESS]}); make them agree",
               shared_ok=True)
+    neg_name = None
+    if neg:
+        neg_name = _neg_name(request.lb_name, external)
+        _check_neg(found, last, external, neg_name, request.lb_name or "", carried, notes)
     settings = HelmSettings(node_port=node_port, external_port=external, internal_port=internal,
                             disable_ingress=request.disable_ingress, values_file=request.values_file,
-                            carried=frozenset(carried))
+                            carried=frozenset(carried), backends=request.backends,
+                            neg_name=neg_name)
     return settings, notes
+
+
+def _neg_name(lb: str | None, port: int) -> str:
+    if not lb:
+        raise UserError("--backends neg needs the load balancer's name (--lb / MCI_LB_NAME): the NEG is named after it")
+    from gitlab_mci.lb.names import Namer
+
+    return Namer(lb).neg_name(port)
+
+
+def _check_neg(found: list[Found], last: dict[str, Found], port: int, neg: str, lb: str, carried: set[str],
+               notes: list[str]) -> None:
+    """The user's own ``cloud.google.com/neg`` annotation: kept when it already exposes the port as our NEG;
+    refused by name when it says otherwise (ours would replace it whole, dropping what else it exposes)."""
+    need = f"load balancer {lb} needs port {port} exposed as {neg}"
+    for f in found:
+        if f.key != NEG or not (f.words is not None or f is last[NEG]):
+            continue
+        where = f"{f.source} sets {NEG}"
+        try:
+            doc = json.loads(str(f.value))
+        except ValueError:
+            raise UserError(f"{where}, which is not JSON; {need}") from None
+        ports = doc.get("exposed_ports") if isinstance(doc, dict) else None
+        entry = ports.get(str(port)) if isinstance(ports, dict) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if entry is None:
+            raise UserError(f"{where}, which does not expose port {port}; {need}: add "
+                            f'"{port}": {{"name": "{neg}"}} to its exposed_ports')
+        if name != neg:
+            shown = f"NEG {name!r}" if name else "a NEG named by GKE"
+            raise UserError(f"{where}, which exposes port {port} as {shown}; {need}: name it so, or remove it")
+    if NEG in last:
+        carried.add(NEG)
+        notes.append(f"keeping {NEG} from {last[NEG].source} (it exposes port {port} as {neg})")
 
 
 def check_values_file(settings: HelmSettings) -> None:
@@ -415,9 +500,10 @@ def load_values_text(text: str) -> dict[str, Any]:
 
 
 def _is_ours(arg: _Arg, settings: HelmSettings) -> bool:
-    if arg.flag == "--set" and arg.value is not None and len(arg.words) == 2:
+    if arg.flag in ("--set", "--set-json") and arg.value is not None and len(arg.words) == 2:
         pairs = _assignments(arg.value)
-        return len(pairs) == 1 and settings.required_sets().get(pairs[0][0]) == pairs[0][1]
+        return (len(pairs) == 1 and set_flag(pairs[0][0]) == arg.flag
+                and settings.required_sets().get(pairs[0][0]) == pairs[0][1])
     return (arg.flag == "--values" and len(arg.words) == 2 and settings.values_file is not None
             and arg.value == settings.values_file)
 
@@ -447,5 +533,5 @@ def extra_args(existing: str, settings: HelmSettings) -> str:
     if settings.values_file:
         ours += ["--values", settings.values_file]
     for key, val in required.items():
-        ours += ["--set", f"{key}={val}"]
+        ours += [set_flag(key), f"{key}={val}"]
     return " ".join(kept + ours)

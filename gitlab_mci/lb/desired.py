@@ -22,6 +22,10 @@ API = "https://www.googleapis.com/compute/v1/"
 # Where Google's health checkers and front ends connect from (REFERENCE §3).
 HEALTH_CHECK_RANGES = ("130.211.0.0/22", "35.191.0.0/16")
 MAX_BACKENDS = 50
+BACKEND_KINDS = ("instance-groups", "neg")
+# Per-endpoint capacity of NEG backends: unbounded, so that only capacityScaler (weights, drain) shares traffic.
+MAX_RATE = 1e14
+MAX_CONNECTIONS = 2**31 - 1
 # What GKE's default backend answers for a request no Ingress rule matches: 404, here as a route action of the
 # global external ALB (fault injection is not available to the classic scheme).
 NOT_FOUND: dict[str, Any] = {"faultInjectionPolicy": {"abort": {"httpStatus": 404, "percentage": 100.0}}}
@@ -42,6 +46,7 @@ class Options:
     certificates: Certificates = field(default_factory=Certificates)
     check_interval_sec: int = 5
     unhealthy_threshold: int = 2
+    backends: str = "instance-groups"  # or "neg": zonal network endpoint groups of the pods (gitlab_mci.lb.negs)
 
     @property
     def https(self) -> bool:
@@ -60,8 +65,15 @@ class Options:
         if self.scheme not in ("EXTERNAL", "EXTERNAL_MANAGED"):
             raise UserError(f"--scheme {self.scheme!r}: use EXTERNAL_MANAGED (global external ALB) or EXTERNAL "
                             "(classic)")
-        if self.balancing_mode not in ("UTILIZATION", "RATE"):
-            raise UserError(f"--balancing-mode {self.balancing_mode!r}: use UTILIZATION or RATE")
+        if self.backends not in BACKEND_KINDS:
+            raise UserError(f"--backends {self.backends!r}: use {' or '.join(BACKEND_KINDS)}")
+        if self.backends == "neg" and self.balancing_mode == "UTILIZATION":
+            raise UserError("--balancing-mode UTILIZATION: Compute refuses it for NEG backends; use RATE (the "
+                            "default with --backends neg) or CONNECTION")
+        modes = ("RATE", "CONNECTION") if self.backends == "neg" else ("UTILIZATION", "RATE")
+        if self.balancing_mode not in modes:
+            raise UserError(f"--balancing-mode {self.balancing_mode!r}: use {' or '.join(modes)} with --backends "
+                            f"{self.backends}")
         if not 1 <= self.timeout_sec <= 86400:
             raise UserError(f"--timeout {self.timeout_sec}: must be 1 to 86400 seconds")
         if self.health_check_path is not None and not self.health_check_path.startswith("/"):
@@ -174,29 +186,84 @@ def build(model: IngressModel, options: Options, clusters: Sequence[ClusterInfo]
     namer = Namer(options.lb, options.prefix)
     desired = Desired(namer, options.project, address_owned=options.static_ip is None)
     owner = namer.description
+    address = desired.add(Resource("globalAddresses", options.static_ip or namer.name("address"),
+                                   {"name": options.static_ip or namer.name("address"), "description": owner,
+                                    "labels": namer.labels}))
+    if options.backends == "neg":
+        service_for = _neg_services(desired, model, options, clusters)
+    else:
+        service_for = _group_services(desired, model, options, clusters)
+    _add_routing(desired, model, options, address, service_for)
+    return desired
+
+
+def _firewalls(desired: Desired, clusters: Sequence[ClusterInfo], ports: Sequence[int], kind: str | None) -> None:
+    """Google's health checkers (and front ends) may reach ``ports`` on the nodes, one rule per network."""
+    by_network: dict[str, list[ClusterInfo]] = {}
+    for c in clusters:
+        by_network.setdefault(c.network, []).append(c)
+    for network, members in sorted(by_network.items()):
+        digest = None if len(by_network) == 1 else hashlib.sha256(network.encode()).hexdigest()[:6]
+        name = desired.namer.name("firewall", "-".join(x for x in (kind, digest) if x) or None)
+        desired.add(Resource("firewalls", name, {
+            "name": name, "description": desired.namer.description, "network": network, "direction": "INGRESS",
+            "sourceRanges": list(HEALTH_CHECK_RANGES),
+            "allowed": [{"IPProtocol": "tcp", "ports": [str(p) for p in sorted(set(ports))]}],
+            "targetTags": sorted({t for c in members for t in c.tags}),
+        }))
+
+
+def _neg_services(desired: Desired, model: IngressModel, options: Options,
+                  clusters: Sequence[ClusterInfo]) -> dict[Backend, Resource]:
+    """Backend services whose backends are the clusters' zonal NEGs (named ``…-neg-<port>``: a backend service
+    cannot mix NEGs and instance groups, so a switch of kind is a second backend service)."""
+    from gitlab_mci.lb.negs import backend_port
+
+    namer, owner = desired.namer, desired.namer.description
+    ports = {b: backend_port(clusters, b.service, b.port) for b in model.backends()}
+    _firewalls(desired, clusters, [pod for _, pod in ports.values()], "neg")
+    service_for: dict[Backend, Resource] = {}
+    made: dict[int, Resource] = {}
+    for backend, (port, _) in ports.items():
+        if port in made:
+            service_for[backend] = made[port]
+            continue
+        negs = sorted(u for c in clusters for u in c.negs.get((backend.service, port), ()))
+        if not negs:
+            raise UserError(f"Service {backend.service!r} port {port}: no NEG found (a bug: discovery waits for "
+                            "them)")
+        if len(negs) > MAX_BACKENDS:
+            raise UserError(f"{len(negs)} NEGs exceed the {MAX_BACKENDS} backends a backend service may have; use "
+                            "fewer clusters or zones")
+        hc_name = namer.name("healthCheck", f"neg-{port}")
+        hc = desired.add(Resource("healthChecks", hc_name, {
+            "name": hc_name, "description": owner, "type": "HTTP",
+            "httpHealthCheck": {"portSpecification": "USE_SERVING_PORT",
+                                "requestPath": _probe_path(backend, clusters, options.health_check_path)},
+            "checkIntervalSec": options.check_interval_sec, "timeoutSec": options.check_interval_sec,
+            "unhealthyThreshold": options.unhealthy_threshold,
+        }))
+        capacity: dict[str, Any] = ({"maxRatePerEndpoint": MAX_RATE} if options.balancing_mode == "RATE"
+                                    else {"maxConnectionsPerEndpoint": MAX_CONNECTIONS})
+        bs_name = namer.name("backendService", f"neg-{port}")
+        made[port] = service_for[backend] = desired.add(Resource("backendServices", bs_name, {
+            "name": bs_name, "description": owner, "protocol": "HTTP", "timeoutSec": options.timeout_sec,
+            "loadBalancingScheme": options.scheme, "healthChecks": [desired.url(hc)],
+            "backends": [{"group": g, "balancingMode": options.balancing_mode, **capacity} for g in negs],
+        }, deps=(hc.key,)))
+    return service_for
+
+
+def _group_services(desired: Desired, model: IngressModel, options: Options,
+                    clusters: Sequence[ClusterInfo]) -> dict[Backend, Resource]:
+    """Backend services whose backends are the clusters' instance groups, reaching pods through a node port."""
+    namer, owner = desired.namer, desired.namer.description
     node_ports = _node_ports(model, clusters)
     groups = sorted({g for c in clusters for g in c.groups})
     if len(groups) > MAX_BACKENDS:
         raise UserError(f"{len(groups)} instance groups exceed the {MAX_BACKENDS} backends a backend service may "
                         "have; use fewer node pools or zones")
-
-    address = desired.add(Resource("globalAddresses", options.static_ip or namer.name("address"),
-                                   {"name": options.static_ip or namer.name("address"), "description": owner,
-                                    "labels": namer.labels}))
-
-    by_network: dict[str, list[ClusterInfo]] = {}
-    for c in clusters:
-        by_network.setdefault(c.network, []).append(c)
-    for network, members in sorted(by_network.items()):
-        suffix = None if len(by_network) == 1 else hashlib.sha256(network.encode()).hexdigest()[:6]
-        name = namer.name("firewall", suffix)
-        desired.add(Resource("firewalls", name, {
-            "name": name, "description": owner, "network": network, "direction": "INGRESS",
-            "sourceRanges": list(HEALTH_CHECK_RANGES),
-            "allowed": [{"IPProtocol": "tcp", "ports": [str(p) for p in sorted(set(node_ports.values()))]}],
-            "targetTags": sorted({t for c in members for t in c.tags}),
-        }))
-
+    _firewalls(desired, clusters, list(node_ports.values()), None)
     port_names = {np: namer.port_name(np) for np in sorted(set(node_ports.values()))}
     desired.named_ports = [NamedPorts(g, {port_names[np]: np for np in port_names}) for g in groups]
     service_for: dict[int, Resource] = {}
@@ -219,9 +286,15 @@ def build(model: IngressModel, options: Options, clusters: Sequence[ClusterInfo]
             "timeoutSec": options.timeout_sec, "loadBalancingScheme": options.scheme,
             "healthChecks": [desired.url(hc)], "backends": backends,
         }, deps=(hc.key,)))  # named ports: ordered by the engine (see execute)
+    return {b: service_for[np] for b, np in node_ports.items()}
 
+
+def _add_routing(desired: Desired, model: IngressModel, options: Options, address: Resource,
+                 service_for: dict[Backend, Resource]) -> None:
+    """URL map (host and path rules to the backend services), proxies, forwarding rules."""
+    namer, owner = desired.namer, desired.namer.description
     default = model.default_backend or model.backends()[0]
-    default_bs = service_for[node_ports[default]]
+    default_bs = service_for[default]
     # No default backend: GKE sends what matches no rule to its default backend, which answers 404. The global
     # external ALB can say the same with a fault abort on the default route (a service is still named: a URL map
     # must have one); the classic scheme cannot, so the plan says where those requests go instead.
@@ -238,7 +311,7 @@ def build(model: IngressModel, options: Options, clusters: Sequence[ClusterInfo]
         matcher = f"m{i}"
         path_rules, matcher_default = [], None
         for p in rule.paths:
-            bs = service_for[node_ports[p.backend]]
+            bs = service_for[p.backend]
             if p.path == "/" and p.path_type != "Exact":
                 matcher_default = bs
                 continue
@@ -263,7 +336,6 @@ def build(model: IngressModel, options: Options, clusters: Sequence[ClusterInfo]
             "name": namer.name("httpProxy"), "description": owner, "urlMap": desired.url(target)},
             deps=(target.key,)))
         _add_rule(desired, options, address, proxy, "http", "80")
-    return desired
 
 
 def _add_rule(desired: Desired, options: Options, address: Resource, proxy: Resource, kind: str,

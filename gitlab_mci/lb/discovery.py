@@ -30,6 +30,7 @@ class ServicePort:
     name: str | None
     port: int
     node_port: int | None
+    target_port: int | str | None = None  # the pods' port (a name is resolved by desired, from the pods)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,18 @@ class ServiceInfo:
     type: str
     ports: tuple[ServicePort, ...]
     readiness_path: str | None
+    annotations: dict[str, str] = field(default_factory=dict, compare=False)
+    container_ports: dict[str, int] = field(default_factory=dict, compare=False)  # named container ports
+
+    def pod_port(self, port: ServicePort) -> int:
+        """The port the pods serve ``port`` on: where NEG endpoints (and health checks of them) connect."""
+        target = port.target_port if port.target_port not in (None, "") else port.port
+        if isinstance(target, int) or str(target).isdigit():
+            return int(target)
+        if str(target) in self.container_ports:
+            return self.container_ports[str(target)]
+        raise UserError(f"Service {self.namespace}/{self.name}: targetPort {target!r} names no container port of "
+                        "its pods")
 
     def port(self, wanted: int | str) -> ServicePort | None:
         for p in self.ports:
@@ -61,6 +74,10 @@ class ClusterInfo:
     tags: tuple[str, ...]
     services: dict[str, ServiceInfo] = field(default_factory=dict)
     group_json: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False, repr=False)
+    # NEGs need alias IP ranges for pods (a VPC-native cluster): whether the nodes have them.
+    vpc_native: bool = True
+    # (Service, Service port) → the zonal NEG URLs of that port, once negs.wait_for_negs has found them all.
+    negs: dict[tuple[str, int], tuple[str, ...]] = field(default_factory=dict, compare=False)
 
 
 @dataclass
@@ -120,23 +137,34 @@ def _service(cluster: Cluster, namespace: str, name: str) -> ServiceInfo | None:
             return None
         raise UserError(f"context {cluster.context!r}: {api_error_message(exc)}") from None
     spec = svc.get("spec") or {}
-    ports = tuple(ServicePort(p.get("name"), p["port"], p.get("nodePort")) for p in spec.get("ports") or [])
-    return ServiceInfo(name, namespace, spec.get("type") or "ClusterIP", ports,
-                       _readiness_path(cluster, namespace, spec.get("selector") or {}))
+    ports = tuple(ServicePort(p.get("name"), p["port"], p.get("nodePort"), p.get("targetPort"))
+                  for p in spec.get("ports") or [])
+    probe, named = _readiness_path(cluster, namespace, spec.get("selector") or {})
+    return ServiceInfo(name, namespace, spec.get("type") or "ClusterIP", ports, probe,
+                       dict((svc.get("metadata") or {}).get("annotations") or {}), named)
 
 
-def _readiness_path(cluster: Cluster, namespace: str, selector: dict[str, str]) -> str | None:
-    """The HTTP readiness probe path of the pods behind the Service (what the health check should ask)."""
+def read_service(cluster: Cluster, namespace: str, name: str) -> ServiceInfo | None:
+    """The Service as discovery sees it (None when absent): read again while waiting for its NEGs."""
+    return _service(cluster, namespace, name)
+
+
+def _readiness_path(cluster: Cluster, namespace: str, selector: dict[str, str]) -> tuple[str | None, dict[str, int]]:
+    """The HTTP readiness probe path of the pods behind the Service (what the health check should ask), and
+    their named container ports (a NEG's endpoints are on the pods' port, which a targetPort may name)."""
     if not selector:
-        return None
+        return None, {}
     pods = _get(cluster, "list pods", f"/api/v1/namespaces/{quote(namespace, safe='')}/pods",
                 labelSelector=",".join(f"{k}={v}" for k, v in sorted(selector.items())), limit=5)
+    path: str | None = None
+    named: dict[str, int] = {}
     for pod in pods.get("items") or []:
         for c in (pod.get("spec") or {}).get("containers") or []:
+            named.update({str(p["name"]): int(p["containerPort"]) for p in c.get("ports") or [] if p.get("name")})
             http_get = (c.get("readinessProbe") or {}).get("httpGet")
-            if http_get is not None:
-                return str(http_get.get("path") or "/")
-    return None
+            if http_get is not None and path is None:
+                path = str(http_get.get("path") or "/")
+    return path, named
 
 
 _WHAT = {"instances": "instances", "instanceGroups": "instance groups"}
@@ -171,6 +199,7 @@ def discover(clusters: Sequence[Cluster], compute: Compute, namespace: str,
         group_json: dict[str, dict[str, Any]] = {}
         networks: set[str] = set()
         tags: set[str] = set()
+        aliased = False
         for node in nodes:
             inst = instances.get((node.project, node.zone, node.instance))
             if inst is None:
@@ -188,6 +217,7 @@ def discover(clusters: Sequence[Cluster], compute: Compute, namespace: str,
             groups.add(group["selfLink"])
             group_json.setdefault(group["selfLink"], group)
             networks.add(inst["networkInterfaces"][0]["network"])
+            aliased = aliased or bool(inst["networkInterfaces"][0].get("aliasIpRanges"))
             tags.update((inst.get("tags") or {}).get("items", []))
         if len(networks) > 1:
             raise UserError(f"context {cluster.context!r}: nodes are on several networks "
@@ -195,6 +225,6 @@ def discover(clusters: Sequence[Cluster], compute: Compute, namespace: str,
         result.append(ClusterInfo(
             context=cluster.context, project=nodes[0].project, groups=tuple(sorted(groups)),
             zones=tuple(sorted({n.zone for n in nodes})), network=networks.pop(), tags=tuple(sorted(tags)),
-            services={k: v for k, v in found.items() if v is not None}, group_json=group_json,
+            services={k: v for k, v in found.items() if v is not None}, group_json=group_json, vpc_native=aliased,
         ))
     return result

@@ -48,6 +48,8 @@ _ROUTING = ("urlMaps", "targetHttpProxies", "targetHttpsProxies", "globalForward
 # Creation order; deletion runs the other way round.
 ORDER = ("globalAddresses", "firewalls", "healthChecks", "backendServices", "urlMaps", "sslCertificates",
          "targetHttpProxies", "targetHttpsProxies", "globalForwardingRules")
+# How long a backend service that replaces one of the other kind may take to become healthy.
+SWITCH_HEALTH_SECONDS = 300.0
 # Fields that cannot change in place on a forwarding rule: changing them means delete and create.
 _FR_IMMUTABLE = ("IPAddress", "IPProtocol", "portRange", "loadBalancingScheme")
 
@@ -64,6 +66,9 @@ class Change:
     fields: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # field → (old, new)
     actual: dict[str, Any] | None = None
     deps: tuple[str, ...] = ()
+    # A backend service that replaces one of the other kind (instance groups <-> NEGs): the URL map moves to it
+    # only once it is healthy, so created, then awaited up to this many seconds (see _await_healthy).
+    await_health: float = 0.0
 
 
 def _normal(value: Any) -> Any:
@@ -328,7 +333,8 @@ def diff(desired: Desired, actual: Actual, *, adopt: bool = False, release_ip: b
     for key, r in desired.resources.items():
         have = actual.resources.get(key)
         if have is None:
-            changes.append(Change("create", key, r.collection, r.name, r.body, deps=r.deps))
+            changes.append(Change("create", key, r.collection, r.name, r.body, deps=r.deps,
+                                  await_health=SWITCH_HEALTH_SECONDS if _switches(r.body, actual, namer) else 0.0))
             continue
         user_address = r.collection == "globalAddresses" and not desired.address_owned
         if not namer.owns(have):
@@ -363,6 +369,36 @@ def diff(desired: Desired, actual: Actual, *, adopt: bool = False, release_ip: b
             collection = key.split("/", 1)[0]
             changes.append(Change("delete", key, collection, have["name"], actual=have))
     return changes
+
+
+def _is_neg(bs: dict[str, Any]) -> bool:
+    return any("/networkEndpointGroups/" in str(b.get("group", "")) for b in bs.get("backends") or [])
+
+
+def _switches(body: dict[str, Any], actual: Actual, namer: Namer) -> bool:
+    """Whether a new backend service takes over from one of ours of the other kind (instance groups <-> NEGs),
+    which a URL map routes to now: then it must be healthy before the URL map moves."""
+    if not body.get("backends") or not any(k.startswith("urlMaps/") for k in actual.resources):
+        return False
+    return any(key.startswith("backendServices/") and namer.owns(have) and have.get("backends")
+               and _is_neg(have) != _is_neg(body) for key, have in actual.resources.items())
+
+
+def _await_healthy(api: ComputeApi, name: str, backends: list[dict[str, Any]], timeout: float) -> None:
+    """Until every serving backend with endpoints (an empty NEG zone has none: no pod there) has a healthy one,
+    as Google's health checkers see it (``getHealth``), and at least one does; bounded."""
+    serving = [b["group"] for b in backends if float(b.get("capacityScaler", 1.0)) > 0]
+    deadline = time.monotonic() + timeout
+    while True:
+        answers = [api.retrying(f"read the health of {name}", functools.partial(
+            api.rest.post, f"global/backendServices/{name}/getHealth", {"group": g})) for g in serving]
+        states = [[h.get("healthState") for h in a.get("healthStatus") or []] for a in answers]
+        if any("HEALTHY" in s for s in states) and all("HEALTHY" in s for s in states if s):
+            return
+        if time.monotonic() >= deadline:
+            raise UserError(f"backendServices/{name} not healthy after {timeout:g}s: the URL map still routes to "
+                            "the backends it had (run apply again once they are)")
+        time.sleep(1.0)  # health checks run every few seconds
 
 
 def destroy_changes(namer: Namer, actual: Actual, *, release_ip: bool = False) -> list[Change]:
@@ -446,6 +482,8 @@ def _run_one(api: ComputeApi, c: Change) -> None:
         return
     if c.action == "create":
         api.insert(c.collection, c.body)
+        if c.await_health:
+            _await_healthy(api, c.name, c.body.get("backends") or [], c.await_health)
     elif c.action == "delete":
         api.delete(c.collection, c.name)
     elif c.action == "replace":
@@ -505,6 +543,10 @@ def execute(api: ComputeApi, changes: list[Change], *, concurrency: int = 64,
             # or its update (a URL map moved to the new backend service, a proxy given the new certificate).
             deps[c.key] = {o.key for o in changes if o.action in ("delete", "replace", "update") and o.key != c.key
                            and _references(o, c)}
+            if c.collection == "firewalls":
+                # Nothing refers to a firewall rule, but health checks of the backends it lets in go on until their
+                # backend service is gone (a switch between instance groups and NEGs keeps both rules till then).
+                deps[c.key] |= {o.key for o in changes if o.collection == "backendServices" and o.action == "delete"}
         elif c.collection == "namedPorts" and c.body["remove"]:
             # Our named ports go only after the backend services that used them changed or went.
             deps[c.key] = {o.key for o in changes if o.collection == "backendServices"

@@ -8,7 +8,7 @@ caller write. Nothing here writes.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from gitlab_mci.lb.desired import Desired
     from gitlab_mci.lb.discovery import ClusterInfo
     from gitlab_mci.lb.engine import Actual, ComputeApi
+    from gitlab_mci.lb.negs import Waited
 
 # Annotations GKE's own Ingress controller (and kubemci) read; honoured when the flag is not given.
 STATIC_IP_ANNOTATION = "kubernetes.io/ingress.global-static-ip-name"
@@ -47,7 +48,7 @@ class Inputs:
     check_interval_sec: int = 5
     unhealthy_threshold: int = 2
     timeout_sec: int = 30
-    balancing_mode: str = "UTILIZATION"
+    balancing_mode: str | None = None  # UTILIZATION with instance groups, RATE with NEGs
     http: bool | None = None  # None: on, unless the Ingress says kubernetes.io/ingress.allow-http: "false"
     https_redirect: bool = False
     ssl_certificates: Sequence[str] = ()
@@ -56,6 +57,9 @@ class Inputs:
     tls_secrets: Sequence[str] = ()
     managed_domains: Sequence[str] = ()
     kubeconfig: Path | None = None
+    backends: str = "instance-groups"  # or "neg"
+    neg_timeout: float = 300.0  # how long to wait for GKE's NEG controller (--timeout)
+    progress: Callable[[str], None] | None = None  # slow waits say what they wait for (stderr)
 
 
 @dataclass
@@ -66,6 +70,7 @@ class Prepared:
     api: ComputeApi
     clusters: list[ClusterInfo]
     named: Future[dict[str, dict[str, Any]]] | None = None  # read_named, started while the clusters were read
+    neg_wait: Waited | None = None  # with --backends neg: how long the NEGs took to be ready
 
     def read_actual(self) -> Actual:
         """The load balancer as it is; the instance groups discovery already read are not read again."""
@@ -140,7 +145,8 @@ def prepare(inputs: Inputs) -> Prepared:
     options = desired_mod.Options(
         lb=inputs.lb, project=compute.project, scheme=inputs.scheme, static_ip=static_ip,
         health_check_path=inputs.health_check_path, timeout_sec=inputs.timeout_sec,
-        balancing_mode=inputs.balancing_mode, http=http or bool(secret_names),
+        balancing_mode=inputs.balancing_mode or ("RATE" if inputs.backends == "neg" else "UTILIZATION"),
+        backends=inputs.backends, http=http or bool(secret_names),
         https_redirect=inputs.https_redirect and not secret_names, certificates=offline,
         check_interval_sec=inputs.check_interval_sec, unhealthy_threshold=inputs.unhealthy_threshold)
     api = ComputeApi(compute)
@@ -156,11 +162,20 @@ def prepare(inputs: Inputs) -> Prepared:
         options = replace(options, http=http, https_redirect=inputs.https_redirect,
                           certificates=Certificates(pre_shared, pairs, offline.managed_domains))
     infos = discover(clusters, compute, inputs.namespace, sorted({b.service for b in model.backends()}))
+    waited = None
+    if options.backends == "neg":
+        from gitlab_mci.lb import negs
+
+        wanted = list(dict.fromkeys(negs.Wanted(b.service, negs.backend_port(infos, b.service, b.port)[0])
+                                    for b in model.backends()))
+        waited = negs.Waited()
+        infos = negs.wait_for_negs(clusters, infos, compute, inputs.namespace, wanted, timeout=inputs.neg_timeout,
+                                   progress=inputs.progress, waited=waited)
     desired = desired_mod.build(model, options, infos)
     for name in pre_shared:
         if api.get("sslCertificates", name) is None:
             raise UserError(f"pre-shared certificate {name!r} not found in project {compute.project}")
-    return Prepared(desired, api, infos, named)
+    return Prepared(desired, api, infos, named, waited)
 
 
 def check_resource_name(name: str, flag: str) -> str:

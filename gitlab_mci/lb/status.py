@@ -32,6 +32,7 @@ class GroupHealth:
     states: dict[str, int]
     weight: float = 1.0  # the cluster's --weight, recorded on the backend (gitlab_mci.lb.traffic)
     capacity_scaler: float = 1.0  # 0: drained (no new requests)
+    neg: bool = False  # a network endpoint group of pods (--backends neg): healthy/total count endpoints
 
     @property
     def drained(self) -> bool:
@@ -62,7 +63,11 @@ class Status:
     def healthy(self) -> bool:
         """Every serving instance group has a healthy instance (a drained one is out on purpose), and one serves."""
         serving = [b for b in self.backends if not b.drained]
-        return self.exists and bool(serving) and all(b.healthy > 0 for b in serving)
+        # A NEG in a zone with no pod of the app has no endpoint: not unhealthy, while its cluster's other zones
+        # serve (a cluster with no healthy endpoint at all is).
+        covered = {(b.backend_service, b.cluster) for b in serving if b.healthy > 0}
+        return self.exists and bool(serving) and all(
+            b.healthy > 0 or (b.neg and b.total == 0 and (b.backend_service, b.cluster) in covered) for b in serving)
 
     def clusters(self) -> dict[str, dict[str, Any]]:
         """Each cluster's weight and drain state (the first of its backends says; they agree unless edited)."""
@@ -108,6 +113,7 @@ def gather(api: ComputeApi, namer: Namer, clusters: Sequence[ClusterInfo], *,
         targets = [_last(x) for x in dict.fromkeys(services) if x]
         status.routes[um["name"]] = targets or (["redirect to HTTPS"] if um.get("defaultUrlRedirect") else [])
     cluster_of = {g: (c.context, g.split("/zones/")[1].split("/")[0]) for c in clusters for g in c.groups}
+    zone_cluster = {z: c.context for c in clusters for z in c.zones}  # NEGs: the cluster with nodes in the zone
     pairs = [(bs["name"], backend) for bs in by_coll.get("backendServices", [])
              for backend in bs.get("backends", [])]
 
@@ -123,11 +129,12 @@ def gather(api: ComputeApi, namer: Namer, clusters: Sequence[ClusterInfo], *,
     for (name, backend), answer in zip(pairs, answers, strict=True):
         group = backend["group"]
         states = Counter(h.get("healthState") or "UNKNOWN" for h in answer.get("healthStatus", []))
-        context, zone = cluster_of.get(_normal_group(group, cluster_of), ("?", group.split("/zones/")[-1]
-                                                                         .split("/")[0]))
+        zone = group.split("/zones/")[-1].split("/")[0]
+        context, zone = cluster_of.get(_normal_group(group, cluster_of), (zone_cluster.get(zone, "?"), zone))
         status.backends.append(GroupHealth(name, context, zone, _last(group), states.get("HEALTHY", 0),
                                            sum(states.values()), dict(states), recorded_weight(backend),
-                                           float(backend.get("capacityScaler", 1.0))))
+                                           float(backend.get("capacityScaler", 1.0)),
+                                           "/networkEndpointGroups/" in group))
     # Every certificate the proxies serve (pre-shared ones are not ours, so not listed by name above), and ours.
     served = dict.fromkeys(_last(link) for proxy in by_coll.get("targetHttpsProxies", [])
                            for link in proxy.get("sslCertificates", []))
@@ -158,7 +165,8 @@ def render_text(s: Status) -> str:
     for r in s.listeners:
         lines.append(f"  listener {r['rule']}: {r['ip']}:{r['port']} → {r['proxy']}")
     # WEIGHT before HEALTHY: scripts read the health count as the last column.
-    head = ("BACKEND SERVICE", "CLUSTER", "ZONE", "INSTANCE GROUP", "WEIGHT", "HEALTHY")
+    head = ("BACKEND SERVICE", "CLUSTER", "ZONE", "NEG" if s.backends and all(b.neg for b in s.backends)
+            else "INSTANCE GROUP", "WEIGHT", "HEALTHY")
     rows = [head] + [(b.backend_service, b.cluster, b.zone, b.group, _traffic(b), f"{b.healthy}/{b.total}")
                      for b in s.backends]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -171,7 +179,8 @@ def render_text(s: Status) -> str:
     drained = [c for c, t in s.clusters().items() if t["drained"]]
     if drained:
         lines.append(f"  drained (no new requests; `lb undrain` ends it): {', '.join(drained)}")
-    lines.append("healthy" if s.healthy else "NOT healthy: some serving instance group has no healthy instance")
+    lines.append("healthy" if s.healthy else "NOT healthy: some serving instance group has no healthy instance"
+                 if not any(b.neg for b in s.backends) else "NOT healthy: some serving cluster has no healthy endpoint")
     return "\n".join(lines)
 
 

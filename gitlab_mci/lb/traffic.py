@@ -100,9 +100,29 @@ def recorded_weight(backend: Mapping[str, Any]) -> float:
     return 1.0
 
 
+class GroupOwners(dict[str, str]):
+    """Group URL tail → cluster (kubeconfig context). A NEG backend (``--backends neg``) not known by URL belongs to
+    the cluster whose nodes are in its zone: our NEGs are named the same in every zone, and two clusters sharing a
+    zone are refused with NEGs (gitlab_mci.lb.negs)."""
+
+    def __init__(self, groups: dict[str, str], zones: dict[str, str]) -> None:
+        super().__init__(groups)
+        self.zones = zones
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        if key in self:
+            return self[key]
+        if "/networkEndpointGroups/" in key and "/zones/" in key:
+            return self.zones.get(key.split("/zones/", 1)[1].split("/", 1)[0], default)
+        return default
+
+
 def cluster_of(clusters: Iterable[Any]) -> dict[str, str]:
-    """Group URL tail → cluster (kubeconfig context), from discovery's ClusterInfo."""
-    return {_tail(g): c.context for c in clusters for g in c.groups}
+    """Group URL tail → cluster (kubeconfig context), from discovery's ClusterInfo (NEGs too)."""
+    listed = list(clusters)
+    groups = {_tail(g): c.context for c in listed for g in c.groups}
+    groups.update({_tail(u): c.context for c in listed for urls in getattr(c, "negs", {}).values() for u in urls})
+    return GroupOwners(groups, {z: c.context for c in listed for z in c.zones})
 
 
 def current(backend_services: Iterable[Mapping[str, Any]], groups: Mapping[str, str]) -> dict[str, ClusterTraffic]:

@@ -9,6 +9,7 @@ It renders what the ``auto-deploy-app`` chart renders for the objects a load bal
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,12 +81,22 @@ def manifests(release: Release) -> tuple[dict[str, Any], dict[str, Any]]:
     # Like the chart (auto-deploy-image v2.19.0+): nodePort only when the type is NodePort.
     if svc["type"] == "NodePort" and svc.get("nodePort") not in (None, ""):
         port["nodePort"] = int(svc["nodePort"])
-    service = {
+    service: dict[str, Any] = {
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": release.service_name, "namespace": release.namespace, "labels": labels},
         "spec": {"type": svc["type"], "selector": selector, "ports": [port]},
     }
+    # Like the chart: `annotations: {{ toYaml .Values.service.annotations }}` when there are any (values are
+    # strings in YAML, as Kubernetes requires).
+    if svc.get("annotations"):
+        service["metadata"]["annotations"] = {str(k): _annotation(v) for k, v in svc["annotations"].items()}
     return deployment, service
+
+
+def _annotation(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def deploy(cluster: Cluster, release: Release) -> dict[str, Any]:
@@ -93,6 +104,7 @@ def deploy(cluster: Cluster, release: Release) -> dict[str, Any]:
     from kubernetes.client.exceptions import ApiException
 
     deployment, service = manifests(release)
+    chart_keys = sorted(service["metadata"].get("annotations") or {})
     ns = release.namespace
     try:
         try:
@@ -108,6 +120,13 @@ def deploy(cluster: Cluster, release: Release) -> dict[str, Any]:
             # A Service keeps its clusterIP and, unless set, its node port across upgrades (Helm patches).
             service["spec"]["clusterIP"] = current.spec.cluster_ip
             service["metadata"]["resourceVersion"] = current.metadata.resource_version
+            # Helm's three-way merge: what the previous release set and this one does not is removed; what others
+            # wrote on the live object (GKE's neg-status) stays.
+            previous = _previous_annotations(cluster, release)
+            chart = service["metadata"].get("annotations", {})
+            live = {k: v for k, v in (current.metadata.annotations or {}).items() if k not in previous}
+            if live or chart:
+                service["metadata"]["annotations"] = {**live, **chart}
             if "nodePort" not in service["spec"]["ports"][0] and current.spec.type == service["spec"]["type"]:
                 node_port = current.spec.ports[0].node_port
                 if node_port:
@@ -118,7 +137,42 @@ def deploy(cluster: Cluster, release: Release) -> dict[str, Any]:
             if exc.status != 404:
                 raise
             result = cluster.call("create the Service", cluster.core.create_namespaced_service, ns, service)
+        _record(cluster, release, chart_keys)
     except ApiException as exc:
         raise UserError(f"deploy {release.name} to context {cluster.context!r}: {api_error_message(exc)}") from None
     created: dict[str, Any] = cluster.api.sanitize_for_serialization(result)
     return created
+
+
+def _record_name(release: Release) -> str:
+    # What Helm keeps in its release Secret, reduced to what the three-way merge here needs.
+    return f"{release.service_name}-sim-release"
+
+
+def _previous_annotations(cluster: Cluster, release: Release) -> set[str]:
+    """The Service annotations the previous deploy of this release rendered (none before the first)."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        found = cluster.call("read the release record", cluster.core.read_namespaced_config_map,
+                             _record_name(release), release.namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        return set()
+    return set(json.loads((found.data or {}).get("serviceAnnotations", "[]")))
+
+
+def _record(cluster: Cluster, release: Release, keys: list[str]) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    body = {"metadata": {"name": _record_name(release), "namespace": release.namespace,
+                         "labels": {"app": release.name, "owner": "gitlab-mci-sim"}},
+            "data": {"serviceAnnotations": json.dumps(keys)}}
+    try:
+        cluster.call("record the release", cluster.core.replace_namespaced_config_map, _record_name(release),
+                     release.namespace, body)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        cluster.call("record the release", cluster.core.create_namespaced_config_map, release.namespace, body)

@@ -456,3 +456,81 @@ def test_manual_drain_job_takes_prod1_out_and_the_next_pipeline_keeps_it_drained
     back = example.run("--manual", "mci-undrain: [prod1]")
     assert back.returncode == 0 and results(back.stdout)["mci-undrain: [prod1]"] == "PASS", back.stdout[-4000:]
     assert scalers() == {"us-central1-a": 1, "europe-west1-b": 1}
+
+
+def test_example_pipeline_with_neg_backends_exposes_instead_of_pinning_and_serves_from_the_pods(
+        example: Example) -> None:
+    """`backends: neg`: the deploys annotate the chart's ClusterIP Service, mci-expose waits for GKE's NEGs (no pin
+    job, no node port), mci-lb builds NEG backends, and the VIP answers; the teardown pipeline removes ours."""
+    neg = example.variant("neg.gitlab-ci.yml", ("      lb_name: shop\n", "      lb_name: shop\n      backends: neg\n"))
+    proc = example.run("--file", neg)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert results(proc.stdout) == {
+        "mci-check: [prod1]": "PASS", "mci-check: [prod2]": "PASS", "build": "PASS", "test": "PASS",
+        "production: [prod1]": "PASS", "production: [prod2]": "PASS",
+        "mci-expose: [prod1]": "PASS", "mci-expose: [prod2]": "PASS", "mci-lb": "PASS", "mci-status": "PASS"}
+    annotation = '{"exposed_ports":{"5000":{"name":"gmci-neg-shop-5000"}}}'
+    assert ('HELM_UPGRADE_EXTRA_ARGS=--set-json service.annotations.cloud\\.google\\.com/neg="{\\"exposed_ports\\":'
+            '{\\"5000\\":{\\"name\\":\\"gmci-neg-shop-5000\\"}}}" --set ingress.enabled=false'
+            ) in example.log("production: [prod1]")
+    for context, zone in (("prod1", "us-central1-a"), ("prod2", "europe-west1-b")):
+        svc = example.kubectl(context, "get", "service", "shop-auto-deploy", "-n", "shop")
+        assert svc["spec"]["type"] == "ClusterIP" and "nodePort" not in svc["spec"]["ports"][0]
+        assert svc["metadata"]["annotations"]["cloud.google.com/neg"] == annotation
+        assert json.loads(svc["metadata"]["annotations"]["cloud.google.com/neg-status"]) == {
+            "network_endpoint_groups": {"5000": "gmci-neg-shop-5000"}, "zones": [zone]}
+        assert f"is exposed as NEG gmci-neg-shop-5000 in {zone}" in example.log(f"mci-expose: [{context}]")
+    dotenv = (example.app / ".gitlab-ci-local/artifacts" / safe("mci-expose: [prod1]") /
+              ".gitlab-ci-reports/dotenv/mci-pin-prod1.env").read_text()
+    assert dotenv.splitlines() == ["MCI_PIN_CONTEXT_PROD1=prod1", "MCI_PIN_NAMESPACE_PROD1=shop",
+                                   "MCI_NEG_NAME=gmci-neg-shop-5000", "MCI_NEG_ZONES_PROD1=us-central1-a"]
+
+    # The load balancer's backends are the two clusters' zonal NEGs, not instance groups.
+    backends = [b["group"] for bs in example.compute("backendServices") for b in bs["backends"]]
+    assert sorted(g.split("/zones/")[1] for g in backends) == [
+        "europe-west1-b/networkEndpointGroups/gmci-neg-shop-5000", "us-central1-a/networkEndpointGroups/gmci-neg-shop-5000"]
+    [address] = [a for a in example.compute("addresses") if a["name"] == "gmci-ip-shop"]
+    with urllib.request.urlopen(f"{example.sim_env()['GITLAB_MCI_COMPUTE_ENDPOINT']}/_sim/state", timeout=10) as resp:
+        state = json.load(resp)
+    [url] = [item["url"] for item in state["listeners"] if item["vip"] == address["address"] and item["port"] == 80]
+    with urllib.request.urlopen(f"{url}/", timeout=10) as resp:
+        assert resp.status == 200
+
+    down = example.run("--file", neg, "--input", "mci_teardown=true")
+    assert down.returncode == 0, down.stdout[-4000:] + down.stderr[-2000:]
+    assert results(down.stdout)["mci-teardown"] == "PASS"
+    for collection in ("forwardingRules", "targetHttpProxies", "urlMaps", "backendServices", "healthChecks",
+                       "firewalls"):
+        assert example.ours(collection) == [], collection
+
+
+def test_switching_the_example_from_instance_groups_to_neg_under_load_fails_no_request(example: Example) -> None:
+    """docs/ci-template.md's switch: one pipeline with `backends: neg` that keeps the node port (the user's
+    HELM_UPGRADE_EXTRA_ARGS), then the plain `backends: neg` pipeline, both under 20 requests/s on the VIP."""
+    from tests.lb.neg_world import Load
+
+    first = example.run()
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    [address] = [a for a in example.compute("addresses") if a["name"] == "gmci-ip-shop"]
+    with urllib.request.urlopen(f"{example.sim_env()['GITLAB_MCI_COMPUTE_ENDPOINT']}/_sim/state", timeout=10) as resp:
+        state = json.load(resp)
+    [url] = [item["url"] for item in state["listeners"] if item["vip"] == address["address"] and item["port"] == 80]
+    neg = example.variant("neg.gitlab-ci.yml", ("      lb_name: shop\n", "      lb_name: shop\n      backends: neg\n"))
+    keep = "--set service.type=NodePort --set service.nodePort=30999"
+    keep_node_port = example.variables("keep-node-port.yml", f"HELM_UPGRADE_EXTRA_ARGS:\n  values:\n"
+                                                              f"    prod1: {keep}\n    prod2: {keep}\n")
+    with Load(url) as switching:
+        proc = example.run("--file", neg, variables=keep_node_port)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert results(proc.stdout)["mci-expose: [prod1]"] == "PASS" and "mci-pin: [prod1]" not in results(proc.stdout)
+    backends = [b["group"] for bs in example.compute("backendServices") for b in bs["backends"]]
+    assert backends and all("/networkEndpointGroups/" in g for g in backends), backends
+    assert len(switching.log) > 100 and switching.failed == [], switching.failed[:5]
+
+    with Load(url) as settled:  # the node port goes: nothing uses it any more
+        proc = example.run("--file", neg)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    for context in CONTEXTS:
+        assert example.kubectl(context, "get", "service", "shop-auto-deploy", "-n", "shop")["spec"]["type"] == "ClusterIP"
+    assert len(settled.log) > 100 and settled.failed == [], settled.failed[:5]
+    assert {cluster for _, status, cluster in settled.log[-40:]} == {"prod1", "prod2"}

@@ -18,8 +18,8 @@ TEMPLATE = ROOT / "ci-templates" / "mci.gitlab-ci.yml"
 EXAMPLE = ROOT / "examples" / "auto-devops-two-clusters"
 EXAMPLE_INPUTS = {"environments": ["prod1", "prod2"], "node_port": 30999, "lb_name": "shop", "release": "shop",
                   "disable_ingress": True, "teardown": False}
-OUR_JOBS = {"mci-check", "mci-check-staging", "mci-check-review", "mci-pin", "mci-lb", "mci-status", "mci-teardown",
-            "mci-drain", "mci-undrain"}
+OUR_JOBS = {"mci-check", "mci-check-staging", "mci-check-review", "mci-pin", "mci-expose", "mci-lb", "mci-status",
+            "mci-teardown", "mci-drain", "mci-undrain"}
 # Auto DevOps' deploy jobs: the template gives each the teardown rule first (production ones also the hook).
 AUTO_DEVOPS_DEPLOYS = {"production", "production_manual", "staging", "review", "canary",
                        *(f"{kind}rollout {pct}%" for kind in ("", "timed ") for pct in (10, 25, 50, 100))}
@@ -183,7 +183,7 @@ def test_pin_jobs_one_per_environment_without_a_deployment_after_the_deploys() -
 def test_load_balancer_job_waits_for_every_environment_holds_a_resource_group_and_publishes_the_url() -> None:
     lb = rendered(EXAMPLE_INPUTS)["mci-lb"]
     assert [(n["job"], n.get("optional", False)) for n in lb["needs"]] == [
-        ("production", True), ("production_manual", True), ("mci-pin", False)]  # pins run in every mode
+        ("production", True), ("production_manual", True), ("mci-pin", True), ("mci-expose", True)]  # as backends says
     assert lb["resource_group"] == "mci-lb-shop"
     assert lb["environment"] == {"name": "global", "url": "$MCI_URL", "on_stop": "mci-teardown"}
     assert lb["artifacts"] == {"reports": {"dotenv": "mci.env"}}
@@ -219,7 +219,7 @@ def test_cluster_maintenance_gets_a_manual_drain_and_undrain_job_per_production_
     # Never alongside an apply or a teardown of the same load balancer; with its credentials, creating no deployment.
     assert drain["resource_group"] == body["mci-lb"]["resource_group"] == "mci-lb-shop"
     assert drain["environment"] == {"name": "global", "action": "access"}
-    assert [n["job"] for n in drain["needs"]] == ["mci-pin", "mci-lb"]  # the clusters' contexts, by dotenv
+    assert [n["job"] for n in drain["needs"]] == ["mci-pin", "mci-expose", "mci-lb"]  # the contexts, by dotenv
     assert drain["rules"] == [TEARDOWN_NEVER, {"if": '"self-managed" == "hosted"', "when": "never"},
                               {"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH", "when": "manual",
                                "allow_failure": True}]  # manual, and never blocking the pipeline
@@ -290,9 +290,13 @@ def _gitlab_mci_helm_extra_args(inputs: dict[str, Any], existing: str | None) ->
     # Asked explicitly, and the same as the user's values.
     ({"service_port": "8080"}, "--values values.yaml", "values.yaml"),
     ({"service_port": "8080", "internal_port": "8080"}, None, ".gitlab/auto-deploy-values.yaml"),
+    # backends neg: the NEG annotation instead of the NodePort, merged by Helm into the user's own annotations.
+    ({"backends": "neg"}, None, None),
+    ({"backends": "neg", "disable_ingress": False}, "--set image.pullPolicy=Always --values .gitlab/extra.yaml", None),
+    ({"backends": "neg", "service_port": "8080"}, "--atomic", None),
 ], ids=["unset", "empty", "user-args", "ports", "both-ports", "chart-port", "internal-only", "already-there",
         "recipe-values-yaml", "recipe-auto-deploy-values", "recipe-set-flags", "asked-as-values-yaml",
-        "asked-as-auto-deploy-values"])
+        "asked-as-auto-deploy-values", "neg", "neg-user-annotations", "neg-port"])
 def test_deploy_hook_exports_what_gitlab_mci_helm_extra_args_prints(inputs: dict[str, Any], existing: str | None,
                                                                     user_values: str | None, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
@@ -311,6 +315,13 @@ def test_deploy_hook_exports_what_gitlab_mci_helm_extra_args_prints(inputs: dict
     deploy_files = [".gitlab/auto-deploy-values.yaml"] if user_values == ".gitlab/auto-deploy-values.yaml" else []
     assert values_for(got, deploy_files) == values_for(want, deploy_files)
     assert _hook(inputs, got) == got  # running the hook on its own output changes nothing
+    if inputs.get("backends") == "neg":
+        service = values_for(got, deploy_files)["service"]
+        port = inputs.get("service_port", "5000")
+        assert service["type"] == "ClusterIP" and "nodePort" not in service
+        assert service["annotations"] == {
+            **({"a": "b"} if ".gitlab/extra.yaml" in (existing or "") else {}),
+            "cloud.google.com/neg": f'{{"exposed_ports":{{"{port}":{{"name":"gmci-neg-shop-{port}"}}}}}}'}
     if user_values or "8080" in (existing or ""):
         service = values_for(got, deploy_files)["service"]
         assert (service["type"], service["nodePort"], service["externalPort"], service["internalPort"]) == (
@@ -445,3 +456,85 @@ def test_staging_or_review_deploy_that_would_write_a_production_release_is_refus
     assert (proc.returncode != 0) is refused, proc.stdout + proc.stderr
     if refused:
         assert proc.stderr.startswith("gitlab-mci: error: ") and "release input" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# backends: neg — the expose job instead of the pin job, NEG backends for the load balancer
+
+
+def _rule_matches(rule: dict[str, Any]) -> bool:
+    """Evaluate a rendered `"a" == "b" && …` / `||` rule of string comparisons only (what these rules use)."""
+    expr = rule["if"].replace("&&", " and ").replace("||", " or ")
+    return bool(eval(expr, {"__builtins__": {}}))  # literals and ==/!= only, from our own template
+
+
+def test_with_neg_backends_the_expose_job_replaces_the_pin_job() -> None:
+    for inputs, pin, expose in (({}, True, False), ({"backends": "neg"}, False, True),
+                                ({"backends": "neg", "mode": "hosted"}, True, False)):
+        body = render.expand_references(rendered({**EXAMPLE_INPUTS, **inputs}))
+        # The first rule of each is its input switch (`when: never` when it matches); the rest are .mci-rules.
+        assert (not _rule_matches(body["mci-pin"]["rules"][0])) is pin, inputs
+        assert (not _rule_matches(body["mci-expose"]["rules"][0])) is expose, inputs
+        assert body["mci-pin"]["rules"][1:] == body["mci-expose"]["rules"][1:] == body[".mci-rules"]["rules"]
+    expose = render.expand_references(rendered({**EXAMPLE_INPUTS, "backends": "neg"}))["mci-expose"]
+    assert expose["extends"] == "mci-pin"  # its environment, needs, stage, variables and dotenv report
+    assert 'gitlab-mci neg expose --dotenv "mci-pin-$CI_ENVIRONMENT_SLUG.env"' in expose["script"]
+    assert not [line for line in expose["script"] if isinstance(line, str) and "nodeport" in line]
+
+
+def test_expose_job_publishes_the_context_then_what_neg_expose_appends(tmp_path: Path) -> None:
+    body = render.expand_references(rendered({**EXAMPLE_INPUTS, "backends": "neg"}))
+    script = [line for line in body["mci-expose"]["script"] if isinstance(line, str)]
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    # gitlab-mci itself is tested in tests/test_neg_expose.py; here: the job keeps what it appends to the report.
+    (fake / "gitlab-mci").write_text('#!/bin/sh\nprintf "MCI_NEG_NAME=gmci-neg-shop-5000\\n" >> "$4"\n')
+    (fake / "gitlab-mci").chmod(0o755)
+    env = {"PATH": f"{fake}:{os.environ['PATH']}", "CI_ENVIRONMENT_SLUG": "prod1", "KUBE_CONTEXT": "gke_p_prod1",
+           "KUBE_NAMESPACE": "shop", **{k: str(v) for k, v in body["mci-pin"]["variables"].items()}}  # extends mci-pin
+    proc = subprocess.run(["sh", "-ec", "\n".join(script)], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "mci-pin-prod1.env").read_text().splitlines() == [
+        "MCI_PIN_CONTEXT_PROD1=gke_p_prod1", "MCI_PIN_NAMESPACE_PROD1=shop", "MCI_NEG_NAME=gmci-neg-shop-5000"]
+
+
+def test_with_neg_backends_the_load_balancer_job_applies_neg_backends(tmp_path: Path) -> None:
+    fake = tmp_path / "gitlab-mci"
+    fake.write_text('#!/bin/sh\necho "gitlab-mci $*"\n')
+    fake.chmod(0o755)
+    for inputs, line in (({}, "gitlab-mci lb apply --dotenv mci.env"),
+                         ({"backends": "neg"}, "gitlab-mci lb apply --backends neg --dotenv mci.env"),
+                         ({"backends": "neg", "mode": "hosted"}, "gitlab-mci hosted apply --dotenv mci.env")):
+        job = render.expand_references(rendered({**EXAMPLE_INPUTS, **inputs}))["mci-lb"]
+        [apply] = [step for step in job["script"] if isinstance(step, str) and 'case "$MCI_MODE"' in step]
+        env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", **{k: str(v) for k, v in job["variables"].items()}}
+        proc = subprocess.run(["sh", "-ec", apply], env=env, capture_output=True, text=True)
+        assert proc.stdout.strip() == line, (inputs, proc.stderr)
+
+
+def test_check_job_with_neg_backends_passes_the_hooks_words_and_refuses_another_neg_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    ok = _check({"backends": "neg"}, HELM_UPGRADE_EXTRA_ARGS="--set replicaCount=2")
+    assert ok.returncode == 0, ok.stderr
+    assert "--set replicaCount=2 --set-json service.annotations.cloud\\.google\\.com/neg=" in ok.stdout
+    (tmp_path / "prod.yaml").write_text(
+        "service:\n  annotations:\n    cloud.google.com/neg: '{\"exposed_ports\":{\"5000\":{\"name\":\"x\"}}}'\n")
+    bad = _check({"backends": "neg"}, HELM_UPGRADE_EXTRA_ARGS="--values prod.yaml")
+    assert bad.returncode != 0
+    assert "prod.yaml (`--values prod.yaml` in HELM_UPGRADE_EXTRA_ARGS) sets service.annotations" in bad.stderr
+
+
+def test_check_job_with_neg_backends_refuses_a_users_own_neg_annotation_the_hook_would_replace(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's annotation names our NEG and also exposes 9090: helm extra-args keeps it, but the deploy hook
+    (which cannot read values files) would set ours over it, dropping 9090; mci-check stops that, saying why."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".gitlab").mkdir()
+    (tmp_path / ".gitlab" / "auto-deploy-values.yaml").write_text(
+        "service:\n  annotations:\n    cloud.google.com/neg: "
+        "'{\"exposed_ports\":{\"5000\":{\"name\":\"gmci-neg-shop-5000\"},\"9090\":{}}}'\n")
+    bad = _check({"backends": "neg"})
+    assert bad.returncode != 0
+    assert bad.stderr.strip().endswith(
+        "leave the cloud.google.com/neg annotation out of your values (the deploy sets it)"), bad.stderr

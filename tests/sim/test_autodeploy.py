@@ -86,3 +86,51 @@ def test_values_resolve_like_helm_defaults_then_files_in_order_then_sets_in_orde
     # Without the extra arguments: the deploy values file alone, over the chart's defaults.
     assert values_for("", [str(deploy_file)])["service"]["externalPort"] == 7070
     assert values_for("", [str(deploy_file)])["service"]["internalPort"] == 5000
+
+
+def test_a_neg_deploy_annotates_the_service_keeping_the_users_annotations_and_gkes_status(
+    env: RunningSim, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`helm extra-args --backends neg` → the deploy: a ClusterIP Service with the NEG annotation and the user's own
+    service.annotations; an upgrade keeps what GKE's NEG controller wrote (Helm's three-way merge does)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "values.yaml").write_text('service:\n  annotations:\n    prometheus.io/scrape: "true"\n')
+    code, out, err = cli(["helm", "extra-args", "--backends", "neg", "--lb", "shop", "--extra-args",
+                          "--values values.yaml"], capsys)
+    assert code == 0, err
+    extra = out.strip()
+    assert cli(["sim", "deploy", "--context", "prod1", "--release", "neg1", "--extra-args", extra], capsys)[0] == 0
+    core = k8s.CoreV1Api(k8s.ApiClient(k8s.Configuration(host=env.sim.kube_url("prod1"))))
+    svc = core.read_namespaced_service("neg1-auto-deploy", "default")
+    assert svc.spec.type == "ClusterIP" and svc.spec.ports[0].node_port is None
+    neg = '{"exposed_ports":{"5000":{"name":"gmci-neg-shop-5000"}}}'
+    assert svc.metadata.annotations == {"prometheus.io/scrape": "true", "cloud.google.com/neg": neg}
+    status = '{"network_endpoint_groups":{"5000":"gmci-neg-shop-5000"},"zones":["europe-west1-b"]}'
+    core.patch_namespaced_service("neg1-auto-deploy", "default",
+                                  {"metadata": {"annotations": {"cloud.google.com/neg-status": status}}})
+    assert cli(["sim", "deploy", "--context", "prod1", "--release", "neg1", "--extra-args", extra], capsys)[0] == 0
+    again = core.read_namespaced_service("neg1-auto-deploy", "default").metadata.annotations
+    assert again["cloud.google.com/neg-status"] == status and again["cloud.google.com/neg"] == neg
+    core.delete_namespaced_service("neg1-auto-deploy", "default")
+    k8s.AppsV1Api(core.api_client).delete_namespaced_deployment("neg1", "default")
+    core.delete_namespaced_config_map("neg1-auto-deploy-sim-release", "default")
+
+
+def test_an_upgrade_drops_the_annotation_the_previous_release_set_like_helm(
+    env: RunningSim, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Helm's three-way merge: back to instance groups, the NEG annotation the neg deploy set goes; what another
+    writer put on the Service (an annotation of the user's kubectl, GKE's status) stays."""
+    neg = ("--set-json service.annotations.cloud\\.google\\.com/neg="
+           '"{\\"exposed_ports\\":{\\"5000\\":{\\"name\\":\\"gmci-neg-shop-5000\\"}}}"')
+    assert cli(["sim", "deploy", "--context", "prod1", "--release", "neg2", "--extra-args", neg], capsys)[0] == 0
+    core = k8s.CoreV1Api(k8s.ApiClient(k8s.Configuration(host=env.sim.kube_url("prod1"))))
+    core.patch_namespaced_service("neg2-auto-deploy", "default", {"metadata": {"annotations": {"by-hand": "yes"}}})
+    plain = "--set service.type=NodePort --set service.nodePort=31555"
+    assert cli(["sim", "deploy", "--context", "prod1", "--release", "neg2", "--extra-args", plain], capsys)[0] == 0
+    svc = core.read_namespaced_service("neg2-auto-deploy", "default")
+    assert svc.metadata.annotations == {"by-hand": "yes"}
+    assert (svc.spec.type, svc.spec.ports[0].node_port) == ("NodePort", 31555)
+    core.delete_namespaced_service("neg2-auto-deploy", "default")
+    k8s.AppsV1Api(core.api_client).delete_namespaced_deployment("neg2", "default")
+    core.delete_namespaced_config_map("neg2-auto-deploy-sim-release", "default")

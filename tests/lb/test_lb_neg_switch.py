@@ -1,0 +1,70 @@
+"""Switching a live load balancer between instance groups and NEGs, both ways, under 20 requests/s: a backend service
+cannot mix the two kinds, so the switch is a second backend service, healthy before the URL map moves to it; what
+the old kind needed (backend service, health check, named ports, firewall rule) is gone afterwards."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from google.cloud import compute_v1
+
+from gitlab_mci.gcp import Compute
+from tests.cli_helpers import run_cli as cli
+from tests.conftest import RunningSim
+from tests.lb.neg_world import BASE, PORT, P, Load, neg_world, serving_url
+
+NODE_PORT = 30999
+
+
+def _owned(running: RunningSim) -> dict[str, set[str]]:
+    """Names of this load balancer's backend services, health checks and firewall rules, and our named ports, as
+    the real client lists them."""
+    gc = Compute(P, running.sim.compute_url)
+    out = {
+        "backendServices": {x.name for x in gc.client(compute_v1.BackendServicesClient).list(project=P)},
+        "healthChecks": {x.name for x in gc.client(compute_v1.HealthChecksClient).list(project=P)},
+        "firewalls": {x.name for x in gc.client(compute_v1.FirewallsClient).list(project=P)
+                      if x.name.startswith("gmci-")},
+    }
+    groups = gc.client(compute_v1.InstanceGroupsClient).aggregated_list(project=P)
+    out["namedPorts"] = {p.name for _, scoped in groups for g in scoped.instance_groups for p in g.named_ports
+                         if p.name.startswith("gmci-")}
+    return out
+
+
+def _switch(running: RunningSim, capsys: pytest.CaptureFixture[str], backends: str) -> None:
+    """Apply with ``backends`` under 20 requests/s: no request fails; the next apply writes nothing."""
+    url = serving_url(running)
+    with Load(url) as load:
+        load._stop.wait(1.0)
+        code, out, err = cli(["lb", "apply", *BASE, "--backends", backends, "--timeout", "30",
+                              "--check-interval-sec", "1"], capsys)
+        assert code == 0, out + err
+        load._stop.wait(1.5)  # requests after the old kind is gone
+    assert len(load.log) >= 40 and load.failed == [], load.failed[:5]
+    running.sim.journal.reset()
+    code, out, err = cli(["lb", "apply", *BASE, "--backends", backends, "--timeout", "30",
+                          "--check-interval-sec", "1"], capsys)
+    assert code == 0 and "No changes" in out, out + err
+    assert running.sim.journal.writes() == []
+
+
+def test_instance_groups_to_negs_and_back_under_load_fails_no_request_and_leaves_nothing_of_the_old_kind(
+        make_sim: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    running = neg_world(make_sim, monkeypatch, node_port=NODE_PORT)
+    code, out, err = cli(["lb", "apply", *BASE, "--check-interval-sec", "1"], capsys)
+    assert code == 0, out + err
+    assert running.sim.dataplane.wait_health("HEALTHY", timeout=15)
+    groups_kind = _owned(running)
+    assert groups_kind == {"backendServices": {f"gmci-bs-shop-{NODE_PORT}"},
+                           "healthChecks": {f"gmci-hc-shop-{NODE_PORT}"}, "firewalls": {"gmci-fw-shop"},
+                           "namedPorts": {f"gmci-{NODE_PORT}-shop"}}
+
+    _switch(running, capsys, "neg")
+    assert _owned(running) == {"backendServices": {f"gmci-bs-shop-neg-{PORT}"},
+                               "healthChecks": {f"gmci-hc-shop-neg-{PORT}"}, "firewalls": {"gmci-fw-shop-neg"},
+                               "namedPorts": set()}
+
+    _switch(running, capsys, "instance-groups")
+    assert _owned(running) == groups_kind
