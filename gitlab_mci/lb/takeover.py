@@ -448,13 +448,15 @@ def run(t: Takeover, *, rollback: bool = False, progress: Callable[[str], None] 
         checks = steps[:steps.index(first)]
         if first.healthy_first or any(s.healthy_first for s in checks):
             waited = wait_healthy(t)
-            progress(f"healthy in every cluster and zone ({waited:.1f}s, {time.monotonic() - began:.1f}s elapsed)")
+            progress(f"[wait] getHealth: gitlab-mci's backends healthy in every cluster and zone ({waited:.1f}s, "
+                     f"{time.monotonic() - began:.1f}s elapsed)")
         step_began = time.monotonic()
         assert first.run is not None
         first.run()
-        progress(f"{first.text} ({time.monotonic() - step_began:.1f}s, {time.monotonic() - began:.1f}s elapsed)")
         if first.action == "migrate" and t.settings.step_wait > 0:
-            time.sleep(t.settings.step_wait)  # Google's front ends take minutes to follow each migration step
+            time.sleep(t.settings.step_wait)  # a hold, not a wait for a state: Google's front ends take minutes
+        progress(f"[{first.action}] {first.text} ({time.monotonic() - step_began:.1f}s, "
+                 f"{time.monotonic() - began:.1f}s elapsed)")
     raise UserError("lb takeover did not converge after 200 steps (a bug)")
 
 
