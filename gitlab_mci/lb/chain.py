@@ -208,7 +208,7 @@ def check(chain: Chain, inv: Inventory, namer: Namer, groups: set[str], zones: s
             kind = target[0] if target else rule.get("target")
             raise UserError(f"forwarding rule {rule['name']} serves port {port} through {kind}; gitlab-mci takes "
                             "over HTTP proxies on port 80 and HTTPS proxies on port 443")
-    schemes = {r.get("loadBalancingScheme", "EXTERNAL") for r in chain.rules}
+    schemes = {r.get("loadBalancingScheme", "EXTERNAL") for r in chain.rules if owner(r) is None}
     if len(schemes) > 1:
         raise UserError(f"the forwarding rules on {chain.ip} mix load balancing schemes ({', '.join(sorted(schemes))})")
     for name in chain.names("urlMaps"):
@@ -238,6 +238,17 @@ def check(chain: Chain, inv: Inventory, namer: Namer, groups: set[str], zones: s
                 raise UserError(f"backend service {bs['name']} has backend {group or b!r}, neither an instance "
                                 "group of a cluster nor a zonal network endpoint group: gitlab-mci cannot tell "
                                 "what it serves")
+
+
+def original_scheme(chain: Chain, inv: Inventory, default: str) -> str:
+    """The old chain's scheme: its rules' while they are the user's, else its backend services' while they exist
+    (adopted rules change scheme during the migration), else ``default``."""
+    for r in chain.rules:
+        if owner(r) is None:
+            return str(r.get("loadBalancingScheme", "EXTERNAL"))
+    for bs in chain.existing(inv, "backendServices"):
+        return str(bs.get("loadBalancingScheme", "EXTERNAL"))
+    return default
 
 
 def deletable(chain: Chain, inv: Inventory, *,

@@ -37,6 +37,7 @@ from gitlab_mci.lb.chain import (
     deletable,
     find_address,
     old_chain,
+    original_scheme,
     port_of,
     read_inventory,
     ref,
@@ -494,7 +495,7 @@ def prepare(inputs: Any, settings: Settings) -> Takeover:
         raise UserError(f"--address {settings.address}: {ip} is not a reserved global address; reserve it first "
                         f"(gcloud compute addresses create NAME --global --addresses {ip}) so that it is kept")
     check(chain, inv, namer, set(), set(), settings.address, settings.contexts, clusters_known=False)
-    old_scheme = chain.rules[0].get("loadBalancingScheme", "EXTERNAL")
+    old_scheme = original_scheme(chain, inv, settings.scheme)
     if old_scheme == "EXTERNAL_MANAGED" and settings.scheme == "EXTERNAL":
         raise UserError("--scheme EXTERNAL: the chain on the address is a global external Application Load "
                         "Balancer (EXTERNAL_MANAGED), which cannot become classic")
@@ -517,3 +518,19 @@ def prepare(inputs: Any, settings: Settings) -> Takeover:
     zones = {z for c in prepared.clusters for z in c.zones}
     check(chain, inv, namer, groups, zones, settings.address, settings.contexts)
     return Takeover(prepared.api, namer, final, with_scheme(final, old_scheme), prepared.clusters, settings)
+
+
+def apply_hint(t: Takeover) -> str:
+    """The `lb apply` options that keep this load balancer as the takeover left it (the routing is the user's)."""
+    res = t.final.resources.values()
+    address = next((r.name for r in res if r.collection == "globalAddresses"), "?")
+    certs = [str(link).rsplit("/", 1)[-1] for r in res if r.collection == "targetHttpsProxies"
+             for link in r.body.get("sslCertificates", [])]
+    http = any(r.collection == "targetHttpProxies" for r in res)
+    redirect = any(r.collection == "urlMaps" and r.body.get("defaultUrlRedirect") for r in res)
+    parts = [f"gitlab-mci lb apply --lb {t.namer.lb} --context {','.join(t.settings.contexts)} --static-ip {address}"]
+    parts += [f"--ssl-certificate {c}" for c in certs]
+    parts += [] if http else ["--no-http"]
+    parts += ["--https-redirect"] if redirect else []
+    parts.append(f"--scheme {_scheme(t.final)}")
+    return " ".join(parts)
