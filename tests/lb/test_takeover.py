@@ -14,7 +14,7 @@ from gitlab_mci.lb.engine import ComputeApi
 from gitlab_mci.sim.httpd import FaultRule
 from tests.cli_helpers import run_cli
 from tests.conftest import RunningSim
-from tests.lb.takeover_world import P, ROUTING, Traffic, kubemci, leftovers, takeover, writes
+from tests.lb.takeover_world import ROUTING, P, Traffic, kubemci, leftovers, takeover, writes
 from tests.pki import self_signed
 from tests.reliability.conftest import WRITE_METHODS, WRITE_PATHS
 
