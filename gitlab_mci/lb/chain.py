@@ -39,6 +39,10 @@ def ref(url: Any) -> tuple[str, str] | None:
     return _SEGMENT.get(m.group(1), m.group(1)), m.group(2)
 
 
+def _last(url: Any) -> str:
+    return str(url or "").rsplit("/", 1)[-1]
+
+
 def port_of(rule: Obj) -> int:
     return int(str(rule.get("portRange") or "0").split("-")[0] or 0)
 
@@ -188,7 +192,7 @@ def _firewalls(inv: Inventory, namer: Namer, chain: Chain, recorded: set[str]) -
 
 
 def check(chain: Chain, inv: Inventory, namer: Namer, groups: set[str], zones: set[str], address: str,
-          contexts: list[str], *, clusters_known: bool = True) -> None:
+          contexts: list[str], *, clusters_known: bool = True, neg_types: dict[str, str] | None = None) -> None:
     """Refuse, before any write, a chain gitlab-mci cannot take over (``clusters_known`` False: all but what
     needs the clusters' instance groups, which are read afterwards)."""
     if not chain.rules:
@@ -224,11 +228,19 @@ def check(chain: Chain, inv: Inventory, namer: Namer, groups: set[str], zones: s
             group = str(b.get("group") or "")
             tail = group.split("/projects/", 1)[-1]
             if "/instanceGroups/" in group:
+                if not any(g.endswith(tail) for g in groups) and not re.fullmatch(r"gke-.+-grp", _last(group)):
+                    raise UserError(f"backend service {bs['name']} uses instance group {_last(group)}, which is not "
+                                    "a GKE node pool's (gke-…-grp): gitlab-mci cannot tell what it serves")
                 if not any(g.endswith(tail) for g in groups):
                     raise UserError(f"backend service {bs['name']} uses instance group {group.rsplit('/', 1)[-1]} "
                                     f"({tail.split('/')[2]}), which is in none of the clusters given ({given}): "
                                     "pass every cluster the load balancer serves with --context")
             elif "/networkEndpointGroups/" in group and "/zones/" in group:
+                kind = (neg_types or {}).get(tail, "GCE_VM_IP_PORT")
+                if kind != "GCE_VM_IP_PORT":
+                    raise UserError(f"backend service {bs['name']} uses network endpoint group {_last(group)} of "
+                                    f"type {kind}, not the pods of a cluster (GCE_VM_IP_PORT): gitlab-mci cannot "
+                                    "tell what it serves")
                 zone = group.split("/zones/")[1].split("/")[0]
                 if zone not in zones:
                     raise UserError(f"backend service {bs['name']} uses network endpoint group "
@@ -249,6 +261,12 @@ def original_scheme(chain: Chain, inv: Inventory, default: str) -> str:
     for bs in chain.existing(inv, "backendServices"):
         return str(bs.get("loadBalancingScheme", "EXTERNAL"))
     return default
+
+
+def neg_backends(chain: Chain, inv: Inventory) -> list[str]:
+    """The zonal network endpoint groups the old backend services use (URL tails ``PROJECT/zones/Z/…/NAME``)."""
+    return sorted({str(b.get("group", "")).split("/projects/", 1)[-1] for bs in chain.existing(inv, "backendServices")
+                   for b in bs.get("backends") or [] if "/networkEndpointGroups/" in str(b.get("group", ""))})
 
 
 def deletable(chain: Chain, inv: Inventory, *,

@@ -36,6 +36,7 @@ from gitlab_mci.lb.chain import (
     check,
     deletable,
     find_address,
+    neg_backends,
     old_chain,
     original_scheme,
     port_of,
@@ -516,7 +517,12 @@ def prepare(inputs: Any, settings: Settings) -> Takeover:
     traffic.settle(final, engine.Actual(engine.read_named(api, namer), {}), prepared.clusters, {})
     groups = {g for c in prepared.clusters for g in c.groups}
     zones = {z for c in prepared.clusters for z in c.zones}
-    check(chain, inv, namer, groups, zones, settings.address, settings.contexts)
+    negs = {}
+    for tail in neg_backends(chain, inv):  # which kind of endpoints: a hybrid or internet NEG is not a cluster
+        project, _, path = tail.partition("/")
+        got = api.retrying(f"read {tail}", functools.partial(api.rest.get, path, project=project))
+        negs[tail] = str(got.get("networkEndpointType") or "GCE_VM_IP_PORT")
+    check(chain, inv, namer, groups, zones, settings.address, settings.contexts, neg_types=negs)
     return Takeover(prepared.api, namer, final, with_scheme(final, old_scheme), prepared.clusters, settings)
 
 

@@ -178,3 +178,73 @@ def test_rollback_after_the_old_chain_is_gone_is_refused(
     code, out, err = takeover(capsys, "prod1,prod2", "--rollback")
     assert code == 1 and "cannot roll back" in err and "already partly deleted" not in out, err
     assert writes(app_world) == 0
+
+
+def _refused(running: RunningSim, capsys: pytest.CaptureFixture[str], contexts: str, address: str,
+             expected: str, lb: str = "shop") -> None:
+    """One line on stderr saying ``expected``, exit 1, and not one Compute write."""
+    running.sim.journal.reset()
+    code, out, err = run_cli(["lb", "takeover", "--lb", lb, "--context", contexts, "--address", address, *ROUTING],
+                             capsys)
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1, (code, out, err)
+    assert err.startswith("gitlab-mci: error: ") and expected in err, err
+    assert writes(running) == 0
+
+
+def test_an_address_no_forwarding_rule_uses_is_refused_before_any_write(
+        app_world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    kubemci(app_world)
+    api = _api(app_world)
+    api.insert("globalAddresses", {"name": "spare-ip"})
+    _refused(app_world, capsys, "prod1,prod2", "spare-ip", "no forwarding rule uses")
+    _refused(app_world, capsys, "prod1,prod2", "203.0.113.9", "no forwarding rule uses 203.0.113.9")
+    _refused(app_world, capsys, "prod1,prod2", "no-such-ip", "no global address of that name")
+
+
+def test_a_chain_on_clusters_not_given_is_refused_before_any_write(
+        app_world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    kubemci(app_world)
+    _refused(app_world, capsys, "prod1", "web-ip", "which is in none of the clusters given (prod1)")
+
+
+def test_a_chain_whose_backends_are_not_the_clusters_is_refused_before_any_write(
+        app_world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hand-made chain in front of a hybrid NEG (servers outside Google): neither a cluster's instance group nor
+    a NEG of pods."""
+    api = _api(app_world)
+    zone = "us-central1-a"
+    base = f"https://www.googleapis.com/compute/v1/projects/{P}"
+    op = api.rest.post(f"zones/{zone}/networkEndpointGroups", {
+        "name": "on-prem", "networkEndpointType": "NON_GCP_PRIVATE_IP_PORT", "defaultPort": 80,
+        "network": f"{base}/global/networks/default"})
+    api.wait("create on-prem", op)
+    api.insert("globalAddresses", {"name": "legacy-ip"})
+    api.insert("healthChecks", {"name": "legacy-hc", "type": "HTTP", "httpHealthCheck": {"port": 80}})
+    api.insert("backendServices", {"name": "legacy-bs", "protocol": "HTTP", "loadBalancingScheme": "EXTERNAL",
+                                   "healthChecks": [f"{base}/global/healthChecks/legacy-hc"],
+                                   "backends": [{"group": f"{base}/zones/{zone}/networkEndpointGroups/on-prem",
+                                                 "balancingMode": "RATE", "maxRatePerEndpoint": 100}]})
+    api.insert("urlMaps", {"name": "legacy-um", "defaultService": f"{base}/global/backendServices/legacy-bs"})
+    api.insert("targetHttpProxies", {"name": "legacy-tp", "urlMap": f"{base}/global/urlMaps/legacy-um"})
+    ip = api.get("globalAddresses", "legacy-ip")
+    assert ip is not None
+    api.insert("globalForwardingRules", {"name": "legacy-fr", "IPAddress": ip["address"], "portRange": "80",
+                                         "IPProtocol": "TCP", "loadBalancingScheme": "EXTERNAL",
+                                         "target": f"{base}/global/targetHttpProxies/legacy-tp"})
+    _refused(app_world, capsys, "prod1,prod2", "legacy-ip", "on-prem of type NON_GCP_PRIVATE_IP_PORT")
+
+
+def test_an_address_of_another_gitlab_mci_load_balancer_is_refused_before_any_write(
+        app_world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["lb", "apply", "--lb", "other", "--context", "prod1,prod2", "--static-ip", "other-ip",
+                    *ROUTING], capsys)[0] == 0
+    _refused(app_world, capsys, "prod1,prod2", "other-ip", "belongs to gitlab-mci load balancer 'other'")
+
+
+def test_an_ephemeral_ip_is_refused_until_it_is_reserved(
+        app_world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    from gitlab_mci.sim.kubemci import KubemciSpec, build
+
+    built = build(app_world.sim.compute_url, P, {c: app_world.sim.kube_url(c) for c in ("prod1", "prod2")},
+                  KubemciSpec("shop", ("prod1", "prod2")))
+    _refused(app_world, capsys, "prod1,prod2", built.vip, "is not a reserved global address")
