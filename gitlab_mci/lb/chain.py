@@ -165,13 +165,23 @@ def old_chain(inv: Inventory, namer: Namer, ip: str, address: Obj | None,
     chain.node_ports = sorted({ports[p] for ports in group_ports.values() for p in port_names if p in ports}
                               | {int(hc.get("httpHealthCheck", {}).get("port") or 0)
                                  for hc in chain.existing(inv, "healthChecks")} - {0})
-    _firewalls(inv, namer, chain, found["firewalls"])
+    # Node ports that backend services outside both chains also serve (a second kubemci load balancer on the same
+    # node port): their firewall rules look just like the old chain's, so none of those is taken as the chain's.
+    others = set()
+    for bs in inv.all("backendServices"):
+        if bs["name"] in found["backendServices"] or namer.owns(bs):
+            continue
+        others |= {ports[bs["portName"]] for ports in group_ports.values() if bs.get("portName") in ports}
+        for hc_name in _referenced(bs, "healthChecks"):
+            others.add(int(((inv.get("healthChecks", hc_name) or {}).get("httpHealthCheck") or {}).get("port") or 0))
+    _firewalls(inv, namer, chain, found["firewalls"], {str(p) for p in others})
     return chain
 
 
-def _firewalls(inv: Inventory, namer: Namer, chain: Chain, recorded: set[str]) -> None:
+def _firewalls(inv: Inventory, namer: Namer, chain: Chain, recorded: set[str], others: set[str]) -> None:
     """The firewall rules that exist only to let Google's health checkers (and front ends) reach the old chain's
-    node ports; one that also opens other ports or sources is shared with something else, and kept."""
+    node ports; one that also opens other ports or sources, or a port another load balancer serves, is shared with
+    something else, and kept."""
     names = set(recorded)
     wanted = {str(p) for p in chain.node_ports}
     for fw in inv.all("firewalls"):
@@ -182,7 +192,7 @@ def _firewalls(inv: Inventory, namer: Namer, chain: Chain, recorded: set[str]) -
         ports = {p for a in allowed for p in a.get("ports") or []}
         if not sources & set(HEALTH_CHECK_RANGES) or not ports & wanted:
             continue
-        exclusive = (sources <= set(HEALTH_CHECK_RANGES) and ports <= wanted
+        exclusive = (sources <= set(HEALTH_CHECK_RANGES) and ports <= wanted and not ports & others
                      and all(str(a.get("IPProtocol")).lower() == "tcp" and a.get("ports") for a in allowed))
         if exclusive:
             names.add(fw["name"])

@@ -248,3 +248,28 @@ def test_an_ephemeral_ip_is_refused_until_it_is_reserved(
     built = build(app_world.sim.compute_url, P, {c: app_world.sim.kube_url(c) for c in ("prod1", "prod2")},
                   KubemciSpec("shop", ("prod1", "prod2")))
     _refused(app_world, capsys, "prod1,prod2", built.vip, "is not a reserved global address")
+
+
+def test_a_second_kubemci_load_balancer_on_the_same_node_port_is_left_as_it_is(
+        app_world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    """Its firewall rule, named port and chain look like the old chain's: none of it is touched, and it serves."""
+    from gitlab_mci.sim.kubemci import KubemciSpec, build
+
+    kubemci(app_world)
+    blog = build(app_world.sim.compute_url, P, {c: app_world.sim.kube_url(c) for c in ("prod1", "prod2")},
+                 KubemciSpec("blog", ("prod1", "prod2"), static_ip="blog-ip"))
+    theirs = {k: v for k, v in _world(app_world).items() if "blog" in k}
+    assert len(theirs) == 7 and "firewalls/mci1-fr--blog" in theirs
+    code, out, _ = takeover(capsys, "prod1,prod2", "--dry-run")
+    assert "firewalls/mci1-fr--shop: kept" in out and "firewalls/mci1-fr--blog: kept" in out and "blog" not in \
+        out.split("plan,")[1], out
+    code, out, err = takeover(capsys)
+    assert code == 0, err
+    assert {k: v for k, v in _world(app_world).items() if "blog" in k} == theirs
+    for g in app_world.sim.compute.resources("instanceGroups"):
+        assert ("port30999", 30999) in [(p["name"], p["port"]) for p in g["namedPorts"]], "blog's named port stays"
+    with Traffic(app_world, blog.vip, (80,)) as traffic:
+        traffic.served(20)
+    assert not traffic.failed
+    # shop's own firewall rule cannot be told from blog's (same ranges, same node port): both are kept.
+    assert "firewalls/mci1-fr--shop" in _world(app_world)
