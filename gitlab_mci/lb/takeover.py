@@ -514,7 +514,13 @@ def prepare(inputs: Any, settings: Settings) -> Takeover:
                            http=80 in ports, https_redirect=redirect, ssl_certificates=certs)
     prepared = inputs_mod.prepare(final_inputs)
     final = prepared.desired
-    traffic.settle(final, engine.Actual(engine.read_named(api, namer), {}), prepared.clusters, {})
+    named = engine.read_named(api, namer)
+    traffic.settle(final, engine.Actual(named, {}), prepared.clusters, {})
+    if settings.scheme == "EXTERNAL" and any(
+            bs.get(STATE) or bs.get("loadBalancingScheme") == "EXTERNAL_MANAGED" for key, bs in named.items()
+            if key.startswith("backendServices/") and namer.owns(bs)):
+        raise UserError("--scheme EXTERNAL: this takeover already began migrating to EXTERNAL_MANAGED; finish it "
+                        "with --scheme EXTERNAL_MANAGED, or go back with --rollback")
     groups = {g for c in prepared.clusters for g in c.groups}
     zones = {z for c in prepared.clusters for z in c.zones}
     negs = {}

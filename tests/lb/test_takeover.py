@@ -273,3 +273,20 @@ def test_a_second_kubemci_load_balancer_on_the_same_node_port_is_left_as_it_is(
     assert not traffic.failed
     # shop's own firewall rule cannot be told from blog's (same ranges, same node port): both are kept.
     assert "firewalls/mci1-fr--shop" in _world(app_world)
+
+
+def test_asking_for_classic_once_the_migration_began_is_refused_before_any_write(
+        app_world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    kubemci(app_world)
+    # Stopped after the first migration step (PREPARE) of gitlab-mci's backend service.
+    app_world.sim.faults.add(FaultRule(status=400, service="compute", method="PATCH", path="/global/backendServices/",
+                                       nth=2, onward=True))
+    assert takeover(capsys)[0] == 1
+    app_world.sim.faults.clear()
+    bs = app_world.sim.compute.get("backendServices", "gmci-bs-shop-30999", project=P)
+    assert bs is not None and bs["externalManagedMigrationState"] == "PREPARE"
+    app_world.sim.journal.reset()
+    code, _, err = takeover(capsys, "prod1,prod2", "--scheme", "EXTERNAL")
+    assert code == 1 and "finish it with --scheme EXTERNAL_MANAGED, or go back with --rollback" in err, err
+    assert writes(app_world) == 0
+    assert takeover(capsys)[0] == 0, "finished with the scheme it began with"
