@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -100,7 +101,8 @@ def test_dry_run_shows_the_kubemci_chain_and_every_step_and_writes_nothing(
 
 
 def test_a_takeover_stopped_after_any_write_is_finished_by_the_next_run_with_no_failed_request(
-        app_world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+        make_app_world: Callable[..., RunningSim], capsys: pytest.CaptureFixture[str]) -> None:
+    app_world = make_app_world(1, 1)  # one node per cluster: the same writes, less to probe
     # A clean takeover: how many writes it makes, and what it leaves.
     _https_chain(app_world)
     app_world.sim.journal.reset()
