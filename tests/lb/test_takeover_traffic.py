@@ -38,7 +38,8 @@ def _taken_over_with_traffic(running: RunningSim, capsys: pytest.CaptureFixture[
         assert code == 0, err
         running.sim.dataplane.refresh()
         traffic.served(30)  # and gitlab-mci's after the old chain is gone
-    traffic.report(label, phases(err))
+    with capsys.disabled():
+        traffic.report(f"\n{label}", phases(err))
     assert len(traffic.results) / traffic.seconds >= 20, "at least 20 requests/s"
     assert not traffic.failed, traffic.failed[:5]
     assert leftovers(running) == []
