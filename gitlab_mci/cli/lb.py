@@ -36,6 +36,25 @@ from gitlab_mci.cli.options import (
 )
 from gitlab_mci.errors import UserError
 
+# Options lb plan/apply and lb takeover share: defined once so they read the same in both.
+_scheme_option = click.option(
+    "--scheme", envvar="MCI_SCHEME", default="EXTERNAL_MANAGED", show_default=True,
+    type=click.Choice(["EXTERNAL_MANAGED", "EXTERNAL"]),
+    help="Load balancing scheme: global external Application LB, or classic [env: MCI_SCHEME].")
+_backend_tuning = [
+    click.option("--health-check-path", envvar="MCI_HEALTH_CHECK_PATH",
+                 help="Health check path (default: the pods' readiness probe path, which must agree across "
+                      "clusters) [env: MCI_HEALTH_CHECK_PATH]."),
+    click.option("--check-interval-sec", type=int, default=5, show_default=True,
+                 help="Seconds between health checks (also their timeout)."),
+    click.option("--unhealthy-threshold", type=int, default=2, show_default=True,
+                 help="Failed health checks before a backend is taken out of rotation."),
+    click.option("--timeout-sec", type=int, default=30, show_default=True, help="Backend timeout in seconds."),
+]
+_balancing_mode_option = click.option(
+    "--balancing-mode", type=click.Choice(["UTILIZATION", "RATE", "CONNECTION"]), default=None,
+    help="Backend balancing mode (default: UTILIZATION with instance groups, RATE with NEGs; CONNECTION: NEGs only).")
+
 
 def _common(f: Any) -> Any:
     """Options every lb command takes: which load balancer, where."""
@@ -46,9 +65,7 @@ def _common(f: Any) -> Any:
 def _options(f: Any) -> Any:
     """Options of the commands that build the desired state (plan, apply, destroy)."""
     decorators = [
-        click.option("--scheme", envvar="MCI_SCHEME", default="EXTERNAL_MANAGED", show_default=True,
-                     type=click.Choice(["EXTERNAL_MANAGED", "EXTERNAL"]),
-                     help="Load balancing scheme: global external Application LB, or classic [env: MCI_SCHEME]."),
+        _scheme_option,
         click.option("--http/--no-http", "http", default=None, envvar="MCI_HTTP",
                      help="Serve HTTP on port 80 (default: on, unless the Ingress has "
                           "kubernetes.io/ingress.allow-http: \"false\") [env: MCI_HTTP]."),
@@ -64,18 +81,9 @@ def _options(f: Any) -> Any:
         click.option("--managed-domain", "managed_domains", multiple=True, envvar="MCI_MANAGED_DOMAINS",
                      help="Domain of a Google-managed certificate; repeat or comma-separate "
                           "[env: MCI_MANAGED_DOMAINS]."),
-        click.option("--health-check-path", envvar="MCI_HEALTH_CHECK_PATH",
-                     help="Health check path (default: the pods' readiness probe path, which must agree across "
-                          "clusters) [env: MCI_HEALTH_CHECK_PATH]."),
-        click.option("--check-interval-sec", type=int, default=5, show_default=True,
-                     help="Seconds between health checks (also their timeout)."),
-        click.option("--unhealthy-threshold", type=int, default=2, show_default=True,
-                     help="Failed health checks before a backend is taken out of rotation."),
-        click.option("--timeout-sec", type=int, default=30, show_default=True, help="Backend timeout in seconds."),
+        *_backend_tuning,
         backends_option,
-        click.option("--balancing-mode", type=click.Choice(["UTILIZATION", "RATE", "CONNECTION"]), default=None,
-                     help="Backend balancing mode (default: UTILIZATION with instance groups, RATE with NEGs; "
-                          "CONNECTION: NEGs only)."),
+        _balancing_mode_option,
         timeout_option(300.0),
         weight_option,
         adopt_option,
@@ -465,19 +473,9 @@ def undrain_cmd(cluster: str, **kw: Any) -> None:
 @namespace_option
 @project_option
 @kubeconfig_option
-@click.option("--scheme", envvar="MCI_SCHEME", default="EXTERNAL_MANAGED", show_default=True,
-              type=click.Choice(["EXTERNAL_MANAGED", "EXTERNAL"]),
-              help="Load balancing scheme: global external Application LB, or classic [env: MCI_SCHEME].")
-@click.option("--health-check-path", envvar="MCI_HEALTH_CHECK_PATH",
-              help="Health check path (default: the pods' readiness probe path, which must agree across "
-                   "clusters) [env: MCI_HEALTH_CHECK_PATH].")
-@click.option("--check-interval-sec", type=int, default=5, show_default=True,
-              help="Seconds between health checks (also their timeout).")
-@click.option("--unhealthy-threshold", type=int, default=2, show_default=True,
-              help="Failed health checks before a backend is taken out of rotation.")
-@click.option("--timeout-sec", type=int, default=30, show_default=True, help="Backend timeout in seconds.")
-@click.option("--balancing-mode", type=click.Choice(["UTILIZATION", "RATE"]), default="UTILIZATION",
-              show_default=True, help="Backend balancing mode.")
+@_scheme_option
+@stack(_backend_tuning)
+@_balancing_mode_option
 @click.option("--step-wait", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Seconds to hold each migration step before the next (default: 360 against Google, whose front "
                    "ends take minutes to follow each step; 0 against the simulator).")
