@@ -17,6 +17,7 @@ from gitlab_mci.cli.options import (
     contexts_option,
     detailed_exitcode_option,
     dotenv_option,
+    features_options,
     https_redirect_option,
     kubeconfig_option,
     lb_option,
@@ -42,7 +43,7 @@ def _common(f: Any) -> Any:
 
 def _options(f: Any) -> Any:
     """Options of the commands that build the desired state (plan, apply, destroy)."""
-    decorators = [
+    decorators: list[Any] = [
         click.option("--scheme", envvar="MCI_SCHEME", default="EXTERNAL_MANAGED", show_default=True,
                      type=click.Choice(["EXTERNAL_MANAGED", "EXTERNAL"]),
                      help="Load balancing scheme: global external Application LB, or classic [env: MCI_SCHEME]."),
@@ -72,6 +73,7 @@ def _options(f: Any) -> Any:
         click.option("--balancing-mode", type=click.Choice(["UTILIZATION", "RATE"]), default="UTILIZATION",
                      show_default=True, help="Backend balancing mode."),
         weight_option,
+        features_options,
         adopt_option,
         click.option("--concurrency", type=int, default=64, show_default=True,
                      help="Compute operations run at once (named ports on every instance group are one level)."),
@@ -82,6 +84,7 @@ def _options(f: Any) -> Any:
 
 def _prepare(kw: dict[str, Any]) -> Any:
     """Validate every input, then discover: nothing is written before this returns."""
+    from gitlab_mci.features.sources import Flags
     from gitlab_mci.lb.inputs import Inputs, prepare, split_contexts
     from gitlab_mci.lb.traffic import parse_weights
 
@@ -96,7 +99,8 @@ def _prepare(kw: dict[str, Any]) -> Any:
         unhealthy_threshold=kw["unhealthy_threshold"], timeout_sec=kw["timeout_sec"],
         balancing_mode=kw["balancing_mode"], http=kw["http"], https_redirect=kw["https_redirect"],
         ssl_certificates=kw["ssl_certificates"], certificate_file=kw["certificate_file"], key_file=kw["key_file"],
-        tls_secrets=kw["tls_secrets"], managed_domains=kw["managed_domains"], kubeconfig=kw["kubeconfig"]))
+        tls_secrets=kw["tls_secrets"], managed_domains=kw["managed_domains"], kubeconfig=kw["kubeconfig"],
+        feature_flags=Flags.from_kw(kw), features_file=kw["features_file"]))
 
 
 @click.group()

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gitlab_mci.errors import UserError
+from gitlab_mci.features import compute as features_compute
+from gitlab_mci.features.model import Features
 from gitlab_mci.ingress import Backend, IngressModel
 from gitlab_mci.lb.certs import Certificates
 from gitlab_mci.lb.discovery import ClusterInfo
@@ -42,10 +44,16 @@ class Options:
     certificates: Certificates = field(default_factory=Certificates)
     check_interval_sec: int = 5
     unhealthy_threshold: int = 2
+    # Production options (gitlab_mci.features): for every backend service, per backend Service (its
+    # BackendConfig), and the HTTPS proxy's.
+    features: Features = field(default_factory=Features)
+    service_features: dict[str, Features] = field(default_factory=dict)
+    frontend: Features = field(default_factory=Features)
+    iap: tuple[str, str] | None = field(default=None, repr=False)  # the OAuth client (id, secret): never printed
 
     @property
     def https(self) -> bool:
-        return bool(self.certificates)
+        return bool(self.certificates) or bool(self.frontend.get("certificateMap"))
 
     def __post_init__(self) -> None:
         if not self.http and not self.https:
@@ -203,12 +211,14 @@ def build(model: IngressModel, options: Options, clusters: Sequence[ClusterInfo]
     for backend, np in node_ports.items():
         if np in service_for:
             continue
-        hc = desired.add(Resource("healthChecks", namer.name("healthCheck", np), {
+        wanted = _backend_features(options, [b.service for b, p in node_ports.items() if p == np])
+        hc = desired.add(Resource("healthChecks", namer.name("healthCheck", np), features_compute.health_check(
+            wanted, {
             "name": namer.name("healthCheck", np), "description": owner, "type": "HTTP",
             "httpHealthCheck": {"port": np, "requestPath": _probe_path(backend, clusters, options.health_check_path)},
             "checkIntervalSec": options.check_interval_sec, "timeoutSec": options.check_interval_sec,
             "unhealthyThreshold": options.unhealthy_threshold,
-        }))
+        })))
         bs_name = namer.name("backendService", np)
         backends: list[dict[str, Any]] = [{"group": g, "balancingMode": options.balancing_mode} for g in groups]
         if options.balancing_mode == "RATE":
@@ -218,6 +228,7 @@ def build(model: IngressModel, options: Options, clusters: Sequence[ClusterInfo]
             "name": bs_name, "description": owner, "protocol": "HTTP", "portName": port_names[np],
             "timeoutSec": options.timeout_sec, "loadBalancingScheme": options.scheme,
             "healthChecks": [desired.url(hc)], "backends": backends,
+            **features_compute.backend_service(wanted, options.project, options.iap),
         }, deps=(hc.key,)))  # named ports: ordered by the engine (see execute)
 
     default = model.default_backend or model.backends()[0]
@@ -266,6 +277,15 @@ def build(model: IngressModel, options: Options, clusters: Sequence[ClusterInfo]
     return desired
 
 
+def _backend_features(options: Options, services: Sequence[str]) -> Features:
+    """The options of one backend service: every service's, and its Services' own BackendConfig (which must agree
+    when several Services share a node port, hence a backend service)."""
+    wanted = options.features
+    for service in sorted(set(services)):
+        wanted = wanted.merged(options.service_features.get(service, Features()))
+    return wanted
+
+
 def _add_rule(desired: Desired, options: Options, address: Resource, proxy: Resource, kind: str,
               port: str) -> None:
     name = desired.namer.name("forwardingRule", kind)
@@ -293,5 +313,6 @@ def _add_https(desired: Desired, options: Options, address: Resource, url_map: R
     links += [desired.url(r) for r in owned]
     proxy = desired.add(Resource("targetHttpsProxies", namer.name("httpsProxy"), {
         "name": namer.name("httpsProxy"), "description": owner, "urlMap": desired.url(url_map),
-        "sslCertificates": links}, deps=(url_map.key, *(r.key for r in owned))))
+        "sslCertificates": links, **features_compute.https_proxy(options.frontend, options.project)},
+        deps=(url_map.key, *(r.key for r in owned))))
     _add_rule(desired, options, address, proxy, "https", "443")

@@ -1,0 +1,69 @@
+"""What the options name must exist before anything is written: Cloud Armor and SSL policies in Compute, the IAP
+OAuth client's Secret in the cluster (its values are returned, never printed)."""
+
+from __future__ import annotations
+
+import base64
+import functools
+from typing import TYPE_CHECKING
+
+from gitlab_mci.errors import UserError
+from gitlab_mci.features.model import Features
+
+if TYPE_CHECKING:
+    from gitlab_mci.kube import Cluster
+    from gitlab_mci.lb.engine import ComputeApi
+
+# GKE's BackendConfig reads the OAuth client from a Secret with these keys.
+IAP_KEYS = ("client_id", "client_secret")
+
+
+def compute_references(api: ComputeApi, features: Features) -> None:
+    """The Cloud Armor and SSL policies named exist in the project (one read each)."""
+    wanted: list[tuple[str, str, str]] = []
+    if features.get("securityPolicy"):
+        wanted.append(("securityPolicies", features.get("securityPolicy")["name"], "security policy"))
+    if features.get("edgeSecurityPolicy"):
+        wanted.append(("securityPolicies", features.get("edgeSecurityPolicy"), "edge security policy"))
+    if features.get("sslPolicy"):
+        wanted.append(("sslPolicies", features.get("sslPolicy"), "SSL policy"))
+    for collection, name, what in wanted:
+        found = api.retrying(f"read {what} {name}", functools.partial(
+            api.rest.get_or_none, f"global/{collection}/{name}"))
+        if found is None:
+            key = {"security policy": "securityPolicy", "edge security policy": "edgeSecurityPolicy",
+                   "SSL policy": "sslPolicy"}[what]
+            raise UserError(f"{what} {name!r} (from {features.origin[key]}) not found in project {api.project}; "
+                            f"create it first (gitlab-mci uses an existing one and never changes it)")
+
+
+def iap_client(cluster: Cluster, namespace: str, features: Features) -> tuple[str, str] | None:
+    """The OAuth client (id, secret) of the IAP Secret the options name, read from ``cluster``."""
+    from kubernetes.client.exceptions import ApiException
+
+    from gitlab_mci.kube import api_error_message
+
+    iap = features.get("iap")
+    if not iap or not iap.get("enabled"):
+        return None
+    name = (iap.get("oauthclientCredentials") or {}).get("secretName")
+    if not name:
+        raise UserError(f"iap (from {features.origin['iap']}) needs oauthclientCredentials.secretName "
+                        "(--iap-secret NAME): a Secret with client_id and client_secret")
+    where = f"IAP Secret {namespace}/{name} in context {cluster.context!r}"
+    try:
+        secret = cluster.call(f"read {where}", cluster.core.read_namespaced_secret, name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise UserError(f"{where} not found (from {features.origin['iap']})") from None
+        raise UserError(f"{where}: {api_error_message(exc)}") from None
+    data = secret.data or {}
+    missing = [k for k in IAP_KEYS if not data.get(k)]
+    if missing:
+        raise UserError(f"{where} has no {' or '.join(missing)}: it needs the OAuth client's client_id and "
+                        "client_secret keys")
+    try:
+        client_id, client_secret = (base64.b64decode(data[k]).decode() for k in IAP_KEYS)
+    except ValueError:
+        raise UserError(f"{where}: client_id/client_secret are not base64 text") from None
+    return client_id, client_secret

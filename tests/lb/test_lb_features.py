@@ -1,0 +1,222 @@
+"""Production load balancer options (issue 14, docs/features.md) in the self-managed mode, with the real clients:
+what Compute holds afterwards (read back with gcloud and google-cloud-compute), what traffic shows in the data
+plane, re-apply with 0 writes, the three input ways giving the same Compute state, and refusals before any write."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from google.cloud import compute_v1
+from kubernetes import client as k8s
+
+from gitlab_mci.gcp import Compute
+from tests.cli_helpers import run_cli as cli
+from tests.conftest import RunningSim
+
+P = "demo-project"
+BASE = ["--lb", "shop", "--context", "prod1,prod2", "--service", "shop-auto-deploy", "--port", "web"]
+BS = "gmci-bs-shop-30999"
+HC = "gmci-hc-shop-30999"
+
+
+@pytest.fixture
+def world(app_world: RunningSim) -> RunningSim:
+    return app_world
+
+
+def backend_service(world: RunningSim) -> dict[str, Any]:
+    """The backend service as Compute holds it, read with google-cloud-compute."""
+    gc = Compute(P, world.sim.compute_url)
+    bs = gc.client(compute_v1.BackendServicesClient).get(project=P, backend_service=BS)
+    return dict(json.loads(compute_v1.BackendService.to_json(bs)))
+
+
+def gcloud_json(world: RunningSim, *args: str) -> Any:
+    from tests.sim.test_compute_gcloud import gcloud
+
+    return json.loads(gcloud(world, *args, "--format", "json"))
+
+
+def writes(world: RunningSim) -> list[tuple[str, str]]:
+    return [(e.method, e.path) for e in world.sim.journal.writes()]
+
+
+def apply(world: RunningSim, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
+    code, out, err = cli(["lb", "apply", *BASE, *extra], capsys)
+    assert code == 0, err
+    return out
+
+
+def reapply_writes_nothing(world: RunningSim, capsys: pytest.CaptureFixture[str], *extra: str) -> None:
+    world.sim.journal.reset()
+    out = apply(world, capsys, *extra)
+    assert writes(world) == [], out
+
+
+def serving_url(world: RunningSim) -> str:
+    assert world.sim.dataplane.wait_health("HEALTHY", timeout=15)
+    vip = world.sim.compute.get("globalAddresses", "gmci-ip-shop", project=P)["address"]
+    return world.sim.dataplane.url_for(vip, 80)
+
+
+OPTIONS = ["--logging", "--log-sample-rate", "0.5", "--session-affinity", "GENERATED_COOKIE",
+           "--affinity-cookie-ttl-sec", "60", "--draining-timeout-sec", "45",
+           "--request-header", "X-Client-Region:{client_region}", "--response-header", "X-Served-By: gitlab-mci"]
+FILE = """\
+logging: {enable: true, sampleRate: 0.5}
+sessionAffinity: {affinityType: GENERATED_COOKIE, affinityCookieTtlSec: 60}
+connectionDraining: {drainingTimeoutSec: 45}
+customRequestHeaders: {headers: ["X-Client-Region:{client_region}"]}
+customResponseHeaders: {headers: ["X-Served-By:gitlab-mci"]}
+"""
+# The same, as a GKE Ingress user's BackendConfig (cloud.google.com/v1) already says it.
+BACKEND_CONFIG = {
+    "logging": {"enable": True, "sampleRate": 0.5},
+    "sessionAffinity": {"affinityType": "GENERATED_COOKIE", "affinityCookieTtlSec": 60},
+    "connectionDraining": {"drainingTimeoutSec": 45},
+    "customRequestHeaders": {"headers": ["X-Client-Region:{client_region}"]},
+    "customResponseHeaders": {"headers": ["X-Served-By:gitlab-mci"]},
+}
+FIELDS = ("logConfig", "sessionAffinity", "affinityCookieTtlSec", "connectionDraining", "customRequestHeaders",
+          "customResponseHeaders")
+
+
+def _fields(bs: dict[str, Any]) -> dict[str, Any]:
+    return {k: bs.get(k) for k in FIELDS}
+
+
+def give_backend_config(world: RunningSim, spec: dict[str, Any], name: str = "shop-bc") -> None:
+    """What a GKE Ingress user has: a BackendConfig in the app's namespace, named by the Service's annotation."""
+    api = k8s.ApiClient(k8s.Configuration(host=world.sim.kube_url("prod1")))
+    k8s.CustomObjectsApi(api).create_namespaced_custom_object(
+        "cloud.google.com", "v1", "default", "backendconfigs",
+        {"apiVersion": "cloud.google.com/v1", "kind": "BackendConfig", "metadata": {"name": name}, "spec": spec})
+    k8s.CoreV1Api(api).patch_namespaced_service("shop-auto-deploy", "default", {"metadata": {"annotations": {
+        "cloud.google.com/backend-config": json.dumps({"default": name})}}})
+
+
+def test_logging_affinity_draining_and_headers_from_flags_are_held_by_compute_and_reapply_writes_nothing(
+        world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    apply(world, capsys, *OPTIONS)
+    described = gcloud_json(world, "compute", "backend-services", "describe", BS, "--global")
+    assert described["logConfig"]["enable"] is True
+    assert described["logConfig"]["sampleRate"] == 0.5
+    assert described["sessionAffinity"] == "GENERATED_COOKIE"
+    assert described["affinityCookieTtlSec"] == 60
+    assert described["connectionDraining"]["drainingTimeoutSec"] == 45
+    assert described["customRequestHeaders"] == ["X-Client-Region:{client_region}"]
+    assert described["customResponseHeaders"] == ["X-Served-By:gitlab-mci"]
+    reapply_writes_nothing(world, capsys, *OPTIONS)
+
+
+def test_a_custom_response_header_is_seen_by_an_http_client(world: RunningSim,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    apply(world, capsys, "--response-header", "X-Served-By: gitlab-mci")
+    reply = requests.get(f"{serving_url(world)}/", timeout=5)
+    assert reply.headers.get("X-Served-By") == "gitlab-mci"
+
+
+def test_flags_file_and_a_backend_config_annotation_give_the_same_compute_state(
+        make_app_world: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    states = []
+    for way in ("flags", "file", "annotation"):
+        world = make_app_world(prod1_nodes=1, prod2_nodes=1)
+        extra: list[str] = []
+        if way == "flags":
+            extra = OPTIONS
+        elif way == "file":
+            (tmp_path / "features.yaml").write_text(FILE)
+            extra = ["--features-file", str(tmp_path / "features.yaml")]
+        else:
+            give_backend_config(world, BACKEND_CONFIG)
+        apply(world, capsys, *extra)
+        states.append(_fields(backend_service(world)))
+        reapply_writes_nothing(world, capsys, *extra)
+        world.sim.stop()
+    assert states[0] == states[1] == states[2]
+    assert states[0]["sessionAffinity"] == "GENERATED_COOKIE"
+
+
+def test_a_flag_and_the_services_backend_config_that_disagree_are_refused_naming_both(
+        world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    give_backend_config(world, {"sessionAffinity": {"affinityType": "CLIENT_IP"}})
+    world.sim.journal.reset()
+    code, _, err = cli(["lb", "apply", *BASE, "--session-affinity", "GENERATED_COOKIE"], capsys)
+    assert code == 1
+    assert "flags" in err and "BackendConfig default/shop-bc" in err and "sessionAffinity" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert writes(world) == []
+
+
+def test_removing_an_option_returns_the_field_to_its_default_with_one_write(
+        world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    apply(world, capsys, *OPTIONS)
+    world.sim.journal.reset()
+    apply(world, capsys)
+    bs_writes = [w for w in writes(world) if BS in w[1]]
+    assert len(bs_writes) == 1, writes(world)
+    bs = backend_service(world)
+    assert bs.get("sessionAffinity") == "NONE"
+    assert not (bs.get("logConfig") or {}).get("enable")
+    assert not bs.get("customRequestHeaders") and not bs.get("customResponseHeaders")
+    reapply_writes_nothing(world, capsys)
+
+
+def test_outlier_detection_and_locality_policy_on_the_global_external_alb(
+        world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    extra = ["--outlier-consecutive-errors", "5", "--locality-lb-policy", "LEAST_REQUEST"]
+    apply(world, capsys, *extra)
+    bs = backend_service(world)
+    assert bs["outlierDetection"]["consecutiveErrors"] == 5
+    assert bs["localityLbPolicy"] == "LEAST_REQUEST"
+    reapply_writes_nothing(world, capsys, *extra)
+
+
+@pytest.mark.parametrize("flag", [["--outlier-consecutive-errors", "5"], ["--locality-lb-policy", "MAGLEV"],
+                                  ["--session-affinity", "HEADER_FIELD", "--affinity-header", "X-User"]])
+def test_the_classic_scheme_refuses_what_only_the_global_external_alb_has_by_name(
+        world: RunningSim, capsys: pytest.CaptureFixture[str], flag: list[str]) -> None:
+    code, _, err = cli(["lb", "plan", *BASE, "--scheme", "EXTERNAL", *flag], capsys)
+    assert code == 1
+    assert "EXTERNAL_MANAGED" in err and len(err.strip().splitlines()) == 1
+    assert ("outlierDetection" in err) or ("localityLbPolicy" in err) or ("HEADER_FIELD" in err), err
+    assert writes(world) == []
+
+
+def test_backend_protocol_http2_gives_an_http2_health_check(world: RunningSim,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    apply(world, capsys, "--backend-protocol", "HTTP2")
+    assert backend_service(world)["protocol"] == "HTTP2"
+    hc = gcloud_json(world, "compute", "health-checks", "describe", HC, "--global")
+    assert hc["type"] == "HTTP2" and hc["http2HealthCheck"]["port"] == 30999
+    reapply_writes_nothing(world, capsys, "--backend-protocol", "HTTP2")
+
+
+def test_a_missing_cloud_armor_policy_is_refused_before_any_write(world: RunningSim,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(["lb", "apply", *BASE, "--security-policy", "no-such-policy"], capsys)
+    assert code == 1
+    assert "security policy 'no-such-policy'" in err and "flags" in err, err
+    assert writes(world) == []
+
+
+@pytest.mark.parametrize(("content", "named"), [
+    ("sessionAffinity: {affinityType: STICKY}\n", "sessionAffinity.affinityType"),
+    ("logging: {enable: true, sampleRate: 2}\n", "logging.sampleRate"),
+    ("colour: blue\n", "colour"),
+    ("connectionDraining: {drainingTimeout: 4}\n", "connectionDraining.drainingTimeout"),
+    ("customResponseHeaders: {headers: [no-colon]}\n", "customResponseHeaders.headers.0"),
+    ("- a list\n", "mapping"),
+])
+def test_a_bad_features_file_is_one_line_naming_the_key_and_nothing_is_written(
+        world: RunningSim, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, named: str) -> None:
+    path = tmp_path / "features.yaml"
+    path.write_text(content)
+    code, _, err = cli(["lb", "apply", *BASE, "--features-file", str(path)], capsys)
+    assert code == 1
+    assert named in err and len(err.strip().splitlines()) == 1, err
+    assert writes(world) == []
