@@ -106,9 +106,18 @@ def backend_service(features: Features, project: str, iap: tuple[str, str] | Non
                 out["cdnPolicy"] = policy
     if f("iap") is not None and iap is not None:
         client_id, secret = iap
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        _SECRETS[digest] = secret
         out["iap"] = {"enabled": bool(f("iap")["enabled"]), "oauth2ClientId": client_id,
-                      "oauth2ClientSecretSha256": hashlib.sha256(secret.encode()).hexdigest()}
+                      "oauth2ClientSecretSha256": digest}
+    elif f("iap") is not None and not f("iap").get("enabled"):
+        out["iap"] = {"enabled": False}
     return out
+
+
+# The IAP OAuth client secrets read this run, by their SHA-256: a plan (and anything it prints) carries only the
+# digest, which Compute also answers with; the secret goes into the write's body only (see writable).
+_SECRETS: dict[str, str] = {}
 
 
 def health_check(features: Features, body: dict[str, Any]) -> dict[str, Any]:
@@ -180,7 +189,9 @@ def resets(collection: str, body: dict[str, Any], have: dict[str, Any]) -> dict[
 def same(collection: str, key: str, want: Any, have: Any) -> bool | None:
     """Whether a managed field holds what is wanted, where the generic comparison cannot tell (None: ask it)."""
     if collection == "backendServices" and key == "iap":
-        have = have or {}
+        have = redacted(collection, key, have) or {}
+        if not want.get("enabled"):
+            return not have.get("enabled")
         return bool(have.get("enabled")) == bool(want.get("enabled")) and \
             have.get("oauth2ClientId") == want.get("oauth2ClientId") and \
             have.get("oauth2ClientSecretSha256") == want.get("oauth2ClientSecretSha256")
@@ -208,7 +219,22 @@ _OUTPUT_ONLY = {"backendServices": ("securityPolicy", "edgeSecurityPolicy")}
 def writable(collection: str, body: dict[str, Any], *, patch: bool) -> dict[str, Any]:
     """The body of an insert (``patch`` False) or patch, without what only a custom method sets."""
     drop = set(_CUSTOM.get(collection, {}) if patch else _OUTPUT_ONLY.get(collection, ()))
-    return {k: v for k, v in body.items() if k not in drop}
+    out = {k: v for k, v in body.items() if k not in drop}
+    iap = out.get("iap") or {}
+    if iap.get("oauth2ClientSecretSha256") in _SECRETS:
+        out["iap"] = {**{k: v for k, v in iap.items() if k != "oauth2ClientSecretSha256"},
+                      "oauth2ClientSecret": _SECRETS[iap["oauth2ClientSecretSha256"]]}
+    return out
+
+
+def redacted(collection: str, key: str, value: Any) -> Any:
+    """A value read from Compute as a plan may show it: never an IAP client secret (Compute answers with its
+    SHA-256; a stand-in that echoes the secret is shown the digest too)."""
+    if collection == "backendServices" and key == "iap" and isinstance(value, dict) and "oauth2ClientSecret" in value:
+        out = {k: v for k, v in value.items() if k != "oauth2ClientSecret"}
+        out["oauth2ClientSecretSha256"] = hashlib.sha256(str(value["oauth2ClientSecret"]).encode()).hexdigest()
+        return out
+    return value
 
 
 def run_custom(api: ComputeApi, change: Change) -> None:

@@ -375,6 +375,8 @@ def _feature_fields(collection: str, body: dict[str, Any], have: dict[str, Any],
     for key in list(changed):
         if features.same(collection, key, body.get(key), have.get(key)):
             del changed[key]
+        else:
+            changed[key] = (features.redacted(collection, key, changed[key][0]), changed[key][1])
     for key, (old, default) in features.resets(collection, body, have).items():
         changed[key] = (old, default)
         body[key] = default

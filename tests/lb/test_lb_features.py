@@ -220,3 +220,30 @@ def test_a_bad_features_file_is_one_line_naming_the_key_and_nothing_is_written(
     assert code == 1
     assert named in err and len(err.strip().splitlines()) == 1, err
     assert writes(world) == []
+
+
+def test_iap_from_a_kubernetes_secret_is_applied_and_the_client_secret_is_never_printed(
+        world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    import base64
+
+    secret_value = "GOCSPX-never-printed-42"
+    core = k8s.CoreV1Api(k8s.ApiClient(k8s.Configuration(host=world.sim.kube_url("prod1"))))
+    core.create_namespaced_secret("default", {"metadata": {"name": "oauth"}, "data": {
+        "client_id": base64.b64encode(b"1234.apps.googleusercontent.com").decode(),
+        "client_secret": base64.b64encode(secret_value.encode()).decode()}})
+    core.create_namespaced_secret("default", {"metadata": {"name": "no-secret"}, "data": {
+        "client_id": base64.b64encode(b"1234.apps.googleusercontent.com").decode()}})
+    world.sim.journal.reset()
+    code, _, err = cli(["lb", "apply", *BASE, "--iap-secret", "no-secret"], capsys)
+    assert code == 1 and "client_secret" in err and len(err.strip().splitlines()) == 1, err
+    assert writes(world) == []
+    seen = []
+    for command in (["plan"], ["plan", "-o", "json"], ["apply"], ["apply", "-o", "json"], ["plan"]):
+        code, out, err = cli(["lb", command[0], *BASE, "--iap-secret", "oauth", *command[1:]], capsys)
+        assert code == 0, err
+        seen.append(out + err)
+    assert all(secret_value not in text for text in seen)
+    assert "No changes" in seen[-1]
+    bs = backend_service(world)
+    assert bs["iap"]["enabled"] is True and bs["iap"]["oauth2ClientId"] == "1234.apps.googleusercontent.com"
+    reapply_writes_nothing(world, capsys, "--iap-secret", "oauth")
