@@ -211,6 +211,9 @@ FEATURE_OPTIONS: list[Decorator] = [
                       "printed [env: MCI_IAP_SECRET]."),
     click.option("--certificate-map", metavar="NAME", envvar="MCI_CERTIFICATE_MAP",
                  help="Existing Certificate Manager map for the HTTPS proxy [env: MCI_CERTIFICATE_MAP]."),
+    click.option("--ipv6", is_flag=True, default=None, envvar="MCI_IPV6",
+                 help="Also serve on a global IPv6 address of its own, reserved and kept like the IPv4 one "
+                      "[env: MCI_IPV6]."),
 ]
 
 

@@ -20,6 +20,7 @@ _NOT_HOSTED = {
     "outlierDetection": "Multi Cluster Ingress makes a classic (EXTERNAL) load balancer",
     "quicOverride": "FrontendConfig has no QUIC setting",
     "certificateMap": "Multi Cluster Ingress takes certificates, not a certificate map (use the Gateway API)",
+    "ipv6": "Multi Cluster Ingress serves one IPv4 address",
 }
 BACKEND_SPEC_KEYS = ("securityPolicy", "logging", "sessionAffinity", "connectionDraining", "customRequestHeaders",
                      "customResponseHeaders", "cdn", "iap")

@@ -13,7 +13,7 @@ from gitlab_mci.errors import UserError
 BACKEND_KEYS = ("securityPolicy", "edgeSecurityPolicy", "logging", "sessionAffinity", "connectionDraining",
                 "customRequestHeaders", "customResponseHeaders", "backendProtocol", "localityLbPolicy",
                 "outlierDetection", "cdn", "iap")
-FRONTEND_KEYS = ("sslPolicy", "quicOverride", "certificateMap")
+FRONTEND_KEYS = ("sslPolicy", "quicOverride", "certificateMap", "ipv6")
 
 
 @functools.cache

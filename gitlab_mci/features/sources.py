@@ -47,6 +47,7 @@ class Flags:
     cdn_cache_mode: str | None = None
     iap_secret: str | None = None
     certificate_map: str | None = None
+    ipv6: bool | None = None
 
     @classmethod
     def from_kw(cls, kw: dict[str, Any]) -> Flags:
@@ -94,6 +95,8 @@ def from_flags(flags: Flags) -> dict[str, Any]:
         out["cdn"] = {"enabled": flags.cdn if flags.cdn is not None else True}
         if flags.cdn_cache_mode is not None:
             out["cdn"]["cacheMode"] = flags.cdn_cache_mode
+    if flags.ipv6:
+        out["ipv6"] = True
     if flags.iap_secret:
         out["iap"] = {"enabled": True, "oauthclientCredentials": {"secretName": flags.iap_secret}}
     return out

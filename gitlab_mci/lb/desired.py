@@ -262,8 +262,14 @@ def build(model: IngressModel, options: Options, clusters: Sequence[ClusterInfo]
         url_map_body["pathMatchers"].append(path_matcher)
     url_map = desired.add(Resource("urlMaps", namer.name("urlMap"), url_map_body,
                                    deps=tuple(r.key for r in service_for.values())))
+    addresses = [address]
+    if options.frontend.get("ipv6"):
+        # Its own global address (ipVersion IPV6) and forwarding rules, owned and kept like the IPv4 one.
+        name6 = namer.name("address", "v6")
+        addresses.append(desired.add(Resource("globalAddresses", name6, {
+            "name": name6, "description": owner, "labels": namer.labels, "ipVersion": "IPV6"})))
     if options.https:
-        _add_https(desired, options, address, url_map)
+        _add_https(desired, options, addresses, url_map)
     if options.http:
         target = url_map
         if options.https_redirect:
@@ -273,7 +279,8 @@ def build(model: IngressModel, options: Options, clusters: Sequence[ClusterInfo]
         proxy = desired.add(Resource("targetHttpProxies", namer.name("httpProxy"), {
             "name": namer.name("httpProxy"), "description": owner, "urlMap": desired.url(target)},
             deps=(target.key,)))
-        _add_rule(desired, options, address, proxy, "http", "80")
+        for a in addresses:
+            _add_rule(desired, options, a, proxy, "http", "80")
     return desired
 
 
@@ -288,14 +295,15 @@ def _backend_features(options: Options, services: Sequence[str]) -> Features:
 
 def _add_rule(desired: Desired, options: Options, address: Resource, proxy: Resource, kind: str,
               port: str) -> None:
-    name = desired.namer.name("forwardingRule", kind)
+    v6 = address.body.get("ipVersion") == "IPV6"
+    name = desired.namer.name("forwardingRule", f"{kind}-v6" if v6 else kind)
     desired.add(Resource("globalForwardingRules", name, {
         "name": name, "description": desired.namer.description, "IPAddress": desired.url(address),
         "IPProtocol": "TCP", "portRange": port, "target": desired.url(proxy),
         "loadBalancingScheme": options.scheme, "labels": desired.namer.labels}, deps=(address.key, proxy.key)))
 
 
-def _add_https(desired: Desired, options: Options, address: Resource, url_map: Resource) -> None:
+def _add_https(desired: Desired, options: Options, addresses: list[Resource], url_map: Resource) -> None:
     """Certificates (content-addressed names, so a new one is created before the old one goes), proxy, rule."""
     namer, owner, certs = desired.namer, desired.namer.description, options.certificates
     links = [desired.link("sslCertificates", n) for n in certs.pre_shared]
@@ -315,4 +323,5 @@ def _add_https(desired: Desired, options: Options, address: Resource, url_map: R
         "name": namer.name("httpsProxy"), "description": owner, "urlMap": desired.url(url_map),
         "sslCertificates": links, **features_compute.https_proxy(options.frontend, options.project)},
         deps=(url_map.key, *(r.key for r in owned))))
-    _add_rule(desired, options, address, proxy, "https", "443")
+    for address in addresses:
+        _add_rule(desired, options, address, proxy, "https", "443")

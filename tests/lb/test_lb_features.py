@@ -247,3 +247,36 @@ def test_iap_from_a_kubernetes_secret_is_applied_and_the_client_secret_is_never_
     bs = backend_service(world)
     assert bs["iap"]["enabled"] is True and bs["iap"]["oauth2ClientId"] == "1234.apps.googleusercontent.com"
     reapply_writes_nothing(world, capsys, "--iap-secret", "oauth")
+
+
+def test_ipv6_gets_its_own_address_and_rules_and_the_address_is_kept_when_the_option_goes(
+        world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    apply(world, capsys, "--ipv6")
+    address = gcloud_json(world, "compute", "addresses", "describe", "gmci-ip-shop-v6", "--global")
+    assert address["ipVersion"] == "IPV6"
+    rule = gcloud_json(world, "compute", "forwarding-rules", "describe", "gmci-fr-shop-http-v6", "--global")
+    assert rule["IPAddress"] == address["address"] and rule["portRange"] == "80-80"
+    reapply_writes_nothing(world, capsys, "--ipv6")
+    out = apply(world, capsys)
+    assert "gmci-ip-shop-v6" in out and "kept" in out
+    assert world.sim.compute.get("globalAddresses", "gmci-ip-shop-v6", project=P) is not None
+    assert world.sim.compute.get("globalForwardingRules", "gmci-fr-shop-http-v6", project=P) is None
+
+
+def test_quic_on_the_https_proxy(world: RunningSim, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from tests.pki import self_signed
+
+    cert, key = self_signed("shop.example.com")
+    (tmp_path / "tls.crt").write_text(cert)
+    (tmp_path / "tls.key").write_text(key)
+    tls = ["--certificate-file", str(tmp_path / "tls.crt"), "--key-file", str(tmp_path / "tls.key")]
+    apply(world, capsys, *tls, "--quic-override", "ENABLE")
+    proxy = gcloud_json(world, "compute", "target-https-proxies", "describe", "gmci-sp-shop", "--global")
+    assert proxy["quicOverride"] == "ENABLE"
+    reapply_writes_nothing(world, capsys, *tls, "--quic-override", "ENABLE")
+
+
+def test_frontend_options_without_https_are_refused(world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(["lb", "plan", *BASE, "--quic-override", "ENABLE"], capsys)
+    assert code == 1 and "quicOverride" in err and "HTTPS proxy" in err, err
+    assert writes(world) == []
