@@ -39,9 +39,7 @@ def compute_references(api: ComputeApi, features: Features) -> None:
 
 def iap_client(cluster: Cluster, namespace: str, features: Features) -> tuple[str, str] | None:
     """The OAuth client (id, secret) of the IAP Secret the options name, read from ``cluster``."""
-    from kubernetes.client.exceptions import ApiException
-
-    from gitlab_mci.kube import api_error_message
+    from gitlab_mci.features.sources import raw_get
 
     iap = features.get("iap")
     if not iap or not iap.get("enabled"):
@@ -51,13 +49,10 @@ def iap_client(cluster: Cluster, namespace: str, features: Features) -> tuple[st
         raise UserError(f"iap (from {features.origin['iap']}) needs oauthclientCredentials.secretName "
                         "(--iap-secret NAME): a Secret with client_id and client_secret")
     where = f"IAP Secret {namespace}/{name} in context {cluster.context!r}"
-    try:
-        secret = cluster.call(f"read {where}", cluster.core.read_namespaced_secret, name, namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            raise UserError(f"{where} not found (from {features.origin['iap']})") from None
-        raise UserError(f"{where}: {api_error_message(exc)}") from None
-    data = secret.data or {}
+    secret = raw_get(cluster, where, f"/api/v1/namespaces/{namespace}/secrets/{name}")
+    if secret is None:
+        raise UserError(f"{where} not found (from {features.origin['iap']})")
+    data = secret.get("data") or {}
     missing = [k for k in IAP_KEYS if not data.get(k)]
     if missing:
         raise UserError(f"{where} has no {' or '.join(missing)}: it needs the OAuth client's client_id and "

@@ -136,19 +136,32 @@ def gather(flags: Flags, path: Path | None) -> Features:
     return features
 
 
-def _read(cluster: Cluster, group: str, version: str, plural: str, namespace: str, name: str,
-          what: str) -> dict[str, Any]:
+def raw_get(cluster: Cluster, what: str, path: str) -> dict[str, Any] | None:
+    """GET ``path`` as JSON, None when it does not exist. Through the ApiClient, not CoreV1Api, whose import the
+    lb commands avoid (docs/performance.md)."""
     from kubernetes.client.exceptions import ApiException
 
     from gitlab_mci.kube import api_error_message
 
-    try:
-        obj: dict[str, Any] = cluster.call(f"read {what}", cluster.custom.get_namespaced_custom_object, group,
-                                           version, namespace, plural, name)
-    except ApiException as exc:
-        if exc.status == 404:
-            raise UserError(f"{what} not found in context {cluster.context!r}") from None
-        raise UserError(f"{what} in context {cluster.context!r}: {api_error_message(exc)}") from None
+    api = cluster.api
+    method, url, headers, _, _ = api.param_serialize(
+        "GET", path, header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
+    resp = cluster.call(f"read {what}", api.call_api, method, url, header_params=headers)
+    data = resp.read()
+    if resp.status == 404:
+        return None
+    if not 200 <= resp.status <= 299:
+        exc = ApiException.from_response(http_resp=resp, body=data.decode("utf-8", "replace"), data=None)
+        raise UserError(f"{what} in context {cluster.context!r}: {api_error_message(exc)}")
+    loaded: dict[str, Any] = json.loads(data)
+    return loaded
+
+
+def _read(cluster: Cluster, group: str, version: str, plural: str, namespace: str, name: str,
+          what: str) -> dict[str, Any]:
+    obj = raw_get(cluster, what, f"/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}")
+    if obj is None:
+        raise UserError(f"{what} not found in context {cluster.context!r}")
     return obj
 
 
