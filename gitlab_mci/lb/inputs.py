@@ -195,16 +195,19 @@ def _with_features(options: desired_mod.Options, given: Features, model: Ingress
         port = svc_port(svc, b.port) if svc is not None else None
         per_service[b.service] = features_sources.from_backend_config(cluster, inputs.namespace, b.service,
                                                                       annotations, port)
-    for service_features in [Features(), *per_service.values()]:
-        combined = everything.merged(service_features)  # a flag and a BackendConfig that disagree: both named
-        features_compute.check_scheme(combined, options.scheme)
-        exists.compute_references(api, combined)
     if (frontend.get("sslPolicy") or frontend.get("quicOverride")) and not (options.https or
                                                                             frontend.get("certificateMap")):
         key = "sslPolicy" if frontend.get("sslPolicy") else "quicOverride"
         raise UserError(f"{key} (from {frontend.origin[key]}) applies to the HTTPS proxy: give a certificate "
                         "(--ssl-certificate, --tls-secret, --managed-domain, --certificate-file) or a certificate map")
-    iap = exists.iap_client(cluster, inputs.namespace, everything)
+    for service_features in [Features(), *per_service.values()]:
+        combined = everything.merged(service_features)  # a flag and a BackendConfig that disagree: both named
+        features_compute.check_scheme(combined, options.scheme)
+        exists.compute_references(api, combined)
+    iap = None
+    for service_features in [Features(), *per_service.values()]:
+        # One OAuth client per load balancer (a Secret named by the flags, the file or a Service's BackendConfig).
+        iap = iap or exists.iap_client(cluster, inputs.namespace, everything.merged(service_features))
     return replace(options, features=backend, service_features=per_service, frontend=frontend, iap=iap)
 
 

@@ -280,3 +280,59 @@ def test_frontend_options_without_https_are_refused(world: RunningSim, capsys: p
     code, _, err = cli(["lb", "plan", *BASE, "--quic-override", "ENABLE"], capsys)
     assert code == 1 and "quicOverride" in err and "HTTPS proxy" in err, err
     assert writes(world) == []
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--request-header", "no-colon-here"], "--request-header"),
+    (["--log-sample-rate", "2"], "logging.sampleRate"),
+    (["--affinity-cookie-ttl-sec", "30"], "--session-affinity"),
+    (["--session-affinity", "HEADER_FIELD"], "--affinity-header"),
+    (["--session-affinity", "HTTP_COOKIE"], "--affinity-cookie"),
+    (["--session-affinity", "HTTP_COOKIE", "--affinity-cookie", "sid", "--locality-lb-policy", "LEAST_REQUEST"],
+     "RING_HASH or MAGLEV"),
+    (["--draining-timeout-sec", "-1"], "connectionDraining.drainingTimeoutSec"),
+    (["--outlier-consecutive-errors", "0"], "outlierDetection.consecutiveErrors"),
+    (["--ssl-policy", "modern"], "HTTPS proxy"),
+    (["--security-policy", "Not_A_Name"], "securityPolicy.name"),
+    (["--features-file", "/nonexistent/features.yaml"], "--features-file"),
+])
+def test_bad_option_input_is_one_line_and_nothing_is_written(world: RunningSim, capsys: pytest.CaptureFixture[str],
+                                                             args: list[str], named: str) -> None:
+    code, _, err = cli(["lb", "apply", *BASE, *args], capsys)
+    assert code == 1, err
+    assert named in err and len(err.strip().splitlines()) == 1, err
+    assert writes(world) == []
+
+
+def test_a_backend_config_annotation_naming_a_missing_object_is_refused(world: RunningSim,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    api = k8s.ApiClient(k8s.Configuration(host=world.sim.kube_url("prod1")))
+    k8s.CoreV1Api(api).patch_namespaced_service("shop-auto-deploy", "default", {"metadata": {"annotations": {
+        "cloud.google.com/backend-config": '{"ports": {"5000": "gone"}}'}}})
+    world.sim.journal.reset()
+    code, _, err = cli(["lb", "apply", *BASE], capsys)
+    assert code == 1 and "BackendConfig default/gone not found" in err, err
+    assert writes(world) == []
+
+
+def test_headers_from_the_ci_variable_one_per_line(world: RunningSim, capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCI_RESPONSE_HEADERS", "X-Frame-Options: DENY\nX-Note: a, b and c")
+    apply(world, capsys)
+    assert backend_service(world)["customResponseHeaders"] == ["X-Frame-Options:DENY", "X-Note:a, b and c"]
+
+
+def test_cloud_cdn_with_cache_mode_ttls_negative_caching_and_cache_key_policy_from_the_file(
+        world: RunningSim, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "features.yaml"
+    path.write_text("cdn: {enabled: true, cacheMode: CACHE_ALL_STATIC, defaultTtl: 3600, maxTtl: 86400,\n"
+                    "      clientTtl: 600, negativeCaching: true, negativeCachingPolicy: [{code: 404, ttl: 60}],\n"
+                    "      cachePolicy: {includeHost: true, includeProtocol: false, includeQueryString: false}}\n")
+    apply(world, capsys, "--features-file", str(path))
+    described = gcloud_json(world, "compute", "backend-services", "describe", BS, "--global")
+    assert described["enableCDN"] is True
+    policy = described["cdnPolicy"]
+    assert policy["cacheMode"] == "CACHE_ALL_STATIC" and policy["defaultTtl"] == 3600
+    assert policy["negativeCachingPolicy"] == [{"code": 404, "ttl": 60}]
+    assert policy["cacheKeyPolicy"]["includeProtocol"] is False
+    reapply_writes_nothing(world, capsys, "--features-file", str(path))
