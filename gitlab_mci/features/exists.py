@@ -62,3 +62,37 @@ def iap_client(cluster: Cluster, namespace: str, features: Features) -> tuple[st
     except ValueError:
         raise UserError(f"{where}: client_id/client_secret are not base64 text") from None
     return client_id, client_secret
+
+
+CERTIFICATE_MANAGER = "https://certificatemanager.googleapis.com"
+
+
+def certificate_map(api: ComputeApi, features: Features) -> None:
+    """The Certificate Manager map named exists (its own API: ``GITLAB_MCI_CERTIFICATEMANAGER_ENDPOINT`` points at
+    a stand-in, as ``GITLAB_MCI_COMPUTE_ENDPOINT`` does for Compute)."""
+    import json
+    import os
+
+    import urllib3
+
+    name = features.get("certificateMap")
+    if not name:
+        return
+    endpoint = (os.environ.get("GITLAB_MCI_CERTIFICATEMANAGER_ENDPOINT") or CERTIFICATE_MANAGER).rstrip("/")
+    url = f"{endpoint}/v1/projects/{api.project}/locations/global/certificateMaps/{name}"
+    headers = {"Accept": "application/json"}
+    if not api.compute.local:
+        api.rest._authorize("GET", url, headers)  # the same credentials as Compute's (ADC)
+    try:
+        resp = urllib3.PoolManager(retries=False).request("GET", url, headers=headers, timeout=30.0)
+    except urllib3.exceptions.HTTPError as exc:
+        raise UserError(f"read certificate map {name}: {url}: {exc}") from None
+    if resp.status == 404:
+        raise UserError(f"certificate map {name!r} (from {features.origin['certificateMap']}) not found in "
+                        f"project {api.project}; create it first with gcloud certificate-manager maps create")
+    if resp.status >= 400:
+        try:
+            message = json.loads(resp.data)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = f"HTTP {resp.status}"
+        raise UserError(f"read certificate map {name}: {message}")

@@ -204,6 +204,7 @@ def _with_features(options: desired_mod.Options, given: Features, model: Ingress
         combined = everything.merged(service_features)  # a flag and a BackendConfig that disagree: both named
         features_compute.check_scheme(combined, options.scheme)
         exists.compute_references(api, combined)
+    exists.certificate_map(api, frontend)
     iap = None
     for service_features in [Features(), *per_service.values()]:
         # One OAuth client per load balancer (a Secret named by the flags, the file or a Service's BackendConfig).

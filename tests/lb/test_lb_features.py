@@ -196,14 +196,6 @@ def test_backend_protocol_http2_gives_an_http2_health_check(world: RunningSim,
     reapply_writes_nothing(world, capsys, "--backend-protocol", "HTTP2")
 
 
-def test_a_missing_cloud_armor_policy_is_refused_before_any_write(world: RunningSim,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = cli(["lb", "apply", *BASE, "--security-policy", "no-such-policy"], capsys)
-    assert code == 1
-    assert "security policy 'no-such-policy'" in err and "flags" in err, err
-    assert writes(world) == []
-
-
 @pytest.mark.parametrize(("content", "named"), [
     ("sessionAffinity: {affinityType: STICKY}\n", "sessionAffinity.affinityType"),
     ("logging: {enable: true, sampleRate: 2}\n", "logging.sampleRate"),
