@@ -11,8 +11,17 @@ import requests
 
 from tests.cli_helpers import run_cli as cli
 from tests.conftest import RunningSim
-from tests.lb.test_lb_features import BASE, BS, P, apply, backend_service, gcloud_json, reapply_writes_nothing, \
-    serving_url, writes
+from tests.lb.test_lb_features import (
+    BASE,
+    BS,
+    P,
+    apply,
+    backend_service,
+    gcloud_json,
+    reapply_writes_nothing,
+    serving_url,
+    writes,
+)
 
 
 @pytest.fixture
