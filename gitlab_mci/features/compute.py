@@ -57,9 +57,10 @@ def backend_service(features: Features, project: str, iap: tuple[str, str] | Non
         out["edgeSecurityPolicy"] = _policy(project, f("edgeSecurityPolicy"))
     if f("logging") is not None:
         log = f("logging")
-        out["logConfig"] = {"enable": bool(log.get("enable", True))}
-        if out["logConfig"]["enable"] and "sampleRate" in log:
-            out["logConfig"]["sampleRate"] = float(log["sampleRate"])
+        enable = bool(log.get("enable", True))
+        # Compute takes a sample rate only with logging on, else only its default 1.0 (which a patch needs, as
+        # it merges into the rate held).
+        out["logConfig"] = {"enable": enable, "sampleRate": float(log.get("sampleRate", 1.0)) if enable else 1.0}
     if f("sessionAffinity"):
         aff = f("sessionAffinity")
         kind = aff["affinityType"]
@@ -158,7 +159,7 @@ _DEFAULTS: dict[str, dict[str, tuple[Any, Callable[[Any], bool]]]] = {
     "backendServices": {
         "securityPolicy": (None, _absent),
         "edgeSecurityPolicy": (None, _absent),
-        "logConfig": ({"enable": False}, lambda v: not (v or {}).get("enable")),
+        "logConfig": ({"enable": False, "sampleRate": 1.0}, lambda v: not (v or {}).get("enable")),
         "sessionAffinity": ("NONE", lambda v: v in (None, "", "NONE")),
         "affinityCookieTtlSec": (0, lambda v: not v),
         "consistentHash": (None, _absent),
@@ -195,6 +196,11 @@ def same(collection: str, key: str, want: Any, have: Any) -> bool | None:
         return bool(have.get("enabled")) == bool(want.get("enabled")) and \
             have.get("oauth2ClientId") == want.get("oauth2ClientId") and \
             have.get("oauth2ClientSecretSha256") == want.get("oauth2ClientSecretSha256")
+    if collection == "backendServices" and key == "logConfig":
+        have = have or {}
+        if not want.get("enable"):
+            return not have.get("enable")  # the rate of logging turned off is not compared
+        return bool(have.get("enable")) and float(have.get("sampleRate", 1.0)) == float(want["sampleRate"])
     return None
 
 

@@ -26,6 +26,7 @@ def validate(values: dict[str, Any], source: str) -> None:
     """One line naming the first key the schema refuses, and the source it came from."""
     import jsonschema
 
+    _check_headers(values, source)
     errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(values),
                     key=lambda e: [str(p) for p in e.absolute_path])
     if not errors:
@@ -39,6 +40,26 @@ def validate(values: dict[str, Any], source: str) -> None:
         raise UserError(f"{source}: unknown option {key!r} (docs/features.md lists them)")
     message = error.message if len(error.message) <= 120 else error.message[:117] + "..."
     raise UserError(f"{source}: {where or 'top level'}: {message}")
+
+
+# Headers the load balancer may not set (Google's "Creating custom headers"): hop-by-hop and its own.
+_FORBIDDEN = {"host", "authority", "x-user-ip", "connection", "keep-alive", "proxy-authenticate",
+              "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"}
+_FORBIDDEN_PREFIXES = ("x-google", "x-goog-", "x-gfe", "x-amz-")
+
+
+def _check_headers(values: dict[str, Any], source: str) -> None:
+    for key in ("customRequestHeaders", "customResponseHeaders"):
+        headers = (values.get(key) or {}).get("headers") if isinstance(values.get(key), dict) else None
+        seen: set[str] = set()
+        for header in headers if isinstance(headers, list) else []:
+            name = str(header).split(":", 1)[0].strip().lower()
+            if name in _FORBIDDEN or name.startswith(_FORBIDDEN_PREFIXES):
+                raise UserError(f"{source}: {key}: the load balancer may not set header {name!r} (Google's custom "
+                                "headers rules)")
+            if name in seen:
+                raise UserError(f"{source}: {key}: header {name!r} given twice")
+            seen.add(name)
 
 
 @dataclass

@@ -328,3 +328,11 @@ def test_cloud_cdn_with_cache_mode_ttls_negative_caching_and_cache_key_policy_fr
     assert policy["negativeCachingPolicy"] == [{"code": 404, "ttl": 60}]
     assert policy["cacheKeyPolicy"]["includeProtocol"] is False
     reapply_writes_nothing(world, capsys, "--features-file", str(path))
+
+
+@pytest.mark.parametrize(("header", "named"), [("Host:example.com", "'host'"), ("X-Goog-Thing:1", "'x-goog-thing'"),
+                                               ("Connection:close", "'connection'")])
+def test_a_header_the_load_balancer_may_not_set_is_refused_by_name(
+        world: RunningSim, capsys: pytest.CaptureFixture[str], header: str, named: str) -> None:
+    code, _, err = cli(["lb", "plan", *BASE, "--request-header", header], capsys)
+    assert code == 1 and named in err and len(err.strip().splitlines()) == 1, err
