@@ -209,6 +209,9 @@ FEATURE_OPTIONS: list[Decorator] = [
     click.option("--iap-secret", metavar="NAME", envvar="MCI_IAP_SECRET",
                  help="Secret (keys client_id, client_secret) of the OAuth client for Identity-Aware Proxy; never "
                       "printed [env: MCI_IAP_SECRET]."),
+    click.option("--iap-client-file", type=FILE, envvar="MCI_IAP_CLIENT_FILE",
+                 help="Instead of --iap-secret: a file (a GitLab File variable) with client_id and client_secret, "
+                      "JSON or YAML; never printed [env: MCI_IAP_CLIENT_FILE]."),
     click.option("--certificate-map", metavar="NAME", envvar="MCI_CERTIFICATE_MAP",
                  help="Existing Certificate Manager map for the HTTPS proxy [env: MCI_CERTIFICATE_MAP]."),
     click.option("--ipv6", is_flag=True, default=None, envvar="MCI_IPV6",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import functools
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gitlab_mci.errors import UserError
@@ -37,14 +38,36 @@ def compute_references(api: ComputeApi, features: Features) -> None:
                             f"create it first (gitlab-mci uses an existing one and never changes it)")
 
 
-def iap_client(cluster: Cluster, namespace: str, features: Features) -> tuple[str, str] | None:
-    """The OAuth client (id, secret) of the IAP Secret the options name, read from ``cluster``."""
+def iap_client_file(path: Path) -> tuple[str, str]:
+    """The OAuth client from a file (a GitLab File variable): ``client_id``/``client_secret`` as JSON or YAML, or
+    the JSON Google's console downloads (``{"web": {...}}``). Errors never quote the file's content."""
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UserError(f"--iap-client-file {path}: {exc.strerror}") from None
+    except yaml.YAMLError:
+        raise UserError(f"--iap-client-file {path}: not JSON or YAML") from None
+    if isinstance(loaded, dict) and isinstance(loaded.get("web"), dict):
+        loaded = loaded["web"]
+    if not isinstance(loaded, dict) or not all(isinstance(loaded.get(k), str) and loaded[k] for k in IAP_KEYS):
+        raise UserError(f"--iap-client-file {path}: needs client_id and client_secret")
+    return loaded["client_id"], loaded["client_secret"]
+
+
+def iap_client(cluster: Cluster, namespace: str, features: Features,
+               client_file: Path | None = None) -> tuple[str, str] | None:
+    """The OAuth client (id, secret) of the IAP Secret the options name, read from ``cluster`` (or from
+    ``client_file``)."""
     from gitlab_mci.features.sources import raw_get
 
     iap = features.get("iap")
     if not iap or not iap.get("enabled"):
         return None
     name = (iap.get("oauthclientCredentials") or {}).get("secretName")
+    if not name and client_file is not None:
+        return iap_client_file(client_file)
     if not name:
         raise UserError(f"iap (from {features.origin['iap']}) needs oauthclientCredentials.secretName "
                         "(--iap-secret NAME): a Secret with client_id and client_secret")

@@ -33,6 +33,10 @@ def check(features: Features) -> None:
         if features.get(key) is not None:
             raise UserError(f"{key} (from {features.origin[key]}) is not available in hosted mode: {why}; use "
                             "gitlab-mci lb (self-managed) for it")
+    iap = features.get("iap") or {}
+    if iap.get("enabled") and not (iap.get("oauthclientCredentials") or {}).get("secretName"):
+        raise UserError(f"iap (from {features.origin['iap']}) in hosted mode needs --iap-secret: GKE reads the OAuth "
+                        "client from a Secret in the config cluster")
     affinity = features.get("sessionAffinity") or {}
     if affinity.get("affinityType") in ("HEADER_FIELD", "HTTP_COOKIE"):
         raise UserError(f"sessionAffinity {affinity['affinityType']} (from {features.origin['sessionAffinity']}) is "

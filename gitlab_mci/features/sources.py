@@ -46,6 +46,7 @@ class Flags:
     cdn: bool | None = None
     cdn_cache_mode: str | None = None
     iap_secret: str | None = None
+    iap_client_file: Path | None = None
     certificate_map: str | None = None
     ipv6: bool | None = None
 
@@ -97,8 +98,12 @@ def from_flags(flags: Flags) -> dict[str, Any]:
             out["cdn"]["cacheMode"] = flags.cdn_cache_mode
     if flags.ipv6:
         out["ipv6"] = True
+    if flags.iap_secret and flags.iap_client_file:
+        raise UserError("--iap-secret and --iap-client-file both name the OAuth client: give one")
     if flags.iap_secret:
         out["iap"] = {"enabled": True, "oauthclientCredentials": {"secretName": flags.iap_secret}}
+    elif flags.iap_client_file:
+        out["iap"] = {"enabled": True}  # the client is read from the file (exists.iap_client)
     return out
 
 

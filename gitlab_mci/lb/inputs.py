@@ -208,7 +208,8 @@ def _with_features(options: desired_mod.Options, given: Features, model: Ingress
     iap = None
     for service_features in [Features(), *per_service.values()]:
         # One OAuth client per load balancer (a Secret named by the flags, the file or a Service's BackendConfig).
-        iap = iap or exists.iap_client(cluster, inputs.namespace, everything.merged(service_features))
+        iap = iap or exists.iap_client(cluster, inputs.namespace, everything.merged(service_features),
+                                       inputs.feature_flags.iap_client_file)
     return replace(options, features=backend, service_features=per_service, frontend=frontend, iap=iap)
 
 

@@ -4,6 +4,7 @@ plane, re-apply with 0 writes, the three input ways giving the same Compute stat
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -336,3 +337,21 @@ def test_a_header_the_load_balancer_may_not_set_is_refused_by_name(
         world: RunningSim, capsys: pytest.CaptureFixture[str], header: str, named: str) -> None:
     code, _, err = cli(["lb", "plan", *BASE, "--request-header", header], capsys)
     assert code == 1 and named in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_iap_from_a_gitlab_file_variable(world: RunningSim, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    secret_value = "GOCSPX-file-variable-7"
+    path = tmp_path / "MCI_IAP_CLIENT_FILE"
+    path.write_text(json.dumps({"web": {"client_id": "77.apps.googleusercontent.com", "client_secret": secret_value}}))
+    monkeypatch.setenv("MCI_IAP_CLIENT_FILE", str(path))
+    code, out, err = cli(["lb", "apply", *BASE, "-o", "json"], capsys)
+    assert code == 0, err
+    assert secret_value not in out + err
+    bs = backend_service(world)
+    assert bs["iap"]["oauth2ClientId"] == "77.apps.googleusercontent.com"
+    assert bs["iap"]["oauth2ClientSecretSha256"] == hashlib.sha256(secret_value.encode()).hexdigest()
+    reapply_writes_nothing(world, capsys)
+    path.write_text("client_id: only-the-id\n")
+    code, _, err = cli(["lb", "plan", *BASE], capsys)
+    assert code == 1 and "needs client_id and client_secret" in err and "only-the-id" not in err, err
