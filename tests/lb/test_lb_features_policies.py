@@ -98,3 +98,31 @@ def test_a_certificate_map_instead_of_certificates(world: RunningSim, capsys: py
     assert proxy["certificateMap"] == \
         f"//certificatemanager.googleapis.com/projects/{P}/locations/global/certificateMaps/shop-map"
     reapply_writes_nothing(world, capsys, "--certificate-map", "shop-map")
+
+
+def test_a_gke_ingress_users_frontend_config_carries_its_ssl_policy_over(
+        world: RunningSim, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kubernetes import client as k8s
+
+    gcloud_ok(world, "compute", "ssl-policies", "create", "modern-tls", "--profile", "MODERN",
+              "--min-tls-version", "1.2")
+    api = k8s.ApiClient(k8s.Configuration(host=world.sim.kube_url("prod1")))
+    k8s.CustomObjectsApi(api).create_namespaced_custom_object(
+        "networking.gke.io", "v1beta1", "default", "frontendconfigs",
+        {"apiVersion": "networking.gke.io/v1beta1", "kind": "FrontendConfig", "metadata": {"name": "shop-fc"},
+         "spec": {"sslPolicy": "modern-tls", "redirectToHttps": {"enabled": False}}})
+    ingress = tmp_path / "ingress.yaml"
+    ingress.write_text(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: shop\n  annotations:\n"
+        "    networking.gke.io/v1beta1.FrontendConfig: shop-fc\nspec:\n  defaultBackend:\n    service:\n"
+        "      name: shop-auto-deploy\n      port: {name: web}\n")
+    where = ["--lb", "shop", "--context", "prod1,prod2", "--ingress", str(ingress), *tls(tmp_path)]
+    code, _, err = cli(["lb", "apply", *where], capsys)
+    assert code == 0, err
+    proxy = gcloud_json(world, "compute", "target-https-proxies", "describe", "gmci-sp-shop", "--global")
+    assert proxy["sslPolicy"].endswith("/global/sslPolicies/modern-tls")
+    world.sim.journal.reset()
+    code, _, err = cli(["lb", "apply", *where], capsys)
+    assert code == 0 and writes(world) == [], err
+    code, _, err = cli(["lb", "plan", *where, "--ssl-policy", "other"], capsys)
+    assert code == 1 and "FrontendConfig default/shop-fc" in err and "flags" in err, err
