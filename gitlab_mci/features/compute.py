@@ -8,6 +8,7 @@ service (``setSecurityPolicy``/``setEdgeSecurityPolicy`` set them); a target HTT
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -254,7 +255,11 @@ def run_custom(api: ComputeApi, change: Change) -> None:
             continue
         value = change.body.get(key)
         body = {field_name: value} if value else {}
-        api.call(f"{method} on {change.name}", change.collection, change.name, method, body)
+        # These custom methods live under global/ for both kinds (unlike a proxy's setUrlMap).
+        what = f"{method} on {change.name}"
+        op = api.retrying(what, functools.partial(api.rest.post, f"global/{change.collection}/{change.name}/{method}",
+                                                  body))
+        api.wait(what, op)
 
 
 def secret_for_write(body: dict[str, Any], iap: tuple[str, str] | None) -> dict[str, Any]:

@@ -127,3 +127,28 @@ def test_a_missing_ssl_policy_is_refused_before_any_write(fleet: RunningSim,
                         "--no-wait"], capsys)
     assert code == 1 and "SSL policy 'nope'" in err, err
     assert writes(fleet) == []
+
+
+def test_existing_cloud_armor_and_ssl_policies_go_into_our_backend_and_frontend_configs(
+        fleet: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.pki import self_signed
+    from tests.sim.test_compute_gcloud import gcloud
+
+    cert, key = self_signed("shop.example.com")
+    fleet.sim.compute.seed("sslCertificates", {"name": "shop-cert", "certificate": cert, "privateKey": key},
+                           project="demo-project")
+    gcloud(fleet, "compute", "security-policies", "create", "shop-armor")
+    gcloud(fleet, "compute", "ssl-policies", "create", "modern-tls", "--profile", "MODERN", "--min-tls-version", "1.2")
+    args = [*BASE, "--ssl-certificate", "shop-cert", "--security-policy", "shop-armor", "--ssl-policy", "modern-tls"]
+    fleet.sim.journal.reset()
+    code, _, err = cli(["hosted", "apply", *args, "--no-wait"], capsys)
+    assert code == 0, err
+    assert get(fleet, "BackendConfig", "shop")["spec"] == {"securityPolicy": {"name": "shop-armor"}}
+    assert get(fleet, "FrontendConfig", "shop")["spec"] == {"sslPolicy": "modern-tls"}
+    mci = get(fleet, "MultiClusterIngress", "shop")
+    assert mci["metadata"]["annotations"]["networking.gke.io/frontend-config"] == "shop"
+    fleet.sim.journal.reset()
+    code, _, err = cli(["hosted", "apply", *args, "--no-wait"], capsys)
+    assert code == 0 and writes(fleet) == [], err
+    code, _, err = cli(["hosted", "plan", *BASE, "--security-policy", "gone"], capsys)
+    assert code == 1 and "security policy 'gone'" in err, err

@@ -267,6 +267,11 @@ def test_quic_on_the_https_proxy(world: RunningSim, capsys: pytest.CaptureFixtur
     proxy = gcloud_json(world, "compute", "target-https-proxies", "describe", "gmci-sp-shop", "--global")
     assert proxy["quicOverride"] == "ENABLE"
     reapply_writes_nothing(world, capsys, *tls, "--quic-override", "ENABLE")
+    world.sim.journal.reset()
+    apply(world, capsys, *tls)  # the option removed: back to NONE, one write
+    assert [w[1].rsplit("/", 1)[1] for w in writes(world)] == ["setQuicOverride"]
+    proxy = gcloud_json(world, "compute", "target-https-proxies", "describe", "gmci-sp-shop", "--global")
+    assert proxy["quicOverride"] == "NONE"
 
 
 def test_frontend_options_without_https_are_refused(world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
@@ -355,3 +360,18 @@ def test_iap_from_a_gitlab_file_variable(world: RunningSim, tmp_path: Path, caps
     path.write_text("client_id: only-the-id\n")
     code, _, err = cli(["lb", "plan", *BASE], capsys)
     assert code == 1 and "needs client_id and client_secret" in err and "only-the-id" not in err, err
+
+
+def test_generated_cookie_affinity_keeps_a_client_on_one_backend(world: RunningSim,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    apply(world, capsys, "--session-affinity", "GENERATED_COOKIE", "--affinity-cookie-ttl-sec", "600")
+    url = serving_url(world)
+    world.sim.dataplane.reseed(3)
+    with requests.Session() as s:
+        first = s.get(f"{url}/", timeout=5)
+        assert "GCLB=" in first.headers.get("Set-Cookie", "") and "Max-Age=600" in first.headers["Set-Cookie"]
+        backends = {s.get(f"{url}/", timeout=5).headers["X-Sim-Backend"] for _ in range(30)}
+    assert backends == {first.headers["X-Sim-Backend"]}
+    # Without the cookie, requests spread over both clusters.
+    spread = {requests.get(f"{url}/", timeout=5).headers["X-Sim-Backend"].split("/", 1)[0] for _ in range(60)}
+    assert spread == {"prod1", "prod2"}

@@ -76,13 +76,20 @@ def test_an_ssl_policy_made_with_gcloud_goes_on_the_https_proxy(world: RunningSi
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     gcloud_ok(world, "compute", "ssl-policies", "create", "modern-tls", "--profile", "MODERN",
               "--min-tls-version", "1.2")
-    extra = [*tls(tmp_path), "--ssl-policy", "modern-tls"]
+    certificate = tls(tmp_path)
+    extra = [*certificate, "--ssl-policy", "modern-tls"]
     apply(world, capsys, *extra)
     proxy = gcloud_json(world, "compute", "target-https-proxies", "describe", "gmci-sp-shop", "--global")
     assert proxy["sslPolicy"].endswith("/global/sslPolicies/modern-tls")
     reapply_writes_nothing(world, capsys, *extra)
-    code, _, err = cli(["lb", "apply", *BASE, *tls(tmp_path), "--ssl-policy", "old-tls"], capsys)
+    code, _, err = cli(["lb", "apply", *BASE, *certificate, "--ssl-policy", "old-tls"], capsys)
     assert code == 1 and "SSL policy 'old-tls'" in err, err
+    # The option removed: one write (setSslPolicy) detaches it; the certificate stays.
+    world.sim.journal.reset()
+    apply(world, capsys, *certificate)
+    assert [w[1].rsplit("/", 1)[1] for w in writes(world)] == ["setSslPolicy"]
+    proxy = gcloud_json(world, "compute", "target-https-proxies", "describe", "gmci-sp-shop", "--global")
+    assert not proxy.get("sslPolicy")
 
 
 def test_a_certificate_map_instead_of_certificates(world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
