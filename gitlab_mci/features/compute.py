@@ -29,8 +29,39 @@ MANAGED_ONLY = {"localityLbPolicy": "localityLbPolicy", "outlierDetection": "out
 _HASHING = ("RING_HASH", "MAGLEV")
 
 
+# Google's Cloud CDN rules (cache modes, TTL overrides, negative caching).
+_NEGATIVE_CODES = (300, 301, 302, 307, 308, 404, 405, 410, 421, 451, 501)
+
+
+def check_values(features: Features) -> None:
+    """Rules across fields that Compute enforces, checked before any write (Compute would refuse mid-apply)."""
+    aff = features.get("sessionAffinity") or {}
+    if aff.get("affinityCookieTtlSec") and aff.get("affinityType") not in ("GENERATED_COOKIE", "HTTP_COOKIE"):
+        raise UserError(f"sessionAffinity.affinityCookieTtlSec (from {features.origin['sessionAffinity']}) needs "
+                        "affinityType GENERATED_COOKIE or HTTP_COOKIE")
+    cdn = features.get("cdn") or {}
+    if not cdn.get("enabled"):
+        return
+    where = f"cdn (from {features.origin['cdn']})"
+    mode = cdn.get("cacheMode", "CACHE_ALL_STATIC")
+    ttls = [k for k in ("defaultTtl", "maxTtl", "clientTtl") if k in cdn]
+    if mode == "USE_ORIGIN_HEADERS" and ttls:
+        raise UserError(f"{where}: cacheMode USE_ORIGIN_HEADERS takes no {ttls[0]} (the origin's headers decide)")
+    if mode == "FORCE_CACHE_ALL" and "maxTtl" in cdn:
+        raise UserError(f"{where}: cacheMode FORCE_CACHE_ALL takes no maxTtl")
+    if "defaultTtl" in cdn and "maxTtl" in cdn and cdn["defaultTtl"] > cdn["maxTtl"]:
+        raise UserError(f"{where}: defaultTtl {cdn['defaultTtl']} is above maxTtl {cdn['maxTtl']}")
+    if cdn.get("negativeCachingPolicy") and not cdn.get("negativeCaching"):
+        raise UserError(f"{where}: negativeCachingPolicy needs negativeCaching: true")
+    for entry in cdn.get("negativeCachingPolicy") or []:
+        if entry["code"] not in _NEGATIVE_CODES:
+            raise UserError(f"{where}: negativeCachingPolicy code {entry['code']} is not one Cloud CDN caches "
+                            f"({', '.join(map(str, _NEGATIVE_CODES))})")
+
+
 def check_scheme(features: Features, scheme: str) -> None:
-    """Refuse, by name, what the scheme does not support."""
+    """Refuse, by name, what the scheme does not support (and what Compute refuses across fields)."""
+    check_values(features)
     if scheme == "EXTERNAL_MANAGED":
         return
     affinity = (features.get("sessionAffinity") or {}).get("affinityType")

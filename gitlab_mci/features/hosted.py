@@ -29,6 +29,9 @@ APP_PROTOCOLS = "networking.gke.io/app-protocols"
 
 def check(features: Features) -> None:
     """Refuse, by name, an option the hosted mode cannot carry."""
+    from gitlab_mci.features.compute import check_values
+
+    check_values(features)
     for key, why in _NOT_HOSTED.items():
         if features.get(key) is not None:
             raise UserError(f"{key} (from {features.origin[key]}) is not available in hosted mode: {why}; use "

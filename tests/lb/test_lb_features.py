@@ -204,6 +204,11 @@ def test_backend_protocol_http2_gives_an_http2_health_check(world: RunningSim,
     ("connectionDraining: {drainingTimeout: 4}\n", "connectionDraining.drainingTimeout"),
     ("customResponseHeaders: {headers: [no-colon]}\n", "customResponseHeaders.headers.0"),
     ("- a list\n", "mapping"),
+    ("cdn: {enabled: true, cacheMode: USE_ORIGIN_HEADERS, defaultTtl: 60}\n", "USE_ORIGIN_HEADERS takes no defaultTtl"),
+    ("cdn: {enabled: true, defaultTtl: 600, maxTtl: 60}\n", "above maxTtl"),
+    ("cdn: {enabled: true, negativeCachingPolicy: [{code: 404, ttl: 5}]}\n", "needs negativeCaching"),
+    ("cdn: {enabled: true, negativeCaching: true, negativeCachingPolicy: [{code: 500, ttl: 5}]}\n", "code 500"),
+    ("ipv6: yes please\n", "ipv6"),
 ])
 def test_a_bad_features_file_is_one_line_naming_the_key_and_nothing_is_written(
         world: RunningSim, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, named: str) -> None:
@@ -293,6 +298,7 @@ def test_frontend_options_without_https_are_refused(world: RunningSim, capsys: p
     (["--ssl-policy", "modern"], "HTTPS proxy"),
     (["--security-policy", "Not_A_Name"], "securityPolicy.name"),
     (["--features-file", "/nonexistent/features.yaml"], "--features-file"),
+    (["--session-affinity", "CLIENT_IP", "--affinity-cookie-ttl-sec", "60"], "affinityCookieTtlSec"),
 ])
 def test_bad_option_input_is_one_line_and_nothing_is_written(world: RunningSim, capsys: pytest.CaptureFixture[str],
                                                              args: list[str], named: str) -> None:
