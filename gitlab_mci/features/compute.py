@@ -265,6 +265,23 @@ def writable(collection: str, body: dict[str, Any], *, patch: bool) -> dict[str,
     return out
 
 
+def clears(change: Change) -> bool:
+    """Whether the change removes a message or list field (an option gone): a patch cannot say "no value" for one
+    (null is refused; an empty list may mean "unchanged"), so the resource is written whole (update) from what it
+    holds, without that field."""
+    return change.action == "update" and any(
+        new in (None, []) and old not in (None, []) and key not in _CUSTOM.get(change.collection, {})
+        for key, (old, new) in change.fields.items())
+
+
+def replacing(fresh: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """The whole resource for an update: as just read (what others set is kept), our fields over it, and the
+    fields we clear left out (Compute's update resets what is absent to its default)."""
+    out = {k: v for k, v in fresh.items() if k not in body and k != "fingerprint"}
+    out.update({k: v for k, v in body.items() if v not in (None, [])})
+    return out
+
+
 def redacted(collection: str, key: str, value: Any) -> Any:
     """A value read from Compute as a plan may show it: never an IAP client secret (Compute answers with its
     SHA-256; a stand-in that echoes the secret is shown the digest too)."""

@@ -494,7 +494,9 @@ def _run_one(api: ComputeApi, c: Change) -> None:
             api.call(f"label {c.name}", c.collection, c.name, "setLabels", body)
     else:
         body = features.writable(c.collection, c.body, patch=True)
-        if set(c.fields) - set(features.custom_fields(c.collection)) or c.collection != "backendServices":
+        if features.clears(c):  # an option gone whose field a patch cannot clear: the whole resource, updated
+            api.patch(c.collection, c.name, functools.partial(features.replacing, body=body), put=True)
+        elif set(c.fields) - set(features.custom_fields(c.collection)) or c.collection != "backendServices":
             api.patch(c.collection, c.name, body, put=c.collection == "urlMaps")
         features.run_custom(api, c)
 

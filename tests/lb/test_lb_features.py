@@ -381,3 +381,20 @@ def test_generated_cookie_affinity_keeps_a_client_on_one_backend(world: RunningS
     # Without the cookie, requests spread over both clusters.
     spread = {requests.get(f"{url}/", timeout=5).headers["X-Sim-Backend"].split("/", 1)[0] for _ in range(60)}
     assert spread == {"prod1", "prod2"}
+
+
+def test_header_affinity_and_outlier_detection_removed_return_to_round_robin_in_one_write(
+        world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    extra = ["--session-affinity", "HEADER_FIELD", "--affinity-header", "X-User", "--outlier-consecutive-errors", "3"]
+    apply(world, capsys, *extra)
+    bs = backend_service(world)
+    assert bs["sessionAffinity"] == "HEADER_FIELD" and bs["consistentHash"]["httpHeaderName"] == "X-User"
+    assert bs["localityLbPolicy"] == "RING_HASH"
+    reapply_writes_nothing(world, capsys, *extra)
+    world.sim.journal.reset()
+    apply(world, capsys)
+    assert len([w for w in writes(world) if BS in w[1]]) == 1, writes(world)
+    bs = backend_service(world)
+    assert bs.get("sessionAffinity") == "NONE" and not bs.get("consistentHash") and not bs.get("outlierDetection")
+    assert bs.get("localityLbPolicy") in (None, "", "ROUND_ROBIN")
+    reapply_writes_nothing(world, capsys)
