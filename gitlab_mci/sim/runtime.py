@@ -92,6 +92,8 @@ class Simulator:
 
         self.dataplane = DataPlane(self.compute, self.clusters, self.records, project=spec.project)
         self.dataplane.on_change = self._dataplane_changed
+        self.dataplane.certificate_map = self.certmanager.map_certificates
+        self.dataplane.certificate_map_revision = self.certmanager.revision
         self._state_dir: Path | None = None
         self.started_at = 0.0
 
