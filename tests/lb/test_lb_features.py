@@ -255,6 +255,13 @@ def test_ipv6_gets_its_own_address_and_rules_and_the_address_is_kept_when_the_op
     rule = gcloud_json(world, "compute", "forwarding-rules", "describe", "gmci-fr-shop-http-v6", "--global")
     assert rule["IPAddress"] == address["address"] and rule["portRange"] == "80-80"
     reapply_writes_nothing(world, capsys, "--ipv6")
+    from gitlab_mci.sim.listeners import ipv6_loopback
+
+    if ipv6_loopback():  # the data plane serves the IPv6 VIP on ::1 (where this machine has an IPv6 loopback)
+        assert world.sim.dataplane.wait_health("HEALTHY", timeout=15)
+        url6 = world.sim.dataplane.url_for(address["address"], 80)
+        assert url6.startswith("http://[::1]:")
+        assert requests.get(f"{url6}/", timeout=5).status_code == 200
     out = apply(world, capsys)
     assert "gmci-ip-shop-v6" in out and "kept" in out
     assert world.sim.compute.get("globalAddresses", "gmci-ip-shop-v6", project=P) is not None
