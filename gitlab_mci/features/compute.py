@@ -282,6 +282,13 @@ def replacing(fresh: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def scrub(text: str) -> str:
+    """An error message with any IAP client secret of this run cut out (Compute quotes refused values)."""
+    for secret in _SECRETS.values():
+        text = text.replace(secret, "<redacted>")
+    return text
+
+
 def redacted(collection: str, key: str, value: Any) -> Any:
     """A value read from Compute as a plan may show it: never an IAP client secret (Compute answers with its
     SHA-256; a stand-in that echoes the secret is shown the digest too)."""

@@ -132,7 +132,9 @@ class ComputeApi:
         except ComputeApiError as exc:
             if exc.code in passthrough:
                 raise
-            raise UserError(f"{what}: {exc.message}") from None
+            from gitlab_mci.features.compute import scrub  # an IAP client secret is never printed
+
+            raise UserError(scrub(f"{what}: {exc.message}")) from None
 
     def wait(self, what: str, op: dict[str, Any]) -> None:
         try:

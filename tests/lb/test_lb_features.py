@@ -405,3 +405,30 @@ def test_header_affinity_and_outlier_detection_removed_return_to_round_robin_in_
     assert bs.get("sessionAffinity") == "NONE" and not bs.get("consistentHash") and not bs.get("outlierDetection")
     assert bs.get("localityLbPolicy") in (None, "", "ROUND_ROBIN")
     reapply_writes_nothing(world, capsys)
+
+
+def test_compute_refusing_the_iap_write_does_not_quote_the_secret(world: RunningSim, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    secret_value = "GOCSPX-quoted-by-an-error"
+    path = tmp_path / "client.json"
+    path.write_text(json.dumps({"client_id": "9.apps.googleusercontent.com", "client_secret": secret_value}))
+    from gitlab_mci.features import compute as features_compute
+
+    features_compute._SECRETS["x"] = secret_value
+    assert features_compute.scrub(f"Invalid value for field 'resource.iap.oauth2ClientSecret': '{secret_value}'") \
+        == "Invalid value for field 'resource.iap.oauth2ClientSecret': '<redacted>'"
+    # A failing write's message goes through the same path: Compute's refusal of the whole backend service.
+    world.sim.compute.seed("backendServices", {"name": BS, "description": "someone else's"}, project=P)
+    code, out, err = cli(["lb", "apply", *BASE, "--iap-client-file", str(path)], capsys)
+    assert code == 1 and secret_value not in out + err, err
+
+
+def test_a_flag_and_the_features_file_that_disagree_name_both(world: RunningSim, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "features.yaml"
+    path.write_text("connectionDraining: {drainingTimeoutSec: 60}\n")
+    code, _, err = cli(["lb", "plan", *BASE, "--features-file", str(path), "--draining-timeout-sec", "30"], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "connectionDraining" in err and "flags" in err and f"--features-file {path}" in err
+    code, _, err = cli(["lb", "plan", *BASE, "--features-file", str(path), "--draining-timeout-sec", "60"], capsys)
+    assert code == 0, err  # the same value in two places agrees
