@@ -132,7 +132,10 @@ def backend_service(features: Features, project: str, iap: tuple[str, str] | Non
         out["enableCDN"] = bool(cdn["enabled"])
         if cdn["enabled"]:
             policy = {k: cdn[k] for k in ("cacheMode", "clientTtl", "defaultTtl", "maxTtl", "negativeCaching",
-                                          "negativeCachingPolicy") if k in cdn}
+                                          "negativeCachingPolicy", "requestCoalescing", "serveWhileStale")
+                      if k in cdn}
+            if "signedUrlCacheMaxAgeSec" in cdn:  # int64: a string in Compute's JSON
+                policy["signedUrlCacheMaxAgeSec"] = str(cdn["signedUrlCacheMaxAgeSec"])
             if cdn.get("cachePolicy"):
                 policy["cacheKeyPolicy"] = dict(cdn["cachePolicy"])
             if policy:

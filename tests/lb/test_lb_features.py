@@ -337,6 +337,7 @@ def test_cloud_cdn_with_cache_mode_ttls_negative_caching_and_cache_key_policy_fr
         world: RunningSim, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "features.yaml"
     path.write_text("cdn: {enabled: true, cacheMode: CACHE_ALL_STATIC, defaultTtl: 3600, maxTtl: 86400,\n"
+                    "      requestCoalescing: true, serveWhileStale: 86400, signedUrlCacheMaxAgeSec: 120,\n"
                     "      clientTtl: 600, negativeCaching: true, negativeCachingPolicy: [{code: 404, ttl: 60}],\n"
                     "      cachePolicy: {includeHost: true, includeProtocol: false, includeQueryString: false}}\n")
     apply(world, capsys, "--features-file", str(path))
