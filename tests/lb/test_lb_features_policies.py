@@ -4,6 +4,7 @@ refused with 0 writes when what they name does not exist (docs/features.md)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,18 @@ def gcloud_ok(world: RunningSim, *args: str) -> None:
     gcloud(world, *args)
 
 
+def status_within(world: RunningSim, url: str, wanted: int, seconds: float = 2.0) -> bool:
+    """Whether ``url`` answers ``wanted`` within ``seconds`` (the data plane's next looks at Compute)."""
+    deadline = time.monotonic() + seconds
+    world.sim.dataplane.refresh()
+    while True:
+        if requests.get(f"{url}/", timeout=5).status_code == wanted:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+
+
 def tls(tmp_path: Path) -> list[str]:
     from tests.pki import self_signed
 
@@ -53,15 +66,16 @@ def test_a_cloud_armor_policy_denying_the_client_answers_403_and_removing_it_ser
     described = gcloud_json(world, "compute", "backend-services", "describe", BS, "--global")
     assert described["securityPolicy"].endswith("/global/securityPolicies/shop-armor")
     url = serving_url(world)
-    assert requests.get(f"{url}/", timeout=5).status_code == 403
+    # The policy is attached after the backend service is created (setSecurityPolicy): the data plane may have
+    # looked at Compute during the apply; it applies the change on its next look (every 0.1 s).
+    assert status_within(world, url, 403)
     reapply_writes_nothing(world, capsys, "--security-policy", "shop-armor")
     world.sim.journal.reset()
     apply(world, capsys)
     assert [w for w in writes(world) if BS in w[1]] == [("POST", f"/compute/v1/projects/{P}/global/backendServices/"
                                                                  f"{BS}/setSecurityPolicy")]
     assert not backend_service(world).get("securityPolicy")
-    world.sim.dataplane.refresh()
-    assert requests.get(f"{url}/", timeout=5).status_code == 200
+    assert status_within(world, url, 200)
 
 
 def test_a_missing_cloud_armor_policy_is_refused_before_any_write(world: RunningSim,
