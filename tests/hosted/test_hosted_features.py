@@ -152,3 +152,13 @@ def test_existing_cloud_armor_and_ssl_policies_go_into_our_backend_and_frontend_
     assert code == 0 and writes(fleet) == [], err
     code, _, err = cli(["hosted", "plan", *BASE, "--security-policy", "gone"], capsys)
     assert code == 1 and "security policy 'gone'" in err, err
+
+
+def test_backend_protocol_becomes_the_mcs_app_protocols_annotation(fleet: RunningSim,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(["hosted", "apply", *BASE, "--backend-protocol", "HTTP2", "--health-check-path", "/healthz",
+                        "--no-wait"], capsys)
+    assert code == 0, err
+    mcs = get(fleet, "MultiClusterService", "shop-auto-deploy")
+    assert json.loads(mcs["metadata"]["annotations"]["networking.gke.io/app-protocols"]) == {"web": "HTTP2"}
+    assert get(fleet, "BackendConfig", "shop")["spec"]["healthCheck"]["type"] == "HTTP2"

@@ -147,3 +147,27 @@ def test_a_gke_ingress_users_frontend_config_carries_its_ssl_policy_over(
     assert code == 0 and writes(world) == [], err
     code, _, err = cli(["lb", "plan", *where, "--ssl-policy", "other"], capsys)
     assert code == 1 and "FrontendConfig default/shop-fc" in err and "flags" in err, err
+
+
+def test_an_edge_security_policy_beside_the_backend_policy(world: RunningSim,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    gcloud_ok(world, "compute", "security-policies", "create", "shop-edge", "--type", "CLOUD_ARMOR_EDGE")
+    gcloud_ok(world, "compute", "security-policies", "create", "shop-armor")
+    extra = ["--security-policy", "shop-armor", "--edge-security-policy", "shop-edge", "--cdn"]
+    apply(world, capsys, *extra)
+    described = gcloud_json(world, "compute", "backend-services", "describe", BS, "--global")
+    assert described["edgeSecurityPolicy"].endswith("/global/securityPolicies/shop-edge")
+    assert described["securityPolicy"].endswith("/global/securityPolicies/shop-armor")
+    reapply_writes_nothing(world, capsys, *extra)
+
+
+def test_a_certificate_map_beside_ssl_certificates(world: RunningSim, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    made = requests.post(f"{world.sim.certmanager_url}/v1/projects/{P}/locations/global/certificateMaps",
+                         params={"certificateMapId": "shop-map"}, json={}, timeout=5)
+    assert made.status_code == 200, made.text
+    extra = [*tls(tmp_path), "--certificate-map", "shop-map"]
+    apply(world, capsys, *extra)
+    proxy = gcloud_json(world, "compute", "target-https-proxies", "describe", "gmci-sp-shop", "--global")
+    assert proxy["certificateMap"].endswith("/certificateMaps/shop-map") and len(proxy["sslCertificates"]) == 1
+    reapply_writes_nothing(world, capsys, *extra)
