@@ -195,6 +195,11 @@ def test_backend_protocol_http2_gives_an_http2_health_check(world: RunningSim,
     hc = gcloud_json(world, "compute", "health-checks", "describe", HC, "--global")
     assert hc["type"] == "HTTP2" and hc["http2HealthCheck"]["port"] == 30999
     reapply_writes_nothing(world, capsys, "--backend-protocol", "HTTP2")
+    apply(world, capsys)  # removed: HTTP again, with an HTTP health check
+    assert backend_service(world)["protocol"] == "HTTP"
+    hc = gcloud_json(world, "compute", "health-checks", "describe", HC, "--global")
+    assert hc["type"] == "HTTP" and hc["httpHealthCheck"]["port"] == 30999
+    reapply_writes_nothing(world, capsys)
 
 
 @pytest.mark.parametrize(("content", "named"), [
