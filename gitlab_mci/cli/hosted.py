@@ -16,6 +16,7 @@ from gitlab_mci.cli.options import (
     config_context_option,
     detailed_exitcode_option,
     dotenv_option,
+    features_options,
     fleet_contexts_option,
     https_redirect_option,
     kubeconfig_option,
@@ -42,12 +43,13 @@ def _where(f: Any) -> Any:
 
 def _options(f: Any) -> Any:
     """Options of the commands that build the desired objects (plan, apply)."""
-    decorators = [
+    decorators: list[Any] = [
         static_ip_option,
         ssl_certificate_option,
         https_redirect_option,
         click.option("--health-check-path", envvar="MCI_HEALTH_CHECK_PATH",
                      help="Health check path (a BackendConfig; default: GKE's) [env: MCI_HEALTH_CHECK_PATH]."),
+        features_options,
         adopt_option,
         output_option(["text", "json"]),
     ]
@@ -55,6 +57,7 @@ def _options(f: Any) -> Any:
 
 
 def _prepare(kw: dict[str, Any], text: bool) -> Any:
+    from gitlab_mci.features.sources import Flags
     from gitlab_mci.hosted.model import Inputs
     from gitlab_mci.hosted.prepare import prepare
 
@@ -62,7 +65,8 @@ def _prepare(kw: dict[str, Any], text: bool) -> Any:
         lb=kw["lb_name"], contexts=kw["contexts"], config_context=kw["config_context"], ingress=kw["ingress"],
         service=kw["service"], port=kw["port"], namespace=kw["namespace"], project=kw["project"],
         static_ip=kw["static_ip"], https_redirect=kw["https_redirect"], ssl_certificates=kw["ssl_certificates"],
-        health_check_path=kw["health_check_path"], kubeconfig=kw["kubeconfig"], adopt=kw["adopt"]))
+        health_check_path=kw["health_check_path"], kubeconfig=kw["kubeconfig"], adopt=kw["adopt"],
+        feature_flags=Flags.from_kw(kw), features_file=kw["features_file"]))
 
 
 def _config_cluster(kw: dict[str, Any]) -> Any:

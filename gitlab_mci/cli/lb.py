@@ -19,6 +19,7 @@ from gitlab_mci.cli.options import (
     detailed_exitcode_option,
     dotenv_option,
     dry_run_option,
+    features_options,
     https_redirect_option,
     kubeconfig_option,
     lb_option,
@@ -64,7 +65,7 @@ def _common(f: Any) -> Any:
 
 def _options(f: Any) -> Any:
     """Options of the commands that build the desired state (plan, apply, destroy)."""
-    decorators = [
+    decorators: list[Any] = [
         _scheme_option,
         click.option("--http/--no-http", "http", default=None, envvar="MCI_HTTP",
                      help="Serve HTTP on port 80 (default: on, unless the Ingress has "
@@ -86,6 +87,7 @@ def _options(f: Any) -> Any:
         _balancing_mode_option,
         timeout_option(300.0),
         weight_option,
+        features_options,
         adopt_option,
         click.option("--concurrency", type=int, default=64, show_default=True,
                      help="Compute operations run at once (named ports on every instance group are one level)."),
@@ -96,6 +98,7 @@ def _options(f: Any) -> Any:
 
 def _prepare(kw: dict[str, Any]) -> Any:
     """Validate every input, then discover: nothing is written before this returns."""
+    from gitlab_mci.features.sources import Flags
     from gitlab_mci.lb.inputs import Inputs, prepare, split_contexts
     from gitlab_mci.lb.traffic import parse_weights
 
@@ -112,6 +115,7 @@ def _prepare(kw: dict[str, Any]) -> Any:
         ssl_certificates=kw["ssl_certificates"], certificate_file=kw["certificate_file"], key_file=kw["key_file"],
         tls_secrets=kw["tls_secrets"], managed_domains=kw["managed_domains"], kubeconfig=kw["kubeconfig"],
         backends=kw["backends"], neg_timeout=kw["timeout"],
+        feature_flags=Flags.from_kw(kw), features_file=kw["features_file"],
         progress=lambda line: click.echo(f"gitlab-mci: {line}", err=True)))
 
 

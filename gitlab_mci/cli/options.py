@@ -148,3 +148,84 @@ def timeout_option(default: float) -> Decorator:
     """
     return click.option("--timeout", type=click.FloatRange(min=0), default=default, show_default=True,
                         metavar="SECONDS", help="Seconds to wait at most.")
+
+
+# Production load balancer options (docs/features.md): the same flags on lb and hosted plan/apply.
+class _Headers(click.ParamType):  # type: ignore[type-arg]
+    """NAME:VALUE; from the variable, one per line (values have spaces and commas)."""
+
+    name = "NAME:VALUE"
+    envvar_list_splitter = "\n"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        return str(value)
+
+
+features_file_option = click.option(
+    "--features-file", type=FILE, envvar="MCI_FEATURES_FILE",
+    help="YAML file of production options (docs/features.md) [env: MCI_FEATURES_FILE].")
+FEATURE_OPTIONS: list[Decorator] = [
+    features_file_option,
+    click.option("--security-policy", metavar="NAME", envvar="MCI_SECURITY_POLICY",
+                 help="Existing Cloud Armor security policy for the backend services [env: MCI_SECURITY_POLICY]."),
+    click.option("--edge-security-policy", metavar="NAME", envvar="MCI_EDGE_SECURITY_POLICY",
+                 help="Existing Cloud Armor edge security policy [env: MCI_EDGE_SECURITY_POLICY]."),
+    click.option("--logging/--no-logging", "logging", default=None, envvar="MCI_LOGGING",
+                 help="Request logging on the backend services [env: MCI_LOGGING]."),
+    click.option("--log-sample-rate", type=float, metavar="RATE", envvar="MCI_LOG_SAMPLE_RATE",
+                 help="Share of requests logged, 0.0 to 1.0; turns logging on [env: MCI_LOG_SAMPLE_RATE]."),
+    click.option("--session-affinity", envvar="MCI_SESSION_AFFINITY",
+                 type=click.Choice(["NONE", "CLIENT_IP", "GENERATED_COOKIE", "HEADER_FIELD", "HTTP_COOKIE"]),
+                 help="Session affinity; HEADER_FIELD and HTTP_COOKIE need EXTERNAL_MANAGED "
+                      "[env: MCI_SESSION_AFFINITY]."),
+    click.option("--affinity-cookie-ttl-sec", type=int, metavar="SECONDS", envvar="MCI_AFFINITY_COOKIE_TTL_SEC",
+                 help="Lifetime of the affinity cookie [env: MCI_AFFINITY_COOKIE_TTL_SEC]."),
+    click.option("--affinity-header", metavar="NAME", envvar="MCI_AFFINITY_HEADER",
+                 help="With --session-affinity HEADER_FIELD: the header hashed [env: MCI_AFFINITY_HEADER]."),
+    click.option("--affinity-cookie", metavar="NAME", envvar="MCI_AFFINITY_COOKIE",
+                 help="With --session-affinity HTTP_COOKIE: the cookie hashed [env: MCI_AFFINITY_COOKIE]."),
+    click.option("--draining-timeout-sec", type=int, metavar="SECONDS", envvar="MCI_DRAINING_TIMEOUT_SEC",
+                 help="Connection draining timeout of the backend services [env: MCI_DRAINING_TIMEOUT_SEC]."),
+    click.option("--request-header", "request_headers", multiple=True, type=_Headers(),
+                 envvar="MCI_REQUEST_HEADERS",
+                 help="Header the load balancer adds to requests, NAME:VALUE (Google's variables like "
+                      "{client_region} allowed); repeat; one per line in the variable [env: MCI_REQUEST_HEADERS]."),
+    click.option("--response-header", "response_headers", multiple=True, type=_Headers(),
+                 envvar="MCI_RESPONSE_HEADERS",
+                 help="Header the load balancer adds to responses, NAME:VALUE; repeat; one per line in the "
+                      "variable [env: MCI_RESPONSE_HEADERS]."),
+    click.option("--ssl-policy", metavar="NAME", envvar="MCI_SSL_POLICY",
+                 help="Existing SSL policy for the HTTPS proxy [env: MCI_SSL_POLICY]."),
+    click.option("--backend-protocol", type=click.Choice(["HTTP", "HTTPS", "HTTP2"]), envvar="MCI_BACKEND_PROTOCOL",
+                 help="Protocol to the pods, and of the health check (default HTTP) [env: MCI_BACKEND_PROTOCOL]."),
+    click.option("--locality-lb-policy", envvar="MCI_LOCALITY_LB_POLICY",
+                 type=click.Choice(["ROUND_ROBIN", "LEAST_REQUEST", "RING_HASH", "RANDOM", "MAGLEV",
+                                    "WEIGHTED_MAGLEV"]),
+                 help="Balancing within a zone; EXTERNAL_MANAGED only [env: MCI_LOCALITY_LB_POLICY]."),
+    click.option("--outlier-consecutive-errors", type=int, metavar="N", envvar="MCI_OUTLIER_CONSECUTIVE_ERRORS",
+                 help="Outlier detection: eject a backend after N consecutive 5xx; EXTERNAL_MANAGED only "
+                      "[env: MCI_OUTLIER_CONSECUTIVE_ERRORS]."),
+    click.option("--quic-override", type=click.Choice(["NONE", "ENABLE", "DISABLE"]), envvar="MCI_QUIC_OVERRIDE",
+                 help="QUIC (HTTP/3) on the HTTPS proxy [env: MCI_QUIC_OVERRIDE]."),
+    click.option("--cdn/--no-cdn", "cdn", default=None, envvar="MCI_CDN",
+                 help="Cloud CDN on the backend services [env: MCI_CDN]."),
+    click.option("--cdn-cache-mode", envvar="MCI_CDN_CACHE_MODE",
+                 type=click.Choice(["USE_ORIGIN_HEADERS", "FORCE_CACHE_ALL", "CACHE_ALL_STATIC"]),
+                 help="Cloud CDN cache mode; turns the CDN on [env: MCI_CDN_CACHE_MODE]."),
+    click.option("--iap-secret", metavar="NAME", envvar="MCI_IAP_SECRET",
+                 help="Secret (keys client_id, client_secret) of the OAuth client for Identity-Aware Proxy; never "
+                      "printed [env: MCI_IAP_SECRET]."),
+    click.option("--iap-client-file", type=FILE, envvar="MCI_IAP_CLIENT_FILE",
+                 help="Instead of --iap-secret: a file (a GitLab File variable) with client_id and client_secret, "
+                      "JSON or YAML; never printed [env: MCI_IAP_CLIENT_FILE]."),
+    click.option("--certificate-map", metavar="NAME", envvar="MCI_CERTIFICATE_MAP",
+                 help="Existing Certificate Manager map for the HTTPS proxy [env: MCI_CERTIFICATE_MAP]."),
+    click.option("--ipv6", is_flag=True, default=None, envvar="MCI_IPV6",
+                 help="Also serve on a global IPv6 address of its own, reserved and kept like the IPv4 one "
+                      "[env: MCI_IPV6]."),
+]
+
+
+def features_options(f: Any) -> Any:
+    """Every production option, in the order docs/features.md lists them."""
+    return stack(FEATURE_OPTIONS)(f)

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from gitlab_mci.features import hosted as features_hosted
 from gitlab_mci.hosted.model import (
     BACKEND_CONFIG,
     FRONTEND_CONFIG,
@@ -70,9 +71,10 @@ def multicluster_service(model: HostedModel, index: int) -> Obj:
     spec: Obj = {"template": {"spec": {"selector": dict(mcs.selector), "ports": ports}}}
     if model.links is not None:
         spec["clusters"] = [{"link": link} for link in model.links]
-    notes = {BACKEND_CONFIG: json.dumps({"default": model.backend_config})} if model.backend_config else None
+    notes = {BACKEND_CONFIG: json.dumps({"default": model.backend_config})} if model.backend_config else {}
+    notes.update(features_hosted.app_protocols(model.features, [p.name for p in mcs.ports], mcs.name))
     return {"apiVersion": KINDS["MultiClusterService"].api_version, "kind": "MultiClusterService",
-            "metadata": _meta(model, mcs.name, notes), "spec": spec}
+            "metadata": _meta(model, mcs.name, notes or None), "spec": spec}
 
 
 def multicluster_ingress(model: HostedModel) -> Obj:
@@ -107,21 +109,28 @@ def backend_config(model: HostedModel) -> Obj | None:
     if not model.backend_config:
         return None
     return {"apiVersion": KINDS["BackendConfig"].api_version, "kind": "BackendConfig",
-            "metadata": _meta(model, model.backend_config),
-            "spec": {"healthCheck": {"type": "HTTP", "requestPath": model.health_check_path}}}
+            "metadata": _meta(model, model.backend_config), "spec": {
+                **({"healthCheck": {"type": model.features.get("backendProtocol") or "HTTP",
+                                 "requestPath": model.health_check_path}}
+                   if model.health_check_path else {}),
+                **features_hosted.backend_spec(model.features)}}
 
 
 def frontend_config(model: HostedModel) -> Obj | None:
     if not model.frontend_config:
         return None
     return {"apiVersion": KINDS["FrontendConfig"].api_version, "kind": "FrontendConfig",
-            "metadata": _meta(model, model.frontend_config),
-            "spec": {"redirectToHttps": {"enabled": True, "responseCodeName": "MOVED_PERMANENTLY_DEFAULT"}}}
+            "metadata": _meta(model, model.frontend_config), "spec": {
+                **({"redirectToHttps": {"enabled": True, "responseCodeName": "MOVED_PERMANENTLY_DEFAULT"}}
+                   if model.https_redirect else {}),
+                **features_hosted.frontend_spec(model.frontend)}}
 
 
 def desired(model: HostedModel) -> list[Obj]:
     """Every object, in apply order."""
     out = [o for o in (backend_config(model), frontend_config(model)) if o is not None]
+    for obj in out:
+        features_hosted.validate_manifest(obj)
     out += [multicluster_service(model, i) for i in range(len(model.mcs))]
     out.append(multicluster_ingress(model))
     return out

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gitlab_mci.errors import UserError
+from gitlab_mci.features.model import Features
+from gitlab_mci.features.sources import Flags
 from gitlab_mci.ingress import Backend, IngressModel
 
 RESERVED_PREFIX = "mci-"  # GKE's Multi Cluster Ingress controller owns mci- names (derived Services, Compute)
@@ -55,6 +57,8 @@ class Inputs:
     health_check_path: str | None = None
     kubeconfig: Path | None = None
     adopt: bool = False
+    feature_flags: Flags = field(default_factory=Flags)  # production options (docs/features.md)
+    features_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,8 @@ class HostedModel:
     https_redirect: bool = False
     health_check_path: str | None = None
     notes: dict[str, str] = field(default_factory=dict)
+    features: Features = field(default_factory=Features)  # backend options: our BackendConfig
+    frontend: Features = field(default_factory=Features)  # frontend options: our FrontendConfig
 
     @property
     def labels(self) -> dict[str, str]:
@@ -102,11 +108,15 @@ class HostedModel:
 
     @property
     def backend_config(self) -> str | None:
-        return self.lb if self.health_check_path else None
+        from gitlab_mci.features.hosted import backend_spec
+
+        return self.lb if self.health_check_path or backend_spec(self.features) else None
 
     @property
     def frontend_config(self) -> str | None:
-        return self.lb if self.https_redirect else None
+        from gitlab_mci.features.hosted import frontend_spec
+
+        return self.lb if self.https_redirect or frontend_spec(self.frontend) else None
 
     def mcs_for(self, backend: Backend) -> McsModel:
         return next(m for m in self.mcs if m.name == backend.service)

@@ -223,8 +223,13 @@ def owned_by(obj: Obj, lb: str) -> bool:
 def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) -> Prepared:
     """Check every input, then read: nothing is written before this returns."""
     from gitlab_mci import kube
+    from gitlab_mci.features import exists
+    from gitlab_mci.features import hosted as features_hosted
+    from gitlab_mci.features import sources as features_sources
+    from gitlab_mci.features.model import Features
     from gitlab_mci.fleet import MAX_CLUSTERS, Hub, parse_contexts, resolve_link, same_membership
     from gitlab_mci.gcp import Compute
+    from gitlab_mci.lb.engine import ComputeApi
     from gitlab_mci.lb.inputs import check_resource_name
     from gitlab_mci.nodeport import parallel
 
@@ -252,6 +257,9 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     if len(certs) + len(secrets) > 15:
         raise UserError(f"{len(certs) + len(secrets)} certificates: a load balancer serves at most 15")
     health_path = check_health_path(inputs.health_check_path)
+    # Production options of flags and file, checked offline; the user's GKE annotations are read below.
+    given = features_sources.gather(inputs.feature_flags, inputs.features_file)
+    features_hosted.check(given)
     specs = parse_contexts(inputs.contexts)
     config = config_spec(inputs, specs)
     if not specs:
@@ -280,12 +288,28 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     links = dict(zip([s.context for s in all_specs], links_list, strict=True))
     serving = list(dict.fromkeys(links[s.context] for s in specs))
 
+    backend_configs: dict[str, Features] = {}
+
     def read_services(name: str) -> McsModel:
         found = parallel(specs, lambda s: (s.context, _service(connected[s.context], namespace, name)))
         wanted = [b.port for b in backends if b.service == name]
-        return _mcs_from_services(name, found, wanted, namespace)
+        mcs = _mcs_from_services(name, found, wanted, namespace)
+        # A GKE Ingress user's BackendConfig, named by their Service's annotation, as the first cluster has it.
+        context, svc = found[0]
+        port = mcs.port_number(wanted[0]) if wanted else None
+        backend_configs[name] = features_sources.from_backend_config(
+            connected[context], namespace, name, dict(svc.metadata.annotations or {}), port)
+        return mcs
 
     mcs = tuple(read_services(n) for n in dict.fromkeys(b.service for b in backends))
+    features = given.merged(features_sources.from_frontend_config(connected[config.context], namespace, notes))
+    for found_features in backend_configs.values():
+        features = features.merged(found_features)  # one BackendConfig for all: they must agree
+    features_hosted.check(features)
+    backend_features, frontend_features = features_sources.split(features)
+    if backend_features.get("iap"):
+        # GKE reads the OAuth client's Secret from the config cluster; its values are never read here.
+        exists.iap_client(connected[config.context], namespace, backend_features)
 
     # --- fleet ---------------------------------------------------------------------------------------------------
     hub = Hub(compute.project)
@@ -316,11 +340,16 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     if static_ip_literal:
         _address_with_ip(compute, static_ip_literal)
     parallel(list(certs), lambda c: _certificate(compute, c))
+    exists.compute_references(ComputeApi(compute), features)
+    if frontend_features.get("sslPolicy") and not certs and not secrets:
+        raise UserError(f"sslPolicy (from {frontend_features.origin['sslPolicy']}) applies to HTTPS: give a "
+                        "certificate with --ssl-certificate (or a TLS Secret in the Ingress's spec.tls)")
 
     model = HostedModel(lb=lb, namespace=namespace, routing=model_routing, mcs=mcs, links=selection,
                         static_ip_address=address, pre_shared_certs=certs, tls_secrets=secrets,
                         https_redirect=inputs.https_redirect,
-                        health_check_path=health_path, notes=notes)
+                        health_check_path=health_path, notes=notes, features=backend_features,
+                        frontend=frontend_features)
     wanted = desired(model)
 
     # --- the config cluster: quotas, collisions, what exists -------------------------------------------------------

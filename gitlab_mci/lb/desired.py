@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gitlab_mci.errors import UserError
+from gitlab_mci.features import compute as features_compute
+from gitlab_mci.features.model import Features
 from gitlab_mci.ingress import Backend, IngressModel
 from gitlab_mci.lb.certs import Certificates
 from gitlab_mci.lb.discovery import ClusterInfo
@@ -47,10 +49,16 @@ class Options:
     check_interval_sec: int = 5
     unhealthy_threshold: int = 2
     backends: str = "instance-groups"  # or "neg": zonal network endpoint groups of the pods (gitlab_mci.lb.negs)
+    # Production options (gitlab_mci.features): for every backend service, per backend Service (its
+    # BackendConfig), and the HTTPS proxy's.
+    features: Features = field(default_factory=Features)
+    service_features: dict[str, Features] = field(default_factory=dict)
+    frontend: Features = field(default_factory=Features)
+    iap: tuple[str, str] | None = field(default=None, repr=False)  # the OAuth client (id, secret): never printed
 
     @property
     def https(self) -> bool:
-        return bool(self.certificates)
+        return bool(self.certificates) or bool(self.frontend.get("certificateMap"))
 
     def __post_init__(self) -> None:
         if not self.http and not self.https:
@@ -235,14 +243,15 @@ def _neg_services(desired: Desired, model: IngressModel, options: Options,
         if len(negs) > MAX_BACKENDS:
             raise UserError(f"{len(negs)} NEGs exceed the {MAX_BACKENDS} backends a backend service may have; use "
                             "fewer clusters or zones")
+        wanted = _backend_features(options, [b.service for b, (p, _) in ports.items() if p == port])
         hc_name = namer.name("healthCheck", f"neg-{port}")
-        hc = desired.add(Resource("healthChecks", hc_name, {
+        hc = desired.add(Resource("healthChecks", hc_name, features_compute.health_check(wanted, {
             "name": hc_name, "description": owner, "type": "HTTP",
             "httpHealthCheck": {"portSpecification": "USE_SERVING_PORT",
                                 "requestPath": _probe_path(backend, clusters, options.health_check_path)},
             "checkIntervalSec": options.check_interval_sec, "timeoutSec": options.check_interval_sec,
             "unhealthyThreshold": options.unhealthy_threshold,
-        }))
+        })))
         capacity: dict[str, Any] = ({"maxRatePerEndpoint": MAX_RATE} if options.balancing_mode == "RATE"
                                     else {"maxConnectionsPerEndpoint": MAX_CONNECTIONS})
         bs_name = namer.name("backendService", f"neg-{port}")
@@ -250,6 +259,7 @@ def _neg_services(desired: Desired, model: IngressModel, options: Options,
             "name": bs_name, "description": owner, "protocol": "HTTP", "timeoutSec": options.timeout_sec,
             "loadBalancingScheme": options.scheme, "healthChecks": [desired.url(hc)],
             "backends": [{"group": g, "balancingMode": options.balancing_mode, **capacity} for g in negs],
+            **features_compute.backend_service(wanted, options.project, options.iap),
         }, deps=(hc.key,)))
     return service_for
 
@@ -270,12 +280,14 @@ def _group_services(desired: Desired, model: IngressModel, options: Options,
     for backend, np in node_ports.items():
         if np in service_for:
             continue
-        hc = desired.add(Resource("healthChecks", namer.name("healthCheck", np), {
+        wanted = _backend_features(options, [b.service for b, p in node_ports.items() if p == np])
+        hc = desired.add(Resource("healthChecks", namer.name("healthCheck", np), features_compute.health_check(
+            wanted, {
             "name": namer.name("healthCheck", np), "description": owner, "type": "HTTP",
             "httpHealthCheck": {"port": np, "requestPath": _probe_path(backend, clusters, options.health_check_path)},
             "checkIntervalSec": options.check_interval_sec, "timeoutSec": options.check_interval_sec,
             "unhealthyThreshold": options.unhealthy_threshold,
-        }))
+        })))
         bs_name = namer.name("backendService", np)
         backends: list[dict[str, Any]] = [{"group": g, "balancingMode": options.balancing_mode} for g in groups]
         if options.balancing_mode == "RATE":
@@ -285,6 +297,7 @@ def _group_services(desired: Desired, model: IngressModel, options: Options,
             "name": bs_name, "description": owner, "protocol": "HTTP", "portName": port_names[np],
             "timeoutSec": options.timeout_sec, "loadBalancingScheme": options.scheme,
             "healthChecks": [desired.url(hc)], "backends": backends,
+            **features_compute.backend_service(wanted, options.project, options.iap),
         }, deps=(hc.key,)))  # named ports: ordered by the engine (see execute)
     return {b: service_for[np] for b, np in node_ports.items()}
 
@@ -324,8 +337,14 @@ def _add_routing(desired: Desired, model: IngressModel, options: Options, addres
         url_map_body["pathMatchers"].append(path_matcher)
     url_map = desired.add(Resource("urlMaps", namer.name("urlMap"), url_map_body,
                                    deps=tuple(r.key for r in service_for.values())))
+    addresses = [address]
+    if options.frontend.get("ipv6"):
+        # Its own global address (ipVersion IPV6) and forwarding rules, owned and kept like the IPv4 one.
+        name6 = namer.name("address", "v6")
+        addresses.append(desired.add(Resource("globalAddresses", name6, {
+            "name": name6, "description": owner, "labels": namer.labels, "ipVersion": "IPV6"})))
     if options.https:
-        _add_https(desired, options, address, url_map)
+        _add_https(desired, options, addresses, url_map)
     if options.http:
         target = url_map
         if options.https_redirect:
@@ -335,19 +354,30 @@ def _add_routing(desired: Desired, model: IngressModel, options: Options, addres
         proxy = desired.add(Resource("targetHttpProxies", namer.name("httpProxy"), {
             "name": namer.name("httpProxy"), "description": owner, "urlMap": desired.url(target)},
             deps=(target.key,)))
-        _add_rule(desired, options, address, proxy, "http", "80")
+        for a in addresses:
+            _add_rule(desired, options, a, proxy, "http", "80")
+
+
+def _backend_features(options: Options, services: Sequence[str]) -> Features:
+    """The options of one backend service: every service's, and its Services' own BackendConfig (which must agree
+    when several Services share a node port, hence a backend service)."""
+    wanted = options.features
+    for service in sorted(set(services)):
+        wanted = wanted.merged(options.service_features.get(service, Features()))
+    return wanted
 
 
 def _add_rule(desired: Desired, options: Options, address: Resource, proxy: Resource, kind: str,
               port: str) -> None:
-    name = desired.namer.name("forwardingRule", kind)
+    v6 = address.body.get("ipVersion") == "IPV6"
+    name = desired.namer.name("forwardingRule", f"{kind}-v6" if v6 else kind)
     desired.add(Resource("globalForwardingRules", name, {
         "name": name, "description": desired.namer.description, "IPAddress": desired.url(address),
         "IPProtocol": "TCP", "portRange": port, "target": desired.url(proxy),
         "loadBalancingScheme": options.scheme, "labels": desired.namer.labels}, deps=(address.key, proxy.key)))
 
 
-def _add_https(desired: Desired, options: Options, address: Resource, url_map: Resource) -> None:
+def _add_https(desired: Desired, options: Options, addresses: list[Resource], url_map: Resource) -> None:
     """Certificates (content-addressed names, so a new one is created before the old one goes), proxy, rule."""
     namer, owner, certs = desired.namer, desired.namer.description, options.certificates
     links = [desired.link("sslCertificates", n) for n in certs.pre_shared]
@@ -365,5 +395,7 @@ def _add_https(desired: Desired, options: Options, address: Resource, url_map: R
     links += [desired.url(r) for r in owned]
     proxy = desired.add(Resource("targetHttpsProxies", namer.name("httpsProxy"), {
         "name": namer.name("httpsProxy"), "description": owner, "urlMap": desired.url(url_map),
-        "sslCertificates": links}, deps=(url_map.key, *(r.key for r in owned))))
-    _add_rule(desired, options, address, proxy, "https", "443")
+        "sslCertificates": links, **features_compute.https_proxy(options.frontend, options.project)},
+        deps=(url_map.key, *(r.key for r in owned))))
+    for address in addresses:
+        _add_rule(desired, options, address, proxy, "https", "443")

@@ -137,7 +137,9 @@ class ComputeApi:
         except ComputeApiError as exc:
             if exc.code in passthrough:
                 raise
-            raise UserError(f"{what}: {exc.message}") from None
+            from gitlab_mci.features.compute import scrub  # an IAP client secret is never printed
+
+            raise UserError(scrub(f"{what}: {exc.message}")) from None
 
     def wait(self, what: str, op: dict[str, Any]) -> None:
         try:
@@ -378,6 +380,7 @@ def diff(desired: Desired, actual: Actual, *, adopt: bool = False, release_ip: b
         body = dict(r.body)
         compare = _as_served(r.collection, body, actual)
         changed = {k: (have.get(k), v) for k, v in compare.items() if _subset_differs(v, have.get(k))}
+        _feature_fields(r.collection, body, have, changed)
         if r.collection == "urlMaps" and _route_actions(have) != _route_actions(body):
             # A route action we set and no longer want (the 404 for unmatched requests, once the Ingress has a
             # default backend) is absent from the desired body, which the subset comparison cannot see.
@@ -432,6 +435,22 @@ def _await_healthy(api: ComputeApi, name: str, backends: list[dict[str, Any]], t
             raise UserError(f"backendServices/{name} not healthy after {timeout:g}s: the URL map still routes to "
                             "the backends it had (run apply again once they are)")
         time.sleep(1.0)  # health checks run every few seconds
+
+
+def _feature_fields(collection: str, body: dict[str, Any], have: dict[str, Any],
+                    changed: dict[str, tuple[Any, Any]]) -> None:
+    """Production options (gitlab_mci.features): an option removed returns its field to the default; fields the
+    generic comparison cannot judge (the IAP secret, held as its digest) are compared by the option's module."""
+    from gitlab_mci.features import compute as features
+
+    for key in list(changed):
+        if features.same(collection, key, body.get(key), have.get(key)):
+            del changed[key]
+        else:
+            changed[key] = (features.redacted(collection, key, changed[key][0]), changed[key][1])
+    for key, (old, default) in features.resets(collection, body, have).items():
+        changed[key] = (old, default)
+        body[key] = default
 
 
 def destroy_changes(namer: Namer, actual: Actual, *, release_ip: bool = False) -> list[Change]:
@@ -513,8 +532,11 @@ def _run_one(api: ComputeApi, c: Change) -> None:
     if c.collection == "namedPorts":
         _set_named_ports(api, c.body["group"], c.body["add"], c.body["remove"], c.body["planned"])
         return
+    from gitlab_mci.features import compute as features
+
     if c.action == "create":
-        api.insert(c.collection, c.body)
+        api.insert(c.collection, features.writable(c.collection, c.body, patch=False))
+        features.run_custom(api, c)
         if c.await_health:
             _await_healthy(api, c.name, c.body.get("backends") or [], c.await_health)
     elif c.action == "delete":
@@ -532,6 +554,7 @@ def _run_one(api: ComputeApi, c: Change) -> None:
                      {"sslCertificates": c.body["sslCertificates"]})
         if "description" in c.fields:  # adopted: our marker, through the proxy's patch
             api.patch(c.collection, c.name, {"description": c.body["description"]})
+        features.run_custom(api, c)
     elif c.collection == "globalForwardingRules":
         # Retarget in place (no downtime); labels through setLabels.
         if "target" in c.fields:
@@ -543,7 +566,12 @@ def _run_one(api: ComputeApi, c: Change) -> None:
                 body["labelFingerprint"] = fresh["labelFingerprint"]
             api.call(f"label {c.name}", c.collection, c.name, "setLabels", body)
     else:
-        api.patch(c.collection, c.name, c.body, put=c.collection == "urlMaps")
+        body = features.writable(c.collection, c.body, patch=True)
+        if features.clears(c):  # an option gone whose field a patch cannot clear: the whole resource, updated
+            api.patch(c.collection, c.name, functools.partial(features.replacing, body=body), put=True)
+        elif set(c.fields) - set(features.custom_fields(c.collection)) or c.collection != "backendServices":
+            api.patch(c.collection, c.name, body, put=c.collection == "urlMaps")
+        features.run_custom(api, c)
 
 
 @dataclass

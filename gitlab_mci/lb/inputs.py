@@ -10,16 +10,19 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gitlab_mci.errors import UserError
+from gitlab_mci.features.sources import Flags
 from gitlab_mci.lb.certs import Certificates, PemPair, from_files, from_secret, parse_list
 
 if TYPE_CHECKING:
+    from gitlab_mci.features.model import Features
     from gitlab_mci.ingress import IngressModel
     from gitlab_mci.kube import Cluster
+    from gitlab_mci.lb import desired as desired_mod
     from gitlab_mci.lb.desired import Desired
     from gitlab_mci.lb.discovery import ClusterInfo
     from gitlab_mci.lb.engine import Actual, ComputeApi
@@ -60,6 +63,8 @@ class Inputs:
     backends: str = "instance-groups"  # or "neg"
     neg_timeout: float = 300.0  # how long to wait for GKE's NEG controller (--timeout)
     progress: Callable[[str], None] | None = None  # slow waits say what they wait for (stderr)
+    feature_flags: Flags = field(default_factory=Flags)  # production options (docs/features.md)
+    features_file: Path | None = None
 
 
 @dataclass
@@ -117,6 +122,8 @@ def _tls_secret(cluster: Cluster, namespace: str, name: str) -> PemPair:
 def prepare(inputs: Inputs) -> Prepared:
     """Check every input, then read the clusters and Compute: nothing is written before this returns."""
     from gitlab_mci import kube
+    from gitlab_mci.features import compute as features_compute
+    from gitlab_mci.features import sources as features_sources
     from gitlab_mci.gcp import Compute
     from gitlab_mci.lb import desired as desired_mod
     from gitlab_mci.lb.discovery import discover
@@ -139,6 +146,9 @@ def prepare(inputs: Inputs) -> Prepared:
     offline = Certificates(pre_shared, pairs, parse_list(inputs.managed_domains))
     if static_ip is not None:
         check_resource_name(static_ip, "--static-ip")
+    # The options of flags and file, checked offline (the cluster's BackendConfig/FrontendConfig come later).
+    given = features_sources.gather(inputs.feature_flags, inputs.features_file)
+    features_compute.check_scheme(given, inputs.scheme)
     if inputs.kubeconfig:
         os.environ["KUBECONFIG"] = str(inputs.kubeconfig)
     compute = Compute.from_env(inputs.project)
@@ -162,6 +172,8 @@ def prepare(inputs: Inputs) -> Prepared:
         options = replace(options, http=http, https_redirect=inputs.https_redirect,
                           certificates=Certificates(pre_shared, pairs, offline.managed_domains))
     infos = discover(clusters, compute, inputs.namespace, sorted({b.service for b in model.backends()}))
+    # Options checked before the NEG wait, so a bad one fails fast.
+    options = _with_features(options, given, model, clusters[0], inputs, api)
     waited = None
     if options.backends == "neg":
         from gitlab_mci.lb import negs
@@ -176,6 +188,59 @@ def prepare(inputs: Inputs) -> Prepared:
         if api.get("sslCertificates", name) is None:
             raise UserError(f"pre-shared certificate {name!r} not found in project {compute.project}")
     return Prepared(desired, api, infos, named, waited)
+
+
+def _with_features(options: desired_mod.Options, given: Features, model: IngressModel, cluster: Cluster,
+                   inputs: Inputs, api: ComputeApi) -> desired_mod.Options:
+    """The options with what the user's GKE annotations say (read from the first cluster, like their TLS Secrets),
+    each checked against the scheme and against what exists. Reads only."""
+    from gitlab_mci.features import compute as features_compute
+    from gitlab_mci.features import exists
+    from gitlab_mci.features import sources as features_sources
+    from gitlab_mci.features.model import Features
+
+    frontend_config = features_sources.from_frontend_config(cluster, inputs.namespace, model.annotations)
+    everything = given.merged(frontend_config)
+    backend, frontend = features_sources.split(everything)
+    per_service: dict[str, Features] = {}
+    for b in model.backends():
+        if b.service in per_service:
+            continue
+        svc = _service(cluster, inputs.namespace, b.service)
+        annotations = dict(((svc.get("metadata") or {}).get("annotations") or {}) if svc is not None else {})
+        port = svc_port(svc, b.port) if svc is not None else None
+        per_service[b.service] = features_sources.from_backend_config(cluster, inputs.namespace, b.service,
+                                                                      annotations, port)
+    if (frontend.get("sslPolicy") or frontend.get("quicOverride")) and not (options.https or
+                                                                            frontend.get("certificateMap")):
+        key = "sslPolicy" if frontend.get("sslPolicy") else "quicOverride"
+        raise UserError(f"{key} (from {frontend.origin[key]}) applies to the HTTPS proxy: give a certificate "
+                        "(--ssl-certificate, --tls-secret, --managed-domain, --certificate-file) or a certificate map")
+    for service_features in [Features(), *per_service.values()]:
+        combined = everything.merged(service_features)  # a flag and a BackendConfig that disagree: both named
+        features_compute.check_scheme(combined, options.scheme)
+        exists.compute_references(api, combined)
+    exists.certificate_map(api, frontend)
+    iap = None
+    for service_features in [Features(), *per_service.values()]:
+        # One OAuth client per load balancer (a Secret named by the flags, the file or a Service's BackendConfig).
+        iap = iap or exists.iap_client(cluster, inputs.namespace, everything.merged(service_features),
+                                       inputs.feature_flags.iap_client_file)
+    return replace(options, features=backend, service_features=per_service, frontend=frontend, iap=iap)
+
+
+def _service(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
+    from gitlab_mci.features.sources import raw_get
+
+    # Missing: said by desired.build, with every cluster's view.
+    return raw_get(cluster, f"Service {namespace}/{name}", f"/api/v1/namespaces/{namespace}/services/{name}")
+
+
+def svc_port(svc: dict[str, Any], wanted: int | str) -> int | None:
+    for p in (svc.get("spec") or {}).get("ports") or []:
+        if wanted in (p.get("port"), p.get("name")) or str(p.get("port")) == str(wanted):
+            return int(p["port"])
+    return None
 
 
 def check_resource_name(name: str, flag: str) -> str:

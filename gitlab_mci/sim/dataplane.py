@@ -35,8 +35,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from gitlab_mci.sim import traffic
 from gitlab_mci.sim.compute import migration
-from gitlab_mci.sim.listeners import Listener, Reply, request_headers, self_signed
+from gitlab_mci.sim.listeners import Incoming, Listener, Reply, incoming, request_headers, self_signed
 from gitlab_mci.sim.urlmap import Route, redirect_target, route
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ POLL = 0.1  # seconds between looks at the emulators' revision counters
 MODES = ("pods", "nodes")
 NO_UPSTREAM = b"no healthy upstream"
 CONNECT_ERROR = b"upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+# A request still in flight on a removed backend when its connection draining timeout ends: the connection is closed.
+DRAINED_CUT = b"upstream connect error or disconnect/reset before headers. reset reason: connection termination"
 # Simulator-only response header: which of Google's two front ends served a request during a classic → global
 # external Application Load Balancer migration ("classic" or "managed"). Real Google front ends send no such header.
 PATH_HEADER = "x-gitlab-mci-sim-path"
@@ -150,6 +153,8 @@ class Topology:
     services: dict[str, ServiceView] = field(default_factory=dict)
     node_ports: dict[str, dict[int, NodePortTarget]] = field(default_factory=dict)  # cluster -> nodePort -> target
     negs: dict[tuple[str, str], tuple[str, tuple[Pod, ...]]] = field(default_factory=dict)  # (zone, NEG) -> pods
+    # backend service URL -> its production options (affinity, headers, Cloud Armor, draining; see traffic.py)
+    options: dict[str, traffic.ServiceOptions] = field(default_factory=dict)
 
     def backends(self) -> dict[tuple[str, str], Backend]:
         """(backend service URL, instance or endpoint key) → backend."""
@@ -215,6 +220,9 @@ class DataPlane:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.on_change: Callable[[DataPlane], None] | None = None  # called after listeners opened or closed
+        # Certificate Manager: (hostname or "", certificate) of a map's entries, and a revision to watch.
+        self.certificate_map: Callable[[str, str], list[tuple[str, Obj]]] | None = None
+        self.certificate_map_revision: Callable[[], int] = lambda: 0
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -403,7 +411,7 @@ class DataPlane:
         self._reconcile()
 
     def _reconcile(self) -> None:
-        seen = (self.compute.revision(), self._kube_revision)
+        seen = (self.compute.revision(), self._kube_revision + 1000003 * self.certificate_map_revision())
         if seen == self._seen:
             return
         self._seen = seen
@@ -464,6 +472,8 @@ class DataPlane:
             views[url] = ServiceView(url, bs["name"], tuple(entries), params if hc else None, int(bs.get("port", 80)),
                                      {k: bs[k] for k in (migration.SCHEME, migration.STATE, migration.PERCENT)
                                       if k in bs}, tuple(capacity))
+        policies = index("securityPolicies")
+        options = {url: traffic.options(bs, policies) for url, bs in services.items()}
         listeners: dict[str, ListenerSpec] = {}
         url_maps = index("urlMaps")
         proxies = {**index("targetHttpProxies"), **index("targetHttpsProxies")}
@@ -474,17 +484,20 @@ class DataPlane:
                 continue  # the chain is not complete (yet): nothing answers on this VIP
             scheme = "https" if "/targetHttpsProxies/" in proxy["selfLink"] else "http"
             certs: list[tuple[str, str]] = []
-            for cert_url in proxy.get("sslCertificates") or [] if scheme == "https" else []:
+            for cert_url in proxy.get("sslCertificates") or [] if scheme == "https" and \
+                    not proxy.get("certificateMap") else []:
                 pair = self._certificate(cert_url, project)
                 if pair is not None:
                     certs.append(pair)
+            if scheme == "https" and proxy.get("certificateMap"):
+                certs += self._map_certificates(str(proxy["certificateMap"]))  # "sslCertificates will be ignored"
             if scheme == "https" and not certs:
                 continue
             port = int(str(rule.get("portRange", "80" if scheme == "http" else "443")).split("-")[0])
             listeners[rule["selfLink"]] = ListenerSpec(rule["selfLink"], rule["name"], str(rule.get("IPAddress", "")),
                                                        port, scheme, proxy["selfLink"], url_map, tuple(certs),
                                                        str(rule.get("loadBalancingScheme") or "EXTERNAL"))
-        return Topology(listeners, views, node_ports, neg_pods)
+        return Topology(listeners, views, node_ports, neg_pods, options)
 
     def _neg_backends(self, neg: Obj, neg_pods: dict[tuple[str, str], tuple[str, tuple[Pod, ...]]],
                       spec: Obj | None, pods_by_ip: dict[tuple[str, str], Pod],
@@ -719,19 +732,19 @@ class DataPlane:
                        for f in self._faults)
 
     def _forward(self, backend: Backend, port: int | None, method: str, path: str, host: str, *,
-                 probe: bool = False) -> tuple[int, bytes]:
+                 probe: bool = False, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         if backend.pod is None:
-            return self._node_forward(backend.node, port, method, path, host, probe=probe)
+            return self._node_forward(backend.node, port, method, path, host, probe=probe, headers=headers)
         # Container-native load balancing: straight to the pod, which answers unless it or its node is down.
         pod, node = backend.pod, backend.node
         if self._down(node.cluster, node.zone, "nodes"):
             raise _Unreachable(pod.name)
         if self._down(node.cluster, node.zone, "pods"):
             raise _Refused(pod.name)
-        return 200, _answer(node.cluster, pod, path, host, method)
+        return 200, _answer(node.cluster, pod, path, host, method, headers)
 
     def _node_forward(self, node: NodeRecord, port: int | None, method: str, path: str, host: str, *,
-                      probe: bool = False) -> tuple[int, bytes]:
+                      probe: bool = False, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         """What a node answers on ``port``: kube-proxy forwards to a ready pod of the Service with that node port."""
         if self._down(node.cluster, node.zone, "nodes"):
             raise _Unreachable(node.name)
@@ -745,7 +758,7 @@ class DataPlane:
         if not live:
             raise _Refused(f"{node.name}:{port} has no ready endpoint")
         pod = live[self._next(("pod", node.cluster, port, probe), len(live))]
-        return 200, _answer(node.cluster, pod, path, host, method)
+        return 200, _answer(node.cluster, pod, path, host, method, headers)
 
     def _pick(self, view: ServiceView) -> Backend | None:
         with self._lock:
@@ -821,7 +834,12 @@ class DataPlane:
         with self._lock:
             draw = self._rng.random()
         path_taken = "managed" if migration.serves_managed(spec.rule_scheme, view.migration, draw) else "classic"
-        backend = self._pick(view)
+        inc = incoming()
+        opts = self._topology.options.get(view.url)
+        denied = traffic.armor_status(opts, inc)
+        if denied is not None:  # Cloud Armor answers at the edge: the backend never sees the request
+            return Reply(denied, b"", {"Content-Type": "text/html; charset=UTF-8", PATH_HEADER: path_taken})
+        backend = self._pick_for(view, opts, inc)
         if backend is None:
             return Reply(502, NO_UPSTREAM, {"Content-Type": "text/plain", PATH_HEADER: path_taken})
         cluster = backend.node.cluster
@@ -829,18 +847,82 @@ class DataPlane:
             self._in_flight[cluster] = self._in_flight.get(cluster, 0) + 1
         try:
             delay = _sim_delay(query)
-            if delay:
-                # A slow request, in flight on the backend picked above: a drain (capacityScaler 0) meanwhile
-                # changes which backend new requests get, not this one, which finishes there.
-                time.sleep(delay)
-            status, body = self._forward(backend, backend.port, method, target, host)
+            # A slow request, in flight on the backend picked above: a drain (capacityScaler 0) meanwhile
+            # changes which backend new requests get, not this one, which finishes there; a removal lets it run
+            # for the connection draining timeout only.
+            if delay and not self._hold(delay, view.url, backend, opts):
+                return Reply(502, DRAINED_CUT, {"Content-Type": "text/plain", PATH_HEADER: path_taken})
+            status, body = self._forward(backend, backend.port, method, target, host,
+                                         headers=traffic.request_headers(opts, inc))
         except (_Refused, _Unreachable):
             return Reply(502, CONNECT_ERROR, {"Content-Type": "text/plain", PATH_HEADER: path_taken})
         finally:
             with self._lock:
                 self._in_flight[cluster] -= 1
         return Reply(status, body, {"X-Sim-Backend": f"{backend.node.cluster}/{backend.node.name}",
-                                    PATH_HEADER: path_taken})
+                                    PATH_HEADER: path_taken, **traffic.response_headers(opts, inc),
+                                    **traffic.set_cookie(opts, backend.instance, inc)})
+
+    # --- production options: session affinity, connection draining, certificate maps (see traffic.py) ---------
+
+    def _pick_for(self, view: ServiceView, opts: traffic.ServiceOptions | None, inc: Incoming) -> Backend | None:
+        """The backend for one request: the one its GCLB cookie names or its affinity key hashes to, while that
+        backend is healthy and its group takes traffic; otherwise the balanced pick."""
+        if opts is None or opts.affinity == "NONE":
+            return self._pick(view)
+        with self._lock:
+            health = {inst: h.state for (bs, inst), h in self._health.items() if bs == view.url}
+        capacity = view.capacity or (1.0,) * len(view.groups)
+        candidates = [b for (_g, bs), c in zip(view.groups, capacity, strict=True) if c > 0 for b in bs
+                      if health.get(b.instance) == "HEALTHY"]
+        pinned = traffic.pinned(opts, inc)
+        chosen = next((b for b in candidates if b.instance == pinned), None)
+        if chosen is not None:
+            return chosen
+        key = traffic.affinity_key(opts, inc)
+        if key is not None and candidates:
+            return traffic.consistent_pick(key, candidates, lambda b: b.instance)
+        return self._pick(view)
+
+    def _hold(self, delay: float, service: str, backend: Backend, opts: traffic.ServiceOptions | None) -> bool:
+        """Keep a request in flight on ``backend`` for ``delay`` seconds; ``False`` when the backend was removed from
+        the service meanwhile and the service's connection draining timeout ended first (Google then closes the
+        connection to the backend)."""
+        end = time.monotonic() + delay
+        removed_at: float | None = None
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                return True
+            topology = self._topology
+            if removed_at is None and (service, backend.instance) not in topology.backends():
+                removed_at = now
+            if removed_at is not None:
+                current = topology.options.get(service) or opts
+                deadline = removed_at + (current.draining if current is not None else 0.0)
+                if now >= deadline:
+                    return False
+                end_wait = min(end, deadline)
+            else:
+                end_wait = end
+            time.sleep(max(0.0, min(0.02, end_wait - now)))
+
+    def _map_certificates(self, ref: str) -> list[tuple[str, str]]:
+        """The certificates of a Certificate Manager map, as (certificate PEM, key PEM); managed ones generated."""
+        parts = ref.split("/")
+        if self.certificate_map is None or len(parts) < 9:
+            return []
+        out = []
+        for _hostname, cert in self.certificate_map(parts[4], parts[-1]):
+            if cert.get("pemCertificate") and cert.get("_key"):
+                out.append((str(cert["pemCertificate"]), str(cert["_key"])))
+            elif cert.get("managed"):
+                domains = list(cert["managed"].get("domains") or [])
+                key = (str(cert.get("name")), ",".join(domains))
+                if key not in self._managed:
+                    self._managed[key] = self_signed(domains)
+                out.append(self._managed[key])
+        return out
 
 
 def _probe_port(spec: Obj | None, serving: int) -> int:
@@ -901,10 +983,15 @@ def _sim_delay(query: str) -> float:
     return 0.0
 
 
-def _answer(cluster: str, pod: Pod, path: str, host: str, method: str) -> bytes:
-    """What every simulated pod's app answers (on any path, its readiness path included): who it is."""
-    return json.dumps({"cluster": cluster, "zone": pod.zone, "pod": pod.name, "node": pod.node, "path": path,
-                       "host": host, "method": method}).encode()
+def _answer(cluster: str, pod: Pod, path: str, host: str, method: str,
+            headers: dict[str, str] | None = None) -> bytes:
+    """What every simulated pod's app answers (on any path, its readiness path included): who it is, and the
+    request headers it received (an echo, so custom request headers are observable)."""
+    answer: Obj = {"cluster": cluster, "zone": pod.zone, "pod": pod.name, "node": pod.node, "path": path,
+                   "host": host, "method": method}
+    if headers is not None:
+        answer["headers"] = headers
+    return json.dumps(answer).encode()
 
 
 def _health_params(hc: Obj | None) -> tuple[HealthParams, Obj | None]:

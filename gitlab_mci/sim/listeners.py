@@ -2,7 +2,9 @@
 
 A :class:`Listener` is a small threaded HTTP server; every request is handed to a ``serve`` callback (the data
 plane), which answers status, headers and body. HTTPS listeners pick their certificate per connection (SNI) from a
-callback too, so a proxy's certificates can change without reopening the socket.
+callback too, so a proxy's certificates can change without reopening the socket. What the front end knows about the
+request beyond method, host and path (its headers, the client's address, the TLS version) is :func:`incoming` in
+the serving thread. IPv6 VIPs are served on ``::1``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,28 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+@dataclass(frozen=True)
+class Incoming:
+    """What a front end knows about the request it is serving: headers, client address, TLS parameters."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    client: str = "127.0.0.1"
+    client_port: int = 0
+    protocol: str = "HTTP/1.0"
+    tls_version: str = ""  # "TLSv1.3" …, empty over plain HTTP
+    tls_cipher: str = ""
+    sni: str = ""
+
+
+_current = threading.local()
+
+
+def incoming() -> Incoming:
+    """The request being served in this thread (an empty :class:`Incoming` outside a listener's handler)."""
+    found = getattr(_current, "value", None)
+    return found if isinstance(found, Incoming) else Incoming()
+
+
 @dataclass
 class Reply:
     """What the data plane answers to one request."""
@@ -37,23 +61,28 @@ Serve = Callable[[str, str, str, "Listener"], Reply]
 CertPicker = Callable[[str | None], tuple[str, str] | None]
 
 
-_request = threading.local()
-
-
-def request_headers() -> dict[str, str]:
-    """The headers (lower-case names) of the request the calling ``serve`` callback is answering (route rules'
-    header matches read them); empty outside a request."""
-    return dict(getattr(_request, "headers", {}))
-
-
 def bind_address(vip: str) -> str:
-    """Where a VIP is served: the VIP itself when it is a loopback address, else 127.0.0.1 (never anything else)."""
+    """Where a VIP is served: the VIP itself when it is an IPv4 loopback address, ``::1`` for an IPv6 VIP, else
+    127.0.0.1 (never anything else)."""
     try:
-        if ipaddress.ip_address(vip) in ipaddress.ip_network("127.0.0.0/8"):
+        ip = ipaddress.ip_address(vip)
+        if ip.version == 6:
+            return "::1"
+        if ip in ipaddress.ip_network("127.0.0.0/8"):
             return vip
     except ValueError:
         pass
     return "127.0.0.1"
+
+
+def ipv6_loopback() -> bool:
+    """Whether this machine can listen on ``::1`` (containers without IPv6 cannot)."""
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -66,8 +95,17 @@ class _Handler(BaseHTTPRequestHandler):
         if length:
             self.rfile.read(length)
         listener = self.server.listener
-        _request.headers = {k.lower(): v for k, v in self.headers.items()}
-        reply = listener.serve(self.command, self.headers.get("Host") or "", self.path, listener)
+        tls_version, cipher, sni = "", "", ""
+        if isinstance(self.connection, ssl.SSLSocket):
+            tls_version = self.connection.version() or ""
+            cipher = (self.connection.cipher() or ("",))[0]
+            sni = getattr(self.connection, "sni", "") or ""
+        _current.value = Incoming({k: v for k, v in self.headers.items()}, str(self.client_address[0]),
+                                  int(self.client_address[1]), self.request_version, tls_version, cipher, sni)
+        try:
+            reply = listener.serve(self.command, self.headers.get("Host") or "", self.path, listener)
+        finally:
+            _current.value = None
         self.send_response(reply.status)
         headers = {"Content-Type": "application/json", **reply.headers, "Content-Length": str(len(reply.body)),
                    "Via": "1.1 google"}
@@ -89,6 +127,8 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], listener: Listener) -> None:
         self.listener = listener
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
 
     def get_request(self) -> tuple[Any, Any]:
@@ -132,7 +172,7 @@ class Listener:
     @property
     def url(self) -> str:
         host, port = self.address
-        return f"{self.scheme}://{host}:{port}"
+        return f"{self.scheme}://[{host}]:{port}" if ":" in host else f"{self.scheme}://{host}:{port}"
 
     def close(self) -> None:
         self._httpd.shutdown()
@@ -154,6 +194,8 @@ class Listener:
                 os.unlink(path)
 
     def _sni(self, sock: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+        with contextlib.suppress(AttributeError):
+            sock.sni = server_name or ""  # type: ignore[union-attr]  # for {tls_sni_hostname}
         pair = self._certs(server_name) if self._certs else None
         if pair is None:
             return None

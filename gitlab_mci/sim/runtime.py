@@ -87,6 +87,14 @@ class Simulator:
                                          delay=self.mci.delay)
         self._gkehub_server = SimServer(self.gkehub.handle, service="gkehub", journal=self.journal,
                                         faults=self.faults, host=host)
+        # Certificate Manager: its own API (certificate maps a target HTTPS proxy references).
+        from gitlab_mci.sim.certmanager import CertificateManagerEmulator
+
+        self.certmanager = CertificateManagerEmulator((spec.project, str(spec.project_number)))
+        self.certmanager.map_users = self.compute.certificate_map_users
+        self.compute.certificate_map_exists = self.certmanager.map_exists
+        self._certmanager_server = SimServer(self.certmanager.handle, service="certificatemanager",
+                                             journal=self.journal, faults=self.faults, host=host)
         # The load balancers' data plane: listeners on loopback, routing, health checks, fail/heal.
         from gitlab_mci.sim.dataplane import DataPlane
 
@@ -97,6 +105,8 @@ class Simulator:
 
         self.negs = NegController(spec, self.records, self.clusters, self.compute, self.dataplane,
                                   delay=spec.neg_delay)
+        self.dataplane.certificate_map = self.certmanager.map_certificates
+        self.dataplane.certificate_map_revision = self.certmanager.revision
         self._state_dir: Path | None = None
         self.started_at = 0.0
 
@@ -107,6 +117,7 @@ class Simulator:
         for server in self._kube_servers.values():
             server.start()
         self._gkehub_server.start()
+        self._certmanager_server.start()
         self.mci.start()
         self.mcs.start()
         self.gateway.start()
@@ -122,6 +133,7 @@ class Simulator:
         self.mcs.stop()
         self.mci.stop()
         self._gkehub_server.stop()
+        self._certmanager_server.stop()
         for server in self._kube_servers.values():
             server.stop()
         self._compute_server.stop()
@@ -142,6 +154,10 @@ class Simulator:
     def gkehub_url(self) -> str:
         return self._gkehub_server.url
 
+    @property
+    def certmanager_url(self) -> str:
+        return self._certmanager_server.url
+
     def kube_url(self, cluster: str) -> str:
         return self._kube_servers[cluster].url
 
@@ -155,6 +171,7 @@ class Simulator:
         env = {
             "GITLAB_MCI_COMPUTE_ENDPOINT": self.compute_url,
             "GITLAB_MCI_GKEHUB_ENDPOINT": self.gkehub_url,
+            "GITLAB_MCI_CERTIFICATEMANAGER_ENDPOINT": self.certmanager_url,
             "GOOGLE_CLOUD_PROJECT": self.spec.project,
         }
         if files is not None:
@@ -222,6 +239,7 @@ class Simulator:
             "[api_endpoint_overrides]\n"
             f"compute = {self.compute_url}/compute/v1/\n"
             f"gkehub = {self.gkehub_url}/\n"
+            f"certificatemanager = {self.certmanager_url}/\n"
             "[component_manager]\n"
             "disable_update_check = True\n"
         )

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gitlab_mci.sim.compute import batch, discovery, migration
+from gitlab_mci.sim.compute import batch, discovery, features, migration
 from gitlab_mci.sim.compute.discovery import PREFIX, Method, ValidationError
 from gitlab_mci.sim.compute.filters import FilterError, compile_filter
 from gitlab_mci.sim.compute.kinds import COLLECTIONS, GLOBAL_SEGMENTS, OUTPUT_ONLY, ZONAL_SEGMENTS, Collection, Ref
@@ -86,6 +86,9 @@ class ComputeEmulator:
         self.managed_cert_delay = managed_cert_delay
         self.health_provider: HealthProvider | None = None
         self._pool = ipaddress.ip_network(address_pool).hosts()
+        self._pool6 = ipaddress.ip_network(features.IPV6_POOL).hosts()  # IPv6 VIPs, served on ::1
+        # Certificate Manager (a separate API): whether projects/P/locations/global/certificateMaps/M exists.
+        self.certificate_map_exists: Callable[[str, str], bool] | None = None
         self._lock = threading.RLock()
         self._projects: dict[str, int] = {}
         self._store: dict[tuple[str, str, str], dict[str, Obj]] = {}  # (collection, project, zone|"") -> name -> obj
@@ -295,7 +298,7 @@ class ComputeEmulator:
             obj.setdefault("labels", {})
             obj["labelFingerprint"] = _fingerprint()
         if coll.name == "globalAddresses" and "address" not in obj:
-            obj["address"] = str(next(self._pool))
+            obj["address"] = str(next(self._pool6 if obj.get("ipVersion") == "IPV6" else self._pool))
         if coll.name == "sslCertificates":
             obj["_created"] = time.time()
             if obj.get("type", "SELF_MANAGED") == "SELF_MANAGED":
@@ -536,6 +539,7 @@ class ComputeEmulator:
         url = self._url(coll, project, zone, new_name)
         if new_name in self._bucket(coll, project, zone) or url in self._pending:
             raise ApiError(409, f"The resource '{self._relative(url)}' already exists", "alreadyExists")
+        body = features.strip_output_only(body, coll.extra.get("output_only", ()), None)
         self._validate_semantics(coll, body, project)
         obj = self._materialize(coll, project, zone, body)
         self._after_materialize(coll, obj, project)
@@ -574,6 +578,7 @@ class ComputeEmulator:
         if body.get("name", name) != name:
             raise ApiError(400, f"Invalid value for field 'resource.name': '{body.get('name')}'. The name of a "
                            "resource cannot be changed.", "invalid")
+        body = features.strip_output_only(body, coll.extra.get("output_only", ()), current)
         base = {k: v for k, v in current.items() if k.startswith("_") or k in OUTPUT_ONLY}
         merged = _merge(copy.deepcopy(current), body) if merge else {**base, **body, "name": name}
         self._validate_semantics(coll, merged, project)
@@ -605,6 +610,7 @@ class ComputeEmulator:
     # --- per-kind semantics --------------------------------------------------------------------------------------
 
     def _validate_semantics(self, coll: Collection, body: Obj, project: str) -> None:
+        self._validate_features(coll, body)
         if coll.name == "backendServices":
             for i, b in enumerate(body.get("backends") or []):
                 group = b.get("group", "")
@@ -643,7 +649,8 @@ class ComputeEmulator:
                 address = self._address_by_url(ip)
                 obj["IPAddress"] = address["address"] if address else ip
             elif not ip:
-                obj["IPAddress"] = str(next(self._pool))
+                obj["IPAddress"] = str(next(self._pool6 if obj.get("ipVersion") == "IPV6" else self._pool))
+            self._rule_ip_version(obj)
 
     def _check_migration(self, coll: Collection, current: Obj | None, new: Obj, project: str) -> None:
         """The classic → global external ALB migration rules and scheme compatibility (see migration.py)."""
@@ -884,6 +891,186 @@ class ComputeEmulator:
                 ip = (inst.get("networkInterfaces") or [{}])[0].get("networkIP", "")
                 statuses.append({"instance": url, "ipAddress": ip, "port": port, "healthState": "HEALTHY"})
         return Response(200, {"kind": "compute#backendServiceGroupHealth", "healthStatus": statuses})
+
+    # --- production load balancer features: Cloud Armor, SSL policies, certificate maps, QUIC, IPv6 -------------
+    # The rules themselves are in features.py (facts and sources: docs/simulator-features.md).
+
+    def _validate_features(self, coll: Collection, body: Obj) -> None:
+        try:
+            if coll.name == "backendServices":
+                features.check_backend_service(body)
+            elif coll.name == "securityPolicies":
+                features.check_security_policy(body)
+            elif coll.name == "sslPolicies":
+                features.check_ssl_policy(body)
+            elif coll.name == "targetHttpsProxies":
+                features.check_https_proxy(body, self.certificate_map_exists)
+            elif coll.name == "globalAddresses":
+                features.check_address(body)
+        except features.FeatureError as exc:
+            raise ApiError(exc.status, str(exc), exc.reason) from None
+
+    def _rule_ip_version(self, rule: Obj) -> None:
+        """A forwarding rule's ipVersion: as given (it must match its IP address) or the IP address's."""
+        try:
+            ip = ipaddress.ip_address(str(rule.get("IPAddress") or ""))
+        except ValueError:
+            return
+        actual = "IPV6" if ip.version == 6 else "IPV4"
+        try:
+            features.check_forwarding_rule_ip(rule, actual)
+        except features.FeatureError as exc:
+            raise ApiError(exc.status, str(exc), exc.reason) from None
+        rule["ipVersion"] = actual
+
+    def certificate_map_users(self, project: str, name: str) -> list[str]:
+        """Target HTTPS proxies that use a Certificate Manager map (Certificate Manager refuses to delete it)."""
+        wanted = f"//certificatemanager.googleapis.com/projects/{project}/locations/global/certificateMaps/{name}"
+        with self._lock:
+            self._settle()
+            return sorted(o["selfLink"] for (c, _, _), b in self._store.items() if c == "targetHttpsProxies"
+                          for o in b.values() if o.get("certificateMap") == wanted)
+
+    def _set_policy(self, req: Request, coll: Collection, project: str, zone: str | None, name: str, op: str,
+                    field_name: str, value: Any, policy_type: str | None = None) -> Response:
+        """setSecurityPolicy, setEdgeSecurityPolicy, setSslPolicy: a reference to an existing policy, or none."""
+        current = self._lookup(coll, project, zone, name)
+        resolved: str | None = None
+        if value:
+            ref = next(r for r in coll.refs if r.path == field_name)
+            resolved = self._canonical_ref(value, ref, project)
+            policy = self._by_url(str(resolved))
+            if policy_type is not None and policy is not None and policy.get("type", "CLOUD_ARMOR") != policy_type:
+                raise ApiError(400, f"Invalid value for field '{field_name}': '{value}'. {op} takes a security "
+                               f"policy of type {policy_type}, not {policy.get('type', 'CLOUD_ARMOR')}.", "invalid")
+
+        def apply() -> None:
+            if resolved is None:
+                current.pop(field_name, None)
+            else:
+                current[field_name] = resolved
+            if "fingerprint" in current:
+                current["fingerprint"] = _fingerprint()
+
+        return self._start(req, op, coll, project, zone, name, apply, current["id"])
+
+    def _m_setSecurityPolicy(self, req: Request, coll: Collection, project: str, zone: str | None,
+                             name: str, body: Obj) -> Response:
+        return self._set_policy(req, coll, project, zone, name, "setSecurityPolicy", "securityPolicy",
+                                body.get("securityPolicy"), "CLOUD_ARMOR")
+
+    def _m_setEdgeSecurityPolicy(self, req: Request, coll: Collection, project: str, zone: str | None,
+                                 name: str, body: Obj) -> Response:
+        return self._set_policy(req, coll, project, zone, name, "setEdgeSecurityPolicy", "edgeSecurityPolicy",
+                                body.get("securityPolicy"), "CLOUD_ARMOR_EDGE")
+
+    def _m_setSslPolicy(self, req: Request, coll: Collection, project: str, zone: str | None,
+                        name: str, body: Obj) -> Response:
+        return self._set_policy(req, coll, project, zone, name, "setSslPolicy", "sslPolicy", body.get("sslPolicy"))
+
+    def _m_setCertificateMap(self, req: Request, coll: Collection, project: str, zone: str | None,
+                             name: str, body: Obj) -> Response:
+        current = self._lookup(coll, project, zone, name)
+        value = body.get("certificateMap")
+        if value:
+            try:
+                value = features.check_certificate_map(value, self.certificate_map_exists, prefix="")
+            except features.FeatureError as exc:
+                raise ApiError(exc.status, str(exc), exc.reason) from None
+
+        def apply() -> None:
+            if value:
+                current["certificateMap"] = value
+            else:
+                current.pop("certificateMap", None)
+            current["fingerprint"] = _fingerprint()
+
+        return self._start(req, "setCertificateMap", coll, project, zone, name, apply, current["id"])
+
+    def _m_setQuicOverride(self, req: Request, coll: Collection, project: str, zone: str | None,
+                           name: str, body: Obj) -> Response:
+        current = self._lookup(coll, project, zone, name)
+        value = body.get("quicOverride") or "NONE"
+
+        def apply() -> None:
+            current["quicOverride"] = value
+            current["fingerprint"] = _fingerprint()
+
+        return self._start(req, "setQuicOverride", coll, project, zone, name, apply, current["id"])
+
+    def _rule_priority(self, req: Request) -> int:
+        return int(req.param("priority") or 0)
+
+    def _m_addRule(self, req: Request, coll: Collection, project: str, zone: str | None, name: str,
+                   body: Obj) -> Response:
+        policy = self._lookup(coll, project, zone, name)
+        rule = copy.deepcopy(body)
+        rule.setdefault("priority", 0)
+        try:
+            features.check_rule(rule)
+        except features.FeatureError as exc:
+            raise ApiError(exc.status, str(exc), exc.reason) from None
+        if any(int(r.get("priority", 0)) == int(rule["priority"]) for r in policy.get("rules") or []):
+            raise ApiError(400, f"Invalid value for field 'resource.priority': '{rule['priority']}'. A rule with "
+                           "this priority already exists in the security policy.", "invalid")
+
+        def apply() -> None:
+            policy.setdefault("rules", []).append(rule)
+            features.security_policy_defaults(policy)
+            policy["fingerprint"] = _fingerprint()
+
+        return self._start(req, "addSecurityPolicyRule", coll, project, zone, name, apply, policy["id"])
+
+    def _policy_rule(self, policy: Obj, priority: int) -> Obj:
+        rule: Obj | None = next((r for r in policy.get("rules") or [] if int(r.get("priority", 0)) == priority),
+                                None)
+        if rule is None:
+            raise ApiError(400, f"Invalid value for field 'priority': '{priority}'. The security policy has no "
+                           "rule with this priority.", "invalid")
+        return rule
+
+    def _m_getRule(self, req: Request, coll: Collection, project: str, zone: str | None, name: str,
+                   body: Obj) -> Response:
+        policy = self._lookup(coll, project, zone, name)
+        return Response(200, copy.deepcopy(self._policy_rule(policy, self._rule_priority(req))))
+
+    def _m_patchRule(self, req: Request, coll: Collection, project: str, zone: str | None, name: str,
+                     body: Obj) -> Response:
+        policy = self._lookup(coll, project, zone, name)
+        priority = self._rule_priority(req)
+        rule = self._policy_rule(policy, priority)
+        merged = _merge(copy.deepcopy(rule), body)
+        try:
+            features.check_rule(merged)
+            others = [r for r in policy.get("rules") or [] if r is not rule]
+            features.check_security_policy({**policy, "rules": [*others, merged]})
+        except features.FeatureError as exc:
+            raise ApiError(exc.status, str(exc), exc.reason) from None
+        if priority == features.DEFAULT_RULE_PRIORITY and int(merged["priority"]) != priority:
+            raise ApiError(400, "Invalid value for field 'resource.priority': the default rule keeps priority "
+                           f"{priority}.", "invalid")
+
+        def apply() -> None:
+            policy["rules"] = [merged if r is rule else r for r in policy.get("rules") or []]
+            features.security_policy_defaults(policy)
+            policy["fingerprint"] = _fingerprint()
+
+        return self._start(req, "patchSecurityPolicyRule", coll, project, zone, name, apply, policy["id"])
+
+    def _m_removeRule(self, req: Request, coll: Collection, project: str, zone: str | None, name: str,
+                      body: Obj) -> Response:
+        policy = self._lookup(coll, project, zone, name)
+        priority = self._rule_priority(req)
+        rule = self._policy_rule(policy, priority)
+        if priority == features.DEFAULT_RULE_PRIORITY:
+            raise ApiError(400, f"Invalid value for field 'priority': '{priority}'. The default rule of a security "
+                           "policy cannot be removed.", "invalid")
+
+        def apply() -> None:
+            policy["rules"] = [r for r in policy.get("rules") or [] if r is not rule]
+            policy["fingerprint"] = _fingerprint()
+
+        return self._start(req, "removeSecurityPolicyRule", coll, project, zone, name, apply, policy["id"])
 
 
 def _check_neg_backends(backends: list[Obj]) -> None:

@@ -41,6 +41,9 @@ def _backend_service_defaults(obj: Obj) -> None:
                  connectionDraining={"drainingTimeoutSec": 0}, healthChecks=[], backends=[])
     for b in obj["backends"]:
         _setdefaults(b, balancingMode="UTILIZATION", capacityScaler=1)
+    from gitlab_mci.sim.compute import features
+
+    features.backend_service_defaults(obj)
 
 
 def _health_check_defaults(obj: Obj) -> None:
@@ -53,7 +56,8 @@ def _health_check_defaults(obj: Obj) -> None:
 
 
 def _forwarding_rule_defaults(obj: Obj) -> None:
-    _setdefaults(obj, IPProtocol="TCP", loadBalancingScheme="EXTERNAL", networkTier="PREMIUM", ipVersion="IPV4")
+    _setdefaults(obj, IPProtocol="TCP", loadBalancingScheme="EXTERNAL", networkTier="PREMIUM")
+    # ipVersion follows the rule's IP address when not given (set once the address is resolved, see features).
     pr = obj.get("portRange")
     if pr and "-" not in str(pr):
         obj["portRange"] = f"{pr}-{pr}"
@@ -72,6 +76,22 @@ def _ssl_defaults(obj: Obj) -> None:
     _setdefaults(obj, type="SELF_MANAGED")
 
 
+def _security_policy_defaults(obj: Obj) -> None:
+    from gitlab_mci.sim.compute import features
+
+    features.security_policy_defaults(obj)
+
+
+def _ssl_policy_defaults(obj: Obj) -> None:
+    from gitlab_mci.sim.compute import features
+
+    features.ssl_policy_defaults(obj)
+
+
+def _https_proxy_defaults(obj: Obj) -> None:
+    _setdefaults(obj, quicOverride="NONE")
+
+
 COLLECTIONS: dict[str, Collection] = {c.name: c for c in (
     Collection("globalAddresses", "addresses", "Address", in_use_name="address", defaults=_address_defaults,
                implemented=frozenset({"insert", "get", "list", "delete", "setLabels", "aggregatedList"})),
@@ -82,9 +102,14 @@ COLLECTIONS: dict[str, Collection] = {c.name: c for c in (
     Collection("backendServices", "backendServices", "BackendService", in_use_name="backend_service",
                defaults=_backend_service_defaults,
                refs=(Ref("healthChecks[]", ("healthChecks",)),
-                     Ref("backends[].group", ("instanceGroups", "networkEndpointGroups"))),
+                     Ref("backends[].group", ("instanceGroups", "networkEndpointGroups")),
+                     Ref("securityPolicy", ("securityPolicies",)),
+                     Ref("edgeSecurityPolicy", ("securityPolicies",))),
                implemented=frozenset({"insert", "get", "list", "delete", "patch", "update", "getHealth",
-                                      "aggregatedList"})),
+                                      "aggregatedList", "setSecurityPolicy", "setEdgeSecurityPolicy"}),
+               # "[Output Only]" in the discovery document: set with setSecurityPolicy/setEdgeSecurityPolicy (as
+               # gcloud and Terraform's provider do); a value sent in insert/patch/update is ignored.
+               extra={"output_only": ("securityPolicy", "edgeSecurityPolicy")}),
     Collection("urlMaps", "urlMaps", "UrlMap", in_use_name="url_map",
                refs=(Ref("defaultService", ("backendServices",)),
                      Ref("pathMatchers[].defaultService", ("backendServices",)),
@@ -93,9 +118,12 @@ COLLECTIONS: dict[str, Collection] = {c.name: c for c in (
                refs=(Ref("urlMap", ("urlMaps",)),),
                implemented=frozenset({"insert", "get", "list", "delete", "patch", "setUrlMap", "aggregatedList"})),
     Collection("targetHttpsProxies", "targetHttpsProxies", "TargetHttpsProxy", in_use_name="target_https_proxy",
-               refs=(Ref("urlMap", ("urlMaps",)), Ref("sslCertificates[]", ("sslCertificates",))),
+               defaults=_https_proxy_defaults,
+               refs=(Ref("urlMap", ("urlMaps",)), Ref("sslCertificates[]", ("sslCertificates",)),
+                     Ref("sslPolicy", ("sslPolicies",))),
                implemented=frozenset({"insert", "get", "list", "delete", "patch", "setUrlMap",
-                                      "setSslCertificates", "aggregatedList"})),
+                                      "setSslCertificates", "aggregatedList", "setSslPolicy", "setCertificateMap",
+                                      "setQuicOverride"})),
     Collection("sslCertificates", "sslCertificates", "SslCertificate", in_use_name="ssl_certificate",
                defaults=_ssl_defaults, implemented=frozenset({"insert", "get", "list", "delete", "aggregatedList"})),
     Collection("globalForwardingRules", "forwardingRules", "ForwardingRule", in_use_name="forwarding_rule",
@@ -104,6 +132,12 @@ COLLECTIONS: dict[str, Collection] = {c.name: c for c in (
                      Ref("IPAddress", ("globalAddresses",))),
                implemented=frozenset({"insert", "get", "list", "delete", "patch", "setTarget", "setLabels",
                                       "aggregatedList"})),
+    Collection("securityPolicies", "securityPolicies", "SecurityPolicy", in_use_name="security_policy",
+               defaults=_security_policy_defaults,
+               implemented=frozenset({"insert", "get", "list", "delete", "patch", "aggregatedList", "addRule",
+                                      "getRule", "patchRule", "removeRule", "setLabels"})),
+    Collection("sslPolicies", "sslPolicies", "SslPolicy", in_use_name="ssl_policy", defaults=_ssl_policy_defaults,
+               implemented=frozenset({"insert", "get", "list", "delete", "patch", "aggregatedList"})),
     Collection("networks", "networks", "Network", in_use_name="network",
                implemented=frozenset({"insert", "get", "list", "delete"})),
     Collection("instances", "instances", "Instance", zonal=True, in_use_name="instance",
