@@ -381,3 +381,45 @@ def test_an_ipv6_address_gets_its_own_forwarding_rule_beside_the_ipv4_one(fsim: 
     with pytest.raises(gexc.BadRequest, match=r"'resource\.networkTier'"):
         c.client(compute_v1.GlobalAddressesClient).insert(project=P, address_resource=compute_v1.Address(
             name="ft-v6-std", ip_version="IPV6", network_tier="STANDARD"))
+
+
+def test_gcloud_sets_every_option_on_a_backend_service_and_https_proxy_and_reads_them_back(
+        fsim: RunningSim) -> None:
+    https_proxy(fsim, "ft-gc")
+    gcloud(fsim, "compute", "security-policies", "create", "ft-gc-armor")
+    gcloud(fsim, "compute", "ssl-policies", "create", "ft-gc-tls", "--profile", "RESTRICTED", "--min-tls-version",
+           "1.2")
+    gcloud(fsim, "certificate-manager", "maps", "create", "ft-gc-map")
+    gcloud(fsim, "compute", "backend-services", "update", "ft-gc", "--global", "--security-policy", "ft-gc-armor")
+    # gcloud's update reads the resource and PUTs it back whole: the IAP secret's hash must survive that.
+    gcloud(fsim, "compute", "backend-services", "update", "ft-gc", "--global",
+           "--session-affinity", "GENERATED_COOKIE", "--affinity-cookie-ttl", "300",
+           "--connection-draining-timeout", "120", "--custom-request-header", "X-Client-Region: {client_region}",
+           "--custom-response-header", "X-Frame-Options: DENY", "--enable-logging", "--logging-sample-rate", "0.5",
+           "--iap", "enabled,oauth2-client-id=cid,oauth2-client-secret=sec", "--enable-cdn",
+           "--cache-mode", "FORCE_CACHE_ALL", "--default-ttl", "600")
+    gcloud(fsim, "compute", "backend-services", "update", "ft-gc", "--global", "--timeout", "40")
+    gcloud(fsim, "compute", "target-https-proxies", "update", "ft-gc", "--ssl-policy", "ft-gc-tls")
+    gcloud(fsim, "compute", "target-https-proxies", "update", "ft-gc", "--quic-override", "DISABLE")
+    gcloud(fsim, "compute", "target-https-proxies", "update", "ft-gc", "--certificate-map", "ft-gc-map")
+
+    bs = json.loads(gcloud(fsim, "compute", "backend-services", "describe", "ft-gc", "--global",
+                           "--format=json").stdout)
+    assert bs["securityPolicy"].endswith("/securityPolicies/ft-gc-armor")
+    assert (bs["sessionAffinity"], bs["affinityCookieTtlSec"], bs["timeoutSec"]) == ("GENERATED_COOKIE", 300, 40)
+    assert bs["connectionDraining"] == {"drainingTimeoutSec": 120}
+    assert bs["customRequestHeaders"] == ["X-Client-Region: {client_region}"]
+    assert bs["customResponseHeaders"] == ["X-Frame-Options: DENY"]
+    assert bs["logConfig"]["enable"] is True and bs["logConfig"]["sampleRate"] == 0.5
+    assert bs["iap"] == {"enabled": True, "oauth2ClientId": "cid",
+                         "oauth2ClientSecretSha256": hashlib.sha256(b"sec").hexdigest()}
+    assert bs["enableCDN"] is True and bs["cdnPolicy"]["cacheMode"] == "FORCE_CACHE_ALL"
+    assert bs["cdnPolicy"]["defaultTtl"] == 600
+    proxy = json.loads(gcloud(fsim, "compute", "target-https-proxies", "describe", "ft-gc",
+                              "--format=json").stdout)
+    assert proxy["sslPolicy"].endswith("/sslPolicies/ft-gc-tls") and proxy["quicOverride"] == "DISABLE"
+    assert proxy["certificateMap"] == (f"//certificatemanager.googleapis.com/projects/{P}/locations/global/"
+                                       "certificateMaps/ft-gc-map")
+    # Policies in use are not deleted; gcloud shows Compute's reason.
+    err = gcloud(fsim, "compute", "security-policies", "delete", "ft-gc-armor", ok=False).stderr
+    assert "already being used by" in err

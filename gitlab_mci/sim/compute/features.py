@@ -419,13 +419,17 @@ def parse_headers(headers: list[str]) -> list[tuple[str, str]]:
 
 # --- target HTTPS proxies, addresses, forwarding rules --------------------------------------------------------------
 
-CERT_MAP_RE = re.compile(r"^//certificatemanager\.googleapis\.com/projects/(?P<project>[^/]+)/locations/"
-                         r"(?P<location>[^/]+)/certificateMaps/(?P<name>[^/]+)$")
+CERT_MAP_RE = re.compile(r"^(?://certificatemanager\.googleapis\.com/|https?://[^/]+/(?:v1/)?)projects/(?P<project>[^/]+)/"
+                         r"locations/(?P<location>[^/]+)/certificateMaps/(?P<name>[^/]+)$")
 
 
 def check_certificate_map(value: Any, exists: Callable[[str, str], bool] | None, field: str = "certificateMap",
                           prefix: str = "resource.") -> str:
-    """A proxy's certificate map reference: Google's accepted format, naming a map that exists (404 otherwise)."""
+    """A proxy's certificate map reference, naming a map that exists (404 otherwise), in the documented form.
+
+    Accepted: the documented ``//certificatemanager.googleapis.com/projects/…`` and the API URL gcloud sends
+    (``https://certificatemanager.googleapis.com/v1/projects/…``, its self link; any host, for endpoint overrides).
+    Stored: the documented form."""
     m = CERT_MAP_RE.match(str(value or ""))
     if not m:
         raise FeatureError(f"Invalid value for field '{prefix}{field}': '{value}'. Accepted format is "
@@ -437,12 +441,14 @@ def check_certificate_map(value: Any, exists: Callable[[str, str], bool] | None,
     if exists is not None and not exists(m.group("project"), m.group("name")):
         raise FeatureError(f"The resource 'projects/{m.group('project')}/locations/global/certificateMaps/"
                            f"{m.group('name')}' was not found", "notFound", 404)
-    return str(value)
+    return f"//certificatemanager.googleapis.com/projects/{m.group('project')}/locations/global/certificateMaps/" \
+           f"{m.group('name')}"
 
 
 def check_https_proxy(body: Obj, exists: Callable[[str, str], bool] | None) -> None:
+    """A target HTTPS proxy's certificate map (normalized in ``body`` to the documented form)."""
     if body.get("certificateMap"):
-        check_certificate_map(body["certificateMap"], exists)
+        body["certificateMap"] = check_certificate_map(body["certificateMap"], exists)
 
 
 def strip_output_only(body: Obj, fields: tuple[str, ...], current: Obj | None) -> Obj:
