@@ -265,3 +265,44 @@ def test_an_https_proxy_with_a_certificate_map_serves_the_maps_certificates_and_
 
     seen = eventually(tls_headers)
     assert seen["X-TLS"].startswith("TLSv1.") and seen["X-SNI"] == "shop.example.com"
+
+
+def managed_chain(world: RunningSim, **fields: Any) -> str:
+    """A global external Application Load Balancer (EXTERNAL_MANAGED) over the classic chain's instance groups and
+    health check, on its own address: the serving URL."""
+    serving(world)
+    classic = backend_service(world)
+    bss = client(world, compute_v1.BackendServicesClient)
+    wait(world, bss.insert_unary(project=P, backend_service_resource=compute_v1.BackendService(
+        name="shop-managed", load_balancing_scheme="EXTERNAL_MANAGED", protocol="HTTP", port_name=classic.port_name,
+        health_checks=list(classic.health_checks), backends=[compute_v1.Backend(group=b.group, balancing_mode="RATE",
+                                                                                max_rate_per_instance=100)
+                                                             for b in classic.backends], **fields)))
+    ums = client(world, compute_v1.UrlMapsClient)
+    wait(world, ums.insert_unary(project=P, url_map_resource=compute_v1.UrlMap(
+        name="shop-managed", default_service=bss.get(project=P, backend_service="shop-managed").self_link)))
+    proxies = client(world, compute_v1.TargetHttpProxiesClient)
+    wait(world, proxies.insert_unary(project=P, target_http_proxy_resource=compute_v1.TargetHttpProxy(
+        name="shop-managed", url_map=ums.get(project=P, url_map="shop-managed").self_link)))
+    rules = client(world, compute_v1.GlobalForwardingRulesClient)
+    wait(world, rules.insert_unary(project=P, forwarding_rule_resource=compute_v1.ForwardingRule(
+        name="shop-managed", load_balancing_scheme="EXTERNAL_MANAGED", port_range="80",
+        target=proxies.get(project=P, target_http_proxy="shop-managed").self_link)))
+    vip = rules.get(project=P, forwarding_rule="shop-managed").I_p_address
+    assert world.sim.dataplane.wait_health("HEALTHY", timeout=10)
+    return world.sim.dataplane.url_for(vip, 80)
+
+
+def test_header_field_affinity_on_the_global_external_alb_sends_one_users_requests_to_one_backend(
+        world: RunningSim) -> None:
+    url = managed_chain(world, session_affinity="HEADER_FIELD", locality_lb_policy="RING_HASH",
+                        consistent_hash=compute_v1.ConsistentHashLoadBalancerSettings(http_header_name="X-User"))
+    by_user = {}
+    for user in ("ana", "bo", "chen", "dee", "eli", "fay"):
+        seen = {requests.get(f"{url}/", headers={"X-User": user}, timeout=5).headers["X-Sim-Backend"]
+                for _ in range(4)}
+        assert len(seen) == 1, (user, seen)
+        by_user[user] = seen.pop()
+    assert len(set(by_user.values())) > 1, by_user
+    # Without the header: balanced.
+    assert len({requests.get(f"{url}/", timeout=5).headers["X-Sim-Backend"] for _ in range(8)}) > 1
