@@ -221,6 +221,8 @@ class DataPlane:
         # Certificate Manager: (hostname or "", certificate) of a map's entries, and a revision to watch.
         self.certificate_map: Callable[[str, str], list[tuple[str, Obj]]] | None = None
         self.certificate_map_revision: Callable[[], int] = lambda: 0
+        # Cloud CDN: (backend service URL, host, path) -> (stored at, status, body, backend header)
+        self._cdn: dict[tuple[str, str, str], tuple[float, int, bytes, str]] = {}
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -774,6 +776,15 @@ class DataPlane:
         path_taken = "managed" if migration.serves_managed(spec.rule_scheme, view.migration, draw) else "classic"
         inc = incoming()
         opts = self._topology.options.get(view.url)
+        denied = traffic.armor_status(opts, inc, edge=True)
+        if denied is not None:
+            return Reply(denied, b"", {"Content-Type": "text/html; charset=UTF-8", PATH_HEADER: path_taken})
+        cache = traffic.cache_status(opts, method, target)
+        hit = self._cdn_lookup(view.url, host, target) if cache == "miss" and opts is not None else None
+        if hit is not None:
+            age = str(int(hit[1]))
+            return Reply(hit[0].status, hit[0].body, {**hit[0].headers, PATH_HEADER: path_taken, "Age": age,
+                                                      **traffic.response_headers(opts, inc, "hit")})
         denied = traffic.armor_status(opts, inc)
         if denied is not None:  # Cloud Armor answers at the edge: the backend never sees the request
             return Reply(denied, b"", {"Content-Type": "text/html; charset=UTF-8", PATH_HEADER: path_taken})
@@ -797,11 +808,27 @@ class DataPlane:
         finally:
             with self._lock:
                 self._in_flight[cluster] -= 1
-        return Reply(status, body, {"X-Sim-Backend": f"{backend.node.cluster}/{backend.node.name}",
-                                    PATH_HEADER: path_taken, **traffic.response_headers(opts, inc),
+        served = f"{backend.node.cluster}/{backend.node.name}"
+        if cache == "miss" and status == 200 and opts is not None:
+            with self._lock:
+                self._cdn[(view.url, host, target)] = (time.monotonic(), status, body, served)
+        return Reply(status, body, {"X-Sim-Backend": served, PATH_HEADER: path_taken,
+                                    **traffic.response_headers(opts, inc, cache),
                                     **traffic.set_cookie(opts, backend.instance, inc)})
 
     # --- production options: session affinity, connection draining, certificate maps (see traffic.py) ---------
+
+    def _cdn_lookup(self, service: str, host: str, target: str) -> tuple[Reply, float] | None:
+        """A fresh cached answer (and its age) for this URL, within the service's default TTL."""
+        opts = self._topology.options.get(service)
+        with self._lock:
+            entry = self._cdn.get((service, host, target))
+        if entry is None or opts is None:
+            return None
+        age = time.monotonic() - entry[0]
+        if age >= opts.cdn_ttl:
+            return None
+        return Reply(entry[1], entry[2], {"X-Sim-Backend": entry[3]}), age
 
     def _pick_for(self, view: ServiceView, opts: traffic.ServiceOptions | None, inc: Incoming) -> Backend | None:
         """The backend for one request: the one its GCLB cookie names or its affinity key hashes to, while that

@@ -43,6 +43,9 @@ class ServiceOptions:
     response_headers: tuple[str, ...] = ()
     draining: float = 0.0  # connectionDraining.drainingTimeoutSec
     armor: Obj = field(default_factory=dict)  # the attached Cloud Armor policy (empty: none)
+    edge_armor: Obj = field(default_factory=dict)  # the edge security policy: evaluated before the cache
+    cdn_mode: str = ""  # cdnPolicy.cacheMode when enableCDN, else ""
+    cdn_ttl: float = 0.0  # cdnPolicy.defaultTtl
 
 
 def options(service: Obj, policies: dict[str, Obj]) -> ServiceOptions:
@@ -57,18 +60,45 @@ def options(service: Obj, policies: dict[str, Obj]) -> ServiceOptions:
         response_headers=tuple(service.get("customResponseHeaders") or ()),
         draining=float((service.get("connectionDraining") or {}).get("drainingTimeoutSec") or 0),
         armor=policies.get(str(service.get("securityPolicy") or ""), {}),
+        edge_armor=policies.get(str(service.get("edgeSecurityPolicy") or ""), {}),
+        cdn_mode=str((service.get("cdnPolicy") or {}).get("cacheMode") or "CACHE_ALL_STATIC")
+        if service.get("enableCDN") else "",
+        cdn_ttl=float((service.get("cdnPolicy") or {}).get("defaultTtl") or 3600),
     )
 
 
-def armor_status(opts: ServiceOptions | None, incoming: Incoming) -> int | None:
-    """The status Cloud Armor answers this request with, or ``None`` to let it through."""
-    if opts is None or not opts.armor:
+def armor_status(opts: ServiceOptions | None, incoming: Incoming, *, edge: bool = False) -> int | None:
+    """The status Cloud Armor answers this request with, or ``None`` to let it through. The edge policy applies to
+    every request, before Cloud CDN; the backend policy only to requests that go to the backends (cache misses)."""
+    policy = (opts.edge_armor if edge else opts.armor) if opts is not None else {}
+    if not policy:
         return None
-    return features.armor_verdict(opts.armor, incoming.client)
+    return features.armor_verdict(policy, incoming.client)
 
 
-def facts(incoming: Incoming) -> dict[str, str]:
-    return {**SIM_FACTS, "client_ip_address": incoming.client, "client_port": str(incoming.client_port),
+# What CACHE_ALL_STATIC caches without origin headers (the simulated app answers JSON, which is dynamic content).
+_STATIC = (".css", ".js", ".mjs", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".ico", ".webp", ".avif", ".woff",
+           ".woff2", ".ttf", ".otf", ".mp4", ".webm", ".mp3", ".pdf")
+
+
+def cache_status(opts: ServiceOptions | None, method: str, path: str) -> str:
+    """``{cdn_cache_status}`` before the cache is looked at: "disabled", "uncacheable", or "miss" (may become a
+    hit). FORCE_CACHE_ALL caches every successful GET; CACHE_ALL_STATIC static content only; USE_ORIGIN_HEADERS
+    needs caching headers from the origin, which the simulated app does not send."""
+    if opts is None or not opts.cdn_mode:
+        return "disabled"
+    if method not in ("GET", "HEAD"):
+        return "uncacheable"
+    if opts.cdn_mode == "FORCE_CACHE_ALL":
+        return "miss"
+    if opts.cdn_mode == "CACHE_ALL_STATIC" and path.split("?", 1)[0].lower().endswith(_STATIC):
+        return "miss"
+    return "uncacheable"
+
+
+def facts(incoming: Incoming, cache: str = "disabled") -> dict[str, str]:
+    return {**SIM_FACTS, "cdn_cache_status": cache, "client_ip_address": incoming.client,
+            "client_port": str(incoming.client_port),
             "client_encrypted": "true" if incoming.tls_version else "false",
             "client_protocol": incoming.protocol, "tls_version": incoming.tls_version,
             "tls_cipher_suite": incoming.tls_cipher, "tls_sni_hostname": incoming.sni,
@@ -88,10 +118,10 @@ def request_headers(opts: ServiceOptions | None, incoming: Incoming) -> dict[str
     return out
 
 
-def response_headers(opts: ServiceOptions | None, incoming: Incoming) -> dict[str, str]:
+def response_headers(opts: ServiceOptions | None, incoming: Incoming, cache: str = "disabled") -> dict[str, str]:
     if opts is None:
         return {}
-    values = facts(incoming)
+    values = facts(incoming, cache)
     return {name: features.expand_header(value, values)
             for name, value in features.parse_headers(list(opts.response_headers))}
 

@@ -5,6 +5,7 @@ prod1 + prod2), observed over real HTTP(S) through the simulator's listeners."""
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import socket
 import ssl
@@ -306,3 +307,33 @@ def test_header_field_affinity_on_the_global_external_alb_sends_one_users_reques
     assert len(set(by_user.values())) > 1, by_user
     # Without the header: balanced.
     assert len({requests.get(f"{url}/", timeout=5).headers["X-Sim-Backend"] for _ in range(8)}) > 1
+
+
+def test_cloud_cdn_serves_a_cached_answer_and_says_so_in_the_cache_status_variable(world: RunningSim) -> None:
+    url = serving(world)
+    patch_backend_service(world, enable_c_d_n=True, cdn_policy=compute_v1.BackendServiceCdnPolicy(
+        cache_mode="CACHE_ALL_STATIC", default_ttl=60), custom_response_headers=["X-Cache: {cdn_cache_status}"])
+    eventually(lambda: requests.get(f"{url}/x.css", timeout=5).headers.get("X-Cache") in ("miss", "hit"))
+    first = requests.get(f"{url}/app.css?v=1", timeout=5)
+    again = [requests.get(f"{url}/app.css?v=1", timeout=5) for _ in range(4)]
+    assert first.headers["X-Cache"] == "miss" and {r.headers["X-Cache"] for r in again} == {"hit"}
+    assert {r.json()["pod"] for r in again} == {first.json()["pod"]} and all("Age" in r.headers for r in again)
+    # Dynamic content (the app's JSON at a path without a static extension) is not cached in CACHE_ALL_STATIC.
+    assert {requests.get(f"{url}/api", timeout=5).headers["X-Cache"] for _ in range(3)} == {"uncacheable"}
+    assert len({requests.get(f"{url}/api", timeout=5).json()["pod"] for _ in range(4)}) > 1
+
+    # A backend Cloud Armor policy protects the origin: a denied client still gets what the cache holds, and a
+    # 403 for what it does not (Google evaluates backend policies on cache misses only).
+    policies = client(world, compute_v1.SecurityPoliciesClient)
+    wait(world, policies.insert_unary(project=P, security_policy_resource=compute_v1.SecurityPolicy(
+        name="origin-only", rules=[compute_v1.SecurityPolicyRule(
+            priority=1000, action="deny(403)", match=compute_v1.SecurityPolicyRuleMatcher(
+                versioned_expr="SRC_IPS_V1", config=compute_v1.SecurityPolicyRuleMatcherConfig(
+                    src_ip_ranges=["127.0.0.7/32"])))])))
+    bss = client(world, compute_v1.BackendServicesClient)
+    wait(world, bss.set_security_policy_unary(project=P, backend_service=BS, security_policy_reference_resource=(
+        compute_v1.SecurityPolicyReference(security_policy=f"projects/{P}/global/securityPolicies/origin-only"))))
+    fresh = itertools.count()  # a new path each try: one that got cached before the policy applied stays a hit
+    eventually(lambda: get_from(url, "127.0.0.7", f"/other-{next(fresh)}.css")[0] == 403)
+    status, headers, _ = get_from(url, "127.0.0.7", "/app.css?v=1")
+    assert (status, headers["X-Cache"]) == (200, "hit")
