@@ -138,6 +138,7 @@ class ListenerSpec:
     url_map: Obj
     certs: tuple[tuple[str, str], ...] = ()  # (certificate PEM, key PEM), the proxy's order
     rule_scheme: str = "EXTERNAL"
+    min_tls: str = ""  # the proxy's SSL policy's minTlsVersion (TLS_1_0 …), "" without a policy
 
     @property
     def identity(self) -> tuple[str, str, int, str]:
@@ -494,7 +495,8 @@ class DataPlane:
             port = int(str(rule.get("portRange", "80" if scheme == "http" else "443")).split("-")[0])
             listeners[rule["selfLink"]] = ListenerSpec(rule["selfLink"], rule["name"], str(rule.get("IPAddress", "")),
                                                        port, scheme, proxy["selfLink"], url_map, tuple(certs),
-                                                       str(rule.get("loadBalancingScheme") or "EXTERNAL"))
+                                                       str(rule.get("loadBalancingScheme") or "EXTERNAL"),
+                                                       self._min_tls(proxy))
         return Topology(listeners, views, node_ports, neg_pods, options)
 
     def _neg_backends(self, neg: Obj, neg_pods: dict[tuple[str, str], tuple[str, tuple[Pod, ...]]],
@@ -604,7 +606,8 @@ class DataPlane:
             if key not in self._listeners:
                 try:
                     self._listeners[key] = Listener(key, spec.vip, spec.port, spec.scheme, self._serve,
-                                                    self._cert_picker(key) if spec.scheme == "https" else None)
+                                                    self._cert_picker(key) if spec.scheme == "https" else None,
+                                                    min_tls=self._min_tls_picker(key))
                 except OSError as exc:
                     print(f"sim dataplane: cannot serve {spec.vip}:{spec.port}: {exc}", flush=True)
                     continue
@@ -817,6 +820,18 @@ class DataPlane:
                                     **traffic.set_cookie(opts, backend.instance, inc)})
 
     # --- production options: session affinity, connection draining, certificate maps (see traffic.py) ---------
+
+    def _min_tls(self, proxy: Obj) -> str:
+        policy = self.compute.get("sslPolicies", str(proxy.get("sslPolicy") or "").rsplit("/", 1)[-1],
+                                  project=self.project) if proxy.get("sslPolicy") else None
+        return str((policy or {}).get("minTlsVersion") or "TLS_1_0") if policy else ""
+
+    def _min_tls_picker(self, key: str) -> Callable[[], str]:
+        """The listener asks before each TLS handshake: an SSL policy change applies to the next connection."""
+        def pick() -> str:
+            spec = self._topology.listeners.get(key)
+            return spec.min_tls if spec is not None else ""
+        return pick
 
     def _cdn_lookup(self, service: str, host: str, target: str) -> tuple[Reply, float] | None:
         """A fresh cached answer (and its age) for this URL, within the service's default TTL."""

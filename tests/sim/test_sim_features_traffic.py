@@ -337,3 +337,35 @@ def test_cloud_cdn_serves_a_cached_answer_and_says_so_in_the_cache_status_variab
     eventually(lambda: get_from(url, "127.0.0.7", f"/other-{next(fresh)}.css")[0] == 403)
     status, headers, _ = get_from(url, "127.0.0.7", "/app.css?v=1")
     assert (status, headers["X-Cache"]) == (200, "hit")
+
+
+def _handshake(url: str, max_version: ssl.TLSVersion) -> str:
+    """The TLS version a client allowing at most ``max_version`` gets ("refused" when the handshake fails)."""
+    host, port = url.removeprefix("https://").rsplit(":", 1)
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    context.maximum_version = max_version
+    try:
+        with socket.create_connection((host, int(port)), timeout=5) as raw, \
+                context.wrap_socket(raw, server_hostname="shop.example.com") as tls:
+            return tls.version() or ""
+    except (ssl.SSLError, ConnectionResetError):
+        return "refused"
+
+
+def test_an_ssl_policy_with_tls_1_3_minimum_refuses_a_tls_1_2_client(world: RunningSim) -> None:
+    cert, key = self_signed(["shop.example.com"])
+    built = kubemci_chain(world, certificate=cert, private_key=key)
+    assert world.sim.dataplane.wait_health("HEALTHY", timeout=10)
+    url = world.sim.dataplane.url_for(built.vip, 443)
+    assert _handshake(url, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    policies = client(world, compute_v1.SslPoliciesClient)
+    wait(world, policies.insert_unary(project=P, ssl_policy_resource=compute_v1.SslPolicy(
+        name="tls13", profile="RESTRICTED", min_tls_version="TLS_1_3")))
+    proxies = client(world, compute_v1.TargetHttpsProxiesClient)
+    https_proxy = next(p.name for p in proxies.list(project=P))
+    wait(world, proxies.set_ssl_policy_unary(project=P, target_https_proxy=https_proxy,
+                                             ssl_policy_reference_resource=compute_v1.SslPolicyReference(
+                                                 ssl_policy=f"projects/{P}/global/sslPolicies/tls13")))
+    eventually(lambda: _handshake(url, ssl.TLSVersion.TLSv1_2) == "refused")
+    assert _handshake(url, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
