@@ -782,6 +782,10 @@ class DataPlane:
         denied = traffic.armor_status(opts, inc, edge=True)
         if denied is not None:
             return Reply(denied, b"", {"Content-Type": "text/html; charset=UTF-8", PATH_HEADER: path_taken})
+        sign_in, identity = traffic.iap(opts, inc, f"{spec.scheme}://{host}{target}")
+        if sign_in is not None:  # Identity-Aware Proxy: no credentials, sign in first
+            return Reply(302, b"", {"Location": sign_in, "Content-Type": "text/html; charset=UTF-8",
+                                    PATH_HEADER: path_taken})
         cache = traffic.cache_status(opts, method, target)
         hit = self._cdn_lookup(view.url, host, target) if cache == "miss" and opts is not None else None
         if hit is not None:
@@ -805,7 +809,7 @@ class DataPlane:
             if delay and not self._hold(delay, view.url, backend, opts):
                 return Reply(502, DRAINED_CUT, {"Content-Type": "text/plain", PATH_HEADER: path_taken})
             status, body = self._forward(backend, backend.port, method, target, host,
-                                         headers=traffic.request_headers(opts, inc))
+                                         headers=traffic.request_headers(opts, inc, identity))
         except (_Refused, _Unreachable):
             return Reply(502, CONNECT_ERROR, {"Content-Type": "text/plain", PATH_HEADER: path_taken})
         finally:

@@ -46,6 +46,7 @@ class ServiceOptions:
     edge_armor: Obj = field(default_factory=dict)  # the edge security policy: evaluated before the cache
     cdn_mode: str = ""  # cdnPolicy.cacheMode when enableCDN, else ""
     cdn_ttl: float = 0.0  # cdnPolicy.defaultTtl
+    iap_client: str | None = None  # IAP enabled: its OAuth client ID ("" for Google's managed client); None: off
 
 
 def options(service: Obj, policies: dict[str, Obj]) -> ServiceOptions:
@@ -64,6 +65,8 @@ def options(service: Obj, policies: dict[str, Obj]) -> ServiceOptions:
         cdn_mode=str((service.get("cdnPolicy") or {}).get("cacheMode") or "CACHE_ALL_STATIC")
         if service.get("enableCDN") else "",
         cdn_ttl=float((service.get("cdnPolicy") or {}).get("defaultTtl") or 3600),
+        iap_client=str((service.get("iap") or {}).get("oauth2ClientId") or "")
+        if (service.get("iap") or {}).get("enabled") else None,
     )
 
 
@@ -74,6 +77,25 @@ def armor_status(opts: ServiceOptions | None, incoming: Incoming, *, edge: bool 
     if not policy:
         return None
     return features.armor_verdict(policy, incoming.client)
+
+
+IAP_USER = "sim-user@example.com"
+
+
+def iap(opts: ServiceOptions | None, incoming: Incoming, url: str) -> tuple[str | None, dict[str, str]]:
+    """Identity-Aware Proxy: (the sign-in redirect for a request without credentials, or None to let it through;
+    the identity headers IAP adds for the backend). The simulator accepts any bearer token as a signed-in user."""
+    if opts is None or opts.iap_client is None:
+        return None, {}
+    auth = next((v for k, v in incoming.headers.items() if k.lower() == "authorization"), "")
+    if not auth.lower().startswith("bearer ") or not auth[7:].strip():
+        from urllib.parse import urlencode
+
+        query = urlencode({"client_id": opts.iap_client or "iap-managed-client", "response_type": "code",
+                           "scope": "openid email", "redirect_uri": url})
+        return f"https://accounts.google.com/o/oauth2/v2/auth?{query}", {}
+    return None, {"X-Goog-Authenticated-User-Email": f"accounts.google.com:{IAP_USER}",
+                  "X-Goog-Authenticated-User-Id": "accounts.google.com:100000000000000000001"}
 
 
 # What CACHE_ALL_STATIC caches without origin headers (the simulated app answers JSON, which is dynamic content).
@@ -105,10 +127,11 @@ def facts(incoming: Incoming, cache: str = "disabled") -> dict[str, str]:
             "origin_request_header": incoming.headers.get("origin", "")}
 
 
-def request_headers(opts: ServiceOptions | None, incoming: Incoming) -> dict[str, str]:
-    """The headers the backend sees: the client's, then the service's custom request headers (which replace a
-    client header of the same name, as Google's do)."""
-    out = dict(incoming.headers)
+def request_headers(opts: ServiceOptions | None, incoming: Incoming,
+                    extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The headers the backend sees: the client's, IAP's identity headers (``extra``), then the service's custom
+    request headers (which replace a client header of the same name, as Google's do)."""
+    out = {**incoming.headers, **(extra or {})}
     if opts is not None:
         values = facts(incoming)
         for name, value in features.parse_headers(list(opts.request_headers)):

@@ -369,3 +369,19 @@ def test_an_ssl_policy_with_tls_1_3_minimum_refuses_a_tls_1_2_client(world: Runn
                                                  ssl_policy=f"projects/{P}/global/sslPolicies/tls13")))
     eventually(lambda: _handshake(url, ssl.TLSVersion.TLSv1_2) == "refused")
     assert _handshake(url, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+
+
+def test_iap_sends_a_browser_without_credentials_to_sign_in_and_tells_the_pod_who_signed_in(
+        world: RunningSim) -> None:
+    url = serving(world)
+    patch_backend_service(world, iap=compute_v1.BackendServiceIAP(enabled=True, oauth2_client_id="shop-client",
+                                                                  oauth2_client_secret="s3cret"))
+    anonymous = eventually(lambda: (lambda r: r if r.status_code == 302 else None)(
+        requests.get(f"{url}/orders", timeout=5, allow_redirects=False)))
+    assert anonymous.headers["Location"].startswith("https://accounts.google.com/o/oauth2/v2/auth?")
+    assert "client_id=shop-client" in anonymous.headers["Location"]
+    signed_in = requests.get(f"{url}/orders", headers={"Authorization": "Bearer token"}, timeout=5)
+    assert signed_in.status_code == 200
+    assert signed_in.json()["headers"]["X-Goog-Authenticated-User-Email"] == "accounts.google.com:sim-user@example.com"
+    patch_backend_service(world, iap=compute_v1.BackendServiceIAP(enabled=False))
+    eventually(lambda: requests.get(f"{url}/orders", timeout=5, allow_redirects=False).status_code == 200)
