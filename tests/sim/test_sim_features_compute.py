@@ -423,3 +423,16 @@ def test_gcloud_sets_every_option_on_a_backend_service_and_https_proxy_and_reads
     # Policies in use are not deleted; gcloud shows Compute's reason.
     err = gcloud(fsim, "compute", "security-policies", "delete", "ft-gc-armor", ok=False).stderr
     assert "already being used by" in err
+
+
+def test_a_null_message_field_is_the_field_unset_in_update_and_clears_it_in_a_merge_patch(fsim: RunningSim) -> None:
+    backend_service(fsim, "ft-null", outlier_detection=compute_v1.OutlierDetection(consecutive_errors=5))
+    base = f"{fsim.sim.compute_url}/compute/v1/projects/{P}/global/backendServices/ft-null"
+    current = requests.get(base, timeout=5).json()
+    r = requests.patch(base, json={"fingerprint": current["fingerprint"], "outlierDetection": None}, timeout=5)
+    assert r.status_code == 200, r.text
+    current = requests.get(base, timeout=5).json()
+    assert "outlierDetection" not in current  # JSON merge patch: null removes
+    r = requests.put(base, json={**current, "strongSessionAffinityCookie": None}, timeout=5)
+    assert r.status_code == 200, r.text
+    assert "strongSessionAffinityCookie" not in requests.get(base, timeout=5).json()

@@ -548,6 +548,8 @@ class ComputeEmulator:
         body = features.strip_output_only(body, coll.extra.get("output_only", ()), current)
         base = {k: v for k, v in current.items() if k.startswith("_") or k in OUTPUT_ONLY}
         merged = _merge(copy.deepcopy(current), body) if merge else {**base, **body, "name": name}
+        if not merge:  # a PUT's null field is the field unset (proto3 JSON), not a stored null
+            merged = {k: v for k, v in merged.items() if v is not None}
         self._validate_semantics(coll, merged, project)
         if coll.defaults is not None:
             coll.defaults(merged)
