@@ -274,7 +274,7 @@ BAD_BACKEND_SERVICES: list[tuple[str, dict[str, Any], str]] = [
     ("network load balancer affinity", {"session_affinity": "CLIENT_IP_PORT_PROTO"}, "sessionAffinity"),
     ("IAP client without its secret", {"iap": compute_v1.BackendServiceIAP(enabled=True, oauth2_client_id="id")},
      "iap.oauth2ClientSecret"),
-    ("proxy protocol TCP", {"protocol": "TCP"}, "protocol"),
+    ("Traffic Director's GRPC", {"protocol": "GRPC"}, "protocol"),
 ]
 
 
@@ -436,3 +436,10 @@ def test_a_null_message_field_is_the_field_unset_in_update_and_clears_it_in_a_me
     r = requests.put(base, json={**current, "strongSessionAffinityCookie": None}, timeout=5)
     assert r.status_code == 200, r.text
     assert "strongSessionAffinityCookie" not in requests.get(base, timeout=5).json()
+
+
+def test_a_url_map_refuses_a_tcp_backend_service_of_a_proxy_network_load_balancer(fsim: RunningSim) -> None:
+    tcp = backend_service(fsim, "ft-tcp", "EXTERNAL", protocol="TCP")
+    um = gc(fsim).client(compute_v1.UrlMapsClient)
+    with pytest.raises(gexc.BadRequest, match=r"'resource\.defaultService'.*protocol TCP"):
+        um.insert(project=P, url_map_resource=compute_v1.UrlMap(name="ft-tcp", default_service=tcp.self_link))

@@ -801,6 +801,10 @@ class ComputeEmulator:
                 features.check_https_proxy(body, self.certificate_map_exists)
             elif coll.name == "globalAddresses":
                 features.check_address(body)
+            elif coll.name == "urlMaps":
+                found = [(ref.path.replace("[]", ""), self._by_url(str(url))) for ref in coll.refs
+                         for url in _values(body, ref.path) if isinstance(url, str)]
+                features.check_url_map_services([(w, s) for w, s in found if s is not None])
         except features.FeatureError as exc:
             raise ApiError(exc.status, str(exc), exc.reason) from None
 

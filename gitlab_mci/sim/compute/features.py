@@ -30,7 +30,11 @@ MANAGED_ONLY_FIELDS = ("outlierDetection", "customMetrics", "consistentHash", "c
                        "maxStreamDuration", "localityLbPolicies")
 MANAGED_ONLY_AFFINITIES = ("HEADER_FIELD", "HTTP_COOKIE", "STRONG_COOKIE_AFFINITY")
 ALB_AFFINITIES = ("NONE", "CLIENT_IP", "GENERATED_COOKIE", *MANAGED_ONLY_AFFINITIES)
-ALB_PROTOCOLS = {"EXTERNAL": ("HTTP", "HTTPS", "HTTP2"), "EXTERNAL_MANAGED": ("HTTP", "HTTPS", "HTTP2", "H2C")}
+# Global external backend services: the Application Load Balancers' protocols, and TCP/SSL for the proxy Network
+# Load Balancers (which a URL map cannot use).
+ALB_PROTOCOLS = {"EXTERNAL": ("HTTP", "HTTPS", "HTTP2", "TCP", "SSL"),
+                 "EXTERNAL_MANAGED": ("HTTP", "HTTPS", "HTTP2", "H2C", "TCP", "SSL")}
+URL_MAP_PROTOCOLS = ("HTTP", "HTTPS", "HTTP2", "H2C")
 CACHE_DEFAULTS = {"CACHE_ALL_STATIC": {"defaultTtl": 3600, "maxTtl": 86400, "clientTtl": 3600},
                   "FORCE_CACHE_ALL": {"defaultTtl": 3600, "clientTtl": 3600}, "USE_ORIGIN_HEADERS": {}}
 
@@ -275,7 +279,7 @@ def check_backend_service(body: Obj) -> None:
     alb = scheme in ("EXTERNAL", "EXTERNAL_MANAGED")
     protocol = body.get("protocol")
     if alb and protocol is not None and protocol not in ALB_PROTOCOLS[scheme]:
-        raise _invalid("protocol", protocol, f"A backend service with load balancing scheme {scheme} uses "
+        raise _invalid("protocol", protocol, f"A global backend service with load balancing scheme {scheme} uses "
                        f"{', '.join(ALB_PROTOCOLS[scheme])} to its backends.")
     affinity = str(body.get("sessionAffinity") or "NONE")
     if alb and affinity not in ALB_AFFINITIES:
@@ -415,6 +419,16 @@ def expand_header(value: str, facts: dict[str, str]) -> str:
 
 def parse_headers(headers: list[str]) -> list[tuple[str, str]]:
     return [(h.partition(":")[0], h.partition(":")[2].strip()) for h in headers]
+
+
+def check_url_map_services(services: list[tuple[str, Obj]]) -> None:
+    """A URL map routes only to backend services of an HTTP family protocol (TCP/SSL ones are for proxy Network
+    Load Balancers); ``services`` are (field path, backend service) of every service the map names."""
+    for where, service in services:
+        protocol = service.get("protocol", "HTTP")
+        if protocol not in URL_MAP_PROTOCOLS:
+            raise _invalid(where, service.get("selfLink", ""), f"A URL map cannot use a backend service with "
+                           f"protocol {protocol} (HTTP, HTTPS, HTTP2 or H2C).")
 
 
 # --- target HTTPS proxies, addresses, forwarding rules --------------------------------------------------------------
