@@ -48,6 +48,12 @@ def incoming() -> Incoming:
     return found if isinstance(found, Incoming) else Incoming()
 
 
+def request_headers() -> dict[str, str]:
+    """The headers (lower-case names) of the request the calling ``serve`` callback is answering (route rules'
+    header matches read them); empty outside a request."""
+    return {k.lower(): v for k, v in incoming().headers.items()}
+
+
 @dataclass
 class Reply:
     """What the data plane answers to one request."""
