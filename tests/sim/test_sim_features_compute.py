@@ -443,3 +443,37 @@ def test_a_url_map_refuses_a_tcp_backend_service_of_a_proxy_network_load_balance
     um = gc(fsim).client(compute_v1.UrlMapsClient)
     with pytest.raises(gexc.BadRequest, match=r"'resource\.defaultService'.*protocol TCP"):
         um.insert(project=P, url_map_resource=compute_v1.UrlMap(name="ft-tcp", default_service=tcp.self_link))
+
+
+CM_REFUSALS: list[tuple[str, str, dict[str, str], dict[str, Any], int, str]] = [
+    ("map outside global", "locations/us-central1/certificateMaps", {"certificateMapId": "ft-m"}, {}, 400,
+     "global"),
+    ("entry naming a missing certificate", "locations/global/certificateMaps/ft-m/certificateMapEntries",
+     {"certificateMapEntryId": "ft-e"}, {"hostname": "shop.example.com",
+                                         "certificates": [f"projects/{P}/locations/global/certificates/ft-nope"]},
+     404, "ft-nope"),
+    ("entry with both hostname and matcher", "locations/global/certificateMaps/ft-m/certificateMapEntries",
+     {"certificateMapEntryId": "ft-e"}, {"hostname": "shop.example.com", "matcher": "PRIMARY",
+                                         "certificates": [f"projects/{P}/locations/global/certificates/ft-c"]},
+     400, "exactly one"),
+    ("managed certificate without domains", "locations/global/certificates", {"certificateId": "ft-c2"},
+     {"managed": {"domains": []}}, 400, "domain"),
+    ("an id that is no resource name", "locations/global/certificateMaps", {"certificateMapId": "Ft_M"}, {}, 400,
+     "must match"),
+]
+
+
+@pytest.mark.parametrize("case,path,params,body,status,says", CM_REFUSALS, ids=[c[0] for c in CM_REFUSALS])
+def test_certificate_manager_refuses_what_its_reference_refuses(
+        fsim: RunningSim, case: str, path: str, params: dict[str, str], body: dict[str, Any], status: int,
+        says: str) -> None:
+    base = f"{fsim.sim.certmanager_url}/v1/projects/{P}"
+    cert, key = self_signed(["shop.example.com"])
+    assert requests.post(f"{base}/locations/global/certificates", params={"certificateId": "ft-c"}, timeout=5,
+                         json={"selfManaged": {"pemCertificate": cert, "pemPrivateKey": key}}).status_code == 200
+    assert requests.post(f"{base}/locations/global/certificateMaps", params={"certificateMapId": "ft-m"}, json={},
+                         timeout=5).status_code == 200
+    before = len(fsim.sim.certmanager._store)
+    r = requests.post(f"{base}/{path}", params=params, json=body, timeout=5)
+    assert r.status_code == status and says in r.json()["error"]["message"], r.text
+    assert len(fsim.sim.certmanager._store) == before  # nothing made
