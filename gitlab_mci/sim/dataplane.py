@@ -139,6 +139,7 @@ class ListenerSpec:
     url_map: Obj
     certs: tuple[tuple[str, str], ...] = ()  # (certificate PEM, key PEM), the proxy's order
     rule_scheme: str = "EXTERNAL"
+    min_tls: str = ""  # the proxy's SSL policy's minTlsVersion (TLS_1_0 …), "" without a policy
 
     @property
     def identity(self) -> tuple[str, str, int, str]:
@@ -223,6 +224,8 @@ class DataPlane:
         # Certificate Manager: (hostname or "", certificate) of a map's entries, and a revision to watch.
         self.certificate_map: Callable[[str, str], list[tuple[str, Obj]]] | None = None
         self.certificate_map_revision: Callable[[], int] = lambda: 0
+        # Cloud CDN: (backend service URL, host, path) -> (stored at, status, body, backend header)
+        self._cdn: dict[tuple[str, str, str], tuple[float, int, bytes, str]] = {}
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -496,7 +499,8 @@ class DataPlane:
             port = int(str(rule.get("portRange", "80" if scheme == "http" else "443")).split("-")[0])
             listeners[rule["selfLink"]] = ListenerSpec(rule["selfLink"], rule["name"], str(rule.get("IPAddress", "")),
                                                        port, scheme, proxy["selfLink"], url_map, tuple(certs),
-                                                       str(rule.get("loadBalancingScheme") or "EXTERNAL"))
+                                                       str(rule.get("loadBalancingScheme") or "EXTERNAL"),
+                                                       self._min_tls(proxy))
         return Topology(listeners, views, node_ports, neg_pods, options)
 
     def _neg_backends(self, neg: Obj, neg_pods: dict[tuple[str, str], tuple[str, tuple[Pod, ...]]],
@@ -640,7 +644,8 @@ class DataPlane:
             if key not in self._listeners:
                 try:
                     self._listeners[key] = Listener(key, spec.vip, spec.port, spec.scheme, self._serve,
-                                                    self._cert_picker(key) if spec.scheme == "https" else None)
+                                                    self._cert_picker(key) if spec.scheme == "https" else None,
+                                                    min_tls=self._min_tls_picker(key))
                 except OSError as exc:
                     print(f"sim dataplane: cannot serve {spec.vip}:{spec.port}: {exc}", flush=True)
                     continue
@@ -836,6 +841,19 @@ class DataPlane:
         path_taken = "managed" if migration.serves_managed(spec.rule_scheme, view.migration, draw) else "classic"
         inc = incoming()
         opts = self._topology.options.get(view.url)
+        denied = traffic.armor_status(opts, inc, edge=True)
+        if denied is not None:
+            return Reply(denied, b"", {"Content-Type": "text/html; charset=UTF-8", PATH_HEADER: path_taken})
+        sign_in, identity = traffic.iap(opts, inc, f"{spec.scheme}://{host}{target}")
+        if sign_in is not None:  # Identity-Aware Proxy: no credentials, sign in first
+            return Reply(302, b"", {"Location": sign_in, "Content-Type": "text/html; charset=UTF-8",
+                                    PATH_HEADER: path_taken})
+        cache = traffic.cache_status(opts, method, target)
+        hit = self._cdn_lookup(view.url, host, target) if cache == "miss" and opts is not None else None
+        if hit is not None:
+            age = str(int(hit[1]))
+            return Reply(hit[0].status, hit[0].body, {**hit[0].headers, PATH_HEADER: path_taken, "Age": age,
+                                                      **traffic.response_headers(opts, inc, "hit")})
         denied = traffic.armor_status(opts, inc)
         if denied is not None:  # Cloud Armor answers at the edge: the backend never sees the request
             return Reply(denied, b"", {"Content-Type": "text/html; charset=UTF-8", PATH_HEADER: path_taken})
@@ -853,17 +871,45 @@ class DataPlane:
             if delay and not self._hold(delay, view.url, backend, opts):
                 return Reply(502, DRAINED_CUT, {"Content-Type": "text/plain", PATH_HEADER: path_taken})
             status, body = self._forward(backend, backend.port, method, target, host,
-                                         headers=traffic.request_headers(opts, inc))
+                                         headers=traffic.request_headers(opts, inc, identity))
         except (_Refused, _Unreachable):
             return Reply(502, CONNECT_ERROR, {"Content-Type": "text/plain", PATH_HEADER: path_taken})
         finally:
             with self._lock:
                 self._in_flight[cluster] -= 1
-        return Reply(status, body, {"X-Sim-Backend": f"{backend.node.cluster}/{backend.node.name}",
-                                    PATH_HEADER: path_taken, **traffic.response_headers(opts, inc),
+        served = f"{backend.node.cluster}/{backend.node.name}"
+        if cache == "miss" and status == 200 and opts is not None:
+            with self._lock:
+                self._cdn[(view.url, host, target)] = (time.monotonic(), status, body, served)
+        return Reply(status, body, {"X-Sim-Backend": served, PATH_HEADER: path_taken,
+                                    **traffic.response_headers(opts, inc, cache),
                                     **traffic.set_cookie(opts, backend.instance, inc)})
 
     # --- production options: session affinity, connection draining, certificate maps (see traffic.py) ---------
+
+    def _min_tls(self, proxy: Obj) -> str:
+        policy = self.compute.get("sslPolicies", str(proxy.get("sslPolicy") or "").rsplit("/", 1)[-1],
+                                  project=self.project) if proxy.get("sslPolicy") else None
+        return str((policy or {}).get("minTlsVersion") or "TLS_1_0") if policy else ""
+
+    def _min_tls_picker(self, key: str) -> Callable[[], str]:
+        """The listener asks before each TLS handshake: an SSL policy change applies to the next connection."""
+        def pick() -> str:
+            spec = self._topology.listeners.get(key)
+            return spec.min_tls if spec is not None else ""
+        return pick
+
+    def _cdn_lookup(self, service: str, host: str, target: str) -> tuple[Reply, float] | None:
+        """A fresh cached answer (and its age) for this URL, within the service's default TTL."""
+        opts = self._topology.options.get(service)
+        with self._lock:
+            entry = self._cdn.get((service, host, target))
+        if entry is None or opts is None:
+            return None
+        age = time.monotonic() - entry[0]
+        if age >= opts.cdn_ttl:
+            return None
+        return Reply(entry[1], entry[2], {"X-Sim-Backend": entry[3]}), age
 
     def _pick_for(self, view: ServiceView, opts: traffic.ServiceOptions | None, inc: Incoming) -> Backend | None:
         """The backend for one request: the one its GCLB cookie names or its affinity key hashes to, while that

@@ -38,12 +38,20 @@ class Incoming:
 
 
 _current = threading.local()
+_TLS_VERSIONS = {"TLS_1_0": ssl.TLSVersion.TLSv1, "TLS_1_1": ssl.TLSVersion.TLSv1_1,
+                 "TLS_1_2": ssl.TLSVersion.TLSv1_2, "TLS_1_3": ssl.TLSVersion.TLSv1_3}
 
 
 def incoming() -> Incoming:
     """The request being served in this thread (an empty :class:`Incoming` outside a listener's handler)."""
     found = getattr(_current, "value", None)
     return found if isinstance(found, Incoming) else Incoming()
+
+
+def request_headers() -> dict[str, str]:
+    """The headers (lower-case names) of the request the calling ``serve`` callback is answering (route rules'
+    header matches read them); empty outside a request."""
+    return {k.lower(): v for k, v in incoming().headers.items()}
 
 
 @dataclass
@@ -135,6 +143,10 @@ class _Server(ThreadingHTTPServer):
         sock, addr = super().get_request()
         context = self.listener.tls_context
         if context is not None:
+            # An SSL object takes its protocol versions from the context when it is made (here, in the accept
+            # loop's one thread), so the SSL policy in force now applies to this connection.
+            wanted = self.listener.min_tls() if self.listener.min_tls is not None else ""
+            context.minimum_version = _TLS_VERSIONS.get(wanted, ssl.TLSVersion.MINIMUM_SUPPORTED)
             # The handshake happens in the request's own thread (on first read), never in the accept loop.
             sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         return sock, addr
@@ -147,10 +159,11 @@ class Listener:
     """One forwarding rule's socket: ``scheme://address:port`` on loopback, in a background thread."""
 
     def __init__(self, key: str, vip: str, port: int, scheme: str, serve: Serve,
-                 certs: CertPicker | None = None) -> None:
+                 certs: CertPicker | None = None, *, min_tls: Callable[[], str] | None = None) -> None:
         self.key, self.vip, self.vip_port, self.scheme = key, vip, port, scheme
         self.serve = serve
         self._certs = certs
+        self.min_tls = min_tls  # the SSL policy's minTlsVersion ("TLS_1_2" …; "" for none), asked per connection
         self._contexts: dict[str, ssl.SSLContext] = {}
         self.tls_context: ssl.SSLContext | None = None
         if scheme == "https":

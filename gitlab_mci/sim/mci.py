@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gitlab_mci.sim.httpd import Request
+from gitlab_mci.sim.mci_features import backend_config_fields, backend_config_name, frontend_config_fields
 
 if TYPE_CHECKING:
     from gitlab_mci.sim.compute import ComputeEmulator
@@ -337,6 +338,13 @@ class MciController:
                 "backends": [{"group": url, "balancingMode": "RATE", "maxRatePerEndpoint": 1e8}
                              for url in negs.get((ns, mcs, number), [])],
             }
+            # The MultiClusterService's BackendConfig: its options on the backend service (mci_features.py).
+            bc_name = backend_config_name(source)
+            bc = kube.get("cloud.google.com/v1", "BackendConfig", bc_name, ns) if bc_name else None
+            fields, errors = backend_config_fields(bc, self.spec.project,
+                                                   lambda secret: kube.get("v1", "Secret", secret, ns))
+            out.compute[("backendServices", "", bs_name)].update(fields)
+            out.errors += [f"{where}: {e}" for e in errors]
             services[(mcs, port)] = f"{g}/backendServices/{bs_name}"
             return services[(mcs, port)]
 
@@ -384,9 +392,12 @@ class MciController:
             "loadBalancingScheme": "EXTERNAL", "target": f"{g}/targetHttpProxies/{um}"}
         rules.append(fw_http)
         if certs:
+            fc_name = notes.get("networking.gke.io/frontend-config")
             out.compute[("targetHttpsProxies", "", um)] = {
                 "name": um, "urlMap": f"{g}/urlMaps/{um}",
-                "sslCertificates": [f"{g}/sslCertificates/{c}" for c in certs]}
+                "sslCertificates": [f"{g}/sslCertificates/{c}" for c in certs],
+                **frontend_config_fields(kube.get("networking.gke.io/v1beta1", "FrontendConfig", fc_name, ns)
+                                         if fc_name else None, self.spec.project)}
             fws = _fit(f"{prefix}-fws-{ns}-{name}")
             out.compute[("globalForwardingRules", "", fws)] = {
                 "name": fws, "IPAddress": vip, "IPProtocol": "TCP", "portRange": "443-443",

@@ -207,6 +207,7 @@ class Simulator:
             "project": self.spec.project,
             "compute": self.compute_url,
             "gkehub": self.gkehub_url,
+            "certificatemanager": self.certmanager_url,
             "clusters": {
                 rec.spec.name: {
                     "server": self.kube_url(rec.spec.name),

@@ -43,6 +43,10 @@ class ServiceOptions:
     response_headers: tuple[str, ...] = ()
     draining: float = 0.0  # connectionDraining.drainingTimeoutSec
     armor: Obj = field(default_factory=dict)  # the attached Cloud Armor policy (empty: none)
+    edge_armor: Obj = field(default_factory=dict)  # the edge security policy: evaluated before the cache
+    cdn_mode: str = ""  # cdnPolicy.cacheMode when enableCDN, else ""
+    cdn_ttl: float = 0.0  # cdnPolicy.defaultTtl
+    iap_client: str | None = None  # IAP enabled: its OAuth client ID ("" for Google's managed client); None: off
 
 
 def options(service: Obj, policies: dict[str, Obj]) -> ServiceOptions:
@@ -57,28 +61,77 @@ def options(service: Obj, policies: dict[str, Obj]) -> ServiceOptions:
         response_headers=tuple(service.get("customResponseHeaders") or ()),
         draining=float((service.get("connectionDraining") or {}).get("drainingTimeoutSec") or 0),
         armor=policies.get(str(service.get("securityPolicy") or ""), {}),
+        edge_armor=policies.get(str(service.get("edgeSecurityPolicy") or ""), {}),
+        cdn_mode=str((service.get("cdnPolicy") or {}).get("cacheMode") or "CACHE_ALL_STATIC")
+        if service.get("enableCDN") else "",
+        cdn_ttl=float((service.get("cdnPolicy") or {}).get("defaultTtl") or 3600),
+        iap_client=str((service.get("iap") or {}).get("oauth2ClientId") or "")
+        if (service.get("iap") or {}).get("enabled") else None,
     )
 
 
-def armor_status(opts: ServiceOptions | None, incoming: Incoming) -> int | None:
-    """The status Cloud Armor answers this request with, or ``None`` to let it through."""
-    if opts is None or not opts.armor:
+def armor_status(opts: ServiceOptions | None, incoming: Incoming, *, edge: bool = False) -> int | None:
+    """The status Cloud Armor answers this request with, or ``None`` to let it through. The edge policy applies to
+    every request, before Cloud CDN; the backend policy only to requests that go to the backends (cache misses)."""
+    policy = (opts.edge_armor if edge else opts.armor) if opts is not None else {}
+    if not policy:
         return None
-    return features.armor_verdict(opts.armor, incoming.client)
+    return features.armor_verdict(policy, incoming.client)
 
 
-def facts(incoming: Incoming) -> dict[str, str]:
-    return {**SIM_FACTS, "client_ip_address": incoming.client, "client_port": str(incoming.client_port),
+IAP_USER = "sim-user@example.com"
+
+
+def iap(opts: ServiceOptions | None, incoming: Incoming, url: str) -> tuple[str | None, dict[str, str]]:
+    """Identity-Aware Proxy: (the sign-in redirect for a request without credentials, or None to let it through;
+    the identity headers IAP adds for the backend). The simulator accepts any bearer token as a signed-in user."""
+    if opts is None or opts.iap_client is None:
+        return None, {}
+    auth = next((v for k, v in incoming.headers.items() if k.lower() == "authorization"), "")
+    if not auth.lower().startswith("bearer ") or not auth[7:].strip():
+        from urllib.parse import urlencode
+
+        query = urlencode({"client_id": opts.iap_client or "iap-managed-client", "response_type": "code",
+                           "scope": "openid email", "redirect_uri": url})
+        return f"https://accounts.google.com/o/oauth2/v2/auth?{query}", {}
+    return None, {"X-Goog-Authenticated-User-Email": f"accounts.google.com:{IAP_USER}",
+                  "X-Goog-Authenticated-User-Id": "accounts.google.com:100000000000000000001"}
+
+
+# What CACHE_ALL_STATIC caches without origin headers (the simulated app answers JSON, which is dynamic content).
+_STATIC = (".css", ".js", ".mjs", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".ico", ".webp", ".avif", ".woff",
+           ".woff2", ".ttf", ".otf", ".mp4", ".webm", ".mp3", ".pdf")
+
+
+def cache_status(opts: ServiceOptions | None, method: str, path: str) -> str:
+    """``{cdn_cache_status}`` before the cache is looked at: "disabled", "uncacheable", or "miss" (may become a
+    hit). FORCE_CACHE_ALL caches every successful GET; CACHE_ALL_STATIC static content only; USE_ORIGIN_HEADERS
+    needs caching headers from the origin, which the simulated app does not send."""
+    if opts is None or not opts.cdn_mode:
+        return "disabled"
+    if method not in ("GET", "HEAD"):
+        return "uncacheable"
+    if opts.cdn_mode == "FORCE_CACHE_ALL":
+        return "miss"
+    if opts.cdn_mode == "CACHE_ALL_STATIC" and path.split("?", 1)[0].lower().endswith(_STATIC):
+        return "miss"
+    return "uncacheable"
+
+
+def facts(incoming: Incoming, cache: str = "disabled") -> dict[str, str]:
+    return {**SIM_FACTS, "cdn_cache_status": cache, "client_ip_address": incoming.client,
+            "client_port": str(incoming.client_port),
             "client_encrypted": "true" if incoming.tls_version else "false",
             "client_protocol": incoming.protocol, "tls_version": incoming.tls_version,
             "tls_cipher_suite": incoming.tls_cipher, "tls_sni_hostname": incoming.sni,
             "origin_request_header": incoming.headers.get("origin", "")}
 
 
-def request_headers(opts: ServiceOptions | None, incoming: Incoming) -> dict[str, str]:
-    """The headers the backend sees: the client's, then the service's custom request headers (which replace a
-    client header of the same name, as Google's do)."""
-    out = dict(incoming.headers)
+def request_headers(opts: ServiceOptions | None, incoming: Incoming,
+                    extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The headers the backend sees: the client's, IAP's identity headers (``extra``), then the service's custom
+    request headers (which replace a client header of the same name, as Google's do)."""
+    out = {**incoming.headers, **(extra or {})}
     if opts is not None:
         values = facts(incoming)
         for name, value in features.parse_headers(list(opts.request_headers)):
@@ -88,10 +141,10 @@ def request_headers(opts: ServiceOptions | None, incoming: Incoming) -> dict[str
     return out
 
 
-def response_headers(opts: ServiceOptions | None, incoming: Incoming) -> dict[str, str]:
+def response_headers(opts: ServiceOptions | None, incoming: Incoming, cache: str = "disabled") -> dict[str, str]:
     if opts is None:
         return {}
-    values = facts(incoming)
+    values = facts(incoming, cache)
     return {name: features.expand_header(value, values)
             for name, value in features.parse_headers(list(opts.response_headers))}
 

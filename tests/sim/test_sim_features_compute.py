@@ -274,7 +274,7 @@ BAD_BACKEND_SERVICES: list[tuple[str, dict[str, Any], str]] = [
     ("network load balancer affinity", {"session_affinity": "CLIENT_IP_PORT_PROTO"}, "sessionAffinity"),
     ("IAP client without its secret", {"iap": compute_v1.BackendServiceIAP(enabled=True, oauth2_client_id="id")},
      "iap.oauth2ClientSecret"),
-    ("proxy protocol TCP", {"protocol": "TCP"}, "protocol"),
+    ("Traffic Director's GRPC", {"protocol": "GRPC"}, "protocol"),
 ]
 
 
@@ -381,3 +381,99 @@ def test_an_ipv6_address_gets_its_own_forwarding_rule_beside_the_ipv4_one(fsim: 
     with pytest.raises(gexc.BadRequest, match=r"'resource\.networkTier'"):
         c.client(compute_v1.GlobalAddressesClient).insert(project=P, address_resource=compute_v1.Address(
             name="ft-v6-std", ip_version="IPV6", network_tier="STANDARD"))
+
+
+def test_gcloud_sets_every_option_on_a_backend_service_and_https_proxy_and_reads_them_back(
+        fsim: RunningSim) -> None:
+    https_proxy(fsim, "ft-gc")
+    gcloud(fsim, "compute", "security-policies", "create", "ft-gc-armor")
+    gcloud(fsim, "compute", "ssl-policies", "create", "ft-gc-tls", "--profile", "RESTRICTED", "--min-tls-version",
+           "1.2")
+    gcloud(fsim, "certificate-manager", "maps", "create", "ft-gc-map")
+    gcloud(fsim, "compute", "backend-services", "update", "ft-gc", "--global", "--security-policy", "ft-gc-armor")
+    # gcloud's update reads the resource and PUTs it back whole: the IAP secret's hash must survive that.
+    gcloud(fsim, "compute", "backend-services", "update", "ft-gc", "--global",
+           "--session-affinity", "GENERATED_COOKIE", "--affinity-cookie-ttl", "300",
+           "--connection-draining-timeout", "120", "--custom-request-header", "X-Client-Region: {client_region}",
+           "--custom-response-header", "X-Frame-Options: DENY", "--enable-logging", "--logging-sample-rate", "0.5",
+           "--iap", "enabled,oauth2-client-id=cid,oauth2-client-secret=sec", "--enable-cdn",
+           "--cache-mode", "FORCE_CACHE_ALL", "--default-ttl", "600")
+    gcloud(fsim, "compute", "backend-services", "update", "ft-gc", "--global", "--timeout", "40")
+    gcloud(fsim, "compute", "target-https-proxies", "update", "ft-gc", "--ssl-policy", "ft-gc-tls")
+    gcloud(fsim, "compute", "target-https-proxies", "update", "ft-gc", "--quic-override", "DISABLE")
+    gcloud(fsim, "compute", "target-https-proxies", "update", "ft-gc", "--certificate-map", "ft-gc-map")
+
+    bs = json.loads(gcloud(fsim, "compute", "backend-services", "describe", "ft-gc", "--global",
+                           "--format=json").stdout)
+    assert bs["securityPolicy"].endswith("/securityPolicies/ft-gc-armor")
+    assert (bs["sessionAffinity"], bs["affinityCookieTtlSec"], bs["timeoutSec"]) == ("GENERATED_COOKIE", 300, 40)
+    assert bs["connectionDraining"] == {"drainingTimeoutSec": 120}
+    assert bs["customRequestHeaders"] == ["X-Client-Region: {client_region}"]
+    assert bs["customResponseHeaders"] == ["X-Frame-Options: DENY"]
+    assert bs["logConfig"]["enable"] is True and bs["logConfig"]["sampleRate"] == 0.5
+    assert bs["iap"] == {"enabled": True, "oauth2ClientId": "cid",
+                         "oauth2ClientSecretSha256": hashlib.sha256(b"sec").hexdigest()}
+    assert bs["enableCDN"] is True and bs["cdnPolicy"]["cacheMode"] == "FORCE_CACHE_ALL"
+    assert bs["cdnPolicy"]["defaultTtl"] == 600
+    proxy = json.loads(gcloud(fsim, "compute", "target-https-proxies", "describe", "ft-gc",
+                              "--format=json").stdout)
+    assert proxy["sslPolicy"].endswith("/sslPolicies/ft-gc-tls") and proxy["quicOverride"] == "DISABLE"
+    assert proxy["certificateMap"] == (f"//certificatemanager.googleapis.com/projects/{P}/locations/global/"
+                                       "certificateMaps/ft-gc-map")
+    # Policies in use are not deleted; gcloud shows Compute's reason.
+    err = gcloud(fsim, "compute", "security-policies", "delete", "ft-gc-armor", ok=False).stderr
+    assert "already being used by" in err
+
+
+def test_a_null_message_field_is_the_field_unset_in_update_and_clears_it_in_a_merge_patch(fsim: RunningSim) -> None:
+    backend_service(fsim, "ft-null", outlier_detection=compute_v1.OutlierDetection(consecutive_errors=5))
+    base = f"{fsim.sim.compute_url}/compute/v1/projects/{P}/global/backendServices/ft-null"
+    current = requests.get(base, timeout=5).json()
+    r = requests.patch(base, json={"fingerprint": current["fingerprint"], "outlierDetection": None}, timeout=5)
+    assert r.status_code == 200, r.text
+    current = requests.get(base, timeout=5).json()
+    assert "outlierDetection" not in current  # JSON merge patch: null removes
+    r = requests.put(base, json={**current, "strongSessionAffinityCookie": None}, timeout=5)
+    assert r.status_code == 200, r.text
+    assert "strongSessionAffinityCookie" not in requests.get(base, timeout=5).json()
+
+
+def test_a_url_map_refuses_a_tcp_backend_service_of_a_proxy_network_load_balancer(fsim: RunningSim) -> None:
+    tcp = backend_service(fsim, "ft-tcp", "EXTERNAL", protocol="TCP")
+    um = gc(fsim).client(compute_v1.UrlMapsClient)
+    with pytest.raises(gexc.BadRequest, match=r"'resource\.defaultService'.*protocol TCP"):
+        um.insert(project=P, url_map_resource=compute_v1.UrlMap(name="ft-tcp", default_service=tcp.self_link))
+
+
+CM_REFUSALS: list[tuple[str, str, dict[str, str], dict[str, Any], int, str]] = [
+    ("map outside global", "locations/us-central1/certificateMaps", {"certificateMapId": "ft-m"}, {}, 400,
+     "global"),
+    ("entry naming a missing certificate", "locations/global/certificateMaps/ft-m/certificateMapEntries",
+     {"certificateMapEntryId": "ft-e"}, {"hostname": "shop.example.com",
+                                         "certificates": [f"projects/{P}/locations/global/certificates/ft-nope"]},
+     404, "ft-nope"),
+    ("entry with both hostname and matcher", "locations/global/certificateMaps/ft-m/certificateMapEntries",
+     {"certificateMapEntryId": "ft-e"}, {"hostname": "shop.example.com", "matcher": "PRIMARY",
+                                         "certificates": [f"projects/{P}/locations/global/certificates/ft-c"]},
+     400, "exactly one"),
+    ("managed certificate without domains", "locations/global/certificates", {"certificateId": "ft-c2"},
+     {"managed": {"domains": []}}, 400, "domain"),
+    ("an id that is no resource name", "locations/global/certificateMaps", {"certificateMapId": "Ft_M"}, {}, 400,
+     "must match"),
+]
+
+
+@pytest.mark.parametrize("case,path,params,body,status,says", CM_REFUSALS, ids=[c[0] for c in CM_REFUSALS])
+def test_certificate_manager_refuses_what_its_reference_refuses(
+        fsim: RunningSim, case: str, path: str, params: dict[str, str], body: dict[str, Any], status: int,
+        says: str) -> None:
+    base = f"{fsim.sim.certmanager_url}/v1/projects/{P}"
+    cert, key = self_signed(["shop.example.com"])
+    assert requests.post(f"{base}/locations/global/certificates", params={"certificateId": "ft-c"}, timeout=5,
+                         json={"selfManaged": {"pemCertificate": cert, "pemPrivateKey": key}}).status_code == 200
+    assert requests.post(f"{base}/locations/global/certificateMaps", params={"certificateMapId": "ft-m"}, json={},
+                         timeout=5).status_code == 200
+    before = len(fsim.sim.certmanager._store)
+    r = requests.post(f"{base}/{path}", params=params, json=body, timeout=5)
+    assert r.status_code == status and says in r.json()["error"]["message"], r.text
+    assert len(fsim.sim.certmanager._store) == before  # nothing made

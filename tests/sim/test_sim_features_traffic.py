@@ -5,6 +5,7 @@ prod1 + prod2), observed over real HTTP(S) through the simulator's listeners."""
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import socket
 import ssl
@@ -265,3 +266,122 @@ def test_an_https_proxy_with_a_certificate_map_serves_the_maps_certificates_and_
 
     seen = eventually(tls_headers)
     assert seen["X-TLS"].startswith("TLSv1.") and seen["X-SNI"] == "shop.example.com"
+
+
+def managed_chain(world: RunningSim, **fields: Any) -> str:
+    """A global external Application Load Balancer (EXTERNAL_MANAGED) over the classic chain's instance groups and
+    health check, on its own address: the serving URL."""
+    serving(world)
+    classic = backend_service(world)
+    bss = client(world, compute_v1.BackendServicesClient)
+    wait(world, bss.insert_unary(project=P, backend_service_resource=compute_v1.BackendService(
+        name="shop-managed", load_balancing_scheme="EXTERNAL_MANAGED", protocol="HTTP", port_name=classic.port_name,
+        health_checks=list(classic.health_checks), backends=[compute_v1.Backend(group=b.group, balancing_mode="RATE",
+                                                                                max_rate_per_instance=100)
+                                                             for b in classic.backends], **fields)))
+    ums = client(world, compute_v1.UrlMapsClient)
+    wait(world, ums.insert_unary(project=P, url_map_resource=compute_v1.UrlMap(
+        name="shop-managed", default_service=bss.get(project=P, backend_service="shop-managed").self_link)))
+    proxies = client(world, compute_v1.TargetHttpProxiesClient)
+    wait(world, proxies.insert_unary(project=P, target_http_proxy_resource=compute_v1.TargetHttpProxy(
+        name="shop-managed", url_map=ums.get(project=P, url_map="shop-managed").self_link)))
+    rules = client(world, compute_v1.GlobalForwardingRulesClient)
+    wait(world, rules.insert_unary(project=P, forwarding_rule_resource=compute_v1.ForwardingRule(
+        name="shop-managed", load_balancing_scheme="EXTERNAL_MANAGED", port_range="80",
+        target=proxies.get(project=P, target_http_proxy="shop-managed").self_link)))
+    vip = rules.get(project=P, forwarding_rule="shop-managed").I_p_address
+    assert world.sim.dataplane.wait_health("HEALTHY", timeout=10)
+    return world.sim.dataplane.url_for(vip, 80)
+
+
+def test_header_field_affinity_on_the_global_external_alb_sends_one_users_requests_to_one_backend(
+        world: RunningSim) -> None:
+    url = managed_chain(world, session_affinity="HEADER_FIELD", locality_lb_policy="RING_HASH",
+                        consistent_hash=compute_v1.ConsistentHashLoadBalancerSettings(http_header_name="X-User"))
+    by_user = {}
+    for user in ("ana", "bo", "chen", "dee", "eli", "fay"):
+        seen = {requests.get(f"{url}/", headers={"X-User": user}, timeout=5).headers["X-Sim-Backend"]
+                for _ in range(4)}
+        assert len(seen) == 1, (user, seen)
+        by_user[user] = seen.pop()
+    assert len(set(by_user.values())) > 1, by_user
+    # Without the header: balanced.
+    assert len({requests.get(f"{url}/", timeout=5).headers["X-Sim-Backend"] for _ in range(8)}) > 1
+
+
+def test_cloud_cdn_serves_a_cached_answer_and_says_so_in_the_cache_status_variable(world: RunningSim) -> None:
+    url = serving(world)
+    patch_backend_service(world, enable_c_d_n=True, cdn_policy=compute_v1.BackendServiceCdnPolicy(
+        cache_mode="CACHE_ALL_STATIC", default_ttl=60), custom_response_headers=["X-Cache: {cdn_cache_status}"])
+    eventually(lambda: requests.get(f"{url}/x.css", timeout=5).headers.get("X-Cache") in ("miss", "hit"))
+    first = requests.get(f"{url}/app.css?v=1", timeout=5)
+    again = [requests.get(f"{url}/app.css?v=1", timeout=5) for _ in range(4)]
+    assert first.headers["X-Cache"] == "miss" and {r.headers["X-Cache"] for r in again} == {"hit"}
+    assert {r.json()["pod"] for r in again} == {first.json()["pod"]} and all("Age" in r.headers for r in again)
+    # Dynamic content (the app's JSON at a path without a static extension) is not cached in CACHE_ALL_STATIC.
+    assert {requests.get(f"{url}/api", timeout=5).headers["X-Cache"] for _ in range(3)} == {"uncacheable"}
+    assert len({requests.get(f"{url}/api", timeout=5).json()["pod"] for _ in range(4)}) > 1
+
+    # A backend Cloud Armor policy protects the origin: a denied client still gets what the cache holds, and a
+    # 403 for what it does not (Google evaluates backend policies on cache misses only).
+    policies = client(world, compute_v1.SecurityPoliciesClient)
+    wait(world, policies.insert_unary(project=P, security_policy_resource=compute_v1.SecurityPolicy(
+        name="origin-only", rules=[compute_v1.SecurityPolicyRule(
+            priority=1000, action="deny(403)", match=compute_v1.SecurityPolicyRuleMatcher(
+                versioned_expr="SRC_IPS_V1", config=compute_v1.SecurityPolicyRuleMatcherConfig(
+                    src_ip_ranges=["127.0.0.7/32"])))])))
+    bss = client(world, compute_v1.BackendServicesClient)
+    wait(world, bss.set_security_policy_unary(project=P, backend_service=BS, security_policy_reference_resource=(
+        compute_v1.SecurityPolicyReference(security_policy=f"projects/{P}/global/securityPolicies/origin-only"))))
+    fresh = itertools.count()  # a new path each try: one that got cached before the policy applied stays a hit
+    eventually(lambda: get_from(url, "127.0.0.7", f"/other-{next(fresh)}.css")[0] == 403)
+    status, headers, _ = get_from(url, "127.0.0.7", "/app.css?v=1")
+    assert (status, headers["X-Cache"]) == (200, "hit")
+
+
+def _handshake(url: str, max_version: ssl.TLSVersion) -> str:
+    """The TLS version a client allowing at most ``max_version`` gets ("refused" when the handshake fails)."""
+    host, port = url.removeprefix("https://").rsplit(":", 1)
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    context.maximum_version = max_version
+    try:
+        with socket.create_connection((host, int(port)), timeout=5) as raw, \
+                context.wrap_socket(raw, server_hostname="shop.example.com") as tls:
+            return tls.version() or ""
+    except (ssl.SSLError, ConnectionResetError):
+        return "refused"
+
+
+def test_an_ssl_policy_with_tls_1_3_minimum_refuses_a_tls_1_2_client(world: RunningSim) -> None:
+    cert, key = self_signed(["shop.example.com"])
+    built = kubemci_chain(world, certificate=cert, private_key=key)
+    assert world.sim.dataplane.wait_health("HEALTHY", timeout=10)
+    url = world.sim.dataplane.url_for(built.vip, 443)
+    assert _handshake(url, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    policies = client(world, compute_v1.SslPoliciesClient)
+    wait(world, policies.insert_unary(project=P, ssl_policy_resource=compute_v1.SslPolicy(
+        name="tls13", profile="RESTRICTED", min_tls_version="TLS_1_3")))
+    proxies = client(world, compute_v1.TargetHttpsProxiesClient)
+    https_proxy = next(p.name for p in proxies.list(project=P))
+    wait(world, proxies.set_ssl_policy_unary(project=P, target_https_proxy=https_proxy,
+                                             ssl_policy_reference_resource=compute_v1.SslPolicyReference(
+                                                 ssl_policy=f"projects/{P}/global/sslPolicies/tls13")))
+    eventually(lambda: _handshake(url, ssl.TLSVersion.TLSv1_2) == "refused")
+    assert _handshake(url, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+
+
+def test_iap_sends_a_browser_without_credentials_to_sign_in_and_tells_the_pod_who_signed_in(
+        world: RunningSim) -> None:
+    url = serving(world)
+    patch_backend_service(world, iap=compute_v1.BackendServiceIAP(enabled=True, oauth2_client_id="shop-client",
+                                                                  oauth2_client_secret="s3cret"))
+    anonymous = eventually(lambda: (lambda r: r if r.status_code == 302 else None)(
+        requests.get(f"{url}/orders", timeout=5, allow_redirects=False)))
+    assert anonymous.headers["Location"].startswith("https://accounts.google.com/o/oauth2/v2/auth?")
+    assert "client_id=shop-client" in anonymous.headers["Location"]
+    signed_in = requests.get(f"{url}/orders", headers={"Authorization": "Bearer token"}, timeout=5)
+    assert signed_in.status_code == 200
+    assert signed_in.json()["headers"]["X-Goog-Authenticated-User-Email"] == "accounts.google.com:sim-user@example.com"
+    patch_backend_service(world, iap=compute_v1.BackendServiceIAP(enabled=False))
+    eventually(lambda: requests.get(f"{url}/orders", timeout=5, allow_redirects=False).status_code == 200)

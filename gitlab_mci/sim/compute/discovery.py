@@ -145,6 +145,8 @@ def _check(sch: dict[str, Any], value: Any, where: str, type_name: str) -> None:
         _check(schema(ref), value, where, ref)
         return
     stype = sch.get("type")
+    if value is None:
+        return  # proto3 JSON: null is accepted for every field and means the default (gcloud sends some)
     if stype == "object":
         if not isinstance(value, dict):
             raise ValidationError(f"Invalid value at '{where}' (type.googleapis.com/google.cloud.compute.v1."

@@ -581,6 +581,8 @@ class ComputeEmulator:
         body = features.strip_output_only(body, coll.extra.get("output_only", ()), current)
         base = {k: v for k, v in current.items() if k.startswith("_") or k in OUTPUT_ONLY}
         merged = _merge(copy.deepcopy(current), body) if merge else {**base, **body, "name": name}
+        if not merge:  # a PUT's null field is the field unset (proto3 JSON), not a stored null
+            merged = {k: v for k, v in merged.items() if v is not None}
         self._validate_semantics(coll, merged, project)
         if coll.defaults is not None:
             coll.defaults(merged)
@@ -907,6 +909,10 @@ class ComputeEmulator:
                 features.check_https_proxy(body, self.certificate_map_exists)
             elif coll.name == "globalAddresses":
                 features.check_address(body)
+            elif coll.name == "urlMaps":
+                found = [(ref.path.replace("[]", ""), self._by_url(str(url))) for ref in coll.refs
+                         for url in _values(body, ref.path) if isinstance(url, str)]
+                features.check_url_map_services([(w, s) for w, s in found if s is not None])
         except features.FeatureError as exc:
             raise ApiError(exc.status, str(exc), exc.reason) from None
 

@@ -30,7 +30,11 @@ MANAGED_ONLY_FIELDS = ("outlierDetection", "customMetrics", "consistentHash", "c
                        "maxStreamDuration", "localityLbPolicies")
 MANAGED_ONLY_AFFINITIES = ("HEADER_FIELD", "HTTP_COOKIE", "STRONG_COOKIE_AFFINITY")
 ALB_AFFINITIES = ("NONE", "CLIENT_IP", "GENERATED_COOKIE", *MANAGED_ONLY_AFFINITIES)
-ALB_PROTOCOLS = {"EXTERNAL": ("HTTP", "HTTPS", "HTTP2"), "EXTERNAL_MANAGED": ("HTTP", "HTTPS", "HTTP2", "H2C")}
+# Global external backend services: the Application Load Balancers' protocols, and TCP/SSL for the proxy Network
+# Load Balancers (which a URL map cannot use).
+ALB_PROTOCOLS = {"EXTERNAL": ("HTTP", "HTTPS", "HTTP2", "TCP", "SSL"),
+                 "EXTERNAL_MANAGED": ("HTTP", "HTTPS", "HTTP2", "H2C", "TCP", "SSL")}
+URL_MAP_PROTOCOLS = ("HTTP", "HTTPS", "HTTP2", "H2C")
 CACHE_DEFAULTS = {"CACHE_ALL_STATIC": {"defaultTtl": 3600, "maxTtl": 86400, "clientTtl": 3600},
                   "FORCE_CACHE_ALL": {"defaultTtl": 3600, "clientTtl": 3600}, "USE_ORIGIN_HEADERS": {}}
 
@@ -275,7 +279,7 @@ def check_backend_service(body: Obj) -> None:
     alb = scheme in ("EXTERNAL", "EXTERNAL_MANAGED")
     protocol = body.get("protocol")
     if alb and protocol is not None and protocol not in ALB_PROTOCOLS[scheme]:
-        raise _invalid("protocol", protocol, f"A backend service with load balancing scheme {scheme} uses "
+        raise _invalid("protocol", protocol, f"A global backend service with load balancing scheme {scheme} uses "
                        f"{', '.join(ALB_PROTOCOLS[scheme])} to its backends.")
     affinity = str(body.get("sessionAffinity") or "NONE")
     if alb and affinity not in ALB_AFFINITIES:
@@ -417,15 +421,29 @@ def parse_headers(headers: list[str]) -> list[tuple[str, str]]:
     return [(h.partition(":")[0], h.partition(":")[2].strip()) for h in headers]
 
 
+def check_url_map_services(services: list[tuple[str, Obj]]) -> None:
+    """A URL map routes only to backend services of an HTTP family protocol (TCP/SSL ones are for proxy Network
+    Load Balancers); ``services`` are (field path, backend service) of every service the map names."""
+    for where, service in services:
+        protocol = service.get("protocol", "HTTP")
+        if protocol not in URL_MAP_PROTOCOLS:
+            raise _invalid(where, service.get("selfLink", ""), f"A URL map cannot use a backend service with "
+                           f"protocol {protocol} (HTTP, HTTPS, HTTP2 or H2C).")
+
+
 # --- target HTTPS proxies, addresses, forwarding rules --------------------------------------------------------------
 
-CERT_MAP_RE = re.compile(r"^//certificatemanager\.googleapis\.com/projects/(?P<project>[^/]+)/locations/"
-                         r"(?P<location>[^/]+)/certificateMaps/(?P<name>[^/]+)$")
+CERT_MAP_RE = re.compile(r"^(?://certificatemanager\.googleapis\.com/|https?://[^/]+/(?:v1/)?)projects/(?P<project>[^/]+)/"
+                         r"locations/(?P<location>[^/]+)/certificateMaps/(?P<name>[^/]+)$")
 
 
 def check_certificate_map(value: Any, exists: Callable[[str, str], bool] | None, field: str = "certificateMap",
                           prefix: str = "resource.") -> str:
-    """A proxy's certificate map reference: Google's accepted format, naming a map that exists (404 otherwise)."""
+    """A proxy's certificate map reference, naming a map that exists (404 otherwise), in the documented form.
+
+    Accepted: the documented ``//certificatemanager.googleapis.com/projects/…`` and the API URL gcloud sends
+    (``https://certificatemanager.googleapis.com/v1/projects/…``, its self link; any host, for endpoint overrides).
+    Stored: the documented form."""
     m = CERT_MAP_RE.match(str(value or ""))
     if not m:
         raise FeatureError(f"Invalid value for field '{prefix}{field}': '{value}'. Accepted format is "
@@ -437,12 +455,14 @@ def check_certificate_map(value: Any, exists: Callable[[str, str], bool] | None,
     if exists is not None and not exists(m.group("project"), m.group("name")):
         raise FeatureError(f"The resource 'projects/{m.group('project')}/locations/global/certificateMaps/"
                            f"{m.group('name')}' was not found", "notFound", 404)
-    return str(value)
+    return f"//certificatemanager.googleapis.com/projects/{m.group('project')}/locations/global/certificateMaps/" \
+           f"{m.group('name')}"
 
 
 def check_https_proxy(body: Obj, exists: Callable[[str, str], bool] | None) -> None:
+    """A target HTTPS proxy's certificate map (normalized in ``body`` to the documented form)."""
     if body.get("certificateMap"):
-        check_certificate_map(body["certificateMap"], exists)
+        body["certificateMap"] = check_certificate_map(body["certificateMap"], exists)
 
 
 def strip_output_only(body: Obj, fields: tuple[str, ...], current: Obj | None) -> Obj:
