@@ -116,6 +116,10 @@ class Load:
                 i += 1
                 self._stop.wait(max(0.0, began + i / self.rate - time.monotonic()))
 
+    def hold(self, seconds: float) -> None:
+        """Let the load run this long (a window of traffic, not a wait for a state)."""
+        self._stop.wait(seconds)
+
     @property
     def failed(self) -> list[tuple[float, int, str]]:
         return [x for x in self.log if x[1] != 200]

@@ -12,7 +12,7 @@ from google.cloud import compute_v1
 from gitlab_mci.gcp import Compute
 from tests.cli_helpers import run_cli as cli
 from tests.conftest import RunningSim
-from tests.lb.neg_world import BASE, PORT, P, Load, neg_world, serving_url
+from tests.lb.neg_world import BASE, PORT, Load, P, neg_world, serving_url
 
 NODE_PORT = 30999
 
@@ -37,11 +37,11 @@ def _switch(running: RunningSim, capsys: pytest.CaptureFixture[str], backends: s
     """Apply with ``backends`` under 20 requests/s: no request fails; the next apply writes nothing."""
     url = serving_url(running)
     with Load(url) as load:
-        load._stop.wait(1.0)
+        load.hold(1.0)
         code, out, err = cli(["lb", "apply", *BASE, "--backends", backends, "--timeout", "30",
                               "--check-interval-sec", "1"], capsys)
         assert code == 0, out + err
-        load._stop.wait(1.5)  # requests after the old kind is gone
+        load.hold(1.5)  # requests after the old kind is gone
     assert len(load.log) >= 40 and load.failed == [], load.failed[:5]
     running.sim.journal.reset()
     code, out, err = cli(["lb", "apply", *BASE, "--backends", backends, "--timeout", "30",

@@ -16,7 +16,7 @@ from kubernetes import client as k8s
 from gitlab_mci.gcp import Compute
 from tests.cli_helpers import run_cli as cli
 from tests.conftest import RunningSim
-from tests.lb.neg_world import BASE, NEG, PORT, SERVICE, WHERE, P, Load, kube, neg_world, serving_url
+from tests.lb.neg_world import BASE, NEG, PORT, SERVICE, WHERE, Load, P, kube, neg_world, serving_url
 
 BS = f"gmci-bs-shop-neg-{PORT}"
 HC = f"gmci-hc-shop-neg-{PORT}"
@@ -106,7 +106,7 @@ def test_a_rollout_under_20_requests_per_second_fails_no_request(
     assert world.sim.dataplane.wait_health("HEALTHY", timeout=15)
     before = {p.metadata.name for p in k8s.CoreV1Api(kube(world, "prod1")).list_namespaced_pod("default").items}
     with Load(serving_url(world)) as load:
-        time.sleep(1.0)  # traffic before the rollout  # noqa: TID251 - a load window, not a wait for a state
+        load.hold(1.0)  # traffic before the rollout
         k8s.AppsV1Api(kube(world, "prod1")).patch_namespaced_deployment("shop", "default", {
             "spec": {"template": {"metadata": {"annotations": {"rollout": "2"}}}}})
         deadline = time.monotonic() + 60
@@ -118,7 +118,7 @@ def test_a_rollout_under_20_requests_per_second_fails_no_request(
                 break
             assert time.monotonic() < deadline, [p.metadata.name for p in pods]
             time.sleep(0.2)
-        load._stop.wait(2.0)
+        load.hold(2.0)
     assert len(load.log) >= 40 and load.failed == [], load.failed[:5]
     assert {c for _, _, c in load.log[-20:]} >= {"prod1"}  # the new pods serve
 
@@ -133,7 +133,7 @@ def test_failed_pods_of_one_cluster_move_traffic_within_the_detection_time(
     failed_at = time.monotonic()
     try:
         with Load(url) as load:
-            load._stop.wait(DETECTION + EPSILON + 2.0)
+            load.hold(DETECTION + EPSILON + 2.0)
         settled = next((sent for sent, status, who in load.log if status == 200 and who == "prod2"
                         and all(w == "prod2" for s2, _, w in load.log if s2 >= sent)), None)
         assert settled is not None, load.log[-5:]
