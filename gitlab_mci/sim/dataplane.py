@@ -96,6 +96,7 @@ class Backend:
     port: int | None  # the serving port (backend service portName in the group's named ports)
     probe_port: int | None
     pod: Pod | None = None  # a network endpoint group's endpoint: traffic goes to the pod itself
+    blocked: bool = False  # no firewall rule lets Google's health checkers reach the probe port on this node
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,7 @@ class DataPlane:
             for zone in rec.spec.zones:
                 self._zones.setdefault(zone, set()).add(rec.spec.name)
         self._node_by_name = {(n.cluster, n.name): n for n in self._nodes.values()}
+        self._tags = {rec.spec.name: rec.network_tag for rec in records}  # cluster -> its nodes' network tag
         self._lock = threading.Lock()
         self._topology = Topology()
         self._listeners: dict[str, Listener] = {}
@@ -426,7 +428,9 @@ class DataPlane:
         checks = index("healthChecks")
         groups = index("instanceGroups")
         negs = index("networkEndpointGroups")
+        firewalls = compute.resources("firewalls")
         node_ports, neg_pods = self._build_kube()
+        pods_by_ip = self._pods_by_ip()
         views: dict[str, ServiceView] = {}
         for url, bs in services.items():
             hc = checks.get((bs.get("healthChecks") or [""])[0])
@@ -435,7 +439,7 @@ class DataPlane:
             for b in bs.get("backends") or []:
                 neg = negs.get(b.get("group", ""))
                 if neg is not None:
-                    entries.append((neg["selfLink"], self._neg_backends(neg, neg_pods, spec)))
+                    entries.append((neg["selfLink"], self._neg_backends(neg, neg_pods, spec, pods_by_ip, firewalls)))
                     capacity.append(float(b.get("capacityScaler", 1.0)))
                     continue
                 group = groups.get(b.get("group", ""))
@@ -483,8 +487,27 @@ class DataPlane:
         return Topology(listeners, views, node_ports, neg_pods)
 
     def _neg_backends(self, neg: Obj, neg_pods: dict[tuple[str, str], tuple[str, tuple[Pod, ...]]],
-                      spec: Obj | None) -> tuple[Backend, ...]:
-        """A GCE_VM_IP_PORT network endpoint group's endpoints: the ready pods GKE's NEG controller would attach."""
+                      spec: Obj | None, pods_by_ip: dict[tuple[str, str], Pod],
+                      firewalls: list[Obj]) -> tuple[Backend, ...]:
+        """A GCE_VM_IP_PORT network endpoint group's endpoints, as attached in Compute (GKE's NEG controller keeps
+        them in step with the pods); for a NEG nobody attached endpoints to (the hosted Multi Cluster Ingress
+        controller's), the ready pods its Service's neg-status names. An endpoint whose pod is gone is skipped (its
+        pod stops serving only once detached, as with a graceful termination). Probes reach a pod only where a
+        firewall rule lets Google's health-check ranges in to its port on the node."""
+        attached = self.compute.network_endpoints(neg["selfLink"])
+        if attached is not None:
+            endpoints = []
+            for e in attached:
+                node = self._nodes.get(f"zones/{str(neg.get('zone', '')).rsplit('/', 1)[-1]}/instances/"
+                                       f"{e.get('instance')}")
+                pod = pods_by_ip.get((node.cluster, str(e.get("ipAddress")))) if node else None
+                if node is None or pod is None:
+                    continue
+                port = int(e.get("port") or neg.get("defaultPort") or 80)
+                probe = _probe_port(spec, port)
+                endpoints.append(Backend(f"{neg['selfLink']}#{pod.name}", neg["selfLink"], node, port, probe, pod,
+                                         not _firewall_allows(firewalls, self._tags.get(node.cluster, ""), probe)))
+            return tuple(endpoints)
         zone = str(neg.get("zone", "")).rsplit("/", 1)[-1]
         cluster, pods = neg_pods.get((zone, neg["name"]), ("", ()))
         port = int(neg.get("defaultPort") or 80)
@@ -496,8 +519,23 @@ class DataPlane:
         for pod in pods:
             node = self._node_by_name.get((cluster, pod.node))
             if node is not None and node.zone == zone:
-                out.append(Backend(f"{neg['selfLink']}#{pod.name}", neg["selfLink"], node, port, probe, pod))
+                out.append(Backend(f"{neg['selfLink']}#{pod.name}", neg["selfLink"], node, port, probe, pod,
+                                   not _firewall_allows(firewalls, self._tags.get(cluster, ""), probe)))
         return tuple(out)
+
+    def _pods_by_ip(self) -> dict[tuple[str, str], Pod]:
+        """Every running pod that is not being deleted, by (cluster, pod IP): what a NEG endpoint reaches."""
+        out = {}
+        for cluster, kube in self.clusters.items():
+            for pod in kube.list("v1", "Pod"):
+                meta, status = pod["metadata"], pod.get("status") or {}
+                if status.get("phase") != "Running" or meta.get("deletionTimestamp") or not status.get("podIP"):
+                    continue
+                node_name = str((pod.get("spec") or {}).get("nodeName") or "")
+                node = self._node_by_name.get((cluster, node_name))
+                out[(cluster, str(status["podIP"]))] = Pod(meta["name"], meta.get("namespace", "default"), node_name,
+                                                           node.zone if node else "", str(status["podIP"]))
+        return out
 
     def _certificate(self, url: str, project: str) -> tuple[str, str] | None:
         parts = url.split("/")
@@ -640,6 +678,8 @@ class DataPlane:
             if backend is None:
                 continue
             try:
+                if backend.blocked:
+                    raise _Unreachable(backend.instance)  # the firewall drops the probe: it times out
                 status, _body = self._forward(backend, backend.probe_port, "GET", h.params.path,
                                               h.params.host or backend.node.internal_ip, probe=True)
                 ok = status == 200 if h.params.kind in ("HTTP", "HTTPS", "HTTP2") else True
@@ -779,6 +819,51 @@ class DataPlane:
                 self._in_flight[cluster] -= 1
         return Reply(status, body, {"X-Sim-Backend": f"{backend.node.cluster}/{backend.node.name}",
                                     PATH_HEADER: path_taken})
+
+
+def _probe_port(spec: Obj | None, serving: int) -> int:
+    """The port a health check probes a NEG endpoint on: its fixed port, else the endpoint's (USE_SERVING_PORT)."""
+    if spec is not None and spec.get("portSpecification", "USE_FIXED_PORT" if "port" in spec else "") == \
+            "USE_FIXED_PORT":
+        return int(spec.get("port", serving))
+    return serving
+
+
+HEALTH_CHECK_RANGES = ("35.191.0.0/16", "130.211.0.0/22")
+
+
+def _firewall_allows(firewalls: list[Obj], tag: str, port: int) -> bool:
+    """Whether ingress firewall rules let both of Google's health-check ranges reach ``port`` (TCP) on the nodes
+    tagged ``tag``: an enabled INGRESS allow rule whose source ranges contain the range, that targets the tag (or
+    every instance) and allows tcp (or all) on that port. Deny rules and priorities are not modelled."""
+    import ipaddress
+
+    def covers(rule: Obj, source: str) -> bool:
+        wanted = ipaddress.ip_network(source)
+        for raw in rule.get("sourceRanges") or []:
+            try:
+                if wanted.subnet_of(ipaddress.ip_network(str(raw), strict=False)):  # type: ignore[arg-type]
+                    return True
+            except (ValueError, TypeError):
+                continue
+        return False
+
+    def opens(rule: Obj) -> bool:
+        for allowed in rule.get("allowed") or []:
+            if str(allowed.get("IPProtocol", "")).lower() not in ("tcp", "all", "6"):
+                continue
+            ports = allowed.get("ports") or []
+            if not ports:
+                return True
+            for item in ports:
+                first, _, last = str(item).partition("-")
+                if first.isdigit() and int(first) <= port <= int(last or first):
+                    return True
+        return False
+
+    rules = [r for r in firewalls if r.get("direction", "INGRESS") == "INGRESS" and not r.get("disabled")
+             and (not r.get("targetTags") or tag in r["targetTags"]) and opens(r)]
+    return all(any(covers(r, source) for r in rules) for source in HEALTH_CHECK_RANGES)
 
 
 def _sim_delay(query: str) -> float:

@@ -71,6 +71,19 @@ def _fit(name: str, limit: int = 63) -> str:
     return f"{name[:limit - 9].rstrip('-')}-{_hash(name)}"
 
 
+def cluster_uid(project: str, cluster: str) -> str:
+    """The 8 hexadecimal characters GKE's NEG names and descriptions carry for a cluster (its UID's prefix)."""
+    return _hash(project, cluster)
+
+
+def gke_neg_name(project: str, cluster: str, namespace: str, service: str, port: str | int) -> str:
+    """The name GKE's NEG controller gives a Service port's NEGs when none is asked for:
+    ``k8s1-<cluster uid>-<namespace>-<service>-<port>-<8 hex>``, parts truncated, at most 63 characters."""
+    port = str(port)
+    return _fit(f"k8s1-{cluster_uid(project, cluster)}-{namespace[:10]}-{service[:23]}-{port[:5]}-"
+                f"{_hash(cluster, namespace, service, port)}")
+
+
 def derived_service_name(namespace: str, mcs: str) -> str:
     """The derived Service GKE makes for a MultiClusterService: ``mci-<mcs>-svc-<16 characters>``."""
     return f"mci-{mcs[:38].rstrip('-')}-svc-{_b36(namespace, mcs, n=16)}"
@@ -231,11 +244,11 @@ class MciController:
                     out.errors.append(f"MultiClusterService {ns}/{name}: namespace {ns} does not exist in "
                                       f"cluster {cluster}; no derived Service there")
                     continue
-                uid = _hash(self.spec.project, cluster)
+                uid = cluster_uid(self.spec.project, cluster)
                 neg_names = {}
                 for p in ports:
                     port = str(p.get("port"))
-                    neg = _fit(f"k8s1-{uid}-{ns[:10]}-{svc_name[:23]}-{port[:5]}-{_hash(cluster, ns, svc_name, port)}")
+                    neg = gke_neg_name(self.spec.project, cluster, ns, svc_name, port)
                     neg_names[port] = neg
                     for zone in self.records[cluster].spec.zones:
                         out.compute[("networkEndpointGroups", zone, neg)] = {

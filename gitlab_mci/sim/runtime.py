@@ -84,6 +84,11 @@ class Simulator:
 
         self.dataplane = DataPlane(self.compute, self.clusters, self.records, project=spec.project)
         self.dataplane.on_change = self._dataplane_changed
+        # GKE's NEG controller in every cluster: standalone NEGs for Services annotated cloud.google.com/neg.
+        from gitlab_mci.sim.negs import NegController
+
+        self.negs = NegController(spec, self.records, self.clusters, self.compute, self.dataplane,
+                                  delay=spec.neg_delay)
         self._state_dir: Path | None = None
         self.started_at = 0.0
 
@@ -96,10 +101,12 @@ class Simulator:
         self._gkehub_server.start()
         self.mci.start()
         self.dataplane.start()
+        self.negs.start()
         self.started_at = time.time()
         return self
 
     def stop(self) -> None:
+        self.negs.stop()
         self.dataplane.stop()
         self.mci.stop()
         self._gkehub_server.stop()

@@ -73,6 +73,9 @@ class ClusterSpec:
     location: str  # a zone (zonal cluster) or a region (regional cluster)
     zones: tuple[str, ...]
     node_pools: tuple[NodePoolSpec, ...]
+    # VPC-native (alias IP) networking, GKE's default: pods get IPs of a secondary range of the subnet, which
+    # container-native load balancing (NEGs) requires. `vpcNative: false` is a routes-based cluster.
+    vpc_native: bool = True
 
     @property
     def region(self) -> str:
@@ -94,6 +97,7 @@ class WorldSpec:
     operation_latency: float = 0.0
     managed_cert_delay: float = 1.0
     mci_delay: float = 3.0  # seconds the hosted Multi Cluster Ingress controller takes to provision
+    neg_delay: float = 0.2  # seconds GKE's NEG controller takes to react to a Service or Pod change
     node_port_range: tuple[int, int] = (30000, 32767)
     seed: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
@@ -120,7 +124,7 @@ def _check_zone(zone: str, region: str, where: str) -> None:
 def _cluster(raw: Any, idx: int, where: str) -> ClusterSpec:
     at = f"{where}: clusters[{idx}]"
     _require(isinstance(raw, dict), at, "must be a mapping with at least `name` and `location`")
-    unknown = set(raw) - {"name", "location", "zones", "nodePools", "nodes"}
+    unknown = set(raw) - {"name", "location", "zones", "nodePools", "nodes", "vpcNative"}
     _require(not unknown, at, f"unknown field(s) {', '.join(sorted(unknown))}")
     name = raw.get("name")
     _require(isinstance(name, str) and bool(_NAME_RE.match(name)) and len(name) <= 40, f"{at}.name",
@@ -161,14 +165,16 @@ def _cluster(raw: Any, idx: int, where: str) -> ClusterSpec:
             _require(isinstance(n, int) and 1 <= n <= 100, f"{pat}.nodesPerZone", "must be a number from 1 to 100")
             parsed.append(NodePoolSpec(p["name"], n, str(p.get("machineType", "e2-standard-2"))))
         pools = tuple(parsed)
-    return ClusterSpec(name, location, tuple(zones), pools)
+    vpc_native = raw.get("vpcNative", True)
+    _require(isinstance(vpc_native, bool), f"{at}.vpcNative", "must be true or false")
+    return ClusterSpec(name, location, tuple(zones), pools, vpc_native)
 
 
 def parse_spec(raw: Any, where: str = "simulator spec") -> WorldSpec:
     """Validate a spec mapping (as loaded from YAML) into a :class:`WorldSpec`; errors name the field."""
     _require(isinstance(raw, dict), where, "must be a YAML mapping")
     known = {"project", "projectNumber", "network", "networkProject", "clusters", "operationLatency",
-             "managedCertDelay", "nodePortRange", "seed", "mciProvisioningDelay"}
+             "managedCertDelay", "nodePortRange", "seed", "mciProvisioningDelay", "negSyncDelay"}
     unknown = set(raw) - known
     _require(not unknown, where, f"unknown field(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
     project = raw.get("project", "demo-project")
@@ -196,6 +202,9 @@ def parse_spec(raw: Any, where: str = "simulator spec") -> WorldSpec:
     mci_delay = raw.get("mciProvisioningDelay", 3.0)
     _require(isinstance(mci_delay, int | float) and 0 <= mci_delay <= 3600, f"{where}: mciProvisioningDelay",
              "must be a number of seconds from 0 to 3600")
+    neg_delay = raw.get("negSyncDelay", 0.2)
+    _require(isinstance(neg_delay, int | float) and 0 <= neg_delay <= 600, f"{where}: negSyncDelay",
+             "must be a number of seconds from 0 to 600")
     npr = raw.get("nodePortRange", "30000-32767")
     m = re.fullmatch(r"(\d+)-(\d+)", str(npr))
     if m is None or not 1 <= int(m.group(1)) < int(m.group(2)) <= 65535:
@@ -211,6 +220,7 @@ def parse_spec(raw: Any, where: str = "simulator spec") -> WorldSpec:
         operation_latency=float(latency),
         managed_cert_delay=float(cert_delay),
         mci_delay=float(mci_delay),
+        neg_delay=float(neg_delay),
         node_port_range=(int(m.group(1)), int(m.group(2))),
         seed=seed,
     )

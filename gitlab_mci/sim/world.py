@@ -106,9 +106,7 @@ def seed_compute(compute: ComputeEmulator, spec: WorldSpec, records: list[Cluste
                         "status": "RUNNING",
                         "tags": {"items": [rec.network_tag]},
                         "labels": {"goog-gke-node": "", "goog-k8s-cluster-name": rec.spec.name},
-                        "networkInterfaces": [
-                            {"name": "nic0", "network": net, "networkIP": node.internal_ip}
-                        ],
+                        "networkInterfaces": [_nic(spec, rec, node, net, records.index(rec))],
                         "metadata": {
                             "items": [
                                 {"key": "created-by", "value": created_by},
@@ -144,6 +142,30 @@ def seed_compute(compute: ComputeEmulator, spec: WorldSpec, records: list[Cluste
                 project=spec.project,
                 zone=zone,
             )
+
+
+def subnetwork_url(spec: WorldSpec, region: str) -> str:
+    """The subnet of an auto mode network in a region: named like the network."""
+    return f"{API}/projects/{spec.network_project}/regions/{region}/subnetworks/{spec.network}"
+
+
+def pod_range_name(spec: WorldSpec, cluster: str) -> str:
+    """The subnet's secondary range a VPC-native cluster's pods take their IPs from, named as GKE names it."""
+    return f"gke-{cluster}-pods-{_hex(spec.seed, cluster, 'pods')}"
+
+
+def _nic(spec: WorldSpec, rec: ClusterRecord, node: NodeRecord, net: str, cluster_index: int) -> dict[str, Any]:
+    """A node's network interface. A VPC-native cluster's nodes carry an alias IP range of the pods' secondary range
+    (GKE gives each node a /24 of it): that is how Compute shows a cluster is VPC-native (container-native load
+    balancing needs it); a routes-based cluster's nodes have none."""
+    nic: dict[str, Any] = {"name": "nic0", "network": net, "subnetwork": subnetwork_url(spec, rec.spec.region),
+                           "networkIP": node.internal_ip}
+    if rec.spec.vpc_native:
+        index = rec.nodes.index(node)
+        second = 64 + (cluster_index * 4 + index // 256) % 128
+        nic["aliasIpRanges"] = [{"ipCidrRange": f"10.{second}.{index % 256}.0/24",
+                                 "subnetworkRangeName": pod_range_name(spec, rec.spec.name)}]
+    return nic
 
 
 def node_object(spec: WorldSpec, rec: ClusterRecord, node: NodeRecord) -> dict[str, Any]:

@@ -90,6 +90,7 @@ class ComputeEmulator:
         self._projects: dict[str, int] = {}
         self._store: dict[tuple[str, str, str], dict[str, Obj]] = {}  # (collection, project, zone|"") -> name -> obj
         self._members: dict[str, list[str]] = {}  # instance group URL -> instance URLs
+        self._endpoints: dict[str, list[Obj]] = {}  # network endpoint group URL -> its network endpoints
         self._ops: dict[tuple[str, str], _Op] = {}  # (project, op name) -> op
         self._request_ids: dict[tuple[str, str], str] = {}
         self._pending: dict[str, Obj] = {}  # URL -> resource, for inserts not DONE yet
@@ -133,7 +134,10 @@ class ComputeEmulator:
         with self._lock:
             self._settle()
             self._revision += 1
-            return self._bucket(COLLECTIONS[collection], project, zone).pop(name, None) is not None
+            gone = self._bucket(COLLECTIONS[collection], project, zone).pop(name, None)
+            if gone is not None:
+                self._endpoints.pop(gone["selfLink"], None)
+            return gone is not None
 
     def revision(self) -> int:
         """A number that changes whenever a resource changed (operations that became due are applied first)."""
@@ -147,6 +151,32 @@ class ComputeEmulator:
             self._settle()
             found = self._bucket(COLLECTIONS[collection], project, zone).get(name)
             return copy.deepcopy(found) if found else None
+
+    def network_endpoints(self, neg_url: str) -> list[Obj] | None:
+        """A network endpoint group's endpoints, for the data plane; ``None`` when no such group or none was ever
+        attached to it (the hosted Multi Cluster Ingress controller's NEGs, whose pods the data plane finds itself)."""
+        with self._lock:
+            self._settle()
+            if self._by_zonal_url(neg_url) is None or neg_url not in self._endpoints:
+                return None
+            return copy.deepcopy(self._endpoints[neg_url])
+
+    def set_network_endpoints(self, neg_url: str, endpoints: list[Obj]) -> None:
+        """Replace a group's endpoints directly (GKE's NEG controller attaching and detaching, without operations)."""
+        with self._lock:
+            self._settle()
+            if self._by_zonal_url(neg_url) is None:
+                raise KeyError(neg_url)
+            if self._endpoints.get(neg_url, []) != endpoints:
+                self._endpoints[neg_url] = copy.deepcopy(endpoints)
+                self._revision += 1
+
+    def _by_zonal_url(self, url: str) -> Obj | None:
+        m = _REF_RE.match(url)
+        if not m or not m.group("zseg") or m.group("zseg") not in ZONAL_SEGMENTS:
+            return None
+        coll = COLLECTIONS[ZONAL_SEGMENTS[m.group("zseg")]]
+        return self._bucket(coll, m.group("project") or "", m.group("zone")).get(m.group("name"))
 
     # --- HTTP ----------------------------------------------------------------------------------------------------
 
@@ -288,6 +318,8 @@ class ComputeEmulator:
                 out.pop("users")
         elif discovery.has_property(coll.schema, "usedBy") and users:
             out["usedBy"] = [{"reference": u} for u in users]
+        if coll.name == "networkEndpointGroups":
+            out["size"] = len(self._endpoints.get(obj["selfLink"], []))
         if coll.name == "sslCertificates" and out.get("type") == "MANAGED":
             ready = time.time() >= obj["_created"] + self.managed_cert_delay
             state = "ACTIVE" if ready else "PROVISIONING"
@@ -526,6 +558,7 @@ class ComputeEmulator:
 
         def apply() -> None:
             self._bucket(coll, project, zone).pop(name, None)
+            self._endpoints.pop(obj["selfLink"], None)
 
         return self._start(req, "delete", coll, project, zone, name, apply, obj["id"])
 
@@ -590,6 +623,7 @@ class ComputeEmulator:
             if len(body.get("healthChecks") or []) > 1:
                 raise ApiError(400, "Invalid value for field 'resource.healthChecks': only one health check is "
                                "allowed.", "invalid")
+            _check_neg_backends(body.get("backends") or [])
         if coll.name == "sslCertificates":
             ctype = body.get("type", "SELF_MANAGED")
             if ctype == "SELF_MANAGED" and not (body.get("certificate") and body.get("privateKey")):
@@ -752,6 +786,80 @@ class ComputeEmulator:
                                                          "creationTimestamp": "", "id": "0"} for i in items]),
                               "selfLink": group["selfLink"] + "/listInstances"})
 
+    # --- network endpoint groups ---------------------------------------------------------------------------------
+
+    def _m_attachNetworkEndpoints(self, req: Request, coll: Collection, project: str, zone: str | None,
+                                  name: str, body: Obj) -> Response:
+        neg = self._lookup(coll, project, zone, name)
+        given = [self._checked_endpoint(neg, project, zone, i, e)
+                 for i, e in enumerate(body.get("networkEndpoints") or [])]
+
+        def apply() -> None:
+            current = self._endpoints.setdefault(neg["selfLink"], [])
+            current.extend(e for e in given if e not in current)  # attaching an attached endpoint changes nothing
+
+        return self._start(req, "attachNetworkEndpoints", coll, project, zone, name, apply, neg["id"])
+
+    def _m_detachNetworkEndpoints(self, req: Request, coll: Collection, project: str, zone: str | None,
+                                  name: str, body: Obj) -> Response:
+        neg = self._lookup(coll, project, zone, name)
+        given = [self._checked_endpoint(neg, project, zone, i, e)
+                 for i, e in enumerate(body.get("networkEndpoints") or [])]
+
+        def apply() -> None:
+            self._endpoints[neg["selfLink"]] = [e for e in self._endpoints.get(neg["selfLink"], []) if e not in given]
+
+        return self._start(req, "detachNetworkEndpoints", coll, project, zone, name, apply, neg["id"])
+
+    def _checked_endpoint(self, neg: Obj, project: str, zone: str | None, i: int, raw: Obj) -> Obj:
+        """A GCE_VM_IP_PORT endpoint as stored: the VM's name, an IP and a port (the group's defaultPort if none)."""
+        where = f"resource.networkEndpoints[{i}]"
+        instance = str(raw.get("instance") or "")
+        if not instance:
+            raise ApiError(400, f"Invalid value for field '{where}.instance': ''. The instance is required for "
+                           "network endpoints of type GCE_VM_IP_PORT.", "invalid")
+        instance = instance.rsplit("/", 1)[-1]
+        vm = self._bucket(COLLECTIONS["instances"], project, zone).get(instance)
+        if vm is None:
+            raise ApiError(400, f"Invalid value for field '{where}.instance': '{raw.get('instance')}'. The instance "
+                           f"does not exist in zone {zone}.", "invalid")
+        port = raw.get("port", neg.get("defaultPort"))
+        if not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ApiError(400, f"Invalid value for field '{where}.port': '{port or ''}'. A port is required when "
+                           "the network endpoint group has no default port.", "invalid")
+        ip = str(raw.get("ipAddress") or (vm.get("networkInterfaces") or [{}])[0].get("networkIP", ""))
+        return {"instance": instance, "ipAddress": ip, "port": port}
+
+    def _m_listNetworkEndpoints(self, req: Request, coll: Collection, project: str, zone: str | None,
+                                name: str, body: Obj) -> Response:
+        neg = self._lookup(coll, project, zone, name)
+        show = body.get("healthStatus") == "SHOW"
+        healths: dict[tuple[str, int], list[Obj]] = {}
+        if show and self.health_provider is not None:
+            for service in self._bucket(COLLECTIONS["backendServices"], project, None).values():
+                if neg["selfLink"] not in [b.get("group") for b in service.get("backends") or []]:
+                    continue
+                hc = {"healthCheck": (service.get("healthChecks") or [""])[0]}
+                for st in self.health_provider(self._render(COLLECTIONS["backendServices"], service), neg["selfLink"]):
+                    healths.setdefault((str(st.get("ipAddress")), int(st.get("port") or 0)), []).append(
+                        {"backendService": {"backendService": service["selfLink"]}, "healthCheck": hc,
+                         "healthState": st.get("healthState", "UNHEALTHY")})
+        items = []
+        for e in self._endpoints.get(neg["selfLink"], []):
+            item: Obj = {"networkEndpoint": dict(e)}
+            if show:
+                item["healths"] = healths.get((e["ipAddress"], e["port"]), [])
+            items.append(item)
+        items.sort(key=lambda i: (i["networkEndpoint"]["instance"], i["networkEndpoint"]["ipAddress"],
+                                  i["networkEndpoint"]["port"]))
+        max_results = int(req.param("maxResults") or 500)
+        start = int(req.param("pageToken") or 0) if (req.param("pageToken") or "0").isdigit() else 0
+        out: Obj = {"kind": "compute#networkEndpointGroupsListNetworkEndpoints",
+                    "items": items[start:start + max_results]}
+        if start + max_results < len(items):
+            out["nextPageToken"] = str(start + max_results)
+        return Response(200, out)
+
     def members(self, group_url: str) -> list[str]:
         """Instance URLs of an instance group (for the data plane and health checks)."""
         with self._lock:
@@ -776,6 +884,31 @@ class ComputeEmulator:
                 ip = (inst.get("networkInterfaces") or [{}])[0].get("networkIP", "")
                 statuses.append({"instance": url, "ipAddress": ip, "port": port, "healthState": "HEALTHY"})
         return Response(200, {"kind": "compute#backendServiceGroupHealth", "healthStatus": statuses})
+
+
+def _check_neg_backends(backends: list[Obj]) -> None:
+    """Compute's rules for zonal network endpoint group backends (GCE_VM_IP_PORT, what GKE's NEG controller makes).
+
+    A backend service's backends are all instance groups or all network endpoint groups; and a NEG backend balances
+    by RATE (with a target: maxRatePerEndpoint or maxRate) or CONNECTION, never UTILIZATION (the API's default
+    when balancingMode is not given), which only instance groups support.
+    """
+    kinds = {"neg" if "/networkEndpointGroups/" in str(b.get("group", "")) else "ig" for b in backends}
+    if len(kinds) > 1:
+        raise ApiError(400, "Invalid value for field 'resource.backends': a backend service cannot mix instance "
+                       "group backends and network endpoint group backends.", "invalid")
+    if kinds != {"neg"}:
+        return
+    for i, b in enumerate(backends):
+        mode = b.get("balancingMode", "UTILIZATION")
+        if mode not in ("RATE", "CONNECTION"):
+            raise ApiError(400, f"Invalid value for field 'resource.backends[{i}].balancingMode': '{mode}'. "
+                           "Balancing mode must be RATE or CONNECTION for network endpoint group backends of type "
+                           "GCE_VM_IP_PORT.", "invalid")
+        if mode == "RATE" and b.get("maxRatePerEndpoint") is None and b.get("maxRate") is None:
+            raise ApiError(400, f"Invalid value for field 'resource.backends[{i}]': ''. Exactly one of maxRate or "
+                           "maxRatePerEndpoint must be set for the RATE balancing mode with a network endpoint "
+                           "group.", "invalid")
 
 
 def _certificate_facts(pem: str) -> Obj:

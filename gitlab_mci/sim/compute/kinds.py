@@ -118,7 +118,8 @@ COLLECTIONS: dict[str, Collection] = {c.name: c for c in (
                implemented=frozenset({"get", "list", "aggregatedList"})),
     Collection("networkEndpointGroups", "networkEndpointGroups", "NetworkEndpointGroup", zonal=True,
                in_use_name="network_endpoint_group",
-               implemented=frozenset({"insert", "get", "list", "delete", "aggregatedList"})),
+               implemented=frozenset({"insert", "get", "list", "delete", "aggregatedList", "listNetworkEndpoints",
+                                      "attachNetworkEndpoints", "detachNetworkEndpoints"})),
     Collection("zones", "zones", "Zone", implemented=frozenset({"get", "list"})),
 )}
 

@@ -150,6 +150,9 @@ class KubeApiServer:
         self._rv = 1
         self._state = _State()
         self._listeners: _List[Listener] = []
+        # Mutating admission of the Pods a Deployment creates (GKE's NEG controller adds its readiness gate).
+        self.pod_mutators: _List[Callable[[Obj], None]] = []
+        self._rolling: set[tuple[str, str]] = set()  # Deployments being reconciled (no re-entry from pod events)
         self._ip_counter = 10
         for kind in BUILTIN_KINDS:
             self._register(kind)
@@ -702,6 +705,13 @@ class KubeApiServer:
                 (obj["metadata"]["namespace"], obj["metadata"]["name"]), None)
         elif not kind.group and kind.plural in ("pods", "services"):
             self._reconcile_endpoints(obj["metadata"].get("namespace", "default"))
+        if not kind.group and kind.plural == "pods" and event == "MODIFIED":
+            # A pod became ready (or not): the rolling update of its Deployment may go on.
+            owner = (obj["metadata"].get("annotations") or {}).get("sim.gitlab-mci/deployment")
+            deploy = self._bucket(self._state.kinds[("apps", "deployments")]).get(
+                (obj["metadata"].get("namespace", ""), str(owner))) if owner else None
+            if deploy is not None:
+                self._reconcile_deployment(deploy, deleted=False)
         if not kind.group and kind.plural == "namespaces" and event == "DELETED":
             ns = obj["metadata"]["name"]
             for k in list(self._state.kinds.values()):
@@ -710,44 +720,112 @@ class KubeApiServer:
                         del self._bucket(k)[key]
 
     def _reconcile_deployment(self, deploy: Obj, *, deleted: bool) -> None:
+        """Converge a Deployment's pods, by a rolling update when its template changed.
+
+        Like the Deployment controller (strategy RollingUpdate, maxSurge and maxUnavailable default 25%): new pods
+        are created up to replicas + maxSurge, and an old pod is deleted only while replicas - maxUnavailable pods
+        stay ready. Pods are ready at once unless a pod mutator gave them a readiness gate (GKE's NEG controller);
+        the update goes on when such a pod becomes ready (a pod status change calls this again).
+        """
+        ns, name = deploy["metadata"]["namespace"], deploy["metadata"]["name"]
+        if (ns, name) in self._rolling:
+            return
+        self._rolling.add((ns, name))
+        try:
+            self._roll(deploy, deleted=deleted)
+        finally:
+            self._rolling.discard((ns, name))
+
+    def _roll(self, deploy: Obj, *, deleted: bool) -> None:
         pods_kind = self._state.kinds[("", "pods")]
         ns, name = deploy["metadata"]["namespace"], deploy["metadata"]["name"]
         template = deploy["spec"]["template"]
         tpl_hash = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
-        owned = {k: p for k, p in self._bucket(pods_kind).items()
-                 if k[0] == ns and p["metadata"].get("annotations", {}).get("sim.gitlab-mci/deployment") == name}
         want = 0 if deleted else int(deploy["spec"].get("replicas", 1))
-        current = [k for k, p in owned.items() if p["metadata"]["labels"].get("pod-template-hash") == tpl_hash]
-        stale = [k for k in owned if k not in current]
-        for key in stale + current[want:]:
-            self._delete(pods_kind, ns, key[1], False)
+        strategy = deploy["spec"].get("strategy") or {}
+        rolling = strategy.get("rollingUpdate") or {}
+        surge = _scaled(rolling.get("maxSurge", "25%"), want, round_up=True)
+        unavailable = _scaled(rolling.get("maxUnavailable", "25%"), want, round_up=False)
+        if strategy.get("type") == "Recreate":
+            surge, unavailable = 0, want
+        elif surge == 0 and unavailable == 0:
+            surge = 1
         nodes = sorted(self._bucket(self._state.kinds[("", "nodes")]).values(), key=lambda n: n["metadata"]["name"])
-        for i in range(len(current), want):
-            node = nodes[i % len(nodes)]["metadata"]["name"] if nodes else None
-            labels = {**(template.get("metadata", {}).get("labels") or {}), "pod-template-hash": tpl_hash}
-            pod: Obj = {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": f"{name}-{tpl_hash}-{uuid.uuid4().hex[:5]}", "namespace": ns, "labels": labels,
-                             "annotations": {**(template.get("metadata", {}).get("annotations") or {}),
-                                             "sim.gitlab-mci/deployment": name}},
-                "spec": {**copy.deepcopy(template.get("spec") or {}), "nodeName": node},
-                "status": {"phase": "Running", "podIP": self._next_ip("10.4"), "startTime": _now(),
-                           "conditions": [{"type": "Ready", "status": "True"},
-                                          {"type": "ContainersReady", "status": "True"}]},
-            }
-            pod["metadata"].update({"uid": str(uuid.uuid4()), "creationTimestamp": _now(),
-                                    "resourceVersion": self._next_rv()})
-            self._bucket(pods_kind)[(ns, pod["metadata"]["name"])] = pod
-            self._emit("ADDED", pod)
+        for _ in range(4 * want + 16):  # each pass creates or deletes at least one pod, or stops
+            owned = {k: p for k, p in self._bucket(pods_kind).items()
+                     if k[0] == ns and p["metadata"].get("annotations", {}).get("sim.gitlab-mci/deployment") == name}
+            current = [k for k, p in owned.items() if p["metadata"]["labels"].get("pod-template-hash") == tpl_hash]
+            stale = [k for k in owned if k not in current]
+            if not stale or deleted:
+                for key in stale + current[want:]:
+                    self._delete(pods_kind, ns, key[1], False)
+                for i in range(len(current), want):
+                    self._new_pod(ns, name, template, tpl_hash, nodes, i)
+                break
+            progress = False
+            total = len(current) + len(stale)
+            while len(current) < want and total < want + surge:
+                current.append(self._new_pod(ns, name, template, tpl_hash, nodes, len(current)))
+                total += 1
+                progress = True
+            ready = sum(1 for k in current if _pod_ready(self._bucket(pods_kind).get(k)))
+            ready += sum(1 for k in stale if _pod_ready(owned[k]))
+            for key in sorted(stale, key=lambda k: _pod_ready(owned[k])):  # pods that are not ready go first
+                if not _pod_ready(owned[key]):
+                    self._delete(pods_kind, ns, key[1], False)
+                    progress = True
+                elif ready - 1 >= want - unavailable:
+                    self._delete(pods_kind, ns, key[1], False)
+                    ready -= 1
+                    progress = True
+            if not progress:
+                break
         if not deleted:
-            key = (ns, name)
-            live = self._bucket(self._state.kinds[("apps", "deployments")]).get(key)
+            live = self._bucket(self._state.kinds[("apps", "deployments")]).get((ns, name))
             if live is not None:
-                live["status"] = {"observedGeneration": live["metadata"].get("generation", 1), "replicas": want,
-                                  "readyReplicas": want, "availableReplicas": want, "updatedReplicas": want,
-                                  "conditions": [{"type": "Available", "status": "True",
+                mine = [p for (pns, _), p in self._bucket(pods_kind).items() if pns == ns and
+                        p["metadata"].get("annotations", {}).get("sim.gitlab-mci/deployment") == name]
+                updated = [p for p in mine if p["metadata"]["labels"].get("pod-template-hash") == tpl_hash]
+                ready_n = sum(1 for p in mine if _pod_ready(p))
+                live["status"] = {"observedGeneration": live["metadata"].get("generation", 1),
+                                  "replicas": len(mine), "readyReplicas": ready_n, "availableReplicas": ready_n,
+                                  "updatedReplicas": len(updated),
+                                  "conditions": [{"type": "Available",
+                                                  "status": "True" if ready_n >= want - unavailable else "False",
                                                   "reason": "MinimumReplicasAvailable"}]}
         self._reconcile_endpoints(ns)
+
+    def _new_pod(self, ns: str, name: str, template: Obj, tpl_hash: str, nodes: _List[Obj],
+                 i: int) -> tuple[str, str]:
+        node = nodes[i % len(nodes)]["metadata"]["name"] if nodes else None
+        labels = {**(template.get("metadata", {}).get("labels") or {}), "pod-template-hash": tpl_hash}
+        pod: Obj = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"{name}-{tpl_hash}-{uuid.uuid4().hex[:5]}", "namespace": ns, "labels": labels,
+                         "annotations": {**(template.get("metadata", {}).get("annotations") or {}),
+                                         "sim.gitlab-mci/deployment": name}},
+            "spec": {**copy.deepcopy(template.get("spec") or {}), "nodeName": node},
+            "status": {"phase": "Running", "podIP": self._next_ip("10.4"), "startTime": _now(),
+                       "conditions": [{"type": "Ready", "status": "True"},
+                                      {"type": "ContainersReady", "status": "True"}]},
+        }
+        for mutate in self.pod_mutators:
+            mutate(pod)
+        if pod["spec"].get("readinessGates"):
+            # The kubelet reports Ready only once every readiness gate's condition is True.
+            gates = {g.get("conditionType") for g in pod["spec"]["readinessGates"]}
+            conditions = {c["type"]: c for c in pod["status"]["conditions"]}
+            if not all(conditions.get(g, {}).get("status") == "True" for g in gates):
+                conditions["Ready"] = {"type": "Ready", "status": "False", "reason": "ReadinessGatesNotReady",
+                                       "message": "corresponding condition of pod readiness gate "
+                                                  f"\"{sorted(str(g) for g in gates)[0]}\" does not exist."}
+                pod["status"]["conditions"] = list(conditions.values())
+        pod["metadata"].update({"uid": str(uuid.uuid4()), "creationTimestamp": _now(),
+                                "resourceVersion": self._next_rv()})
+        key = (ns, pod["metadata"]["name"])
+        self._bucket(self._state.kinds[("", "pods")])[key] = pod
+        self._emit("ADDED", pod)
+        return key
 
     def _reconcile_endpoints(self, ns: str) -> None:
         ep_kind = self._state.kinds[("", "endpoints")]
@@ -783,3 +861,15 @@ class KubeApiServer:
                                    "resourceVersion": self._next_rv()})
             self._bucket(ep_kind)[(ns, sname)] = ep
 
+
+def _pod_ready(pod: Obj | None) -> bool:
+    return pod is not None and any(c.get("type") == "Ready" and c.get("status") == "True"
+                                   for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def _scaled(value: Any, replicas: int, *, round_up: bool) -> int:
+    """maxSurge / maxUnavailable: a number, or a percentage of replicas (surge rounds up, unavailable down)."""
+    if isinstance(value, str) and value.endswith("%"):
+        share = replicas * int(value[:-1] or 0)
+        return -(-share // 100) if round_up else share // 100
+    return int(value)
