@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import lb_bench, process_bench, sim_bench
+from bench import lb_bench, neg_bench, process_bench, sim_bench
 
 HERE = Path(__file__).parent
 HEAVY = ("google.cloud.compute_v1", "google.cloud.gkehub_v1", "google.api_core", "grpc", "kubernetes", "pydantic",
@@ -91,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nCompute calls of one apply at {apply_rows[-1]['clusters']} clusters: "
           + ", ".join(f"{k} {v}" for k, v in largest["calls"].items()))
 
+    # NEG backends (docs/negs.md): the same chain, with the NEG controller's wait reported apart.
+    neg = neg_bench.run(2 if args.quick else 15)
+    print(f"\nlb apply --backends neg at {neg['clusters']} clusters x 3 zones: {neg['apply_s']:.2f}s = "
+          f"{neg['apply_s'] / critical:.2f}x critical path (target <= 1.5x), {neg['writes']} writes; NEG wait "
+          f"(controller, apart) {neg['neg_ready_s']:.2f}s")
+
     repeat = 3 if args.quick else 5
     starts = startup(repeat)
     print(f"\nCLI start-up (best of {repeat}; target for --help and commands without Google libraries "
@@ -106,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     process_rows = [process_bench.measure(n, repeat=3 if args.quick else 11,
                                           apply_repeat=1 if args.quick else 3) for n in process_sizes]
     process_bench.print_rows(process_rows)
-    verdicts = process_bench.verdicts(process_rows) + [
+    verdicts = [(f"`lb apply --backends neg` at {neg['clusters']} clusters: {neg['apply_s'] / critical:.2f}x "
+                 "critical path", "<= 1.5x", neg["apply_s"] / critical <= 1.5)]
+    verdicts += process_bench.verdicts(process_rows) + [
         (f"`{label}` start-up: {item['vs_python']:.1f}x `python -c pass`", f"<= {STARTUP_VS_PYTHON:g}x",
          item["vs_python"] <= STARTUP_VS_PYTHON) for label, item in starts.items() if label != "python -c pass"]
 
@@ -124,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {'met    ' if met else 'NOT MET'} {figure} (target {target})")
     results = {"mode": "quick" if args.quick else "full", "python": platform.python_version(),
                "cores": os.cpu_count(), "latency_s": lb_bench.LATENCY, "critical_path_s": critical,
-               "apply": apply_rows, "startup": starts, "process": process_rows,
+               "apply": apply_rows, "neg": neg, "startup": starts, "process": process_rows,
                "targets": [{"figure": f, "target": t, "met": m} for f, t, m in verdicts],
                "load_average": {"start": list(load_start), "end": list(load_end)},
                "memory": {"apply_mb": apply_mb, "apply_clusters": memory_clusters, "sim_mb": sim["peak_mb"],

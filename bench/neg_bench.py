@@ -79,7 +79,8 @@ def run(clusters: int, concurrency: int = 64) -> dict[str, Any]:
             conns = parallel(list(sim.clusters), kube.connect)
             waited = negs.Waited()
             negs.wait_for_negs(conns, discover(conns, compute, "default", ["shop-auto-deploy"]), compute,
-                               "default", [negs.Wanted("shop-auto-deploy", 5000)], timeout=300, waited=waited)
+                               "default", [negs.Wanted("shop-auto-deploy", 5000)], timeout=300, waited=waited,
+                               progress=lambda line: print(line, file=sys.stderr, flush=True))
             neg_ready_s = time.perf_counter() - exposed
             sim.reset()
             result = _apply(sim, compute, concurrency)
