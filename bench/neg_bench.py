@@ -32,7 +32,8 @@ LABELS = {"app": "shop"}
 
 
 def _deploy(sim: Any, cluster: str) -> None:
-    """The app (three pods) and its ClusterIP Service, exposed as `gitlab-mci neg expose` does."""
+    """The app (three pods) and its ClusterIP Service, exposed as `gitlab-mci neg expose` does (each cluster's
+    own NEG name: the generated clusters share zones pairwise)."""
     api = k8s.ApiClient(k8s.Configuration(host=sim.kube_url(cluster)))
     k8s.AppsV1Api(api).create_namespaced_deployment("default", {
         "metadata": {"name": "shop"},
@@ -41,7 +42,7 @@ def _deploy(sim: Any, cluster: str) -> None:
             "spec": {"containers": [{"name": "app", "image": "x", "ports": [{"containerPort": 5000}]}]}}}})
     k8s.CoreV1Api(api).create_namespaced_service("default", {
         "metadata": {"name": "shop-auto-deploy", "annotations": {"cloud.google.com/neg": json.dumps(
-            {"exposed_ports": {"5000": {"name": Namer("shop").neg_name(5000)}}})}},
+            {"exposed_ports": {"5000": {"name": Namer("shop").neg_name(5000, cluster)}}})}},
         "spec": {"type": "ClusterIP", "selector": LABELS, "ports": [{"name": "web", "port": 5000,
                                                                       "targetPort": 5000}]}})
 

@@ -70,7 +70,9 @@ def _exposed(svc: ServiceInfo) -> dict[str, Any]:
 
 
 def check_exposed(clusters: Sequence[ClusterInfo], wanted: Sequence[Wanted]) -> None:
-    """Every Service port asked for carries the NEG annotation in every cluster (offline: discovery read it)."""
+    """Every Service port asked for carries the NEG annotation in every cluster (offline: discovery read it), and
+    no two clusters with nodes in one zone ask for the same NEG name there (GKE would make only one)."""
+    asked: dict[tuple[str, str, str], str] = {}
     for c in clusters:
         for w in wanted:
             svc = c.services.get(w.service)
@@ -80,6 +82,13 @@ def check_exposed(clusters: Sequence[ClusterInfo], wanted: Sequence[Wanted]) -> 
             if str(w.port) not in _exposed(svc):
                 raise UserError(f"Service {w.service!r} port {w.port} in context {c.context!r} is not exposed as "
                                 f"NEGs (no {NEG_ANNOTATION} annotation for it): {EXPOSE_HINT}")
+            name = (_exposed(svc)[str(w.port)] or {}).get("name")
+            for zone in c.zones if name else ():
+                other = asked.setdefault((c.project, zone, str(name)), c.context)
+                if other != c.context:
+                    raise UserError(f"contexts {other!r} and {c.context!r} both have nodes in zone {zone} and ask "
+                                    f"for NEG {name} there for Service {w.service!r} port {w.port}: only one can have "
+                                    "it; expose each cluster's Service with its own NEG name")
 
 
 def neg_status(svc: ServiceInfo) -> tuple[dict[str, str], tuple[str, ...]]:

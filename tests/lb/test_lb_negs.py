@@ -190,3 +190,20 @@ def test_utilization_balancing_is_refused_for_negs_before_any_call(
 def test_connection_balancing_is_for_negs_only(world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
     _refused(world, capsys, ["lb", "plan", *BASE, "--balancing-mode", "CONNECTION"], "CONNECTION",
              "--backends instance-groups")
+
+
+def test_two_clusters_in_one_zone_asking_for_the_same_neg_name_are_refused_without_waiting(
+        make_sim: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from gitlab_mci.sim.spec import parse_spec
+    from tests.lb.neg_world import deploy
+
+    running = make_sim(parse_spec({"clusters": [{"name": "prod1", "location": "us-central1-a", "nodes": 1},
+                                                {"name": "prod2", "location": "us-central1-a", "nodes": 1}]}))
+    for name in ("prod1", "prod2"):
+        deploy(running, name, replicas=1)
+    for key, value in running.env.items():
+        monkeypatch.setenv(key, value)
+    began = time.monotonic()
+    _refused(running, capsys, ["lb", "apply", *BASE, "--backends", "neg", "--timeout", "60"],
+             "us-central1-a", NEG, "own NEG name")
+    assert time.monotonic() - began < 30
