@@ -105,6 +105,11 @@ def _get(cluster: Cluster, what: str, path: str, **query: Any) -> Any:
     return json.loads(data)
 
 
+def kube_get(cluster: Cluster, what: str, path: str, **query: Any) -> Any:
+    """GET ``path`` on the cluster's API server, as JSON (for :mod:`gitlab_mci.lb.negs`)."""
+    return _get(cluster, what, path, **query)
+
+
 def _nodes(cluster: Cluster) -> list[_Node]:
     from kubernetes.client.exceptions import ApiException
 

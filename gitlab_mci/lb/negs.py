@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import quote
 
 from gitlab_mci.compute_rest import ComputeApiError
 from gitlab_mci.errors import UserError
@@ -206,9 +207,14 @@ def wait_for_negs(kube: Sequence[Cluster], clusters: Sequence[ClusterInfo], comp
         if not missing:
             return [replace(c, negs=ready.get(c.context, {})) for c in current]
         if time.monotonic() >= deadline:
-            raise UserError(f"{missing[0]} after {timeout:g}s (GKE's NEG controller makes them once the Service "
-                            f"is exposed; is it? {len(missing)} thing(s) missing); raise --timeout, or use "
-                            "--backends instance-groups")
+            context = missing[0].split("'")[1]
+            why = _warning(by_context[context], namespace, wanted) if context in by_context else None
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise UserError(f"{missing[0]} after {timeout:g}s{more}; "
+                            + (f"GKE's NEG controller says: {why}; fix that" if why else
+                               "GKE's NEG controller makes them within a minute of the Service's exposure; raise "
+                               "--timeout")
+                            + ", or use --backends instance-groups")
         if progress is not None and missing[0] != last:
             progress(f"waiting for NEGs ({len(missing)} missing), e.g. {missing[0]}")
             last = missing[0]
@@ -217,6 +223,27 @@ def wait_for_negs(kube: Sequence[Cluster], clusters: Sequence[ClusterInfo], comp
         behind = {m.split("'")[1] for m in missing}
         current = [_reread(by_context[c.context], c, namespace, [w.service for w in wanted])
                    if c.context in behind and c.context in by_context else c for c in current]
+
+
+def _warning(cluster: Cluster, namespace: str, wanted: Sequence[Wanted]) -> str | None:
+    """The latest Warning event on the Services (what GKE's NEG controller could not do: a name taken, a port the
+    Service lacks), to say why a NEG is missing; None when there is none or events cannot be read."""
+    from kubernetes.client.exceptions import ApiException
+
+    from gitlab_mci.lb.discovery import kube_get
+
+    latest: tuple[str, str] | None = None
+    for service in dict.fromkeys(w.service for w in wanted):
+        try:
+            events = kube_get(cluster, "list events", f"/api/v1/namespaces/{quote(namespace, safe='')}/events",
+                              fieldSelector=f"involvedObject.kind=Service,involvedObject.name={service},type=Warning")
+        except (ApiException, UserError):
+            return None
+        for e in events.get("items") or []:
+            stamp = str(e.get("lastTimestamp") or e.get("eventTime") or "")
+            if latest is None or stamp >= latest[0]:
+                latest = (stamp, str(e.get("message") or e.get("reason") or ""))
+    return latest[1] if latest else None
 
 
 def _reread(cluster: Cluster, info: ClusterInfo, namespace: str, services: Sequence[str]) -> ClusterInfo:

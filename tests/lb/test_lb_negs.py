@@ -207,3 +207,29 @@ def test_two_clusters_in_one_zone_asking_for_the_same_neg_name_are_refused_witho
     _refused(running, capsys, ["lb", "apply", *BASE, "--backends", "neg", "--timeout", "60"],
              "us-central1-a", NEG, "own NEG name")
     assert time.monotonic() - began < 30
+
+
+def test_a_neg_the_controller_cannot_make_is_refused_after_the_wait_with_the_controllers_reason(
+        make_sim: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from gitlab_mci.sim.spec import parse_spec
+    from tests.lb.neg_world import LABELS, deploy, expose_annotation
+
+    running = make_sim(parse_spec({"clusters": [{"name": "prod1", "location": "us-central1-a", "nodes": 1},
+                                                {"name": "prod2", "location": "europe-west1-b", "nodes": 1}]}))
+    # Another Service of prod1 has the NEG name already: GKE's controller makes no NEG for ours, and says why.
+    api = kube(running, "prod1")
+    k8s.CoreV1Api(api).create_namespaced_service("default", {
+        "metadata": {"name": "older", "annotations": expose_annotation()},
+        "spec": {"selector": LABELS, "ports": [{"name": "web", "port": PORT, "targetPort": 5000}]}})
+    deadline = time.monotonic() + 10
+    while not (k8s.CoreV1Api(api).read_namespaced_service("older", "default").metadata.annotations or {}).get(
+            "cloud.google.com/neg-status"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    for name in ("prod1", "prod2"):
+        deploy(running, name, replicas=1)
+    for key, value in running.env.items():
+        monkeypatch.setenv(key, value)
+    line = _refused(running, capsys, ["lb", "apply", *BASE, "--backends", "neg", "--timeout", "3"],
+                    "prod1", "after 3s", "NEG controller says")
+    assert NEG in line
