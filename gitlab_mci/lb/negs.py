@@ -261,7 +261,8 @@ def backend_port(clusters: Sequence[ClusterInfo], service: str, port: int | str)
             raise UserError(f"Service {service!r} (routed to by the Ingress) does not exist in context {c.context!r}")
         p = svc.port(port)
         if p is None:
-            raise UserError(f"Service {service!r} in context {c.context!r} has no port {port!r}")
+            have = ", ".join(f"{q.name} {q.port}" if q.name else str(q.port) for q in svc.ports) or "none"
+            raise UserError(f"Service {service!r} in context {c.context!r} has no port {port!r} (its ports: {have})")
         numbers.add((p.port, svc.pod_port(p)))
     if len(numbers) > 1:
         raise UserError(f"Service {service!r} port {port!r} differs across clusters "

@@ -233,3 +233,21 @@ def test_a_neg_the_controller_cannot_make_is_refused_after_the_wait_with_the_con
     line = _refused(running, capsys, ["lb", "apply", *BASE, "--backends", "neg", "--timeout", "3"],
                     "prod1", "after 3s", "NEG controller says")
     assert NEG in line
+
+
+def test_a_port_the_service_does_not_have_is_refused(world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    _refused(world, capsys, ["lb", "apply", *WHERE, "--service", SERVICE, "--port", "8080", "--backends", "neg"],
+             SERVICE, "no port 8080 (its ports: web 5000)")
+
+
+def test_destroy_removes_what_gitlab_mci_made_and_leaves_the_controllers_negs(
+        world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _apply(capsys)[0] == 0
+    code, out, err = cli(["lb", "destroy", *WHERE], capsys)
+    assert code == 0, out + err
+    gc = Compute(P, world.sim.compute_url)
+    assert not [x.name for x in gc.client(compute_v1.BackendServicesClient).list(project=P)]
+    assert not [x.name for x in gc.client(compute_v1.FirewallsClient).list(project=P) if x.name.startswith("gmci")]
+    negs = gc.client(compute_v1.NetworkEndpointGroupsClient).aggregated_list(project=P)
+    assert sorted(n.zone.rsplit("/", 1)[1] for _, scoped in negs for n in scoped.network_endpoint_groups
+                  if n.name == NEG) == ["europe-west1-b", "europe-west1-c", "europe-west1-d", "us-central1-a"]
