@@ -68,3 +68,19 @@ def test_instance_groups_to_negs_and_back_under_load_fails_no_request_and_leaves
 
     _switch(running, capsys, "instance-groups")
     assert _owned(running) == groups_kind
+
+
+def test_a_drained_cluster_and_the_weights_carry_over_a_switch_to_negs(
+        make_sim: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    running = neg_world(make_sim, monkeypatch, node_port=NODE_PORT)
+    assert cli(["lb", "apply", *BASE, "--weight", "prod1=2"], capsys)[0] == 0
+    assert cli(["lb", "drain", "prod2", *BASE[:4]], capsys)[0] == 0
+    code, out, err = cli(["lb", "apply", *BASE, "--backends", "neg", "--timeout", "30", "--check-interval-sec", "1"],
+                         capsys)
+    assert code == 0, out + err
+    bs = Compute(P, running.sim.compute_url).client(compute_v1.BackendServicesClient).get(
+        project=P, backend_service=f"gmci-bs-shop-neg-{PORT}")
+    scalers = {b.group.split("/zones/")[1].split("/")[0]: b.capacity_scaler for b in bs.backends}
+    assert scalers == {"us-central1-a": 1.0, "europe-west1-b": 0.0, "europe-west1-c": 0.0, "europe-west1-d": 0.0}
+    code, out, _ = cli(["lb", "undrain", "prod2", *BASE[:4]], capsys)
+    assert code == 0 and "capacityScaler 0.5 (weight 1)" in out, out
