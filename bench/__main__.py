@@ -200,6 +200,18 @@ def markdown(r: dict[str, Any], plotted: bool) -> str:
     lines += [f"Compute calls of one apply at {biggest['clusters']} clusters:", "",
               "| call | count |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in biggest["fast"]["calls"].items()]
+    if r.get("neg"):
+        n = r["neg"]
+        lines += ["", "## `lb apply --backends neg` from scratch", "",
+                  f"{n['clusters']} clusters × 3 zones, the Services exposed (docs/negs.md). The **NEG wait** is GKE's "
+                  "NEG controller's (the simulator's) time from the exposure until every zone has its NEG with "
+                  "endpoints, reported apart; the apply then checks them all (one aggregated list, one "
+                  "listNetworkEndpoints per NEG) and builds the chain.", "",
+                  "| NEG wait | apply (c=64) | × critical path (target ≤ 1.5) | of which discovery and NEG check "
+                  "| changes × critical path | writes |", "|---|---|---|---|---|---|",
+                  f"| {n['neg_ready_s']:.2f} s | {n['apply_s']:.2f} s | {n['apply_s'] / r['critical_path_s']:.2f} | "
+                  f"{n['discover_s']:.2f} s ({n['neg_wait_s']:.2f} s) | "
+                  f"{n['execute_s'] / r['critical_path_s']:.2f} | {n['writes']} |"]
     lines += ["", "## CLI start-up", "", "| command | seconds | × `python -c pass` | heavy packages imported |",
               "|---|---|---|---|"]
     for label, item in r["startup"].items():

@@ -134,9 +134,9 @@ def _echo_plan(changes: list[Any], output: str, notes: list[str] | None = None) 
 def plan_cmd(detailed_exitcode: bool, release_ip: bool, **kw: Any) -> None:
     """Show what `apply` would change, without changing anything.
 
-    With --backends neg it first waits, like apply, for the NEGs (up to --timeout). Notes after the plan say what
-    it keeps (an address gitlab-mci reserved, unused since --static-ip) and where
-    requests no Ingress rule matches go when the scheme cannot answer 404 for them.
+    With --backends neg it first waits, like apply, for the NEGs (up to --timeout). Notes after the plan say
+    what it keeps (an address gitlab-mci reserved, unused since --static-ip) and where requests no Ingress rule
+    matches go when the scheme cannot answer 404 for them.
     """
     from gitlab_mci.lb import engine
 
@@ -353,6 +353,9 @@ def destroy_cmd(release_ip: bool, **kw: Any) -> None:
 def status_cmd(fmt: str, wait: float, **kw: Any) -> None:
     """VIP, listeners, backend health, weight and drain state per cluster and zone (from getHealth), and every
     certificate the load balancer serves (pre-shared, self-managed, Google-managed) with its state.
+
+    With NEG backends the health counts healthy endpoints (pods) per cluster and zone; a zone with no pod of the
+    app shows 0/0 and is not unhealthy while its cluster's other zones serve.
 
     Exit codes: 0 healthy (every cluster and zone not drained has a healthy backend); 3 not healthy (after --wait,
     if given); 1 the load balancer does not exist.

@@ -251,3 +251,20 @@ def test_destroy_removes_what_gitlab_mci_made_and_leaves_the_controllers_negs(
     negs = gc.client(compute_v1.NetworkEndpointGroupsClient).aggregated_list(project=P)
     assert sorted(n.zone.rsplit("/", 1)[1] for _, scoped in negs for n in scoped.network_endpoint_groups
                   if n.name == NEG) == ["europe-west1-b", "europe-west1-c", "europe-west1-d", "us-central1-a"]
+
+
+def test_a_zone_without_a_pod_of_the_app_is_not_unhealthy_while_its_cluster_serves(
+        make_sim: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    running = neg_world(make_sim, monkeypatch, replicas=1)  # prod2 is regional: two of its zones have no pod
+    assert _apply(capsys, "--check-interval-sec", str(INTERVAL))[0] == 0
+    code, out, err = cli(["lb", "status", *WHERE, "--wait", "15", "-o", "json"], capsys)
+    assert code == 0, out + err
+    rows = [r for r in json.loads(out)["backends"] if r["cluster"] == "prod2"]
+    assert sorted((r["healthy"], r["total"]) for r in rows) == [(0, 0), (0, 0), (1, 1)]
+    running.sim.dataplane.fail("prod2")
+    try:
+        assert running.sim.dataplane.wait_health("UNHEALTHY", cluster="prod2", timeout=10)
+        code, out, _ = cli(["lb", "status", *WHERE], capsys)
+        assert code == 3 and "NOT healthy: some serving cluster has no healthy endpoint" in out, out
+    finally:
+        running.sim.dataplane.heal()
