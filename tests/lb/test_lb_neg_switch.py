@@ -34,7 +34,14 @@ def _owned(running: RunningSim) -> dict[str, set[str]]:
 
 
 def _switch(running: RunningSim, capsys: pytest.CaptureFixture[str], backends: str) -> None:
-    """Apply with ``backends`` under 20 requests/s: no request fails; the next apply writes nothing."""
+    """Plan, then apply with ``backends`` under 20 requests/s: no request fails; the next apply writes nothing."""
+    running.sim.journal.reset()
+    code, out, err = cli(["lb", "plan", *BASE, "--backends", backends, "--timeout", "30", "--check-interval-sec",
+                          "1", "--detailed-exitcode"], capsys)
+    new = f"gmci-bs-shop-neg-{PORT}" if backends == "neg" else f"gmci-bs-shop-{NODE_PORT}"
+    old = f"gmci-bs-shop-{NODE_PORT}" if backends == "neg" else f"gmci-bs-shop-neg-{PORT}"
+    assert code == 2 and f"backendServices/{new}" in out and f"backendServices/{old}" in out, out + err
+    assert running.sim.journal.writes() == []
     url = serving_url(running)
     with Load(url) as load:
         load.hold(1.0)
