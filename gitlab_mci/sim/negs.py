@@ -183,7 +183,7 @@ class NegController:
             labels = pod["metadata"].get("labels") or {}
             for svc in kube.list("v1", "Service", namespace=ns):
                 selector = (svc.get("spec") or {}).get("selector") or {}
-                if selector and _exposed(svc) and all(labels.get(k) == v for k, v in selector.items()):
+                if selector and _standalone(svc) and all(labels.get(k) == v for k, v in selector.items()):
                     gates = pod["spec"].setdefault("readinessGates", [])
                     if {"conditionType": READINESS_GATE} not in gates:
                         gates.append({"conditionType": READINESS_GATE})
@@ -416,11 +416,17 @@ def _exposed(svc: Obj) -> dict[str, Obj] | str | None:
     return {str(k): v for k, v in ports.items()}
 
 
+def _standalone(svc: Obj) -> bool:
+    """Whether this controller makes NEGs for the Service (not one of the hosted MCI controller's)."""
+    labels = (svc.get("metadata") or {}).get("labels") or {}
+    return labels.get(_MCI_LABEL[0]) != _MCI_LABEL[1] and isinstance(_exposed(svc), dict)
+
+
 def _exposed_selects(kube: KubeApiServer, pod: Obj) -> bool:
     labels = pod["metadata"].get("labels") or {}
     for svc in kube.list("v1", "Service", namespace=pod["metadata"].get("namespace")):
         selector = (svc.get("spec") or {}).get("selector") or {}
-        if selector and isinstance(_exposed(svc), dict) and all(labels.get(k) == v for k, v in selector.items()):
+        if selector and _standalone(svc) and all(labels.get(k) == v for k, v in selector.items()):
             return True
     return False
 

@@ -3,6 +3,9 @@ standalone NEGs GKE's NEG controller made in two clusters (one regional), servin
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -262,3 +265,33 @@ def test_sim_fail_of_a_clusters_pods_moves_traffic_within_the_detection_time(wor
         switched = (at if switched is None else switched) if answer == "prod2" else None
     assert switched is not None and switched <= detection + EPSILON, seen[-5:]
     assert {s[3] for s in health(gc) if s[0].startswith("gke-prod1")} == {"UNHEALTHY"}
+
+
+def _tool(world: RunningSim, *args: str) -> str:
+    env = {**os.environ, "KUBECONFIG": str(world.files.kubeconfig), "CLOUDSDK_CONFIG": str(world.files.gcloud_config)}
+    done = subprocess.run(list(args), capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_kubectl_rollout_restart_waits_for_the_load_balancer_and_gcloud_shows_endpoint_health(
+        world: RunningSim, gc: Compute) -> None:
+    firewall(gc, world)
+    url = world.sim.dataplane.url_for(chain(gc), 80)
+    wait_for(lambda: {s[3] for s in health(gc)} == {"HEALTHY"}, timeout=INTERVAL * 3 + EPSILON)
+    status = _tool(world, "kubectl", "--context", "prod1", "get", "service", "shop", "-o",
+                   r"jsonpath={.metadata.annotations.cloud\.google\.com/neg-status}")
+    assert json.loads(status) == {"network_endpoint_groups": {"5000": "shop-neg"}, "zones": list(REGIONAL)}
+    before = set(pods(world, "prod2"))
+    _tool(world, "kubectl", "--context", "prod2", "rollout", "restart", "deployment/shop")
+    done = _tool(world, "kubectl", "--context", "prod2", "rollout", "status", "deployment/shop", "--timeout=30s")
+    assert "successfully rolled out" in done
+    assert not set(pods(world, "prod2")) & before and len(pods(world, "prod2")) == 3
+    assert who(url) in ("prod1", "prod2")
+    shown = json.loads(_tool(world, "gcloud", "compute", "backend-services", "get-health", "shop-bs", "--global",
+                             "--format=json", "--quiet"))
+    by_group = {g["backend"].rsplit("/zones/", 1)[-1]: g["status"]["healthStatus"] for g in shown}
+    assert set(by_group) == {f"{z}/networkEndpointGroups/shop-neg" for zones in ZONES.values() for z in zones}
+    prod2 = by_group["europe-west1-b/networkEndpointGroups/shop-neg"]
+    assert sorted((s["ipAddress"], s["port"]) for s in prod2) == sorted(
+        (p.status.pod_ip, 8080) for p in pods(world, "prod2").values())
