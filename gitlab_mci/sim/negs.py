@@ -50,6 +50,7 @@ API = "https://www.googleapis.com/compute/v1"
 NEG_ANNOTATION = "cloud.google.com/neg"
 NEG_STATUS_ANNOTATION = "cloud.google.com/neg-status"
 READINESS_GATE = "cloud.google.com/load-balancer-neg-ready"
+RECHECK = 0.1  # seconds between looks at the data plane's health checks while a readiness gate waits
 GATE_TIMEOUT = 900.0  # GKE marks the gate True after 15 minutes whatever the health checks say
 _NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 _MCI_LABEL = ("app.kubernetes.io/managed-by", "multi-cluster-ingress")
@@ -149,16 +150,17 @@ class NegController:
                 if self._stopped:
                     return
                 if self._dirty_at is None:
-                    if self._pending:  # health checks are not kube events: look again at the data plane's pace
-                        self._dirty_at = time.monotonic() - self.delay + 0.1
-                    else:
-                        self._cond.wait(0.5)
+                    # Health checks are not kube events: while a readiness gate or a deletion waits, look again at
+                    # the data plane's pace (without counting as a change `settle` waits for).
+                    self._cond.wait(RECHECK if self._pending else 0.5)
+                    if self._dirty_at is None and not (self._pending and not self._stopped):
                         continue
-                due = self._dirty_at + self.delay
-                now = time.monotonic()
-                if now < due:
-                    self._cond.wait(due - now)
-                    continue
+                if self._dirty_at is not None:
+                    due = self._dirty_at + self.delay
+                    now = time.monotonic()
+                    if now < due:
+                        self._cond.wait(due - now)
+                        continue
                 self._dirty_at = None
                 self._busy = True
             try:
