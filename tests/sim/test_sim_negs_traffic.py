@@ -56,13 +56,13 @@ def neg_urls() -> list[str]:
             for zones in ZONES.values() for z in zones]
 
 
-def firewall(gc: Compute, world: RunningSim) -> None:
-    """Google's health checkers (and proxies) to the pods' port on both clusters' nodes."""
+def firewall(gc: Compute, world: RunningSim, *ports: str) -> None:
+    """Google's health checkers (and proxies) to the pods' port (8080) on both clusters' nodes."""
     gc.wait(gc.client(compute_v1.FirewallsClient).insert(project=P, firewall_resource=compute_v1.Firewall(
         name="shop-neg-hc", network=f"{G}/networks/default", direction="INGRESS",
         source_ranges=["130.211.0.0/22", "35.191.0.0/16"],
         target_tags=[r.network_tag for r in world.sim.records],
-        allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=["8080"])])))
+        allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=list(ports or ["8080"]))])))
 
 
 def chain(gc: Compute, *, serving_port_check: bool = True) -> str:
@@ -139,14 +139,18 @@ def test_neg_chain_serves_pods_of_both_clusters_once_the_firewall_lets_health_ch
 
 
 def test_a_fixed_port_health_check_probes_that_port(world: RunningSim, gc: Compute) -> None:
-    firewall(gc, world)  # opens 8080 only
+    firewall(gc, world, "8080", "9090")
     chain(gc, serving_port_check=True)
     assert wait_for(lambda: {s[3] for s in health(gc)} == {"HEALTHY"}, timeout=INTERVAL * 3 + EPSILON)
     checks = gc.client(compute_v1.HealthChecksClient)
     gc.wait(checks.patch(project=P, health_check="shop-hc", health_check_resource=compute_v1.HealthCheck(
         http_health_check=compute_v1.HTTPHealthCheck(port=9090, port_specification="USE_FIXED_PORT"))))
+    # The pods listen on their container port 8080 only: probes of 9090 are refused.
     assert wait_for(lambda: {s[3] for s in health(gc)} == {"UNHEALTHY"},
                     timeout=INTERVAL * UNHEALTHY_THRESHOLD + INTERVAL + INTERVAL + EPSILON)
+    gc.wait(checks.patch(project=P, health_check="shop-hc", health_check_resource=compute_v1.HealthCheck(
+        http_health_check=compute_v1.HTTPHealthCheck(port=8080, port_specification="USE_FIXED_PORT"))))
+    assert wait_for(lambda: {s[3] for s in health(gc)} == {"HEALTHY"}, timeout=INTERVAL * 2 + EPSILON)
 
 
 def test_compute_refuses_mixed_backends_utilization_and_deleting_a_neg_in_use(world: RunningSim,
