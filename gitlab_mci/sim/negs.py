@@ -322,6 +322,7 @@ class NegController:
                                       f"being used by '{_relative(user)}', resourceInUseByAnotherResource"))
                 continue
             self.compute.remove("networkEndpointGroups", neg["name"], project=project, zone=zone)
+            pending = True  # one more pass: a Service may now take the name (e.g. the same NEG for another port)
         return pending
 
     def _write_status(self, plan: _Plan) -> None:
