@@ -282,3 +282,14 @@ def test_moving_a_neg_name_to_another_port_recreates_it_for_that_port(world: Run
         NEG_STATUS_ANNOTATION, "{}")).get("network_endpoint_groups") == {"6000": "shop-neg"})
     assert status
     assert wait_for(lambda: endpoints(gc, "europe-west1-b", "shop-neg") == pod_endpoints(world, "prod2"))
+
+
+def test_world_spec_fields_for_negs_are_checked() -> None:
+    from gitlab_mci.errors import UserError
+
+    spec = parse_spec({"negSyncDelay": 1, "clusters": [{"name": "a", "vpcNative": False}, {"name": "b"}]})
+    assert (spec.neg_delay, [c.vpc_native for c in spec.clusters]) == (1.0, [False, True])
+    with pytest.raises(UserError, match=r"clusters\[0\]\.vpcNative: must be true or false"):
+        parse_spec({"clusters": [{"name": "a", "vpcNative": "no"}]})
+    with pytest.raises(UserError, match="negSyncDelay"):
+        parse_spec({"negSyncDelay": -1, "clusters": [{"name": "a"}]})
