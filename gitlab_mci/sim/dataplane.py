@@ -76,6 +76,7 @@ class Pod:
     node: str
     zone: str
     ip: str = ""
+    ports: tuple[int, ...] = ()  # the container ports it declares (a NEG endpoint elsewhere is refused); () = any
 
 
 @dataclass(frozen=True)
@@ -533,8 +534,10 @@ class DataPlane:
                     continue
                 node_name = str((pod.get("spec") or {}).get("nodeName") or "")
                 node = self._node_by_name.get((cluster, node_name))
+                ports = tuple(int(cp["containerPort"]) for c in (pod.get("spec") or {}).get("containers") or []
+                              for cp in c.get("ports") or [] if isinstance(cp.get("containerPort"), int))
                 out[(cluster, str(status["podIP"]))] = Pod(meta["name"], meta.get("namespace", "default"), node_name,
-                                                           node.zone if node else "", str(status["podIP"]))
+                                                           node.zone if node else "", str(status["podIP"]), ports)
         return out
 
     def _certificate(self, url: str, project: str) -> tuple[str, str] | None:
@@ -726,8 +729,8 @@ class DataPlane:
         pod, node = backend.pod, backend.node
         if self._down(node.cluster, node.zone, "nodes"):
             raise _Unreachable(pod.name)
-        if self._down(node.cluster, node.zone, "pods"):
-            raise _Refused(pod.name)
+        if self._down(node.cluster, node.zone, "pods") or (pod.ports and port not in pod.ports):
+            raise _Refused(f"{pod.name}:{port}")
         return 200, _answer(node.cluster, pod, path, host, method)
 
     def _node_forward(self, node: NodeRecord, port: int | None, method: str, path: str, host: str, *,

@@ -184,6 +184,7 @@ class Simulator:
                     "location": rec.spec.location,
                     "zones": list(rec.spec.zones),
                     "nodes": len(rec.nodes),
+                    "vpcNative": rec.spec.vpc_native,
                 }
                 for rec in self.records
             },

@@ -266,3 +266,30 @@ def test_attach_and_detach_network_endpoints_by_hand(world: RunningSim, gc: Comp
             network_endpoints=[endpoint])))
     assert endpoints(gc, zone, "by-hand") == set()
     gc.wait(client.delete(project=P, zone=zone, network_endpoint_group="by-hand"))
+
+
+def test_moving_a_neg_name_to_another_port_recreates_it_for_that_port(world: RunningSim, gc: Compute) -> None:
+    deploy(world, "prod2")
+    wait_for(lambda: negs_by_zone(gc, "shop-neg"))
+    core = k8s.CoreV1Api(api(world, "prod2"))
+    core.patch_namespaced_service("shop", "default", {
+        "metadata": {"annotations": {"cloud.google.com/neg": '{"exposed_ports": {"6000": {"name": "shop-neg"}}}'}},
+        "spec": {"ports": [{"name": "a", "port": 5000, "targetPort": 8080},
+                           {"name": "b", "port": 6000, "targetPort": 8080}]}})
+    wait_for(lambda: json.loads(negs_by_zone(gc, "shop-neg").get("europe-west1-b", compute_v1.NetworkEndpointGroup(
+        description="{}")).description).get("port") == "6000", message="the NEG made again for port 6000")
+    status = wait_for(lambda: json.loads(core.read_namespaced_service("shop", "default").metadata.annotations.get(
+        NEG_STATUS_ANNOTATION, "{}")).get("network_endpoint_groups") == {"6000": "shop-neg"})
+    assert status
+    assert wait_for(lambda: endpoints(gc, "europe-west1-b", "shop-neg") == pod_endpoints(world, "prod2"))
+
+
+def test_world_spec_fields_for_negs_are_checked() -> None:
+    from gitlab_mci.errors import UserError
+
+    spec = parse_spec({"negSyncDelay": 1, "clusters": [{"name": "a", "vpcNative": False}, {"name": "b"}]})
+    assert (spec.neg_delay, [c.vpc_native for c in spec.clusters]) == (1.0, [False, True])
+    with pytest.raises(UserError, match=r"clusters\[0\]\.vpcNative: must be true or false"):
+        parse_spec({"clusters": [{"name": "a", "vpcNative": "no"}]})
+    with pytest.raises(UserError, match="negSyncDelay"):
+        parse_spec({"negSyncDelay": -1, "clusters": [{"name": "a"}]})
