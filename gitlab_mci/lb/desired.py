@@ -223,11 +223,18 @@ def _neg_services(desired: Desired, model: IngressModel, options: Options,
     ports = {b: backend_port(clusters, b.service, b.port) for b in model.backends()}
     _firewalls(desired, clusters, [pod for _, pod in ports.values()], "neg")
     service_for: dict[Backend, Resource] = {}
-    made: dict[int, Resource] = {}
+    made: dict[tuple[str, int], Resource] = {}
+    # Services per port number: a port several Services have gets the Service in its names, so that each keeps
+    # its own backend service (one Service's port keeps the short name).
+    sharing: dict[int, set[str]] = {}
     for backend, (port, _) in ports.items():
-        if port in made:
-            service_for[backend] = made[port]
+        sharing.setdefault(port, set()).add(backend.service)
+    for backend, (port, _) in ports.items():
+        if (backend.service, port) in made:
+            service_for[backend] = made[(backend.service, port)]
             continue
+        suffix = f"neg-{port}" if len(sharing[port]) == 1 else \
+            f"neg-{port}-{hashlib.sha256(backend.service.encode()).hexdigest()[:6]}"
         negs = sorted(u for c in clusters for u in c.negs.get((backend.service, port), ()))
         if not negs:
             raise UserError(f"Service {backend.service!r} port {port}: no NEG found (a bug: discovery waits for "
@@ -235,7 +242,7 @@ def _neg_services(desired: Desired, model: IngressModel, options: Options,
         if len(negs) > MAX_BACKENDS:
             raise UserError(f"{len(negs)} NEGs exceed the {MAX_BACKENDS} backends a backend service may have; use "
                             "fewer clusters or zones")
-        hc_name = namer.name("healthCheck", f"neg-{port}")
+        hc_name = namer.name("healthCheck", suffix)
         hc = desired.add(Resource("healthChecks", hc_name, {
             "name": hc_name, "description": owner, "type": "HTTP",
             "httpHealthCheck": {"portSpecification": "USE_SERVING_PORT",
@@ -245,8 +252,8 @@ def _neg_services(desired: Desired, model: IngressModel, options: Options,
         }))
         capacity: dict[str, Any] = ({"maxRatePerEndpoint": MAX_RATE} if options.balancing_mode == "RATE"
                                     else {"maxConnectionsPerEndpoint": MAX_CONNECTIONS})
-        bs_name = namer.name("backendService", f"neg-{port}")
-        made[port] = service_for[backend] = desired.add(Resource("backendServices", bs_name, {
+        bs_name = namer.name("backendService", suffix)
+        made[(backend.service, port)] = service_for[backend] = desired.add(Resource("backendServices", bs_name, {
             "name": bs_name, "description": owner, "protocol": "HTTP", "timeoutSec": options.timeout_sec,
             "loadBalancingScheme": options.scheme, "healthChecks": [desired.url(hc)],
             "backends": [{"group": g, "balancingMode": options.balancing_mode, **capacity} for g in negs],
