@@ -27,6 +27,9 @@ KINDS = {
     "address": "ip", "firewall": "fw", "healthCheck": "hc", "backendService": "bs", "urlMap": "um",
     "redirectUrlMap": "rd", "httpProxy": "hp", "httpsProxy": "sp", "certificate": "crt", "forwardingRule": "fr",
     "namedPort": "np",
+    # NEG backends (--backends neg) have kinds of their own, not a suffix: `gmci-fw-shop-neg` would be the firewall
+    # of a load balancer named `shop-neg`.
+    "negFirewall": "fwn", "negHealthCheck": "hcn", "negBackendService": "bsn",
 }
 
 

@@ -28,7 +28,7 @@ def test_two_services_on_the_same_port_keep_their_own_backend_services_and_negs(
                 _cluster("prod2", "europe-west1-b", {"shop": 8080, "cart": 9090})]
     want = desired_mod.build(model, desired_mod.Options("shop", "p", balancing_mode="RATE", backends="neg"), clusters)
     services = {r.name: r.body for r in want.resources.values() if r.collection == "backendServices"}
-    assert len(services) == 2 and all(name.startswith("gmci-bs-shop-neg-5000-") for name in services)
+    assert len(services) == 2 and all(name.startswith("gmci-bsn-shop-5000-") for name in services)
     negs = {name: {b["group"].rsplit("-", 1)[1] for b in body["backends"]} for name, body in services.items()}
     assert sorted(map(sorted, negs.values())) == [["cart"], ["shop"]]
     firewall = next(r.body for r in want.resources.values() if r.collection == "firewalls")
@@ -41,7 +41,7 @@ def test_connection_mode_caps_connections_per_endpoint() -> None:
     model = IngressModel("shop", default_backend=Backend("shop", "web"))
     want = desired_mod.build(model, desired_mod.Options("shop", "p", balancing_mode="CONNECTION", backends="neg"),
                              clusters)
-    bs = want.resources["backendServices/gmci-bs-shop-neg-5000"].body
+    bs = want.resources["backendServices/gmci-bsn-shop-5000"].body
     assert bs["backends"][0]["balancingMode"] == "CONNECTION" and bs["backends"][0]["maxConnectionsPerEndpoint"] > 0
     assert "portName" not in bs
 

@@ -38,8 +38,8 @@ def _switch(running: RunningSim, capsys: pytest.CaptureFixture[str], backends: s
     running.sim.journal.reset()
     code, out, err = cli(["lb", "plan", *BASE, "--backends", backends, "--timeout", "30", "--check-interval-sec",
                           "1", "--detailed-exitcode"], capsys)
-    new = f"gmci-bs-shop-neg-{PORT}" if backends == "neg" else f"gmci-bs-shop-{NODE_PORT}"
-    old = f"gmci-bs-shop-{NODE_PORT}" if backends == "neg" else f"gmci-bs-shop-neg-{PORT}"
+    new = f"gmci-bsn-shop-{PORT}" if backends == "neg" else f"gmci-bs-shop-{NODE_PORT}"
+    old = f"gmci-bs-shop-{NODE_PORT}" if backends == "neg" else f"gmci-bsn-shop-{PORT}"
     assert code == 2 and f"backendServices/{new}" in out and f"backendServices/{old}" in out, out + err
     assert running.sim.journal.writes() == []
     url = serving_url(running)
@@ -69,8 +69,8 @@ def test_instance_groups_to_negs_and_back_under_load_fails_no_request_and_leaves
                            "namedPorts": {f"gmci-{NODE_PORT}-shop"}}
 
     _switch(running, capsys, "neg")
-    assert _owned(running) == {"backendServices": {f"gmci-bs-shop-neg-{PORT}"},
-                               "healthChecks": {f"gmci-hc-shop-neg-{PORT}"}, "firewalls": {"gmci-fw-shop-neg"},
+    assert _owned(running) == {"backendServices": {f"gmci-bsn-shop-{PORT}"},
+                               "healthChecks": {f"gmci-hcn-shop-{PORT}"}, "firewalls": {"gmci-fwn-shop"},
                                "namedPorts": set()}
 
     _switch(running, capsys, "instance-groups")
@@ -86,7 +86,7 @@ def test_a_drained_cluster_and_the_weights_carry_over_a_switch_to_negs(
                          capsys)
     assert code == 0, out + err
     bs = Compute(P, running.sim.compute_url).client(compute_v1.BackendServicesClient).get(
-        project=P, backend_service=f"gmci-bs-shop-neg-{PORT}")
+        project=P, backend_service=f"gmci-bsn-shop-{PORT}")
     scalers = {b.group.split("/zones/")[1].split("/")[0]: b.capacity_scaler for b in bs.backends}
     assert scalers == {"us-central1-a": 1.0, "europe-west1-b": 0.0, "europe-west1-c": 0.0, "europe-west1-d": 0.0}
     code, out, _ = cli(["lb", "undrain", "prod2", *BASE[:4]], capsys)

@@ -18,8 +18,8 @@ from tests.cli_helpers import run_cli as cli
 from tests.conftest import RunningSim
 from tests.lb.neg_world import BASE, NEG, PORT, SERVICE, WHERE, Load, P, kube, neg_world, serving_url
 
-BS = f"gmci-bs-shop-neg-{PORT}"
-HC = f"gmci-hc-shop-neg-{PORT}"
+BS = f"gmci-bsn-shop-{PORT}"
+HC = f"gmci-hcn-shop-{PORT}"
 # Health checks as the failover test sets them: out of rotation within interval × threshold + one interval.
 INTERVAL, THRESHOLD = 1, 2
 DETECTION = INTERVAL * THRESHOLD + INTERVAL
@@ -50,7 +50,7 @@ def test_neg_backends_over_a_zonal_and_a_regional_cluster_serve_from_pods_of_bot
     hc = gc.client(compute_v1.HealthChecksClient).get(project=P, health_check=HC)
     assert hc.http_health_check.port_specification == "USE_SERVING_PORT"
     assert hc.http_health_check.request_path == "/healthz"
-    fw = gc.client(compute_v1.FirewallsClient).get(project=P, firewall="gmci-fw-shop-neg")
+    fw = gc.client(compute_v1.FirewallsClient).get(project=P, firewall="gmci-fwn-shop")
     assert [(a.I_p_protocol, list(a.ports)) for a in fw.allowed] == [("tcp", ["5000"])]  # the pods' port
     assert set(fw.source_ranges) == {"130.211.0.0/22", "35.191.0.0/16"} and fw.target_tags
     # No node port, no named port: instance groups are not used.
