@@ -267,6 +267,8 @@ def apply_cmd(dotenv: Path | None, release_ip: bool, **kw: Any) -> None:
     if kw["output"] == "json":
         click.echo(json.dumps({"changes": report.as_json(changes), "failed": outcome.failed,
                                "skipped": outcome.skipped, "notes": notes, "vip": vip, "url": url,
+                               **({"neg_wait_s": round(prepared.neg_wait.seconds, 2)}
+                                  if prepared.neg_wait is not None else {}),
                                **({"served_at": served} if served else {})}, indent=2))
     if text:
         for key in outcome.skipped:

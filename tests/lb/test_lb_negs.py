@@ -86,7 +86,8 @@ def test_neg_backends_over_a_zonal_and_a_regional_cluster_serve_from_pods_of_bot
 
 def test_weights_and_drain_work_per_cluster_with_neg_backends(
         world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _apply(capsys, "--weight", "prod1=2")[0] == 0
+    code, out, err = _apply(capsys, "--weight", "prod1=2", "-o", "json")
+    assert code == 0 and json.loads(out)["neg_wait_s"] >= 0, out + err
     gc = Compute(P, world.sim.compute_url)
     bs = gc.client(compute_v1.BackendServicesClient).get(project=P, backend_service=BS)
     scaler = {b.group.split("/zones/")[1].split("/")[0]: b.capacity_scaler for b in bs.backends}
