@@ -269,3 +269,19 @@ def test_a_zone_without_a_pod_of_the_app_is_not_unhealthy_while_its_cluster_serv
         assert code == 3 and "NOT healthy: some serving cluster has no healthy endpoint" in out, out
     finally:
         running.sim.dataplane.heal()
+
+
+def test_negs_gke_names_itself_are_used_as_the_controller_reports_them(
+        world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    # A Service exposed by hand without a name: GKE names its NEGs k8s1-…; neg-status says which.
+    for cluster in ("prod1", "prod2"):
+        k8s.CoreV1Api(kube(world, cluster)).patch_namespaced_service(SERVICE, "default", {"metadata": {
+            "annotations": {"cloud.google.com/neg": json.dumps({"exposed_ports": {str(PORT): {}}})}}})
+    code, out, err = _apply(capsys)
+    assert code == 0, out + err
+    bs = Compute(P, world.sim.compute_url).client(compute_v1.BackendServicesClient).get(project=P, backend_service=BS)
+    names = {b.group.rsplit("/", 1)[1] for b in bs.backends}
+    assert len(bs.backends) == 4 and all(n.startswith("k8s1-") for n in names), names
+    assert world.sim.dataplane.wait_health("HEALTHY", timeout=15)
+    with requests.Session() as s:
+        assert s.get(f"{serving_url(world)}/", timeout=5).status_code == 200
