@@ -10,8 +10,10 @@ by the URL map to a backend service and balanced round robin over its HEALTHY ba
     pod, as with ``externalTrafficPolicy: Cluster``) → the pod's app, which answers JSON naming its cluster, zone
     and pod.
 
-Network endpoint group backends (what the hosted Multi Cluster Ingress controller makes) route straight to the
-ready pods of the derived Service, as container-native load balancing does.
+Network endpoint group backends route straight to pods, as container-native load balancing does: to the endpoints
+attached in Compute (GKE's NEG controller, :mod:`gitlab_mci.sim.negs`, keeps them in step), or, for the hosted Multi
+Cluster Ingress controller's NEGs, to the ready pods of the derived Service. Their probes pass only where a firewall
+rule lets Google's health-check ranges reach the pod port on the nodes (docs/simulator-negs.md).
 
 Pods are the Kubernetes emulator's Pod objects; their "app" runs in-process (no socket per pod). Health checks probe
 each instance's node port as configured (path, port, interval, timeout, thresholds); their state drives routing

@@ -55,7 +55,7 @@ GATE_TIMEOUT = 900.0  # GKE marks the gate True after 15 minutes whatever the he
 _NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 _MCI_LABEL = ("app.kubernetes.io/managed-by", "multi-cluster-ingress")
 _WATCHED = {"Service", "Pod", "Namespace", "Deployment"}
-# Events the controller emits (reason, as GKE's NEG controller names its Warning events).
+# The Warning event's message for a routes-based cluster (our wording; GKE documents the requirement).
 NOT_VPC_NATIVE = ("NEGs (network endpoint groups) need a VPC-native cluster: cluster {cluster} uses routes-based "
                   "networking (no alias IP range on its nodes), so no NEG is made for this Service")
 

@@ -159,6 +159,16 @@ def test_gcloud_lists_the_negs_and_their_endpoints(world: RunningSim) -> None:
     items = gcloud("list-network-endpoints", "shop-neg", "--zone", "europe-west1-b")
     assert {(i["networkEndpoint"]["instance"], i["networkEndpoint"]["ipAddress"], i["networkEndpoint"]["port"])
             for i in items} == pod_endpoints(world, "prod2")
+    # A NEG made and filled by hand with gcloud, as autoneg users do.
+    node = world.sim.records[1].nodes[0].name
+    gcloud("create", "by-hand", "--zone", "europe-west1-b", "--network-endpoint-type", "gce-vm-ip-port",
+           "--default-port", "8080", "--network", "default")
+    gcloud("update", "by-hand", "--zone", "europe-west1-b", "--add-endpoint", f"instance={node},ip=10.4.0.99")
+    items = gcloud("list-network-endpoints", "by-hand", "--zone", "europe-west1-b")
+    assert [i["networkEndpoint"] for i in items] == [{"instance": node, "ipAddress": "10.4.0.99", "port": 8080}]
+    gcloud("update", "by-hand", "--zone", "europe-west1-b", "--remove-endpoint", f"instance={node},ip=10.4.0.99")
+    assert gcloud("list-network-endpoints", "by-hand", "--zone", "europe-west1-b") == []
+    gcloud("delete", "by-hand", "--zone", "europe-west1-b")
 
 
 def test_neg_endpoints_follow_a_rollout_and_pods_wait_for_the_readiness_gate(world: RunningSim, gc: Compute) -> None:
