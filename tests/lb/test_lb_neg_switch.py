@@ -59,7 +59,9 @@ def _switch(running: RunningSim, capsys: pytest.CaptureFixture[str], backends: s
 
 def test_instance_groups_to_negs_and_back_under_load_fails_no_request_and_leaves_nothing_of_the_old_kind(
         make_sim: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    running = neg_world(make_sim, monkeypatch, node_port=NODE_PORT)
+    # Compute's operations take a while, as Google's do: what runs in parallel with what matters (the old firewall
+    # rule must outlive the old backend service, whose probes it lets in).
+    running = neg_world(make_sim, monkeypatch, node_port=NODE_PORT, spec={"operationLatency": 0.5})
     code, out, err = cli(["lb", "apply", *BASE, "--check-interval-sec", "1"], capsys)
     assert code == 0, out + err
     assert running.sim.dataplane.wait_health("HEALTHY", timeout=15)
