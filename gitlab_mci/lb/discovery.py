@@ -52,8 +52,9 @@ class ServiceInfo:
             return int(target)
         if str(target) in self.container_ports:
             return self.container_ports[str(target)]
+        why = "" if self.container_ports else " (no pod of it runs: is the app deployed?)"
         raise UserError(f"Service {self.namespace}/{self.name}: targetPort {target!r} names no container port of "
-                        "its pods")
+                        f"its pods{why}")
 
     def port(self, wanted: int | str) -> ServicePort | None:
         for p in self.ports:

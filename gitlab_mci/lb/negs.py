@@ -133,12 +133,12 @@ def _existing(compute: Compute, projects: Sequence[str]) -> set[tuple[str, str, 
 
 
 def _missing(clusters: Sequence[ClusterInfo], wanted: Sequence[Wanted], compute: Compute,
-             found: dict[tuple[str, str, str], int]) -> tuple[list[str], dict[str, dict[tuple[str, int],
-                                                                                    tuple[str, ...]]]]:
-    """What is still missing (one phrase per thing), and every cluster's NEG URLs where complete."""
+             found: dict[tuple[str, str, str], int]) -> tuple[list[tuple[str, str]],
+                                                               dict[str, dict[tuple[str, int], tuple[str, ...]]]]:
+    """What is still missing ((context, phrase) per thing), and every cluster's NEG URLs where complete."""
     existing = _existing(compute, sorted({c.project for c in clusters}))
     todo: list[tuple[str, str, str]] = []
-    missing: list[str] = []
+    missing: list[tuple[str, str]] = []
     ready: dict[str, dict[tuple[str, int], tuple[str, ...]]] = {}
     for c in clusters:
         for w in wanted:
@@ -146,11 +146,11 @@ def _missing(clusters: Sequence[ClusterInfo], wanted: Sequence[Wanted], compute:
             name = names.get(str(w.port))
             where = f"context {c.context!r}: Service {w.service!r} port {w.port}"
             if name is None:
-                missing.append(f"{where}: no NEG in its {NEG_STATUS_ANNOTATION} yet")
+                missing.append((c.context, f"{where}: no NEG in its {NEG_STATUS_ANNOTATION} yet"))
                 continue
             absent = [z for z in c.zones if z not in zones or (c.project, z, name) not in existing]
             if absent:
-                missing.append(f"{where}: no NEG {name} in zone {', '.join(absent)}")
+                missing.append((c.context, f"{where}: no NEG {name} in zone {', '.join(absent)}"))
                 continue
             keys = [(c.project, z, name) for z in c.zones]
             todo += [k for k in keys if not found.get(k)]
@@ -162,8 +162,8 @@ def _missing(clusters: Sequence[ClusterInfo], wanted: Sequence[Wanted], compute:
         for (service, port), urls in list(ready.get(c.context, {}).items()):
             keys = [(c.project, u.split("/zones/")[1].split("/")[0], u.rsplit("/", 1)[1]) for u in urls]
             if not any(found.get(k) for k in keys):
-                missing.append(f"context {c.context!r}: Service {service!r} port {port}: NEG {keys[0][2]} has no "
-                               "endpoint (no ready pod)")
+                missing.append((c.context, f"context {c.context!r}: Service {service!r} port {port}: NEG "
+                                            f"{keys[0][2]} has no endpoint (no ready pod)"))
                 del ready[c.context][(service, port)]
     return missing, ready
 
@@ -207,20 +207,20 @@ def wait_for_negs(kube: Sequence[Cluster], clusters: Sequence[ClusterInfo], comp
         if not missing:
             return [replace(c, negs=ready.get(c.context, {})) for c in current]
         if time.monotonic() >= deadline:
-            context = missing[0].split("'")[1]
+            context, first = missing[0]
             why = _warning(by_context[context], namespace, wanted) if context in by_context else None
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise UserError(f"{missing[0]} after {timeout:g}s{more}; "
+            raise UserError(f"{first} after {timeout:g}s{more}; "
                             + (f"GKE's NEG controller says: {why}; fix that" if why else
                                "GKE's NEG controller makes them within a minute of the Service's exposure; raise "
                                "--timeout")
                             + ", or use --backends instance-groups")
-        if progress is not None and missing[0] != last:
-            progress(f"waiting for NEGs ({len(missing)} missing), e.g. {missing[0]}")
-            last = missing[0]
+        if progress is not None and missing[0][1] != last:
+            last = missing[0][1]
+            progress(f"waiting for NEGs ({len(missing)} missing), e.g. {last}")
         time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
         # The controller writes neg-status on the Service: read the Services of clusters still missing something.
-        behind = {m.split("'")[1] for m in missing}
+        behind = {context for context, _ in missing}
         current = [_reread(by_context[c.context], c, namespace, [w.service for w in wanted])
                    if c.context in behind and c.context in by_context else c for c in current]
 
@@ -251,10 +251,9 @@ def _reread(cluster: Cluster, info: ClusterInfo, namespace: str, services: Seque
     return replace(info, services={**info.services, **{k: v for k, v in fresh.items() if v is not None}})
 
 
-def backend_port(clusters: Sequence[ClusterInfo], service: str, port: int | str) -> tuple[int, int]:
-    """The Service port number (NEGs are named and annotated by it) and the pods' port (endpoints, health checks,
-    the firewall), the same in every cluster."""
-    numbers: set[tuple[int, int]] = set()
+def service_port(clusters: Sequence[ClusterInfo], service: str, port: int | str) -> int:
+    """The Service port's number (NEGs are named and annotated by it), the same in every cluster."""
+    numbers: set[int] = set()
     for c in clusters:
         svc = c.services.get(service)
         if svc is None:
@@ -263,11 +262,27 @@ def backend_port(clusters: Sequence[ClusterInfo], service: str, port: int | str)
         if p is None:
             have = ", ".join(f"{q.name} {q.port}" if q.name else str(q.port) for q in svc.ports) or "none"
             raise UserError(f"Service {service!r} in context {c.context!r} has no port {port!r} (its ports: {have})")
-        numbers.add((p.port, svc.pod_port(p)))
+        numbers.add(p.port)
     if len(numbers) > 1:
-        raise UserError(f"Service {service!r} port {port!r} differs across clusters "
-                        f"({', '.join(f'{a}->{b}' for a, b in sorted(numbers))}); make the clusters agree")
+        raise UserError(f"Service {service!r} port {port!r} is {', '.join(map(str, sorted(numbers)))} in different "
+                        "clusters; make them agree")
     return numbers.pop()
+
+
+def backend_port(clusters: Sequence[ClusterInfo], service: str, port: int | str) -> tuple[int, int]:
+    """The Service port number and the pods' port (endpoints, health checks, the firewall), the same in every
+    cluster. The pods' port of a named targetPort comes from the pods, so only once they run (after the wait)."""
+    number = service_port(clusters, service, port)
+    pods = set()
+    for c in clusters:
+        svc = c.services[service]
+        p = svc.port(number)
+        assert p is not None  # service_port checked it
+        pods.add(svc.pod_port(p))
+    if len(pods) > 1:
+        raise UserError(f"Service {service!r} port {number} reaches the pods on ports "
+                        f"{', '.join(map(str, sorted(pods)))} in different clusters; make them agree")
+    return number, pods.pop()
 
 
 def zone_of(url: str) -> str:

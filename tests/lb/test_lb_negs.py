@@ -285,3 +285,10 @@ def test_negs_gke_names_itself_are_used_as_the_controller_reports_them(
     assert world.sim.dataplane.wait_health("HEALTHY", timeout=15)
     with requests.Session() as s:
         assert s.get(f"{serving_url(world)}/", timeout=5).status_code == 200
+
+
+def test_a_cluster_whose_negs_have_no_endpoint_after_the_wait_is_refused(
+        make_sim: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    running = neg_world(make_sim, monkeypatch, replicas=0)  # NEGs made, but no pod to put in them
+    _refused(running, capsys, ["lb", "apply", *BASE, "--backends", "neg", "--timeout", "2"],
+             "has no endpoint (no ready pod)", "after 2s")
