@@ -242,8 +242,11 @@ def test_a_port_the_service_does_not_have_is_refused(world: RunningSim, capsys: 
 
 
 def test_destroy_removes_what_gitlab_mci_made_and_leaves_the_controllers_negs(
-        world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _apply(capsys)[0] == 0
+        world: RunningSim, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("MCI_BACKENDS", "neg")  # as a pipeline sets it once for every job
+    assert cli(["lb", "apply", *BASE], capsys)[0] == 0
+    assert Compute(P, world.sim.compute_url).client(compute_v1.BackendServicesClient).get(
+        project=P, backend_service=BS).backends
     code, out, err = cli(["lb", "destroy", *WHERE], capsys)
     assert code == 0, out + err
     gc = Compute(P, world.sim.compute_url)
