@@ -731,8 +731,10 @@ class DataPlane:
         pod, node = backend.pod, backend.node
         if self._down(node.cluster, node.zone, "nodes"):
             raise _Unreachable(pod.name)
-        if self._down(node.cluster, node.zone, "pods") or (pod.ports and port not in pod.ports):
+        if pod.ports and port not in pod.ports:  # the app listens on its container ports only
             raise _Refused(f"{pod.name}:{port}")
+        if self._down(node.cluster, node.zone, "pods"):
+            raise _Refused(pod.name)
         return 200, _answer(node.cluster, pod, path, host, method)
 
     def _node_forward(self, node: NodeRecord, port: int | None, method: str, path: str, host: str, *,
