@@ -99,6 +99,9 @@ class NegController:
         self._dirty_at: float | None = None
         self._busy = False
         self._pending = False  # a readiness gate or a deletion waits: look again soon
+        # Services whose neg-status this controller wrote: the only ones it removes it from (Google's hosted
+        # controllers write neg-status on their own derived Services).
+        self._statuses: set[tuple[str, str, str]] = set()
         self._stopped = True
         self._thread: threading.Thread | None = None
         for name, kube in clusters.items():
@@ -223,13 +226,15 @@ class NegController:
         services = sorted(kube.list("v1", "Service"),
                           key=lambda s: (s["metadata"].get("creationTimestamp", ""), s["metadata"]["namespace"],
                                          s["metadata"]["name"]))
+        existing = {(cluster, s["metadata"]["namespace"], s["metadata"]["name"]) for s in services}
+        self._statuses = {k for k in self._statuses if k[0] != cluster or k in existing}
         for svc in services:
             meta = svc["metadata"]
             ns, name = meta["namespace"], meta["name"]
             if (meta.get("labels") or {}).get(_MCI_LABEL[0]) == _MCI_LABEL[1]:
                 continue  # the hosted Multi Cluster Ingress controller's own derived Services
             exposed = _exposed(svc)
-            has_status = NEG_STATUS_ANNOTATION in (meta.get("annotations") or {})
+            has_status = (cluster, ns, name) in self._statuses
             if exposed is None:
                 if has_status:
                     plan.status[(cluster, ns, name)] = None
@@ -329,6 +334,10 @@ class NegController:
         for (cluster, ns, name), status in plan.status.items():
             kube = self.clusters[cluster]
             live = kube.get("v1", "Service", name, ns)
+            if status is None:
+                self._statuses.discard((cluster, ns, name))
+            else:
+                self._statuses.add((cluster, ns, name))
             if live is None or (live["metadata"].get("annotations") or {}).get(NEG_STATUS_ANNOTATION) == status:
                 continue
             _call(kube, "PATCH", f"/api/v1/namespaces/{ns}/services/{name}",

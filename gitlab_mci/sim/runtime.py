@@ -84,13 +84,13 @@ class Simulator:
 
         self.dataplane = DataPlane(self.compute, self.clusters, self.records, project=spec.project)
         self.dataplane.on_change = self._dataplane_changed
+        self._state_dir: Path | None = None
+        self.started_at = 0.0
         # GKE's NEG controller in every cluster: standalone NEGs for Services annotated cloud.google.com/neg.
         from gitlab_mci.sim.negs import NegController
 
         self.negs = NegController(spec, self.records, self.clusters, self.compute, self.dataplane,
                                   delay=spec.neg_delay)
-        self._state_dir: Path | None = None
-        self.started_at = 0.0
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 

@@ -303,3 +303,16 @@ def test_world_spec_fields_for_negs_are_checked() -> None:
         parse_spec({"clusters": [{"name": "a", "vpcNative": "no"}]})
     with pytest.raises(UserError, match="negSyncDelay"):
         parse_spec({"negSyncDelay": -1, "clusters": [{"name": "a"}]})
+
+
+def test_a_neg_status_someone_else_wrote_is_left_alone(world: RunningSim, gc: Compute) -> None:
+    """Google's hosted controllers write neg-status on their own Services, without the neg annotation."""
+    theirs = '{"network_endpoint_groups":{"80":"k8s1-theirs"},"zones":["europe-west1-b"]}'
+    core = k8s.CoreV1Api(api(world, "prod2"))
+    core.create_namespaced_service("default", {
+        "metadata": {"name": "derived", "annotations": {NEG_STATUS_ANNOTATION: theirs}},
+        "spec": {"selector": LABELS, "ports": [{"port": 80}]}})
+    deploy(world, "prod2")  # a change the controller reconciles
+    wait_for(lambda: negs_by_zone(gc, "shop-neg"))
+    world.sim.negs.settle()
+    assert core.read_namespaced_service("derived", "default").metadata.annotations[NEG_STATUS_ANNOTATION] == theirs
