@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import lb_bench, process_bench, sim_bench
+from bench import lb_bench, neg_bench, process_bench, sim_bench
 
 HERE = Path(__file__).parent
 HEAVY = ("google.cloud.compute_v1", "google.cloud.gkehub_v1", "google.api_core", "grpc", "kubernetes", "pydantic",
@@ -91,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nCompute calls of one apply at {apply_rows[-1]['clusters']} clusters: "
           + ", ".join(f"{k} {v}" for k, v in largest["calls"].items()))
 
+    # NEG backends (docs/negs.md): the same chain, with the NEG controller's wait reported apart.
+    neg = neg_bench.run(2 if args.quick else 15)
+    print(f"\nlb apply --backends neg at {neg['clusters']} clusters x 3 zones: {neg['apply_s']:.2f}s = "
+          f"{neg['apply_s'] / critical:.2f}x critical path (target <= 1.5x), {neg['writes']} writes; NEG wait "
+          f"(controller, apart) {neg['neg_ready_s']:.2f}s")
+
     repeat = 3 if args.quick else 5
     starts = startup(repeat)
     print(f"\nCLI start-up (best of {repeat}; target for --help and commands without Google libraries "
@@ -106,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     process_rows = [process_bench.measure(n, repeat=3 if args.quick else 11,
                                           apply_repeat=1 if args.quick else 3) for n in process_sizes]
     process_bench.print_rows(process_rows)
-    verdicts = process_bench.verdicts(process_rows) + [
+    verdicts = [(f"`lb apply --backends neg` at {neg['clusters']} clusters: {neg['apply_s'] / critical:.2f}x "
+                 "critical path", "<= 1.5x", neg["apply_s"] / critical <= 1.5)]
+    verdicts += process_bench.verdicts(process_rows) + [
         (f"`{label}` start-up: {item['vs_python']:.1f}x `python -c pass`", f"<= {STARTUP_VS_PYTHON:g}x",
          item["vs_python"] <= STARTUP_VS_PYTHON) for label, item in starts.items() if label != "python -c pass"]
 
@@ -124,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {'met    ' if met else 'NOT MET'} {figure} (target {target})")
     results = {"mode": "quick" if args.quick else "full", "python": platform.python_version(),
                "cores": os.cpu_count(), "latency_s": lb_bench.LATENCY, "critical_path_s": critical,
-               "apply": apply_rows, "startup": starts, "process": process_rows,
+               "apply": apply_rows, "neg": neg, "startup": starts, "process": process_rows,
                "targets": [{"figure": f, "target": t, "met": m} for f, t, m in verdicts],
                "load_average": {"start": list(load_start), "end": list(load_end)},
                "memory": {"apply_mb": apply_mb, "apply_clusters": memory_clusters, "sim_mb": sim["peak_mb"],
@@ -192,6 +200,18 @@ def markdown(r: dict[str, Any], plotted: bool) -> str:
     lines += [f"Compute calls of one apply at {biggest['clusters']} clusters:", "",
               "| call | count |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in biggest["fast"]["calls"].items()]
+    if r.get("neg"):
+        n = r["neg"]
+        lines += ["", "## `lb apply --backends neg` from scratch", "",
+                  f"{n['clusters']} clusters × 3 zones, the Services exposed (docs/negs.md). The **NEG wait** is GKE's "
+                  "NEG controller's (the simulator's) time from the exposure until every zone has its NEG with "
+                  "endpoints, reported apart; the apply then checks them all (one aggregated list, one "
+                  "listNetworkEndpoints per NEG) and builds the chain.", "",
+                  "| NEG wait | apply (c=64) | × critical path (target ≤ 1.5) | of which discovery and NEG check "
+                  "| changes × critical path | writes |", "|---|---|---|---|---|---|",
+                  f"| {n['neg_ready_s']:.2f} s | {n['apply_s']:.2f} s | {n['apply_s'] / r['critical_path_s']:.2f} | "
+                  f"{n['discover_s']:.2f} s ({n['neg_wait_s']:.2f} s) | "
+                  f"{n['execute_s'] / r['critical_path_s']:.2f} | {n['writes']} |"]
     lines += ["", "## CLI start-up", "", "| command | seconds | × `python -c pass` | heavy packages imported |",
               "|---|---|---|---|"]
     for label, item in r["startup"].items():

@@ -76,7 +76,7 @@ class _Remote:
 
 
 def _count(entries: list[dict[str, Any]], write: bool) -> int:
-    reads_by_post = ("/listInstances", "/getHealth", "/wait")
+    reads_by_post = ("/listInstances", "/getHealth", "/wait", "/listNetworkEndpoints")
     def is_write(e: dict[str, Any]) -> bool:
         return e["method"] != "GET" and not e["path"].split("?")[0].endswith(reads_by_post)
     return sum(1 for e in entries if e["service"] == "compute" and not e["path"].startswith("/_sim/")

@@ -147,9 +147,9 @@ def _echo_plan(changes: list[Any], output: str, notes: list[str] | None = None) 
 def plan_cmd(detailed_exitcode: bool, release_ip: bool, **kw: Any) -> None:
     """Show what `apply` would change, without changing anything.
 
-    With --backends neg it first waits, like apply, for the NEGs (up to --timeout). Notes after the plan say what
-    it keeps (an address gitlab-mci reserved, unused since --static-ip) and where
-    requests no Ingress rule matches go when the scheme cannot answer 404 for them.
+    With --backends neg it first waits, like apply, for the NEGs (up to --timeout). Notes after the plan say
+    what it keeps (an address gitlab-mci reserved, unused since --static-ip) and where requests no Ingress rule
+    matches go when the scheme cannot answer 404 for them.
     """
     from gitlab_mci.lb import engine
 
@@ -280,6 +280,8 @@ def apply_cmd(dotenv: Path | None, release_ip: bool, **kw: Any) -> None:
     if kw["output"] == "json":
         click.echo(json.dumps({"changes": report.as_json(changes), "failed": outcome.failed,
                                "skipped": outcome.skipped, "notes": notes, "vip": vip, "url": url,
+                               **({"neg_wait_s": round(prepared.neg_wait.seconds, 2)}
+                                  if prepared.neg_wait is not None else {}),
                                **({"served_at": served} if served else {})}, indent=2))
     if text:
         for key in outcome.skipped:
@@ -366,6 +368,9 @@ def destroy_cmd(release_ip: bool, **kw: Any) -> None:
 def status_cmd(fmt: str, wait: float, **kw: Any) -> None:
     """VIP, listeners, backend health, weight and drain state per cluster and zone (from getHealth), and every
     certificate the load balancer serves (pre-shared, self-managed, Google-managed) with its state.
+
+    With NEG backends the health counts healthy endpoints (pods) per cluster and zone; a zone with no pod of the
+    app shows 0/0 and is not unhealthy while its cluster's other zones serve.
 
     Exit codes: 0 healthy (every cluster and zone not drained has a healthy backend); 3 not healthy (after --wait,
     if given); 1 the load balancer does not exist.

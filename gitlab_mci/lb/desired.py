@@ -205,14 +205,14 @@ def build(model: IngressModel, options: Options, clusters: Sequence[ClusterInfo]
     return desired
 
 
-def _firewalls(desired: Desired, clusters: Sequence[ClusterInfo], ports: Sequence[int], kind: str | None) -> None:
+def _firewalls(desired: Desired, clusters: Sequence[ClusterInfo], ports: Sequence[int], kind: str) -> None:
     """Google's health checkers (and front ends) may reach ``ports`` on the nodes, one rule per network."""
     by_network: dict[str, list[ClusterInfo]] = {}
     for c in clusters:
         by_network.setdefault(c.network, []).append(c)
     for network, members in sorted(by_network.items()):
         digest = None if len(by_network) == 1 else hashlib.sha256(network.encode()).hexdigest()[:6]
-        name = desired.namer.name("firewall", "-".join(x for x in (kind, digest) if x) or None)
+        name = desired.namer.name(kind, digest)
         desired.add(Resource("firewalls", name, {
             "name": name, "description": desired.namer.description, "network": network, "direction": "INGRESS",
             "sourceRanges": list(HEALTH_CHECK_RANGES),
@@ -223,19 +223,26 @@ def _firewalls(desired: Desired, clusters: Sequence[ClusterInfo], ports: Sequenc
 
 def _neg_services(desired: Desired, model: IngressModel, options: Options,
                   clusters: Sequence[ClusterInfo]) -> dict[Backend, Resource]:
-    """Backend services whose backends are the clusters' zonal NEGs (named ``…-neg-<port>``: a backend service
+    """Backend services whose backends are the clusters' zonal NEGs (``gmci-bsn-<lb>-<port>``: a backend service
     cannot mix NEGs and instance groups, so a switch of kind is a second backend service)."""
     from gitlab_mci.lb.negs import backend_port
 
     namer, owner = desired.namer, desired.namer.description
     ports = {b: backend_port(clusters, b.service, b.port) for b in model.backends()}
-    _firewalls(desired, clusters, [pod for _, pod in ports.values()], "neg")
+    _firewalls(desired, clusters, [pod for _, pod in ports.values()], "negFirewall")
     service_for: dict[Backend, Resource] = {}
-    made: dict[int, Resource] = {}
+    made: dict[tuple[str, int], Resource] = {}
+    # Services per port number: a port several Services have gets the Service in its names, so that each keeps
+    # its own backend service (one Service's port keeps the short name).
+    sharing: dict[int, set[str]] = {}
     for backend, (port, _) in ports.items():
-        if port in made:
-            service_for[backend] = made[port]
+        sharing.setdefault(port, set()).add(backend.service)
+    for backend, (port, _) in ports.items():
+        if (backend.service, port) in made:
+            service_for[backend] = made[(backend.service, port)]
             continue
+        suffix = str(port) if len(sharing[port]) == 1 else \
+            f"{port}-{hashlib.sha256(backend.service.encode()).hexdigest()[:6]}"
         negs = sorted(u for c in clusters for u in c.negs.get((backend.service, port), ()))
         if not negs:
             raise UserError(f"Service {backend.service!r} port {port}: no NEG found (a bug: discovery waits for "
@@ -243,8 +250,8 @@ def _neg_services(desired: Desired, model: IngressModel, options: Options,
         if len(negs) > MAX_BACKENDS:
             raise UserError(f"{len(negs)} NEGs exceed the {MAX_BACKENDS} backends a backend service may have; use "
                             "fewer clusters or zones")
-        wanted = _backend_features(options, [b.service for b, (p, _) in ports.items() if p == port])
-        hc_name = namer.name("healthCheck", f"neg-{port}")
+        wanted = _backend_features(options, [backend.service])
+        hc_name = namer.name("negHealthCheck", suffix)
         hc = desired.add(Resource("healthChecks", hc_name, features_compute.health_check(wanted, {
             "name": hc_name, "description": owner, "type": "HTTP",
             "httpHealthCheck": {"portSpecification": "USE_SERVING_PORT",
@@ -254,8 +261,8 @@ def _neg_services(desired: Desired, model: IngressModel, options: Options,
         })))
         capacity: dict[str, Any] = ({"maxRatePerEndpoint": MAX_RATE} if options.balancing_mode == "RATE"
                                     else {"maxConnectionsPerEndpoint": MAX_CONNECTIONS})
-        bs_name = namer.name("backendService", f"neg-{port}")
-        made[port] = service_for[backend] = desired.add(Resource("backendServices", bs_name, {
+        bs_name = namer.name("negBackendService", suffix)
+        made[(backend.service, port)] = service_for[backend] = desired.add(Resource("backendServices", bs_name, {
             "name": bs_name, "description": owner, "protocol": "HTTP", "timeoutSec": options.timeout_sec,
             "loadBalancingScheme": options.scheme, "healthChecks": [desired.url(hc)],
             "backends": [{"group": g, "balancingMode": options.balancing_mode, **capacity} for g in negs],
@@ -273,7 +280,7 @@ def _group_services(desired: Desired, model: IngressModel, options: Options,
     if len(groups) > MAX_BACKENDS:
         raise UserError(f"{len(groups)} instance groups exceed the {MAX_BACKENDS} backends a backend service may "
                         "have; use fewer node pools or zones")
-    _firewalls(desired, clusters, list(node_ports.values()), None)
+    _firewalls(desired, clusters, list(node_ports.values()), "firewall")
     port_names = {np: namer.port_name(np) for np in sorted(set(node_ports.values()))}
     desired.named_ports = [NamedPorts(g, {port_names[np]: np for np in port_names}) for g in groups]
     service_for: dict[int, Resource] = {}

@@ -52,8 +52,9 @@ class ServiceInfo:
             return int(target)
         if str(target) in self.container_ports:
             return self.container_ports[str(target)]
+        why = "" if self.container_ports else " (no pod of it runs: is the app deployed?)"
         raise UserError(f"Service {self.namespace}/{self.name}: targetPort {target!r} names no container port of "
-                        "its pods")
+                        f"its pods{why}")
 
     def port(self, wanted: int | str) -> ServicePort | None:
         for p in self.ports:
@@ -103,6 +104,11 @@ def _get(cluster: Cluster, what: str, path: str, **query: Any) -> Any:
     if not 200 <= resp.status <= 299:
         raise ApiException.from_response(http_resp=resp, body=data.decode("utf-8", "replace"), data=None)
     return json.loads(data)
+
+
+def kube_get(cluster: Cluster, what: str, path: str, **query: Any) -> Any:
+    """GET ``path`` on the cluster's API server, as JSON (for :mod:`gitlab_mci.lb.negs`)."""
+    return _get(cluster, what, path, **query)
 
 
 def _nodes(cluster: Cluster) -> list[_Node]:

@@ -178,7 +178,7 @@ def prepare(inputs: Inputs) -> Prepared:
     if options.backends == "neg":
         from gitlab_mci.lb import negs
 
-        wanted = list(dict.fromkeys(negs.Wanted(b.service, negs.backend_port(infos, b.service, b.port)[0])
+        wanted = list(dict.fromkeys(negs.Wanted(b.service, negs.service_port(infos, b.service, b.port))
                                     for b in model.backends()))
         waited = negs.Waited()
         infos = negs.wait_for_negs(clusters, infos, compute, inputs.namespace, wanted, timeout=inputs.neg_timeout,

@@ -33,6 +33,9 @@ KINDS = {
     "address": "ip", "firewall": "fw", "healthCheck": "hc", "backendService": "bs", "urlMap": "um",
     "redirectUrlMap": "rd", "httpProxy": "hp", "httpsProxy": "sp", "certificate": "crt", "forwardingRule": "fr",
     "namedPort": "np",
+    # NEG backends (--backends neg) have kinds of their own, not a suffix: `gmci-fw-shop-neg` would be the firewall
+    # of a load balancer named `shop-neg`.
+    "negFirewall": "fwn", "negHealthCheck": "hcn", "negBackendService": "bsn",
 }
 
 
@@ -72,14 +75,20 @@ class Namer:
         clusters and node port never remove each other's (``gmci-30999-shop``; at most 5+6+40 characters)."""
         return f"{self.prefix}-{node_port}-{self.lb}"
 
-    def neg_name(self, port: int | str) -> str:
+    def neg_name(self, port: int | str, cluster: str | None = None) -> str:
         """The standalone network endpoint group GKE's NEG controller makes for the Service's ``port`` (the
         Service port, as in ``exposed_ports``), the same name in every zone: ``gmci-neg-shop-5000``. The one
-        place the name is made: ``neg expose`` annotates the Service with it, ``lb apply`` attaches it."""
+        place the name is made: ``neg expose`` annotates the Service with it, ``lb apply`` attaches it.
+
+        ``cluster`` (the kubeconfig context) adds a short hash of it (``gmci-neg-shop-5000-1a2b3c``): needed when
+        two clusters have nodes in one zone, where NEG names must differ."""
         full = f"{self.prefix}-neg-{self.lb}-{port}"
         if not _RFC1035.match(full):
             raise UserError(f"port {port!r}: a NEG is named after the Service port's number")
-        return full  # at most 10 + 5 + 40 + 6 characters: within 63
+        if cluster:
+            digest = hashlib.sha256(cluster.encode()).hexdigest()[:6]
+            full = f"{full[:MAX_LEN - 7].rstrip('-')}-{digest}"  # the longest names lose the port's last digits
+        return full  # without a cluster at most 10 + 5 + 40 + 6 characters: within 63
 
     def owns_port(self, name: str) -> bool:
         head, _, rest = name.partition("-")

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import quote
 
 from gitlab_mci.compute_rest import ComputeApiError
 from gitlab_mci.errors import UserError
@@ -70,7 +71,9 @@ def _exposed(svc: ServiceInfo) -> dict[str, Any]:
 
 
 def check_exposed(clusters: Sequence[ClusterInfo], wanted: Sequence[Wanted]) -> None:
-    """Every Service port asked for carries the NEG annotation in every cluster (offline: discovery read it)."""
+    """Every Service port asked for carries the NEG annotation in every cluster (offline: discovery read it), and
+    no two clusters with nodes in one zone ask for the same NEG name there (GKE would make only one)."""
+    asked: dict[tuple[str, str, str], str] = {}
     for c in clusters:
         for w in wanted:
             svc = c.services.get(w.service)
@@ -80,6 +83,13 @@ def check_exposed(clusters: Sequence[ClusterInfo], wanted: Sequence[Wanted]) -> 
             if str(w.port) not in _exposed(svc):
                 raise UserError(f"Service {w.service!r} port {w.port} in context {c.context!r} is not exposed as "
                                 f"NEGs (no {NEG_ANNOTATION} annotation for it): {EXPOSE_HINT}")
+            name = (_exposed(svc)[str(w.port)] or {}).get("name")
+            for zone in c.zones if name else ():
+                other = asked.setdefault((c.project, zone, str(name)), c.context)
+                if other != c.context:
+                    raise UserError(f"contexts {other!r} and {c.context!r} both have nodes in zone {zone} and ask "
+                                    f"for NEG {name} there for Service {w.service!r} port {w.port}: only one can have "
+                                    "it; expose each cluster's Service with its own NEG name")
 
 
 def neg_status(svc: ServiceInfo) -> tuple[dict[str, str], tuple[str, ...]]:
@@ -123,12 +133,12 @@ def _existing(compute: Compute, projects: Sequence[str]) -> set[tuple[str, str, 
 
 
 def _missing(clusters: Sequence[ClusterInfo], wanted: Sequence[Wanted], compute: Compute,
-             found: dict[tuple[str, str, str], int]) -> tuple[list[str], dict[str, dict[tuple[str, int],
-                                                                                    tuple[str, ...]]]]:
-    """What is still missing (one phrase per thing), and every cluster's NEG URLs where complete."""
+             found: dict[tuple[str, str, str], int]) -> tuple[list[tuple[str, str]],
+                                                               dict[str, dict[tuple[str, int], tuple[str, ...]]]]:
+    """What is still missing ((context, phrase) per thing), and every cluster's NEG URLs where complete."""
     existing = _existing(compute, sorted({c.project for c in clusters}))
     todo: list[tuple[str, str, str]] = []
-    missing: list[str] = []
+    missing: list[tuple[str, str]] = []
     ready: dict[str, dict[tuple[str, int], tuple[str, ...]]] = {}
     for c in clusters:
         for w in wanted:
@@ -136,11 +146,11 @@ def _missing(clusters: Sequence[ClusterInfo], wanted: Sequence[Wanted], compute:
             name = names.get(str(w.port))
             where = f"context {c.context!r}: Service {w.service!r} port {w.port}"
             if name is None:
-                missing.append(f"{where}: no NEG in its {NEG_STATUS_ANNOTATION} yet")
+                missing.append((c.context, f"{where}: no NEG in its {NEG_STATUS_ANNOTATION} yet"))
                 continue
             absent = [z for z in c.zones if z not in zones or (c.project, z, name) not in existing]
             if absent:
-                missing.append(f"{where}: no NEG {name} in zone {', '.join(absent)}")
+                missing.append((c.context, f"{where}: no NEG {name} in zone {', '.join(absent)}"))
                 continue
             keys = [(c.project, z, name) for z in c.zones]
             todo += [k for k in keys if not found.get(k)]
@@ -152,8 +162,8 @@ def _missing(clusters: Sequence[ClusterInfo], wanted: Sequence[Wanted], compute:
         for (service, port), urls in list(ready.get(c.context, {}).items()):
             keys = [(c.project, u.split("/zones/")[1].split("/")[0], u.rsplit("/", 1)[1]) for u in urls]
             if not any(found.get(k) for k in keys):
-                missing.append(f"context {c.context!r}: Service {service!r} port {port}: NEG {keys[0][2]} has no "
-                               "endpoint (no ready pod)")
+                missing.append((c.context, f"context {c.context!r}: Service {service!r} port {port}: NEG "
+                                            f"{keys[0][2]} has no endpoint (no ready pod)"))
                 del ready[c.context][(service, port)]
     return missing, ready
 
@@ -197,17 +207,43 @@ def wait_for_negs(kube: Sequence[Cluster], clusters: Sequence[ClusterInfo], comp
         if not missing:
             return [replace(c, negs=ready.get(c.context, {})) for c in current]
         if time.monotonic() >= deadline:
-            raise UserError(f"{missing[0]} after {timeout:g}s (GKE's NEG controller makes them once the Service "
-                            f"is exposed; is it? {len(missing)} thing(s) missing); raise --timeout, or use "
-                            "--backends instance-groups")
-        if progress is not None and missing[0] != last:
-            progress(f"waiting for NEGs ({len(missing)} missing), e.g. {missing[0]}")
-            last = missing[0]
+            context, first = missing[0]
+            why = _warning(by_context[context], namespace, wanted) if context in by_context else None
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise UserError(f"{first} after {timeout:g}s{more}; "
+                            + (f"GKE's NEG controller says: {why}; fix that" if why else
+                               "GKE's NEG controller makes them within a minute of the Service's exposure; raise "
+                               "--timeout")
+                            + ", or use --backends instance-groups")
+        if progress is not None and missing[0][1] != last:
+            last = missing[0][1]
+            progress(f"waiting for NEGs ({len(missing)} missing), e.g. {last}")
         time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
         # The controller writes neg-status on the Service: read the Services of clusters still missing something.
-        behind = {m.split("'")[1] for m in missing}
+        behind = {context for context, _ in missing}
         current = [_reread(by_context[c.context], c, namespace, [w.service for w in wanted])
                    if c.context in behind and c.context in by_context else c for c in current]
+
+
+def _warning(cluster: Cluster, namespace: str, wanted: Sequence[Wanted]) -> str | None:
+    """The latest Warning event on the Services (what GKE's NEG controller could not do: a name taken, a port the
+    Service lacks), to say why a NEG is missing; None when there is none or events cannot be read."""
+    from kubernetes.client.exceptions import ApiException
+
+    from gitlab_mci.lb.discovery import kube_get
+
+    latest: tuple[str, str] | None = None
+    for service in dict.fromkeys(w.service for w in wanted):
+        try:
+            events = kube_get(cluster, "list events", f"/api/v1/namespaces/{quote(namespace, safe='')}/events",
+                              fieldSelector=f"involvedObject.kind=Service,involvedObject.name={service},type=Warning")
+        except (ApiException, UserError):
+            return None
+        for e in events.get("items") or []:
+            stamp = str(e.get("lastTimestamp") or e.get("eventTime") or "")
+            if latest is None or stamp >= latest[0]:
+                latest = (stamp, str(e.get("message") or e.get("reason") or ""))
+    return latest[1] if latest else None
 
 
 def _reread(cluster: Cluster, info: ClusterInfo, namespace: str, services: Sequence[str]) -> ClusterInfo:
@@ -215,22 +251,38 @@ def _reread(cluster: Cluster, info: ClusterInfo, namespace: str, services: Seque
     return replace(info, services={**info.services, **{k: v for k, v in fresh.items() if v is not None}})
 
 
-def backend_port(clusters: Sequence[ClusterInfo], service: str, port: int | str) -> tuple[int, int]:
-    """The Service port number (NEGs are named and annotated by it) and the pods' port (endpoints, health checks,
-    the firewall), the same in every cluster."""
-    numbers: set[tuple[int, int]] = set()
+def service_port(clusters: Sequence[ClusterInfo], service: str, port: int | str) -> int:
+    """The Service port's number (NEGs are named and annotated by it), the same in every cluster."""
+    numbers: set[int] = set()
     for c in clusters:
         svc = c.services.get(service)
         if svc is None:
             raise UserError(f"Service {service!r} (routed to by the Ingress) does not exist in context {c.context!r}")
         p = svc.port(port)
         if p is None:
-            raise UserError(f"Service {service!r} in context {c.context!r} has no port {port!r}")
-        numbers.add((p.port, svc.pod_port(p)))
+            have = ", ".join(f"{q.name} {q.port}" if q.name else str(q.port) for q in svc.ports) or "none"
+            raise UserError(f"Service {service!r} in context {c.context!r} has no port {port!r} (its ports: {have})")
+        numbers.add(p.port)
     if len(numbers) > 1:
-        raise UserError(f"Service {service!r} port {port!r} differs across clusters "
-                        f"({', '.join(f'{a}->{b}' for a, b in sorted(numbers))}); make the clusters agree")
+        raise UserError(f"Service {service!r} port {port!r} is {', '.join(map(str, sorted(numbers)))} in different "
+                        "clusters; make them agree")
     return numbers.pop()
+
+
+def backend_port(clusters: Sequence[ClusterInfo], service: str, port: int | str) -> tuple[int, int]:
+    """The Service port number and the pods' port (endpoints, health checks, the firewall), the same in every
+    cluster. The pods' port of a named targetPort comes from the pods, so only once they run (after the wait)."""
+    number = service_port(clusters, service, port)
+    pods = set()
+    for c in clusters:
+        svc = c.services[service]
+        p = svc.port(number)
+        assert p is not None  # service_port checked it
+        pods.add(svc.pod_port(p))
+    if len(pods) > 1:
+        raise UserError(f"Service {service!r} port {number} reaches the pods on ports "
+                        f"{', '.join(map(str, sorted(pods)))} in different clusters; make them agree")
+    return number, pods.pop()
 
 
 def zone_of(url: str) -> str:

@@ -147,6 +147,9 @@ def settle(desired: Any, actual: Any, clusters: Sequence[Any], given: Mapping[st
     groups = cluster_of(clusters)
     services = [r for r in desired.resources.values() if r.collection == "backendServices"]
     had = [actual.resources[r.key] for r in services if r.key in actual.resources]
+    if not had:  # a switch between instance groups and NEGs: the other kind's backend services hold them
+        had = [v for k, v in sorted(actual.resources.items())
+               if k.startswith("backendServices/") and desired.namer.owns(v)]
     now = current(had, groups)
     traffic = {c.context: ClusterTraffic(c.context, given.get(c.context, now.get(c.context, ClusterTraffic(
         c.context)).weight), now.get(c.context, ClusterTraffic(c.context)).drained) for c in clusters}

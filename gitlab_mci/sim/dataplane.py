@@ -10,8 +10,10 @@ by the URL map to a backend service and balanced round robin over its HEALTHY ba
     pod, as with ``externalTrafficPolicy: Cluster``) → the pod's app, which answers JSON naming its cluster, zone
     and pod.
 
-Network endpoint group backends (what the hosted Multi Cluster Ingress controller makes) route straight to the
-ready pods of the derived Service, as container-native load balancing does.
+Network endpoint group backends route straight to pods, as container-native load balancing does: to the endpoints
+attached in Compute (GKE's NEG controller, :mod:`gitlab_mci.sim.negs`, keeps them in step; their probes pass only
+where a firewall rule lets Google's health-check ranges reach the pod port on the nodes, docs/simulator-negs.md), or,
+for the NEGs of Google's hosted controllers, to the ready pods of the derived Service.
 
 Pods are the Kubernetes emulator's Pod objects; their "app" runs in-process (no socket per pod). Health checks probe
 each instance's node port as configured (path, port, interval, timeout, thresholds); their state drives routing
@@ -79,6 +81,7 @@ class Pod:
     node: str
     zone: str
     ip: str = ""
+    ports: tuple[int, ...] = ()  # the container ports it declares (a NEG endpoint elsewhere is refused); () = any
 
 
 @dataclass(frozen=True)
@@ -509,8 +512,10 @@ class DataPlane:
         """A GCE_VM_IP_PORT network endpoint group's endpoints, as attached in Compute (GKE's NEG controller keeps
         them in step with the pods); for a NEG nobody attached endpoints to (the hosted Multi Cluster Ingress
         controller's), the ready pods its Service's neg-status names. An endpoint whose pod is gone is skipped (its
-        pod stops serving only once detached, as with a graceful termination). Probes reach a pod only where a
-        firewall rule lets Google's health-check ranges in to its port on the node."""
+        pod stops serving only once detached, as with a graceful termination). Probes of attached endpoints reach
+        the pod only where a firewall rule lets Google's health-check ranges in to its port on the node; Google's
+        hosted controllers (Multi Cluster Ingress, Gateway) make that rule with their NEGs, so theirs are not
+        checked."""
         attached = self.compute.network_endpoints(neg["selfLink"])
         if attached is not None:
             endpoints = []
@@ -536,8 +541,7 @@ class DataPlane:
         for pod in pods:
             node = self._node_by_name.get((cluster, pod.node))
             if node is not None and node.zone == zone:
-                out.append(Backend(f"{neg['selfLink']}#{pod.name}", neg["selfLink"], node, port, probe, pod,
-                                   not _firewall_allows(firewalls, self._tags.get(cluster, ""), probe)))
+                out.append(Backend(f"{neg['selfLink']}#{pod.name}", neg["selfLink"], node, port, probe, pod))
         return tuple(out)
 
     def _pods_by_ip(self) -> dict[tuple[str, str], Pod]:
@@ -550,8 +554,10 @@ class DataPlane:
                     continue
                 node_name = str((pod.get("spec") or {}).get("nodeName") or "")
                 node = self._node_by_name.get((cluster, node_name))
+                ports = tuple(int(cp["containerPort"]) for c in (pod.get("spec") or {}).get("containers") or []
+                              for cp in c.get("ports") or [] if isinstance(cp.get("containerPort"), int))
                 out[(cluster, str(status["podIP"]))] = Pod(meta["name"], meta.get("namespace", "default"), node_name,
-                                                           node.zone if node else "", str(status["podIP"]))
+                                                           node.zone if node else "", str(status["podIP"]), ports)
         return out
 
     def _certificate(self, url: str, project: str) -> tuple[str, str] | None:
@@ -744,6 +750,8 @@ class DataPlane:
         pod, node = backend.pod, backend.node
         if self._down(node.cluster, node.zone, "nodes"):
             raise _Unreachable(pod.name)
+        if pod.ports and port not in pod.ports:  # the app listens on its container ports only
+            raise _Refused(f"{pod.name}:{port}")
         if self._down(node.cluster, node.zone, "pods"):
             raise _Refused(pod.name)
         return 200, _answer(node.cluster, pod, path, host, method, headers)

@@ -50,11 +50,12 @@ API = "https://www.googleapis.com/compute/v1"
 NEG_ANNOTATION = "cloud.google.com/neg"
 NEG_STATUS_ANNOTATION = "cloud.google.com/neg-status"
 READINESS_GATE = "cloud.google.com/load-balancer-neg-ready"
+RECHECK = 0.1  # seconds between looks at the data plane's health checks while a readiness gate waits
 GATE_TIMEOUT = 900.0  # GKE marks the gate True after 15 minutes whatever the health checks say
 _NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 _MCI_LABEL = ("app.kubernetes.io/managed-by", "multi-cluster-ingress")
 _WATCHED = {"Service", "Pod", "Namespace", "Deployment"}
-# Events the controller emits (reason, as GKE's NEG controller names its Warning events).
+# The Warning event's message for a routes-based cluster (our wording; GKE documents the requirement).
 NOT_VPC_NATIVE = ("NEGs (network endpoint groups) need a VPC-native cluster: cluster {cluster} uses routes-based "
                   "networking (no alias IP range on its nodes), so no NEG is made for this Service")
 
@@ -98,6 +99,9 @@ class NegController:
         self._dirty_at: float | None = None
         self._busy = False
         self._pending = False  # a readiness gate or a deletion waits: look again soon
+        # Services whose neg-status this controller wrote: the only ones it removes it from (Google's hosted
+        # controllers write neg-status on their own derived Services).
+        self._statuses: set[tuple[str, str, str]] = set()
         self._stopped = True
         self._thread: threading.Thread | None = None
         for name, kube in clusters.items():
@@ -149,16 +153,17 @@ class NegController:
                 if self._stopped:
                     return
                 if self._dirty_at is None:
-                    if self._pending:  # health checks are not kube events: look again at the data plane's pace
-                        self._dirty_at = time.monotonic() - self.delay + 0.1
-                    else:
-                        self._cond.wait(0.5)
+                    # Health checks are not kube events: while a readiness gate or a deletion waits, look again at
+                    # the data plane's pace (without counting as a change `settle` waits for).
+                    self._cond.wait(RECHECK if self._pending else 0.5)
+                    if self._dirty_at is None and not (self._pending and not self._stopped):
                         continue
-                due = self._dirty_at + self.delay
-                now = time.monotonic()
-                if now < due:
-                    self._cond.wait(due - now)
-                    continue
+                if self._dirty_at is not None:
+                    due = self._dirty_at + self.delay
+                    now = time.monotonic()
+                    if now < due:
+                        self._cond.wait(due - now)
+                        continue
                 self._dirty_at = None
                 self._busy = True
             try:
@@ -183,7 +188,7 @@ class NegController:
             labels = pod["metadata"].get("labels") or {}
             for svc in kube.list("v1", "Service", namespace=ns):
                 selector = (svc.get("spec") or {}).get("selector") or {}
-                if selector and _exposed(svc) and all(labels.get(k) == v for k, v in selector.items()):
+                if selector and _standalone(svc) and all(labels.get(k) == v for k, v in selector.items()):
                     gates = pod["spec"].setdefault("readinessGates", [])
                     if {"conditionType": READINESS_GATE} not in gates:
                         gates.append({"conditionType": READINESS_GATE})
@@ -221,13 +226,15 @@ class NegController:
         services = sorted(kube.list("v1", "Service"),
                           key=lambda s: (s["metadata"].get("creationTimestamp", ""), s["metadata"]["namespace"],
                                          s["metadata"]["name"]))
+        existing = {(cluster, s["metadata"]["namespace"], s["metadata"]["name"]) for s in services}
+        self._statuses = {k for k in self._statuses if k[0] != cluster or k in existing}
         for svc in services:
             meta = svc["metadata"]
             ns, name = meta["namespace"], meta["name"]
             if (meta.get("labels") or {}).get(_MCI_LABEL[0]) == _MCI_LABEL[1]:
                 continue  # the hosted Multi Cluster Ingress controller's own derived Services
             exposed = _exposed(svc)
-            has_status = NEG_STATUS_ANNOTATION in (meta.get("annotations") or {})
+            has_status = (cluster, ns, name) in self._statuses
             if exposed is None:
                 if has_status:
                     plan.status[(cluster, ns, name)] = None
@@ -320,12 +327,17 @@ class NegController:
                                       f"being used by '{_relative(user)}', resourceInUseByAnotherResource"))
                 continue
             self.compute.remove("networkEndpointGroups", neg["name"], project=project, zone=zone)
+            pending = True  # one more pass: a Service may now take the name (e.g. the same NEG for another port)
         return pending
 
     def _write_status(self, plan: _Plan) -> None:
         for (cluster, ns, name), status in plan.status.items():
             kube = self.clusters[cluster]
             live = kube.get("v1", "Service", name, ns)
+            if status is None:
+                self._statuses.discard((cluster, ns, name))
+            else:
+                self._statuses.add((cluster, ns, name))
             if live is None or (live["metadata"].get("annotations") or {}).get(NEG_STATUS_ANNOTATION) == status:
                 continue
             _call(kube, "PATCH", f"/api/v1/namespaces/{ns}/services/{name}",
@@ -416,11 +428,17 @@ def _exposed(svc: Obj) -> dict[str, Obj] | str | None:
     return {str(k): v for k, v in ports.items()}
 
 
+def _standalone(svc: Obj) -> bool:
+    """Whether this controller makes NEGs for the Service (not one of the hosted MCI controller's)."""
+    labels = (svc.get("metadata") or {}).get("labels") or {}
+    return labels.get(_MCI_LABEL[0]) != _MCI_LABEL[1] and isinstance(_exposed(svc), dict)
+
+
 def _exposed_selects(kube: KubeApiServer, pod: Obj) -> bool:
     labels = pod["metadata"].get("labels") or {}
     for svc in kube.list("v1", "Service", namespace=pod["metadata"].get("namespace")):
         selector = (svc.get("spec") or {}).get("selector") or {}
-        if selector and isinstance(_exposed(svc), dict) and all(labels.get(k) == v for k, v in selector.items()):
+        if selector and _standalone(svc) and all(labels.get(k) == v for k, v in selector.items()):
             return True
     return False
 

@@ -100,6 +100,8 @@ class Simulator:
 
         self.dataplane = DataPlane(self.compute, self.clusters, self.records, project=spec.project)
         self.dataplane.on_change = self._dataplane_changed
+        self._state_dir: Path | None = None
+        self.started_at = 0.0
         # GKE's NEG controller in every cluster: standalone NEGs for Services annotated cloud.google.com/neg.
         from gitlab_mci.sim.negs import NegController
 
@@ -107,8 +109,6 @@ class Simulator:
                                   delay=spec.neg_delay)
         self.dataplane.certificate_map = self.certmanager.map_certificates
         self.dataplane.certificate_map_revision = self.certmanager.revision
-        self._state_dir: Path | None = None
-        self.started_at = 0.0
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -214,6 +214,7 @@ class Simulator:
                     "location": rec.spec.location,
                     "zones": list(rec.spec.zones),
                     "nodes": len(rec.nodes),
+                    "vpcNative": rec.spec.vpc_native,
                 }
                 for rec in self.records
             },

@@ -59,7 +59,8 @@ def expose(running: RunningSim, cluster: str) -> None:
 
 
 def neg_world(make_sim: Callable[..., RunningSim], monkeypatch: Any, *, node_port: int | None = None,
-              exposed: bool = True, prod2_vpc_native: bool = True, spec: dict[str, Any] | None = None) -> RunningSim:
+              exposed: bool = True, prod2_vpc_native: bool = True, spec: dict[str, Any] | None = None,
+              replicas: int = 3) -> RunningSim:
     """prod1 zonal (us-central1-a), prod2 regional (europe-west1: three zones), the app in both."""
     from gitlab_mci.sim.spec import parse_spec
 
@@ -69,7 +70,7 @@ def neg_world(make_sim: Callable[..., RunningSim], monkeypatch: Any, *, node_por
     running = make_sim(parse_spec({"clusters": [{"name": "prod1", "location": "us-central1-a", "nodes": 2}, prod2],
                                    **(spec or {})}))
     for name in ("prod1", "prod2"):
-        deploy(running, name, node_port=node_port, exposed=exposed)
+        deploy(running, name, node_port=node_port, exposed=exposed, replicas=replicas)
     for key, value in running.env.items():
         monkeypatch.setenv(key, value)
     running.sim.journal.reset()
@@ -115,6 +116,10 @@ class Load:
                     self.log.append((sent, 0, type(exc).__name__))
                 i += 1
                 self._stop.wait(max(0.0, began + i / self.rate - time.monotonic()))
+
+    def hold(self, seconds: float) -> None:
+        """Let the load run this long (a window of traffic, not a wait for a state)."""
+        self._stop.wait(seconds)
 
     @property
     def failed(self) -> list[tuple[float, int, str]]:

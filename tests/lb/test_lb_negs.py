@@ -16,10 +16,10 @@ from kubernetes import client as k8s
 from gitlab_mci.gcp import Compute
 from tests.cli_helpers import run_cli as cli
 from tests.conftest import RunningSim
-from tests.lb.neg_world import BASE, NEG, PORT, SERVICE, WHERE, P, Load, kube, neg_world, serving_url
+from tests.lb.neg_world import BASE, NEG, PORT, SERVICE, WHERE, Load, P, kube, neg_world, serving_url
 
-BS = f"gmci-bs-shop-neg-{PORT}"
-HC = f"gmci-hc-shop-neg-{PORT}"
+BS = f"gmci-bsn-shop-{PORT}"
+HC = f"gmci-hcn-shop-{PORT}"
 # Health checks as the failover test sets them: out of rotation within interval × threshold + one interval.
 INTERVAL, THRESHOLD = 1, 2
 DETECTION = INTERVAL * THRESHOLD + INTERVAL
@@ -50,7 +50,7 @@ def test_neg_backends_over_a_zonal_and_a_regional_cluster_serve_from_pods_of_bot
     hc = gc.client(compute_v1.HealthChecksClient).get(project=P, health_check=HC)
     assert hc.http_health_check.port_specification == "USE_SERVING_PORT"
     assert hc.http_health_check.request_path == "/healthz"
-    fw = gc.client(compute_v1.FirewallsClient).get(project=P, firewall="gmci-fw-shop-neg")
+    fw = gc.client(compute_v1.FirewallsClient).get(project=P, firewall="gmci-fwn-shop")
     assert [(a.I_p_protocol, list(a.ports)) for a in fw.allowed] == [("tcp", ["5000"])]  # the pods' port
     assert set(fw.source_ranges) == {"130.211.0.0/22", "35.191.0.0/16"} and fw.target_tags
     # No node port, no named port: instance groups are not used.
@@ -86,7 +86,8 @@ def test_neg_backends_over_a_zonal_and_a_regional_cluster_serve_from_pods_of_bot
 
 def test_weights_and_drain_work_per_cluster_with_neg_backends(
         world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _apply(capsys, "--weight", "prod1=2")[0] == 0
+    code, out, err = _apply(capsys, "--weight", "prod1=2", "-o", "json")
+    assert code == 0 and json.loads(out)["neg_wait_s"] >= 0, out + err
     gc = Compute(P, world.sim.compute_url)
     bs = gc.client(compute_v1.BackendServicesClient).get(project=P, backend_service=BS)
     scaler = {b.group.split("/zones/")[1].split("/")[0]: b.capacity_scaler for b in bs.backends}
@@ -106,7 +107,7 @@ def test_a_rollout_under_20_requests_per_second_fails_no_request(
     assert world.sim.dataplane.wait_health("HEALTHY", timeout=15)
     before = {p.metadata.name for p in k8s.CoreV1Api(kube(world, "prod1")).list_namespaced_pod("default").items}
     with Load(serving_url(world)) as load:
-        time.sleep(1.0)  # traffic before the rollout  # noqa: TID251 - a load window, not a wait for a state
+        load.hold(1.0)  # traffic before the rollout
         k8s.AppsV1Api(kube(world, "prod1")).patch_namespaced_deployment("shop", "default", {
             "spec": {"template": {"metadata": {"annotations": {"rollout": "2"}}}}})
         deadline = time.monotonic() + 60
@@ -118,7 +119,7 @@ def test_a_rollout_under_20_requests_per_second_fails_no_request(
                 break
             assert time.monotonic() < deadline, [p.metadata.name for p in pods]
             time.sleep(0.2)
-        load._stop.wait(2.0)
+        load.hold(2.0)
     assert len(load.log) >= 40 and load.failed == [], load.failed[:5]
     assert {c for _, _, c in load.log[-20:]} >= {"prod1"}  # the new pods serve
 
@@ -133,7 +134,7 @@ def test_failed_pods_of_one_cluster_move_traffic_within_the_detection_time(
     failed_at = time.monotonic()
     try:
         with Load(url) as load:
-            load._stop.wait(DETECTION + EPSILON + 2.0)
+            load.hold(DETECTION + EPSILON + 2.0)
         settled = next((sent for sent, status, who in load.log if status == 200 and who == "prod2"
                         and all(w == "prod2" for s2, _, w in load.log if s2 >= sent)), None)
         assert settled is not None, load.log[-5:]
@@ -190,3 +191,107 @@ def test_utilization_balancing_is_refused_for_negs_before_any_call(
 def test_connection_balancing_is_for_negs_only(world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
     _refused(world, capsys, ["lb", "plan", *BASE, "--balancing-mode", "CONNECTION"], "CONNECTION",
              "--backends instance-groups")
+
+
+def test_two_clusters_in_one_zone_asking_for_the_same_neg_name_are_refused_without_waiting(
+        make_sim: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from gitlab_mci.sim.spec import parse_spec
+    from tests.lb.neg_world import deploy
+
+    running = make_sim(parse_spec({"clusters": [{"name": "prod1", "location": "us-central1-a", "nodes": 1},
+                                                {"name": "prod2", "location": "us-central1-a", "nodes": 1}]}))
+    for name in ("prod1", "prod2"):
+        deploy(running, name, replicas=1)
+    for key, value in running.env.items():
+        monkeypatch.setenv(key, value)
+    began = time.monotonic()
+    _refused(running, capsys, ["lb", "apply", *BASE, "--backends", "neg", "--timeout", "60"],
+             "us-central1-a", NEG, "own NEG name")
+    assert time.monotonic() - began < 30
+
+
+def test_a_neg_the_controller_cannot_make_is_refused_after_the_wait_with_the_controllers_reason(
+        make_sim: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from gitlab_mci.sim.spec import parse_spec
+    from tests.lb.neg_world import LABELS, deploy, expose_annotation
+
+    running = make_sim(parse_spec({"clusters": [{"name": "prod1", "location": "us-central1-a", "nodes": 1},
+                                                {"name": "prod2", "location": "europe-west1-b", "nodes": 1}]}))
+    # Another Service of prod1 has the NEG name already: GKE's controller makes no NEG for ours, and says why.
+    api = kube(running, "prod1")
+    k8s.CoreV1Api(api).create_namespaced_service("default", {
+        "metadata": {"name": "older", "annotations": expose_annotation()},
+        "spec": {"selector": LABELS, "ports": [{"name": "web", "port": PORT, "targetPort": 5000}]}})
+    deadline = time.monotonic() + 10
+    while not (k8s.CoreV1Api(api).read_namespaced_service("older", "default").metadata.annotations or {}).get(
+            "cloud.google.com/neg-status"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    for name in ("prod1", "prod2"):
+        deploy(running, name, replicas=1)
+    for key, value in running.env.items():
+        monkeypatch.setenv(key, value)
+    line = _refused(running, capsys, ["lb", "apply", *BASE, "--backends", "neg", "--timeout", "3"],
+                    "prod1", "after 3s", "NEG controller says")
+    assert NEG in line
+
+
+def test_a_port_the_service_does_not_have_is_refused(world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    _refused(world, capsys, ["lb", "apply", *WHERE, "--service", SERVICE, "--port", "8080", "--backends", "neg"],
+             SERVICE, "no port 8080 (its ports: web 5000)")
+
+
+def test_destroy_removes_what_gitlab_mci_made_and_leaves_the_controllers_negs(
+        world: RunningSim, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("MCI_BACKENDS", "neg")  # as a pipeline sets it once for every job
+    assert cli(["lb", "apply", *BASE], capsys)[0] == 0
+    assert Compute(P, world.sim.compute_url).client(compute_v1.BackendServicesClient).get(
+        project=P, backend_service=BS).backends
+    code, out, err = cli(["lb", "destroy", *WHERE], capsys)
+    assert code == 0, out + err
+    gc = Compute(P, world.sim.compute_url)
+    assert not [x.name for x in gc.client(compute_v1.BackendServicesClient).list(project=P)]
+    assert not [x.name for x in gc.client(compute_v1.FirewallsClient).list(project=P) if x.name.startswith("gmci")]
+    negs = gc.client(compute_v1.NetworkEndpointGroupsClient).aggregated_list(project=P)
+    assert sorted(n.zone.rsplit("/", 1)[1] for _, scoped in negs for n in scoped.network_endpoint_groups
+                  if n.name == NEG) == ["europe-west1-b", "europe-west1-c", "europe-west1-d", "us-central1-a"]
+
+
+def test_a_zone_without_a_pod_of_the_app_is_not_unhealthy_while_its_cluster_serves(
+        make_sim: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    running = neg_world(make_sim, monkeypatch, replicas=1)  # prod2 is regional: two of its zones have no pod
+    assert _apply(capsys, "--check-interval-sec", str(INTERVAL))[0] == 0
+    code, out, err = cli(["lb", "status", *WHERE, "--wait", "15", "-o", "json"], capsys)
+    assert code == 0, out + err
+    rows = [r for r in json.loads(out)["backends"] if r["cluster"] == "prod2"]
+    assert sorted((r["healthy"], r["total"]) for r in rows) == [(0, 0), (0, 0), (1, 1)]
+    running.sim.dataplane.fail("prod2")
+    try:
+        assert running.sim.dataplane.wait_health("UNHEALTHY", cluster="prod2", timeout=10)
+        code, out, _ = cli(["lb", "status", *WHERE], capsys)
+        assert code == 3 and "NOT healthy: some serving cluster has no healthy endpoint" in out, out
+    finally:
+        running.sim.dataplane.heal()
+
+
+def test_negs_gke_names_itself_are_used_as_the_controller_reports_them(
+        world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    # A Service exposed by hand without a name: GKE names its NEGs k8s1-…; neg-status says which.
+    for cluster in ("prod1", "prod2"):
+        k8s.CoreV1Api(kube(world, cluster)).patch_namespaced_service(SERVICE, "default", {"metadata": {
+            "annotations": {"cloud.google.com/neg": json.dumps({"exposed_ports": {str(PORT): {}}})}}})
+    code, out, err = _apply(capsys)
+    assert code == 0, out + err
+    bs = Compute(P, world.sim.compute_url).client(compute_v1.BackendServicesClient).get(project=P, backend_service=BS)
+    names = {b.group.rsplit("/", 1)[1] for b in bs.backends}
+    assert len(bs.backends) == 4 and all(n.startswith("k8s1-") for n in names), names
+    assert world.sim.dataplane.wait_health("HEALTHY", timeout=15)
+    with requests.Session() as s:
+        assert s.get(f"{serving_url(world)}/", timeout=5).status_code == 200
+
+
+def test_a_cluster_whose_negs_have_no_endpoint_after_the_wait_is_refused(
+        make_sim: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    running = neg_world(make_sim, monkeypatch, replicas=0)  # NEGs made, but no pod to put in them
+    _refused(running, capsys, ["lb", "apply", *BASE, "--backends", "neg", "--timeout", "2"],
+             "has no endpoint (no ready pod)", "after 2s")

@@ -159,6 +159,16 @@ def test_gcloud_lists_the_negs_and_their_endpoints(world: RunningSim) -> None:
     items = gcloud("list-network-endpoints", "shop-neg", "--zone", "europe-west1-b")
     assert {(i["networkEndpoint"]["instance"], i["networkEndpoint"]["ipAddress"], i["networkEndpoint"]["port"])
             for i in items} == pod_endpoints(world, "prod2")
+    # A NEG made and filled by hand with gcloud, as autoneg users do.
+    node = world.sim.records[1].nodes[0].name
+    gcloud("create", "by-hand", "--zone", "europe-west1-b", "--network-endpoint-type", "gce-vm-ip-port",
+           "--default-port", "8080", "--network", "default")
+    gcloud("update", "by-hand", "--zone", "europe-west1-b", "--add-endpoint", f"instance={node},ip=10.4.0.99")
+    items = gcloud("list-network-endpoints", "by-hand", "--zone", "europe-west1-b")
+    assert [i["networkEndpoint"] for i in items] == [{"instance": node, "ipAddress": "10.4.0.99", "port": 8080}]
+    gcloud("update", "by-hand", "--zone", "europe-west1-b", "--remove-endpoint", f"instance={node},ip=10.4.0.99")
+    assert gcloud("list-network-endpoints", "by-hand", "--zone", "europe-west1-b") == []
+    gcloud("delete", "by-hand", "--zone", "europe-west1-b")
 
 
 def test_neg_endpoints_follow_a_rollout_and_pods_wait_for_the_readiness_gate(world: RunningSim, gc: Compute) -> None:
@@ -266,3 +276,43 @@ def test_attach_and_detach_network_endpoints_by_hand(world: RunningSim, gc: Comp
             network_endpoints=[endpoint])))
     assert endpoints(gc, zone, "by-hand") == set()
     gc.wait(client.delete(project=P, zone=zone, network_endpoint_group="by-hand"))
+
+
+def test_moving_a_neg_name_to_another_port_recreates_it_for_that_port(world: RunningSim, gc: Compute) -> None:
+    deploy(world, "prod2")
+    wait_for(lambda: negs_by_zone(gc, "shop-neg"))
+    core = k8s.CoreV1Api(api(world, "prod2"))
+    core.patch_namespaced_service("shop", "default", {
+        "metadata": {"annotations": {"cloud.google.com/neg": '{"exposed_ports": {"6000": {"name": "shop-neg"}}}'}},
+        "spec": {"ports": [{"name": "a", "port": 5000, "targetPort": 8080},
+                           {"name": "b", "port": 6000, "targetPort": 8080}]}})
+    wait_for(lambda: json.loads(negs_by_zone(gc, "shop-neg").get("europe-west1-b", compute_v1.NetworkEndpointGroup(
+        description="{}")).description).get("port") == "6000", message="the NEG made again for port 6000")
+    status = wait_for(lambda: json.loads(core.read_namespaced_service("shop", "default").metadata.annotations.get(
+        NEG_STATUS_ANNOTATION, "{}")).get("network_endpoint_groups") == {"6000": "shop-neg"})
+    assert status
+    assert wait_for(lambda: endpoints(gc, "europe-west1-b", "shop-neg") == pod_endpoints(world, "prod2"))
+
+
+def test_world_spec_fields_for_negs_are_checked() -> None:
+    from gitlab_mci.errors import UserError
+
+    spec = parse_spec({"negSyncDelay": 1, "clusters": [{"name": "a", "vpcNative": False}, {"name": "b"}]})
+    assert (spec.neg_delay, [c.vpc_native for c in spec.clusters]) == (1.0, [False, True])
+    with pytest.raises(UserError, match=r"clusters\[0\]\.vpcNative: must be true or false"):
+        parse_spec({"clusters": [{"name": "a", "vpcNative": "no"}]})
+    with pytest.raises(UserError, match="negSyncDelay"):
+        parse_spec({"negSyncDelay": -1, "clusters": [{"name": "a"}]})
+
+
+def test_a_neg_status_someone_else_wrote_is_left_alone(world: RunningSim, gc: Compute) -> None:
+    """Google's hosted controllers write neg-status on their own Services, without the neg annotation."""
+    theirs = '{"network_endpoint_groups":{"80":"k8s1-theirs"},"zones":["europe-west1-b"]}'
+    core = k8s.CoreV1Api(api(world, "prod2"))
+    core.create_namespaced_service("default", {
+        "metadata": {"name": "derived", "annotations": {NEG_STATUS_ANNOTATION: theirs}},
+        "spec": {"selector": LABELS, "ports": [{"port": 80}]}})
+    deploy(world, "prod2")  # a change the controller reconciles
+    wait_for(lambda: negs_by_zone(gc, "shop-neg"))
+    world.sim.negs.settle()
+    assert core.read_namespaced_service("derived", "default").metadata.annotations[NEG_STATUS_ANNOTATION] == theirs

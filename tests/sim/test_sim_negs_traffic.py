@@ -3,6 +3,9 @@ standalone NEGs GKE's NEG controller made in two clusters (one regional), servin
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -53,13 +56,13 @@ def neg_urls() -> list[str]:
             for zones in ZONES.values() for z in zones]
 
 
-def firewall(gc: Compute, world: RunningSim) -> None:
-    """Google's health checkers (and proxies) to the pods' port on both clusters' nodes."""
+def firewall(gc: Compute, world: RunningSim, *ports: str) -> None:
+    """Google's health checkers (and proxies) to the pods' port (8080) on both clusters' nodes."""
     gc.wait(gc.client(compute_v1.FirewallsClient).insert(project=P, firewall_resource=compute_v1.Firewall(
         name="shop-neg-hc", network=f"{G}/networks/default", direction="INGRESS",
         source_ranges=["130.211.0.0/22", "35.191.0.0/16"],
         target_tags=[r.network_tag for r in world.sim.records],
-        allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=["8080"])])))
+        allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=list(ports or ["8080"]))])))
 
 
 def chain(gc: Compute, *, serving_port_check: bool = True) -> str:
@@ -136,14 +139,18 @@ def test_neg_chain_serves_pods_of_both_clusters_once_the_firewall_lets_health_ch
 
 
 def test_a_fixed_port_health_check_probes_that_port(world: RunningSim, gc: Compute) -> None:
-    firewall(gc, world)  # opens 8080 only
+    firewall(gc, world, "8080", "9090")
     chain(gc, serving_port_check=True)
     assert wait_for(lambda: {s[3] for s in health(gc)} == {"HEALTHY"}, timeout=INTERVAL * 3 + EPSILON)
     checks = gc.client(compute_v1.HealthChecksClient)
     gc.wait(checks.patch(project=P, health_check="shop-hc", health_check_resource=compute_v1.HealthCheck(
         http_health_check=compute_v1.HTTPHealthCheck(port=9090, port_specification="USE_FIXED_PORT"))))
+    # The pods listen on their container port 8080 only: probes of 9090 are refused.
     assert wait_for(lambda: {s[3] for s in health(gc)} == {"UNHEALTHY"},
                     timeout=INTERVAL * UNHEALTHY_THRESHOLD + INTERVAL + INTERVAL + EPSILON)
+    gc.wait(checks.patch(project=P, health_check="shop-hc", health_check_resource=compute_v1.HealthCheck(
+        http_health_check=compute_v1.HTTPHealthCheck(port=8080, port_specification="USE_FIXED_PORT"))))
+    assert wait_for(lambda: {s[3] for s in health(gc)} == {"HEALTHY"}, timeout=INTERVAL * 2 + EPSILON)
 
 
 def test_compute_refuses_mixed_backends_utilization_and_deleting_a_neg_in_use(world: RunningSim,
@@ -262,3 +269,33 @@ def test_sim_fail_of_a_clusters_pods_moves_traffic_within_the_detection_time(wor
         switched = (at if switched is None else switched) if answer == "prod2" else None
     assert switched is not None and switched <= detection + EPSILON, seen[-5:]
     assert {s[3] for s in health(gc) if s[0].startswith("gke-prod1")} == {"UNHEALTHY"}
+
+
+def _tool(world: RunningSim, *args: str) -> str:
+    env = {**os.environ, "KUBECONFIG": str(world.files.kubeconfig), "CLOUDSDK_CONFIG": str(world.files.gcloud_config)}
+    done = subprocess.run(list(args), capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_kubectl_rollout_restart_waits_for_the_load_balancer_and_gcloud_shows_endpoint_health(
+        world: RunningSim, gc: Compute) -> None:
+    firewall(gc, world)
+    url = world.sim.dataplane.url_for(chain(gc), 80)
+    wait_for(lambda: {s[3] for s in health(gc)} == {"HEALTHY"}, timeout=INTERVAL * 3 + EPSILON)
+    status = _tool(world, "kubectl", "--context", "prod1", "get", "service", "shop", "-o",
+                   r"jsonpath={.metadata.annotations.cloud\.google\.com/neg-status}")
+    assert json.loads(status) == {"network_endpoint_groups": {"5000": "shop-neg"}, "zones": list(REGIONAL)}
+    before = set(pods(world, "prod2"))
+    _tool(world, "kubectl", "--context", "prod2", "rollout", "restart", "deployment/shop")
+    done = _tool(world, "kubectl", "--context", "prod2", "rollout", "status", "deployment/shop", "--timeout=30s")
+    assert "successfully rolled out" in done
+    assert not set(pods(world, "prod2")) & before and len(pods(world, "prod2")) == 3
+    assert who(url) in ("prod1", "prod2")
+    shown = json.loads(_tool(world, "gcloud", "compute", "backend-services", "get-health", "shop-bs", "--global",
+                             "--format=json", "--quiet"))
+    by_group = {g["backend"].rsplit("/zones/", 1)[-1]: g["status"]["healthStatus"] for g in shown}
+    assert set(by_group) == {f"{z}/networkEndpointGroups/shop-neg" for zones in ZONES.values() for z in zones}
+    prod2 = by_group["europe-west1-b/networkEndpointGroups/shop-neg"]
+    assert sorted((s["ipAddress"], s["port"]) for s in prod2) == sorted(
+        (p.status.pod_ip, 8080) for p in pods(world, "prod2").values())

@@ -715,6 +715,12 @@ class KubeApiServer:
             self._reconcile_endpoints(obj["metadata"].get("namespace", "default"))
         if kind.plural == "customresourcedefinitions" and event == "DELETED":
             self._unregister_crd(obj)
+        if not kind.group and kind.plural == "namespaces" and event == "DELETED":
+            ns = obj["metadata"]["name"]
+            for k in list(self._state.kinds.values()):
+                if k.namespaced:
+                    for key in [key for key in self._bucket(k) if key[0] == ns]:
+                        del self._bucket(k)[key]
         if not kind.group and kind.plural == "pods" and event == "MODIFIED":
             # A pod became ready (or not): the rolling update of its Deployment may go on.
             owner = (obj["metadata"].get("annotations") or {}).get("sim.gitlab-mci/deployment")
@@ -722,12 +728,6 @@ class KubeApiServer:
                 (obj["metadata"].get("namespace", ""), str(owner))) if owner else None
             if deploy is not None:
                 self._reconcile_deployment(deploy, deleted=False)
-        if not kind.group and kind.plural == "namespaces" and event == "DELETED":
-            ns = obj["metadata"]["name"]
-            for k in list(self._state.kinds.values()):
-                if k.namespaced:
-                    for key in [key for key in self._bucket(k) if key[0] == ns]:
-                        del self._bucket(k)[key]
 
     def _reconcile_deployment(self, deploy: Obj, *, deleted: bool) -> None:
         """Converge a Deployment's pods, by a rolling update when its template changed.
