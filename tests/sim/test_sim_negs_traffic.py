@@ -115,7 +115,9 @@ def test_neg_chain_serves_pods_of_both_clusters_once_the_firewall_lets_health_ch
     vip = chain(gc)
     url = world.sim.dataplane.url_for(vip, 80)
     # No firewall rule for Google's health checkers: every endpoint stays UNHEALTHY, nothing is served.
-    time.sleep(INTERVAL * UNHEALTHY_THRESHOLD + INTERVAL)  # the time health checks need to decide; nothing to poll
+    # The probes time out (UNKNOWN → UNHEALTHY after the threshold), where they would pass if the pods were reached.
+    wait_for(lambda: [h["healthState"] for h in world.sim.dataplane.health()] == ["UNHEALTHY"] * 6,
+             timeout=INTERVAL * UNHEALTHY_THRESHOLD + INTERVAL + INTERVAL + EPSILON)
     states = health(gc)
     assert len(states) == 6 and {s[3] for s in states} == {"UNHEALTHY"}
     assert who(url) == "502"
