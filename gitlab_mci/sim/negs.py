@@ -240,10 +240,11 @@ class NegController:
                     plan.status[(cluster, ns, name)] = None
                 continue
             if isinstance(exposed, str):
-                plan.warnings.append((cluster, ns, name, "SyncNetworkEndpointGroupFailed", exposed))
+                plan.warnings.append((cluster, ns, name, "ProcessServiceFailed",
+                                      f'error processing service "{ns}/{name}": {exposed}'))
                 continue
             if not rec.spec.vpc_native:
-                plan.warnings.append((cluster, ns, name, "SyncNetworkEndpointGroupFailed",
+                plan.warnings.append((cluster, ns, name, "ProcessServiceFailed",
                                       NOT_VPC_NATIVE.format(cluster=cluster)))
                 if has_status:
                     plan.status[(cluster, ns, name)] = None
@@ -253,14 +254,15 @@ class NegController:
                 sport = next((p for p in (svc.get("spec") or {}).get("ports") or [] if str(p.get("port")) == port),
                              None)
                 if sport is None:
-                    plan.warnings.append((cluster, ns, name, "SyncNetworkEndpointGroupFailed",
-                                          f"port {port} specified in \"{NEG_ANNOTATION}\" doesn't exist in the "
-                                          "service"))
+                    plan.warnings.append((cluster, ns, name, "ProcessServiceFailed",
+                                          f'error processing service "{ns}/{name}": port {port} specified in '
+                                          f'"{NEG_ANNOTATION}" doesn\'t exist in the service'))
                     continue
                 neg = str(cfg.get("name") or gke_neg_name(self.spec.project, cluster, ns, name, port))
                 if not _NAME_RE.match(neg):
-                    plan.warnings.append((cluster, ns, name, "SyncNetworkEndpointGroupFailed",
-                                          f"NEG name {neg!r} for port {port} is not a valid Compute Engine name"))
+                    plan.warnings.append((cluster, ns, name, "ProcessServiceFailed",
+                                          f'error processing service "{ns}/{name}": NEG name {neg!r} for port '
+                                          f"{port} is not a valid Compute Engine name"))
                     continue
                 owner = _Owner(cluster, ns, name, port)
                 mine = owner.description(uid)
@@ -272,8 +274,8 @@ class NegController:
                                   if n == neg and z in rec.spec.zones and o != owner), None)
                 if rival is not None:
                     plan.warnings.append((cluster, ns, name, "SyncNetworkEndpointGroupFailed",
-                                          f"NEG name {neg} is already in use, found conflicting description: "
-                                          f"expected {mine}, found {rival}"))
+                                          f'Failed to sync NEG "{neg}" (will retry): neg name {neg} is already in '
+                                          f"use, found conflicting description: expected {mine}, found {rival}"))
                     continue
                 target = _target_port(sport, pods, ns, svc)
                 for zone in rec.spec.zones:

@@ -245,7 +245,8 @@ def test_two_services_asking_for_one_neg_name_the_second_gets_a_warning(world: R
 def test_a_port_the_service_does_not_have_gets_a_warning(world: RunningSim, gc: Compute) -> None:
     deploy(world, "prod2", neg='{"exposed_ports": {"6000": {"name": "nope"}}}')
     message = wait_for(lambda: warnings(world, "prod2", "shop"))
-    assert "port 6000" in message[0]
+    assert message == ['error processing service "default/shop": port 6000 specified in "cloud.google.com/neg" '
+                       "doesn't exist in the service"]  # ingress-gce's wording
     assert not negs_by_zone(gc, "nope")
 
 

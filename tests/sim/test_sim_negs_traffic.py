@@ -115,7 +115,9 @@ def test_neg_chain_serves_pods_of_both_clusters_once_the_firewall_lets_health_ch
     vip = chain(gc)
     url = world.sim.dataplane.url_for(vip, 80)
     # No firewall rule for Google's health checkers: every endpoint stays UNHEALTHY, nothing is served.
-    time.sleep(INTERVAL * UNHEALTHY_THRESHOLD + INTERVAL)  # the time health checks need to decide; nothing to poll
+    # The probes time out (UNKNOWN → UNHEALTHY after the threshold), where they would pass if the pods were reached.
+    wait_for(lambda: [h["healthState"] for h in world.sim.dataplane.health()] == ["UNHEALTHY"] * 6,
+             timeout=INTERVAL * UNHEALTHY_THRESHOLD + INTERVAL + INTERVAL + EPSILON)
     states = health(gc)
     assert len(states) == 6 and {s[3] for s in states} == {"UNHEALTHY"}
     assert who(url) == "502"
@@ -253,8 +255,8 @@ def test_a_rollout_in_both_clusters_under_20_requests_per_second_fails_no_reques
     assert wait_for(lambda: health(gc) == expected, timeout=INTERVAL * 2 + EPSILON)
 
 
-def test_sim_fail_of_a_clusters_pods_moves_traffic_within_the_detection_time(world: RunningSim,
-                                                                            gc: Compute) -> None:
+def test_sim_fail_of_a_clusters_pods_moves_traffic_within_the_detection_time(
+        world: RunningSim, gc: Compute, capsys: pytest.CaptureFixture[str]) -> None:
     firewall(gc, world)
     url = world.sim.dataplane.url_for(chain(gc), 80)
     wait_for(lambda: {s[3] for s in health(gc)} == {"HEALTHY"}, timeout=INTERVAL * 3 + EPSILON)
@@ -267,6 +269,9 @@ def test_sim_fail_of_a_clusters_pods_moves_traffic_within_the_detection_time(wor
     switched = None
     for at, answer in seen:
         switched = (at if switched is None else switched) if answer == "prod2" else None
+    with capsys.disabled():
+        print(f"\nNEG failover: all traffic on prod2 {switched or 0:.2f}s after prod1's pods failed (limit "
+              f"{detection}s + {EPSILON}s), {sum(a not in ('prod1', 'prod2') for _t, a in seen)} failed before")
     assert switched is not None and switched <= detection + EPSILON, seen[-5:]
     assert {s[3] for s in health(gc) if s[0].startswith("gke-prod1")} == {"UNHEALTHY"}
 
