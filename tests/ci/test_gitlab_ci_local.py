@@ -428,3 +428,66 @@ def test_manual_drain_job_takes_prod1_out_and_the_next_pipeline_keeps_it_drained
     back = example.run("--manual", "mci-undrain: [prod1]")
     assert back.returncode == 0 and results(back.stdout)["mci-undrain: [prod1]"] == "PASS", back.stdout[-4000:]
     assert scalers() == {"us-central1-a": 1, "europe-west1-b": 1}
+
+
+def _compute_writes(example: Example) -> int:
+    """Compute writes the simulator has served so far (its journal)."""
+    url = f"{example.sim_env()['GITLAB_MCI_COMPUTE_ENDPOINT']}/_sim/journal"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        entries = json.load(resp)["entries"]
+    return sum(1 for e in entries if e["service"] == "compute" and e["write"])
+
+
+def test_a_project_moving_from_kubemci_takes_it_over_in_the_manual_job_with_no_failed_request(
+        example: Example, tmp_path: Path) -> None:
+    """The recipe's project switches its .gitlab-ci.yml to the template with takeover_address: the pipeline deploys
+    and pins as usual, `mci-takeover` (run by hand) moves the running kubemci load balancer while requests flow
+    through its address, and `mci-lb` then finds nothing to change; the next pipeline, without the input, neither."""
+    from gitlab_mci.demo_takeover import Traffic
+    from tests.pki import write_pair
+
+    # What the recipe left running: the app deployed by the production jobs (release shop on node port 30999 in
+    # both clusters), and kubemci's classic chain on the reserved address web-ip with the user's certificate.
+    deployed = example.run("production: [prod1]", "production: [prod2]")
+    assert deployed.returncode == 0, deployed.stdout[-4000:] + deployed.stderr[-2000:]
+    cert, key, _ = write_pair(tmp_path, "shop")
+    made = json.loads(example.gitlab_mci("sim", "kubemci", "--lb", "shop", "--static-ip", "web-ip", "--context",
+                                         "prod1,prod2", "--certificate-file", str(cert), "--key-file", str(key),
+                                         "--state-dir", str(example.work / "sim"), "-o", "json").stdout)
+    vip = made["vip"]
+    with urllib.request.urlopen(f"{example.sim_env()['GITLAB_MCI_COMPUTE_ENDPOINT']}/_sim/state", timeout=10) as resp:
+        listeners = {item["port"]: item["url"] for item in json.load(resp)["listeners"] if item["vip"] == vip}
+    assert sorted(listeners) == [80, 443]
+
+    inputs = ("      lb_name: shop\n",
+              "      lb_name: shop\n      static_ip: web-ip\n      certificates: mci1-ssl--shop\n")
+    takeover = example.variant("takeover.gitlab-ci.yml", inputs,
+                               ("      static_ip: web-ip\n", "      static_ip: web-ip\n      takeover_address: web-ip\n"))
+    with Traffic(listeners, rate=20.0) as traffic:
+        traffic.more(10)
+        proc = example.run("--file", takeover, "--manual", "mci-takeover")
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+        ran = results(proc.stdout)
+        assert {job: ran.get(job) for job in ("mci-takeover", "mci-lb", "mci-status")} == dict.fromkeys(
+            ("mci-takeover", "mci-lb", "mci-status"), "PASS"), ran
+        traffic.more(10)
+    answers = traffic.answers
+    failed = [a for a in answers if not a.ok]
+    print(f"{len(answers)} requests through web-ip during the takeover pipeline, {len(failed)} failed")
+    assert not failed, failed[:5]
+    assert "taking over the load balancer on web-ip as shop" in example.log("mci-takeover")
+
+    # kubemci's chain is gone; its address serves gitlab-mci's, and both clusters answer.
+    assert [b["name"] for b in example.compute("backendServices") if b["name"].startswith("mci1-")] == []
+    assert [b["name"] for b in example.compute("backendServices")], "gitlab-mci's backend service serves"
+    rules = [r for r in example.compute("forwardingRules") if r["IPAddress"] == vip]
+    assert sorted(r["portRange"] for r in rules) == ["443-443", "80-80"]
+    assert {a.cluster for a in answers[-10:]} == {"prod1", "prod2"}
+
+    # The next pipeline, the input dropped as docs/ci-template.md says: mci-lb changes nothing in Compute.
+    after = example.variant("after.gitlab-ci.yml", inputs)
+    before = _compute_writes(example)
+    again = example.run("--file", after)
+    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-2000:]
+    assert results(again.stdout)["mci-lb"] == "PASS" and "mci-takeover" not in results(again.stdout)
+    assert _compute_writes(example) == before, "the first apply after a takeover must find nothing to change"
