@@ -26,10 +26,22 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from gitlab_mci.demo import ENVIRONMENTS, RELEASE, Output, Report, Stopped, deploy_app, expect, must
+from gitlab_mci.demo import (
+    CHECK_INTERVAL,
+    ENVIRONMENTS,
+    RELEASE,
+    UNHEALTHY_THRESHOLD,
+    Output,
+    Report,
+    Stopped,
+    deploy_app,
+    expect,
+    must,
+)
 
 LB = "shop"  # the kubemci load balancer's name, kept for gitlab-mci's
 ADDRESS = "web-ip"  # the recipe's `gcloud compute addresses create web-ip --global`
+STEP_WAIT = 1.0  # seconds each migration step is held
 RATE = 40.0  # requests per second in all, half over HTTP and half over HTTPS (the issue asks for at least 20)
 
 
@@ -189,13 +201,15 @@ def run_timed(args: list[str], out: Output) -> tuple[int, str, list[tuple[float,
 
 
 def phases(lines: list[tuple[float, str]], started: float, ended: float, answers: list[Answer]) -> list[Phase]:
-    """Each progress line starts a phase that lasts until the next line (the last one until the command ended)."""
-    marks = [(started, "(start)")] if not lines or lines[0][0] > started + 0.05 else []
-    marks += lines
+    """The takeover writes a progress line when a step is done: each line ends a phase that began with the line
+    before it (the first with the command); what follows the last line is the command's own end."""
     result = []
-    for i, (t, line) in enumerate(marks):
-        end = marks[i + 1][0] if i + 1 < len(marks) else ended
-        result.append(Phase(line.strip(), end - t, tally([a for a in answers if t <= a.t < end])))
+    begin = started
+    for t, line in [*lines, (ended, "(done)")]:
+        if line == "(done)" and t - begin < 0.05:
+            break
+        result.append(Phase(line.strip(), t - begin, tally([a for a in answers if begin <= a.t < t])))
+        begin = t
     return result
 
 
@@ -284,7 +298,10 @@ def _story(sim: Any, tmp: Path, out: Output, report: Report, rate: float, scheme
             expect(set(first["clusters"]) == {n for n, _ in ENVIRONMENTS}, "not every cluster answered")
 
         takeover = ["lb", "takeover", "--lb", LB, "--context", contexts, "--address", ADDRESS,
-                    "--service", f"{RELEASE}-auto-deploy", "--port", "web", "--scheme", scheme]
+                    "--service", f"{RELEASE}-auto-deploy", "--port", "web", "--scheme", scheme,
+                    "--check-interval-sec", str(CHECK_INTERVAL), "--unhealthy-threshold", str(UNHEALTHY_THRESHOLD),
+                    # Each migration step held a second, so the traffic shows the canary's split (Google: minutes).
+                    "--step-wait", str(STEP_WAIT)]
         with out.step(report, f"lb takeover --lb {LB} --address {ADDRESS} --scheme {scheme}") as step:
             mark = len(sim.journal.writes("compute"))
             code, _, lines, started, ended = run_timed(takeover, out)
@@ -300,8 +317,9 @@ def _story(sim: Any, tmp: Path, out: Output, report: Report, rate: float, scheme
                               f"{lines[-1][1] if lines else ''}")
         for phase in report.figures["phases"]:
             t = phase["traffic"]
-            out.note(f"{phase['seconds']:6.1f}s  {t['served']:>4} served  {t['failed']} failed  "
-                     f"{_counts(t['paths']):<28} {phase['line']}")
+            text = phase["line"].removeprefix("gitlab-mci: ")
+            out.note(f"{phase['seconds']:5.1f}s {t['served']:>4} served {t['failed']} failed "
+                     f"{'(' + _counts(t['paths']) + ')':<24} {text[:100] + '…' if len(text) > 101 else text}")
 
         with out.step(report, "takeover again: nothing to do (0 writes)") as step:
             mark = len(sim.journal.writes("compute"))
@@ -315,15 +333,19 @@ def _story(sim: Any, tmp: Path, out: Output, report: Report, rate: float, scheme
         with out.step(report, f"the old chain is gone; the forwarding rules keep {ADDRESS}") as step:
             left = _kubemci_left(sim, old)
             expect(not left, f"left of kubemci's chain: {', '.join(left)}")
-            rules = [r for r in sim.compute.resources("forwardingRules") if r.get("IPAddress") == vip]
+            rules = [r for r in sim.compute.resources("globalForwardingRules") if r.get("IPAddress") == vip]
             schemes = sorted({r.get("loadBalancingScheme", "") for r in rules})
             expect(sorted(r.get("portRange") for r in rules) == ["443-443", "80-80"],
                    f"the rules on {vip}: {[r.get('portRange') for r in rules]}")
             expect(schemes == [scheme], f"the rules on {vip} are {', '.join(schemes)}, not {scheme}")
-            address = [a for a in sim.compute.resources("addresses") if a.get("name") == ADDRESS]
+            address = [a for a in sim.compute.resources("globalAddresses") if a.get("name") == ADDRESS]
             expect(bool(address) and address[0].get("address") == vip, f"the address {ADDRESS} is gone")
-            step.detail = (f"{', '.join(sorted(r['name'] for r in rules))} on {vip} ({scheme}); "
-                           f"{len(old) - len(left)} kubemci resources checked")
+            certificate = old["certificate"]
+            expect(any(c.get("name") == certificate for c in sim.compute.resources("sslCertificates")),
+                   f"the user's certificate {certificate} was deleted")
+            step.detail = (f"{', '.join(sorted(r['name'] for r in rules))} on {vip} ({scheme}), certificate "
+                           f"{certificate} kept; kubemci's proxies, URL map, backend service, health check and "
+                           "firewall deleted")
 
         with out.step(report, "every cluster and zone has healthy backends (getHealth)"):
             must(["lb", "status", "--lb", LB, "--context", contexts, "--wait", "30"], out)
@@ -332,6 +354,8 @@ def _story(sim: Any, tmp: Path, out: Output, report: Report, rate: float, scheme
             after = tally(traffic.more(20))
             step.detail = f"{after['served']} served by {_counts(after['clusters'])} on {_counts(after['paths'])}"
             expect(after["failed"] == 0, f"{after['failed']} request(s) failed after the takeover")
+            path = "managed" if scheme == "EXTERNAL_MANAGED" else "classic"
+            expect(set(after["paths"]) == {path}, f"served on {_counts(after['paths'])}, not all on {path}")
         traffic.stop()
 
     with out.step(report, f"traffic through {ADDRESS}, from before the takeover until after") as step:
@@ -346,9 +370,9 @@ def _story(sim: Any, tmp: Path, out: Output, report: Report, rate: float, scheme
 
     with out.step(report, "teardown: lb destroy leaves nothing of gitlab-mci's, the address stays") as step:
         must(["lb", "destroy", "--lb", LB, "--context", contexts], out)
-        rules = [r["name"] for r in sim.compute.resources("forwardingRules") if r.get("IPAddress") == vip]
+        rules = [r["name"] for r in sim.compute.resources("globalForwardingRules") if r.get("IPAddress") == vip]
         expect(not rules, f"forwarding rules left on {vip}: {', '.join(rules)}")
-        expect(any(a.get("name") == ADDRESS for a in sim.compute.resources("addresses")),
+        expect(any(a.get("name") == ADDRESS for a in sim.compute.resources("globalAddresses")),
                f"the user's address {ADDRESS} was released")
         step.detail = f"{ADDRESS} ({vip}) kept: it is the user's"
 
