@@ -17,6 +17,7 @@ from gitlab_mci.cli.options import (
     contexts_option,
     detailed_exitcode_option,
     dotenv_option,
+    dry_run_option,
     https_redirect_option,
     kubeconfig_option,
     lb_option,
@@ -28,6 +29,7 @@ from gitlab_mci.cli.options import (
     ssl_certificate_option,
     stack,
     static_ip_option,
+    timeout_option,
     wait_option,
     weight_option,
 )
@@ -435,3 +437,98 @@ def drain_cmd(cluster: str, force: bool, **kw: Any) -> None:
 def undrain_cmd(cluster: str, **kw: Any) -> None:
     """Bring a drained CLUSTER back: its backends' capacityScaler returns to its weight (recorded in Compute)."""
     _traffic_change(cluster, False, False, kw)
+
+
+@command.command("takeover")
+@lb_option
+@contexts_option
+@click.option("--address", required=True, metavar="ADDRESS",
+              help="IP address, or name of the global address, of the running load balancer to take over.")
+@routing
+@namespace_option
+@project_option
+@kubeconfig_option
+@click.option("--scheme", envvar="MCI_SCHEME", default="EXTERNAL_MANAGED", show_default=True,
+              type=click.Choice(["EXTERNAL_MANAGED", "EXTERNAL"]),
+              help="Load balancing scheme: global external Application LB, or classic [env: MCI_SCHEME].")
+@click.option("--health-check-path", envvar="MCI_HEALTH_CHECK_PATH",
+              help="Health check path (default: the pods' readiness probe path, which must agree across "
+                   "clusters) [env: MCI_HEALTH_CHECK_PATH].")
+@click.option("--check-interval-sec", type=int, default=5, show_default=True,
+              help="Seconds between health checks (also their timeout).")
+@click.option("--unhealthy-threshold", type=int, default=2, show_default=True,
+              help="Failed health checks before a backend is taken out of rotation.")
+@click.option("--timeout-sec", type=int, default=30, show_default=True, help="Backend timeout in seconds.")
+@click.option("--balancing-mode", type=click.Choice(["UTILIZATION", "RATE"]), default="UTILIZATION",
+              show_default=True, help="Backend balancing mode.")
+@click.option("--step-wait", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Seconds to hold each migration step before the next (default: 360 against Google, whose front "
+                   "ends take minutes to follow each step; 0 against the simulator).")
+@timeout_option(600)
+@click.option("--concurrency", type=int, default=64, show_default=True,
+              help="Compute operations run at once (named ports on every instance group are one level).")
+@click.option("--rollback", is_flag=True,
+              help="Go back to the old chain (while it still exists) and delete gitlab-mci's.")
+@dry_run_option
+@detailed_exitcode_option
+@output_option(["text", "json", "markdown"])
+def takeover_cmd(dry_run: bool, detailed_exitcode: bool, rollback: bool, **kw: Any) -> None:
+    """Take over a running load balancer (kubemci's, or one made by hand) with no failed request.
+
+    Discovers the chain on --address (forwarding rules, proxies, URL map, backend services, health checks,
+    named ports, firewall rules), builds gitlab-mci's beside it, waits until it is healthy in every cluster and
+    zone (getHealth), moves each forwarding rule onto it with setTarget (same IP and port; the rule is adopted,
+    labelled gitlab-mci-lb=LB), migrates a classic chain to EXTERNAL_MANAGED with Compute's canary migration,
+    verifies, then deletes what only the old chain used. The address and certificates are kept. No local state:
+    run it again after any failure to continue; --rollback goes back until the old chain is deleted. Progress
+    goes to stderr; -o markdown draws the chain as `lb status` does. Afterwards `lb apply` with the same inputs
+    and --static-ip ADDRESS-NAME changes nothing.
+    """
+    from gitlab_mci.lb import takeover, takeover_report
+    from gitlab_mci.lb.inputs import Inputs, split_contexts
+
+    if detailed_exitcode and not dry_run:
+        raise UserError("--detailed-exitcode goes with --dry-run")
+    if kw["concurrency"] < 1:
+        raise UserError(f"--concurrency {kw['concurrency']}: must be at least 1")
+    started = time.monotonic()
+    contexts = split_contexts(kw["contexts"])
+    settings = takeover.Settings(address=kw["address"], contexts=contexts, scheme=kw["scheme"],
+                                 timeout=kw["timeout"], concurrency=kw["concurrency"])
+    inputs = Inputs(lb=kw["lb_name"], contexts=contexts, ingress=kw["ingress"], service=kw["service"],
+                    port=kw["port"], namespace=kw["namespace"], project=kw["project"],
+                    health_check_path=kw["health_check_path"], check_interval_sec=kw["check_interval_sec"],
+                    unhealthy_threshold=kw["unhealthy_threshold"], timeout_sec=kw["timeout_sec"],
+                    balancing_mode=kw["balancing_mode"], kubeconfig=kw["kubeconfig"])
+    t = takeover.prepare(inputs, settings)
+    local = bool(t.api.compute.local)
+    t.settings.step_wait = kw["step_wait"] if kw["step_wait"] is not None else (0.0 if local else 360.0)
+    planner = takeover.rollback_plan if rollback else takeover.plan
+    world = takeover.read_world(t)
+    steps = planner(t, world)
+    pending = any(s.writes for s in steps)
+    render = {"text": takeover_report.render_text, "json": takeover_report.render_json,
+              "markdown": takeover_report.render_markdown}[kw["output"]]
+    if dry_run:
+        click.echo(render(t, world, steps, rollback=rollback, done=not pending))
+        if detailed_exitcode and pending:
+            sys.exit(2)
+        return
+    if kw["output"] == "text":
+        click.echo(render(t, world, steps, rollback=rollback, done=not pending))
+
+    def progress(line: str) -> None:
+        click.echo(f"gitlab-mci: {line}", err=True)
+
+    count = takeover.run(t, rollback=rollback, progress=progress)
+    world = takeover.read_world(t)
+    if kw["output"] == "json":
+        click.echo(takeover_report.render_json(t, world, [], rollback=rollback, done=True))
+    elif kw["output"] == "markdown":
+        click.echo(takeover_report.render_markdown(t, world, [], rollback=rollback, done=True))
+    else:
+        what = "rolled back" if rollback else "taken over"
+        address = (world.chain.address or {}).get("name", kw["address"])
+        click.echo(f"{world.chain.ip} {what} in {count} step(s), {time.monotonic() - started:.1f}s"
+                   + ("" if rollback else f"; from now on: gitlab-mci lb apply --lb {kw['lb_name']} "
+                      f"--static-ip {address} (with the same --context, routing and --scheme)"))

@@ -13,14 +13,14 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gitlab_mci.compute_rest import ComputeApiError, ComputeRest
 from gitlab_mci.errors import UserError
 from gitlab_mci.gcp import Compute, OperationError, default_backoff, retry_transient
-from gitlab_mci.lb.desired import Desired
-from gitlab_mci.lb.names import Namer
+from gitlab_mci.lb.desired import Desired, Resource
+from gitlab_mci.lb.names import LABEL_KEY, Namer
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ class ComputeApi:
         """The resources whose name fully matches ``name_regex`` (or that match the filter ``where``)."""
         expression = where if where is not None else f'name eq "{name_regex}"'
         return list(self.retrying(f"list {collection}", functools.partial(
-            self.rest.list, _API[collection].path, filter=expression)))
+            self.rest.list, _API[collection].path, filter=expression or None)))  # "": every resource
 
     def get(self, collection: str, name: str) -> dict[str, Any] | None:
         try:
@@ -217,12 +217,39 @@ def read_named(api: ComputeApi, namer: Namer) -> dict[str, dict[str, Any]]:
     once (nine round trips one after the other were most of a no-op plan's time against the API)."""
     regex = f"{namer.prefix}-[a-z]+-{namer.lb}(-.*)?"
     found: dict[str, dict[str, Any]] = {}
-    with ThreadPoolExecutor(max_workers=len(ORDER)) as pool:
-        listed = list(pool.map(lambda collection: api.list(collection, regex), ORDER))
-    for collection, items in zip(ORDER, listed, strict=True):
+    # Plus the forwarding rules `lb takeover` adopted: they keep the user's names and carry our label.
+    queries = [(collection, f'name eq "{regex}"') for collection in ORDER]
+    queries[ORDER.index("globalForwardingRules")] = (
+        "globalForwardingRules", f'(name eq "{regex}") OR (labels.{LABEL_KEY} = "{namer.lb}")')
+    with ThreadPoolExecutor(max_workers=len(queries)) as pool:
+        listed = list(pool.map(lambda q: api.list(q[0], where=q[1]), queries))
+    for (collection, _), items in zip(queries, listed, strict=True):
         for item in items:
             found[f"{collection}/{item['name']}"] = item
     return found
+
+
+def adopted_rules(desired: Desired, actual: Actual) -> Desired:
+    """``desired`` with each forwarding rule we would create replaced by the rule `lb takeover` adopted for the
+    same port (the user's name, IP and port kept; its description cannot change): the adopted rule is then
+    updated in place, never deleted and recreated beside itself."""
+    adopted = {key: have for key, have in actual.resources.items() if key.startswith("globalForwardingRules/")
+               and key not in desired.resources and desired.namer.owns(have)}
+    if not adopted:
+        return desired
+    resources = dict(desired.resources)
+    for key, r in desired.resources.items():
+        if r.collection != "globalForwardingRules" or key in actual.resources:
+            continue
+        port = _port_range(r.body)
+        match = next((k for k, have in sorted(adopted.items()) if _port_range(have) == port), None)
+        if match is None:
+            continue
+        have = adopted.pop(match)
+        body = {**r.body, "name": have["name"], "description": have.get("description")}
+        del resources[key]
+        resources[match] = Resource(r.collection, have["name"], body, r.deps, r.zone)
+    return replace(desired, resources=resources)
 
 
 def read_actual(api: ComputeApi, desired: Desired, known_groups: dict[str, dict[str, Any]] | None = None, *,
@@ -323,6 +350,7 @@ def _route_actions(url_map: dict[str, Any]) -> dict[str, Any]:
 def diff(desired: Desired, actual: Actual, *, adopt: bool = False, release_ip: bool = False) -> list[Change]:
     """The changes that turn ``actual`` into ``desired``; refuses to touch what gitlab-mci does not own. An owned
     address no longer wanted is deleted only with ``release_ip``."""
+    desired = adopted_rules(desired, actual)
     namer = desired.namer
     changes: list[Change] = []
     for key, r in desired.resources.items():
@@ -354,6 +382,11 @@ def diff(desired: Desired, actual: Actual, *, adopt: bool = False, release_ip: b
             action = "update"
             if r.collection == "globalForwardingRules" and any(k in changed for k in _FR_IMMUTABLE):
                 action = "replace"
+                if r.name != namer.name("forwardingRule", r.name.rsplit("-", 1)[-1]):
+                    # Adopted by `lb takeover`: the user's rule on the user's IP is never deleted by an apply.
+                    raise UserError(f"forwarding rule {r.name} (taken over by lb takeover) would have to be "
+                                    f"recreated to change {', '.join(k for k in _FR_IMMUTABLE if k in changed)}; "
+                                    "pass --static-ip with the address it serves (and the same --scheme)")
             changes.append(Change(action, key, r.collection, r.name, body, changed, have, r.deps))
     wanted = {_canonical(np.group): np.ports for np in desired.named_ports}
     changes += _named_port_changes(namer, actual, wanted)

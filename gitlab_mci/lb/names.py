@@ -21,6 +21,12 @@ LB_NAME_MAX = 40
 _RFC1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 LABEL_KEY = "gitlab-mci-lb"
 MARKER = "gitlab-mci:lb="
+# A forwarding rule taken over by `lb takeover` keeps its name (and the user's IP and port): it is adopted by the
+# label LABEL_KEY=<lb> (a forwarding rule's description cannot be changed). Until the old chain is deleted it also
+# records, in labels, the proxy it served before (WAS_LABEL[collection]) and the old chain's resources
+# (OLD_LABEL + code + index), so that `lb takeover` can resume, and `--rollback` go back, from Compute alone.
+WAS_LABEL = {"targetHttpProxies": "gitlab-mci-was-hp", "targetHttpsProxies": "gitlab-mci-was-sp"}
+OLD_LABEL = "gitlab-mci-old-"
 
 # Short kind codes keep names readable within 63 characters.
 KINDS = {
@@ -82,6 +88,22 @@ class Namer:
         return {LABEL_KEY: self.lb}
 
     def owns(self, resource: dict[str, Any]) -> bool:
-        """True when ``resource`` (REST JSON) carries this load balancer's marker."""
-        description = str(resource.get("description") or "")
-        return description.split(" ", 1)[0] == f"{MARKER}{self.lb}"
+        """True when ``resource`` (REST JSON) carries this load balancer's marker, or is a forwarding rule
+        adopted by `lb takeover` (labelled ``gitlab-mci-lb=<lb>``)."""
+        return owner(resource) == self.lb
+
+
+def is_forwarding_rule(resource: dict[str, Any]) -> bool:
+    return resource.get("kind") == "compute#forwardingRule" or "/forwardingRules/" in str(
+        resource.get("selfLink") or "")
+
+
+def owner(resource: dict[str, Any]) -> str | None:
+    """The gitlab-mci load balancer that owns ``resource`` (REST JSON): the one its description's marker names,
+    or, for a forwarding rule adopted by `lb takeover`, its ``gitlab-mci-lb`` label; None if none does."""
+    head = str(resource.get("description") or "").split(" ", 1)[0]
+    if head.startswith(MARKER) and head != MARKER:
+        return head[len(MARKER):]
+    if is_forwarding_rule(resource):
+        return (resource.get("labels") or {}).get(LABEL_KEY) or None
+    return None

@@ -1,0 +1,96 @@
+"""`lb takeover` with traffic flowing through the simulated data plane, from before the takeover until after the old
+chain is gone: every request answered 200, whichever chain and front end (classic or managed path) served it.
+
+Each test prints the request count and the seconds of each phase (build, wait, adopt, switch, migrate, delete,
+finish) from the takeover's progress lines."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gitlab_mci.sim.spec import parse_spec
+from tests.conftest import RunningSim
+from tests.lb.takeover_world import Traffic, kubemci, leftovers, phases, takeover
+from tests.lb.test_discovery import deploy_app
+from tests.pki import self_signed
+
+P = "demo-project"
+
+
+def _rule(running: RunningSim, name: str) -> dict[str, Any]:
+    return running.sim.compute.get("globalForwardingRules", name, project=P)
+
+
+def _taken_over_with_traffic(running: RunningSim, capsys: pytest.CaptureFixture[str], label: str, ports: tuple[int, ...],
+                             contexts: str = "prod1,prod2", scheme: str = "EXTERNAL_MANAGED") -> Traffic:
+    vip = running.sim.compute.get("globalAddresses", "web-ip", project=P)["address"]
+    running.sim.compute.operation_latency = 0.05  # every write takes a while, as on Google (faster)
+    with Traffic(running, vip, ports) as traffic:
+        traffic.served(30)  # the old chain serves before anything is touched
+        # Each migration state held 0.3 s: about 15 requests served in each (the data plane follows in 0.1 s).
+        code, _out, err = takeover(capsys, contexts, "--scheme", scheme, "--step-wait", "0.3")
+        assert code == 0, err
+        running.sim.dataplane.refresh()
+        traffic.served(30)  # and gitlab-mci's after the old chain is gone
+    traffic.report(label, phases(err))
+    assert len(traffic.results) / traffic.seconds >= 20, "at least 20 requests/s"
+    assert not traffic.failed, traffic.failed[:5]
+    assert leftovers(running) == []
+    return traffic
+
+
+def test_takeover_of_a_kubemci_https_chain_to_external_managed_drops_no_request(
+        app_world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    cert, key = self_signed("shop.example.com")
+    kubemci(app_world, certificate=cert, private_key=key)
+    traffic = _taken_over_with_traffic(app_world, capsys, "kubemci HTTPS → EXTERNAL_MANAGED", (80, 443))
+    paths = [r[2] for r in traffic.results]
+    assert paths[0] == "classic" and paths[-1] == "managed", "served classic before, managed after"
+    switch = next(i for i, p in enumerate(paths) if p == "managed")
+    assert {"classic", "managed"} <= set(paths[switch:switch + 40]), "TEST_BY_PERCENTAGE split the requests"
+    for name, port in (("mci1-fw--shop", "80-80"), ("mci1-fws--shop", "443-443")):
+        rule = _rule(app_world, name)
+        assert (rule["portRange"], rule["loadBalancingScheme"], rule["labels"]["gitlab-mci-lb"]) == (
+            port, "EXTERNAL_MANAGED", "shop")
+    proxy = app_world.sim.compute.get("targetHttpsProxies", "gmci-sp-shop", project=P)
+    assert [c.rsplit("/", 1)[1] for c in proxy["sslCertificates"]] == ["mci1-ssl--shop"], "the user's certificate"
+
+
+def test_takeover_of_a_kubemci_https_chain_staying_classic_drops_no_request(
+        app_world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    cert, key = self_signed("shop.example.com")
+    kubemci(app_world, certificate=cert, private_key=key)
+    traffic = _taken_over_with_traffic(app_world, capsys, "kubemci HTTPS → EXTERNAL", (80, 443), scheme="EXTERNAL")
+    assert {r[2] for r in traffic.results} == {"classic"}
+    assert _rule(app_world, "mci1-fws--shop")["loadBalancingScheme"] == "EXTERNAL"
+    bs = app_world.sim.compute.get("backendServices", "gmci-bs-shop-30999", project=P)
+    assert bs["loadBalancingScheme"] == "EXTERNAL" and "externalManagedMigrationState" not in bs
+
+
+def test_takeover_of_an_http_only_chain_drops_no_request(
+        app_world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    kubemci(app_world)
+    _taken_over_with_traffic(app_world, capsys, "kubemci HTTP only → EXTERNAL_MANAGED", (80,))
+    assert _rule(app_world, "mci1-fw--shop")["target"].endswith("/targetHttpProxies/gmci-hp-shop")
+
+
+def test_takeover_of_a_two_cluster_chain_onto_three_clusters_drops_no_request(
+        make_sim: Callable[[Any], RunningSim], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    running = make_sim(parse_spec({"clusters": [
+        {"name": "prod1", "location": "us-central1-a", "nodes": 2},
+        {"name": "prod2", "location": "europe-west1-b", "nodes": 2},
+        {"name": "prod3", "location": "asia-east1-a", "nodes": 2}]}))
+    for name in ("prod1", "prod2", "prod3"):
+        deploy_app(running, name, 30999)
+    for k, v in running.env.items():
+        monkeypatch.setenv(k, v)
+    kubemci(running, ("prod1", "prod2"))
+    traffic = _taken_over_with_traffic(running, capsys, "two clusters → three", (80,), "prod1,prod2,prod3")
+    clusters = [r[3] for r in traffic.results]
+    assert set(clusters[:30]) == {"prod1", "prod2"}
+    assert set(clusters[-30:]) == {"prod1", "prod2", "prod3"}, "the third cluster serves after the takeover"
