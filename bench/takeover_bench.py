@@ -48,6 +48,7 @@ LEVELS = {"healthChecks": 0, "firewalls": 0, "instanceGroups": 0, "namedPorts": 
           "backendServices": 1, "urlMaps": 2, "targetHttpProxies": 3, "targetHttpsProxies": 3,
           "globalForwardingRules": 4}
 _HEALTH = re.compile(r"healthy in every cluster and zone \((\d+(?:\.\d+)?)s")
+_STEP = re.compile(r"gitlab-mci: \[(\w+)\] ")
 _KINDS = re.compile(r"\b([a-zA-Z]+)/[a-z0-9][-a-z0-9]*")
 
 
@@ -137,11 +138,13 @@ def measure(clusters: int, scheme: str = "EXTERNAL_MANAGED", rate: float = RATE)
                 rerun_writes = _journal_writes(compute) - writes_before - writes
                 traffic.more(20)
             health_s = sum(float(m.group(1)) for _, line in lines if (m := _HEALTH.search(line)))
-            steps = [line for _, line in lines if line.startswith("gitlab-mci: ") and not _HEALTH.search(line)]
+            # Progress: `gitlab-mci: [ACTION] what was done (...)`, `[wait]` for the health waits.
+            steps = [(m.group(1), line) for _, line in lines
+                     if (m := _STEP.match(line)) and m.group(1) != "wait"]
             # Its build and its deletions wait level by level; every other step (a label, a setTarget, a migration
             # state, a scheme) is one operation on resources that exist.
-            levels = sum(build_depth if line[12:].startswith("build ") else
-                         depth(line) if line[12:].startswith("delete ") else 1 for line in steps)
+            levels = sum(build_depth if action == "build" else depth(line) if action == "delete" else 1
+                         for action, line in steps)
             floor = levels * LATENCY + health_s
             took = ended - started
             during = tally([a for a in traffic.answers if started <= a.t < ended])
