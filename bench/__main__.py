@@ -251,6 +251,11 @@ def markdown(r: dict[str, Any], plotted: bool) -> str:
                          f"{t['vs_floor']:.2f} | {t['steps']} | {t['writes']} | {t['during']['served']} | "
                          f"{t['during']['failed']} | {t['during_rate']:.0f} | {t['rerun_s']:.2f} s | "
                          f"{t['rerun_writes']} |")
+        held = max(t.get("migrate_steps", 0) for t in r["takeover"])
+        lines += ["", f"On the simulator nothing is held between the migration steps (`--step-wait 0`, its default "
+                  "there). Against Google Cloud each is held 360 s by default, since a change takes minutes to reach "
+                  f"Google's front ends: the {held} migration steps of a classic → EXTERNAL_MANAGED takeover add "
+                  f"{held * 6} minutes to it, and its requests then see the canary percentages for minutes each."]
         first = r["takeover"][0]
         lines += ["", f"Progress of the first ({first['clusters']} clusters, {first['scheme']}), as its stderr "
                   "showed it (seconds since it started):", "", "```", *first["progress"], "```"]

@@ -150,6 +150,7 @@ def measure(clusters: int, scheme: str = "EXTERNAL_MANAGED", rate: float = RATE)
             during = tally([a for a in traffic.answers if started <= a.t < ended])
             total = tally(traffic.answers)
             return {"clusters": clusters, "scheme": scheme, "takeover_s": took, "steps": len(steps),
+                    "migrate_steps": sum(1 for action, _ in steps if action == "migrate"),
                     "levels": levels, "latency_s": LATENCY, "health_wait_s": health_s, "floor_s": floor,
                     "vs_floor": took / floor if floor else 0.0, "writes": writes,
                     "rerun_s": rerun_ended - rerun_started, "rerun_writes": rerun_writes,
