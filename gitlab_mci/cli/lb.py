@@ -529,6 +529,5 @@ def takeover_cmd(dry_run: bool, detailed_exitcode: bool, rollback: bool, **kw: A
     else:
         what = "rolled back" if rollback else "taken over"
         address = (world.chain.address or {}).get("name", kw["address"])
-        click.echo(f"{world.chain.ip} {what} in {count} step(s), {time.monotonic() - started:.1f}s"
-                   + ("" if rollback else f"; from now on: gitlab-mci lb apply --lb {kw['lb_name']} "
-                      f"--static-ip {address} (with the same --context, routing and --scheme)"))
+        click.echo(f"{address} ({world.chain.ip}) {what} in {count} step(s), {time.monotonic() - started:.1f}s"
+                   + ("" if rollback else f"; from now on: {takeover.apply_hint(t)} and the same routing"))

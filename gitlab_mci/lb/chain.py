@@ -39,6 +39,10 @@ def ref(url: Any) -> tuple[str, str] | None:
     return _SEGMENT.get(m.group(1), m.group(1)), m.group(2)
 
 
+def _last(url: Any) -> str:
+    return str(url or "").rsplit("/", 1)[-1]
+
+
 def port_of(rule: Obj) -> int:
     return int(str(rule.get("portRange") or "0").split("-")[0] or 0)
 
@@ -161,13 +165,23 @@ def old_chain(inv: Inventory, namer: Namer, ip: str, address: Obj | None,
     chain.node_ports = sorted({ports[p] for ports in group_ports.values() for p in port_names if p in ports}
                               | {int(hc.get("httpHealthCheck", {}).get("port") or 0)
                                  for hc in chain.existing(inv, "healthChecks")} - {0})
-    _firewalls(inv, namer, chain, found["firewalls"])
+    # Node ports that backend services outside both chains also serve (a second kubemci load balancer on the same
+    # node port): their firewall rules look just like the old chain's, so none of those is taken as the chain's.
+    others = set()
+    for bs in inv.all("backendServices"):
+        if bs["name"] in found["backendServices"] or namer.owns(bs):
+            continue
+        others |= {ports[bs["portName"]] for ports in group_ports.values() if bs.get("portName") in ports}
+        for hc_name in _referenced(bs, "healthChecks"):
+            others.add(int(((inv.get("healthChecks", hc_name) or {}).get("httpHealthCheck") or {}).get("port") or 0))
+    _firewalls(inv, namer, chain, found["firewalls"], {str(p) for p in others})
     return chain
 
 
-def _firewalls(inv: Inventory, namer: Namer, chain: Chain, recorded: set[str]) -> None:
+def _firewalls(inv: Inventory, namer: Namer, chain: Chain, recorded: set[str], others: set[str]) -> None:
     """The firewall rules that exist only to let Google's health checkers (and front ends) reach the old chain's
-    node ports; one that also opens other ports or sources is shared with something else, and kept."""
+    node ports; one that also opens other ports or sources, or a port another load balancer serves, is shared with
+    something else, and kept."""
     names = set(recorded)
     wanted = {str(p) for p in chain.node_ports}
     for fw in inv.all("firewalls"):
@@ -178,7 +192,7 @@ def _firewalls(inv: Inventory, namer: Namer, chain: Chain, recorded: set[str]) -
         ports = {p for a in allowed for p in a.get("ports") or []}
         if not sources & set(HEALTH_CHECK_RANGES) or not ports & wanted:
             continue
-        exclusive = (sources <= set(HEALTH_CHECK_RANGES) and ports <= wanted
+        exclusive = (sources <= set(HEALTH_CHECK_RANGES) and ports <= wanted and not ports & others
                      and all(str(a.get("IPProtocol")).lower() == "tcp" and a.get("ports") for a in allowed))
         if exclusive:
             names.add(fw["name"])
@@ -188,7 +202,7 @@ def _firewalls(inv: Inventory, namer: Namer, chain: Chain, recorded: set[str]) -
 
 
 def check(chain: Chain, inv: Inventory, namer: Namer, groups: set[str], zones: set[str], address: str,
-          contexts: list[str], *, clusters_known: bool = True) -> None:
+          contexts: list[str], *, clusters_known: bool = True, neg_types: dict[str, str] | None = None) -> None:
     """Refuse, before any write, a chain gitlab-mci cannot take over (``clusters_known`` False: all but what
     needs the clusters' instance groups, which are read afterwards)."""
     if not chain.rules:
@@ -208,7 +222,7 @@ def check(chain: Chain, inv: Inventory, namer: Namer, groups: set[str], zones: s
             kind = target[0] if target else rule.get("target")
             raise UserError(f"forwarding rule {rule['name']} serves port {port} through {kind}; gitlab-mci takes "
                             "over HTTP proxies on port 80 and HTTPS proxies on port 443")
-    schemes = {r.get("loadBalancingScheme", "EXTERNAL") for r in chain.rules}
+    schemes = {r.get("loadBalancingScheme", "EXTERNAL") for r in chain.rules if owner(r) is None}
     if len(schemes) > 1:
         raise UserError(f"the forwarding rules on {chain.ip} mix load balancing schemes ({', '.join(sorted(schemes))})")
     for name in chain.names("urlMaps"):
@@ -224,11 +238,19 @@ def check(chain: Chain, inv: Inventory, namer: Namer, groups: set[str], zones: s
             group = str(b.get("group") or "")
             tail = group.split("/projects/", 1)[-1]
             if "/instanceGroups/" in group:
+                if not any(g.endswith(tail) for g in groups) and not re.fullmatch(r"gke-.+-grp", _last(group)):
+                    raise UserError(f"backend service {bs['name']} uses instance group {_last(group)}, which is not "
+                                    "a GKE node pool's (gke-…-grp): gitlab-mci cannot tell what it serves")
                 if not any(g.endswith(tail) for g in groups):
                     raise UserError(f"backend service {bs['name']} uses instance group {group.rsplit('/', 1)[-1]} "
                                     f"({tail.split('/')[2]}), which is in none of the clusters given ({given}): "
                                     "pass every cluster the load balancer serves with --context")
             elif "/networkEndpointGroups/" in group and "/zones/" in group:
+                kind = (neg_types or {}).get(tail, "GCE_VM_IP_PORT")
+                if kind != "GCE_VM_IP_PORT":
+                    raise UserError(f"backend service {bs['name']} uses network endpoint group {_last(group)} of "
+                                    f"type {kind}, not the pods of a cluster (GCE_VM_IP_PORT): gitlab-mci cannot "
+                                    "tell what it serves")
                 zone = group.split("/zones/")[1].split("/")[0]
                 if zone not in zones:
                     raise UserError(f"backend service {bs['name']} uses network endpoint group "
@@ -238,6 +260,23 @@ def check(chain: Chain, inv: Inventory, namer: Namer, groups: set[str], zones: s
                 raise UserError(f"backend service {bs['name']} has backend {group or b!r}, neither an instance "
                                 "group of a cluster nor a zonal network endpoint group: gitlab-mci cannot tell "
                                 "what it serves")
+
+
+def original_scheme(chain: Chain, inv: Inventory, default: str) -> str:
+    """The old chain's scheme: its rules' while they are the user's, else its backend services' while they exist
+    (adopted rules change scheme during the migration), else ``default``."""
+    for r in chain.rules:
+        if owner(r) is None:
+            return str(r.get("loadBalancingScheme", "EXTERNAL"))
+    for bs in chain.existing(inv, "backendServices"):
+        return str(bs.get("loadBalancingScheme", "EXTERNAL"))
+    return default
+
+
+def neg_backends(chain: Chain, inv: Inventory) -> list[str]:
+    """The zonal network endpoint groups the old backend services use (URL tails ``PROJECT/zones/Z/…/NAME``)."""
+    return sorted({str(b.get("group", "")).split("/projects/", 1)[-1] for bs in chain.existing(inv, "backendServices")
+                   for b in bs.get("backends") or [] if "/networkEndpointGroups/" in str(b.get("group", ""))})
 
 
 def deletable(chain: Chain, inv: Inventory, *,

@@ -36,7 +36,9 @@ from gitlab_mci.lb.chain import (
     check,
     deletable,
     find_address,
+    neg_backends,
     old_chain,
+    original_scheme,
     port_of,
     read_inventory,
     ref,
@@ -494,7 +496,7 @@ def prepare(inputs: Any, settings: Settings) -> Takeover:
         raise UserError(f"--address {settings.address}: {ip} is not a reserved global address; reserve it first "
                         f"(gcloud compute addresses create NAME --global --addresses {ip}) so that it is kept")
     check(chain, inv, namer, set(), set(), settings.address, settings.contexts, clusters_known=False)
-    old_scheme = chain.rules[0].get("loadBalancingScheme", "EXTERNAL")
+    old_scheme = original_scheme(chain, inv, settings.scheme)
     if old_scheme == "EXTERNAL_MANAGED" and settings.scheme == "EXTERNAL":
         raise UserError("--scheme EXTERNAL: the chain on the address is a global external Application Load "
                         "Balancer (EXTERNAL_MANAGED), which cannot become classic")
@@ -512,8 +514,35 @@ def prepare(inputs: Any, settings: Settings) -> Takeover:
                            http=80 in ports, https_redirect=redirect, ssl_certificates=certs)
     prepared = inputs_mod.prepare(final_inputs)
     final = prepared.desired
-    traffic.settle(final, engine.Actual(engine.read_named(api, namer), {}), prepared.clusters, {})
+    named = engine.read_named(api, namer)
+    traffic.settle(final, engine.Actual(named, {}), prepared.clusters, {})
+    if settings.scheme == "EXTERNAL" and any(
+            bs.get(STATE) or bs.get("loadBalancingScheme") == "EXTERNAL_MANAGED" for key, bs in named.items()
+            if key.startswith("backendServices/") and namer.owns(bs)):
+        raise UserError("--scheme EXTERNAL: this takeover already began migrating to EXTERNAL_MANAGED; finish it "
+                        "with --scheme EXTERNAL_MANAGED, or go back with --rollback")
     groups = {g for c in prepared.clusters for g in c.groups}
     zones = {z for c in prepared.clusters for z in c.zones}
-    check(chain, inv, namer, groups, zones, settings.address, settings.contexts)
+    negs = {}
+    for tail in neg_backends(chain, inv):  # which kind of endpoints: a hybrid or internet NEG is not a cluster
+        project, _, path = tail.partition("/")
+        got = api.retrying(f"read {tail}", functools.partial(api.rest.get, path, project=project))
+        negs[tail] = str(got.get("networkEndpointType") or "GCE_VM_IP_PORT")
+    check(chain, inv, namer, groups, zones, settings.address, settings.contexts, neg_types=negs)
     return Takeover(prepared.api, namer, final, with_scheme(final, old_scheme), prepared.clusters, settings)
+
+
+def apply_hint(t: Takeover) -> str:
+    """The `lb apply` options that keep this load balancer as the takeover left it (the routing is the user's)."""
+    res = t.final.resources.values()
+    address = next((r.name for r in res if r.collection == "globalAddresses"), "?")
+    certs = [str(link).rsplit("/", 1)[-1] for r in res if r.collection == "targetHttpsProxies"
+             for link in r.body.get("sslCertificates", [])]
+    http = any(r.collection == "targetHttpProxies" for r in res)
+    redirect = any(r.collection == "urlMaps" and r.body.get("defaultUrlRedirect") for r in res)
+    parts = [f"gitlab-mci lb apply --lb {t.namer.lb} --context {','.join(t.settings.contexts)} --static-ip {address}"]
+    parts += [f"--ssl-certificate {c}" for c in certs]
+    parts += [] if http else ["--no-http"]
+    parts += ["--https-redirect"] if redirect else []
+    parts.append(f"--scheme {_scheme(t.final)}")
+    return " ".join(parts)

@@ -64,7 +64,8 @@ def render_text(t: Takeover, w: World, steps: list[Step], *, rollback: bool, don
         if c.port_names:
             lines.append(f"  named port(s) {', '.join(c.port_names)} (node port {', '.join(map(str, c.node_ports))})")
         for n in c.shared_firewalls:
-            lines.append(f"  firewalls/{n}: also opens other ports or sources: kept")
+            lines.append(f"  firewalls/{n}: kept (it also opens other ports or sources, or another load balancer "
+                         "serves its node port)")
     else:
         lines.append("old chain: none left")
     what = "rollback" if rollback else "takeover"

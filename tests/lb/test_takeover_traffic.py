@@ -22,7 +22,9 @@ P = "demo-project"
 
 
 def _rule(running: RunningSim, name: str) -> dict[str, Any]:
-    return running.sim.compute.get("globalForwardingRules", name, project=P)
+    rule = running.sim.compute.get("globalForwardingRules", name, project=P)
+    assert rule is not None, name
+    return rule
 
 
 def _taken_over_with_traffic(running: RunningSim, capsys: pytest.CaptureFixture[str], label: str, ports: tuple[int, ...],

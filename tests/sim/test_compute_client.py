@@ -337,10 +337,13 @@ def test_a_forwarding_rule_still_being_created_holds_its_address_and_port(make_s
         name="web", url_map=urlmaps.get(project=P, url_map="web").self_link)))
     proxy = proxies.get(project=P, target_http_proxy="web").self_link
     rules = gc.client(compute_v1.GlobalForwardingRulesClient)
+    # EXTERNAL_MANAGED like the backend service behind them: Compute refuses a classic rule in front of it.
     first = rules.insert(project=P, forwarding_rule_resource=compute_v1.ForwardingRule(
-        name="first", I_p_address="127.1.200.1", port_range="443", target=proxy))
+        name="first", I_p_address="127.1.200.1", port_range="443", target=proxy,
+        load_balancing_scheme="EXTERNAL_MANAGED"))
     with pytest.raises(gexc.BadRequest, match="Specified IP address is in-use"):
         rules.insert(project=P, forwarding_rule_resource=compute_v1.ForwardingRule(
-            name="second", I_p_address="127.1.200.1", port_range="443", target=proxy))
+            name="second", I_p_address="127.1.200.1", port_range="443", target=proxy,
+            load_balancing_scheme="EXTERNAL_MANAGED"))
     gc.wait(first)
     assert [r.name for r in rules.list(project=P)] == ["first"]

@@ -158,9 +158,8 @@ def forwarding_rule(old: Obj | None, new: Obj, chain_schemes: list[tuple[str, bo
                            "EXTERNAL.")
         else:
             new.pop(MIGRATED, None)
-    # On insert the chain is not checked (yet): older tests of the simulator build an EXTERNAL rule in front of
-    # EXTERNAL_MANAGED backend services, which Compute refuses; setTarget and scheme changes are checked.
-    why = incompatible(new_scheme, chain_schemes) if old is not None else ""
+    # On insert, on setTarget and on a scheme change alike: the rule's scheme must fit the chain it fronts.
+    why = incompatible(new_scheme, chain_schemes)
     if why:
         raise _invalid(SCHEME if old is not None and old_scheme != new_scheme else "target", new.get("target")
                        if old is None or old_scheme == new_scheme else new_scheme, why)
