@@ -491,3 +491,15 @@ def test_a_project_moving_from_kubemci_takes_it_over_in_the_manual_job_with_no_f
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-2000:]
     assert results(again.stdout)["mci-lb"] == "PASS" and "mci-takeover" not in results(again.stdout)
     assert _compute_writes(example) == before, "the first apply after a takeover must find nothing to change"
+
+
+def test_the_takeover_job_is_manual_and_blocking_only_in_a_takeover_pipeline(listing: Example) -> None:
+    example = listing
+    assert "mci-takeover" not in listed(example)  # the example has no takeover_address
+    takeover = example.variant("takeover-listing.gitlab-ci.yml",
+                               ("      lb_name: shop\n", "      lb_name: shop\n      takeover_address: web-ip\n"))
+    jobs = listed(example, "--file", takeover)
+    assert jobs["mci-takeover"]["when"] == "manual" and jobs["mci-takeover"]["allow_failure"] is False
+    assert jobs["mci-lb"]["when"] == "on_success"
+    down = listed(example, "--file", takeover, "--input", "mci_teardown=true")
+    assert {name for name in down if name.startswith("mci-")} == {"mci-teardown"}
