@@ -17,7 +17,7 @@ from typing import Any
 
 from gitlab_mci.lb.discovery import ClusterInfo
 from gitlab_mci.lb.engine import ComputeApi, read_named
-from gitlab_mci.lb.names import Namer
+from gitlab_mci.lb.names import MARKER, Namer
 from gitlab_mci.lb.traffic import recorded_weight
 
 
@@ -97,6 +97,8 @@ def gather(api: ComputeApi, namer: Namer, clusters: Sequence[ClusterInfo], *,
         status.listeners.append({"rule": rule["name"], "ip": rule.get("IPAddress", ""),
                                  "port": str(rule.get("portRange", "")).split("-")[0],
                                  "proxy": _last(rule.get("target"))})
+        if not str(rule.get("description") or "").startswith(MARKER):
+            status.listeners[-1]["takenOver"] = "yes"  # adopted by `lb takeover`: the user's rule, by label
     # The VIP is what the rules serve: an address gitlab-mci reserved but no longer uses (kept after a switch to
     # --static-ip, since DNS may still point at it) is not it.
     status.vip = next((r["ip"] for r in status.listeners if r["ip"]), status.vip)
@@ -156,7 +158,8 @@ def render_text(s: Status) -> str:
         return f"load balancer {s.lb}: not found (nothing owned by gitlab-mci under this name)"
     lines = [f"load balancer {s.lb}: VIP {s.vip or '-'}"]
     for r in s.listeners:
-        lines.append(f"  listener {r['rule']}: {r['ip']}:{r['port']} → {r['proxy']}")
+        adopted = " (taken over)" if r.get("takenOver") else ""
+        lines.append(f"  listener {r['rule']}{adopted}: {r['ip']}:{r['port']} → {r['proxy']}")
     # WEIGHT before HEALTHY: scripts read the health count as the last column.
     head = ("BACKEND SERVICE", "CLUSTER", "ZONE", "INSTANCE GROUP", "WEIGHT", "HEALTHY")
     rows = [head] + [(b.backend_service, b.cluster, b.zone, b.group, _traffic(b), f"{b.healthy}/{b.total}")

@@ -102,7 +102,8 @@ class Traffic:
     def report(self, label: str, phases: dict[str, float]) -> str:
         rate = len(self.results) / self.seconds
         text = (f"{label}: {len(self.results)} requests in {self.seconds:.1f}s ({rate:.0f}/s), FAILED REQUESTS "
-                f"{len(self.failed)}; phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()))
+                f"{len(self.failed)}" + ("; phases: " if phases else "")
+                + ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()))
         print(text)
         return text
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from gitlab_mci.lb.engine import ComputeApi
 from gitlab_mci.sim.httpd import FaultRule
 from tests.cli_helpers import run_cli
 from tests.conftest import RunningSim
-from tests.lb.takeover_world import ROUTING, P, Traffic, kubemci, leftovers, takeover, writes
+from tests.lb.takeover_world import ROUTING, P, Traffic, kubemci, leftovers, phases, takeover, writes
 from tests.pki import self_signed
 from tests.reliability.conftest import WRITE_METHODS, WRITE_PATHS
 
@@ -100,7 +101,8 @@ def test_dry_run_shows_the_kubemci_chain_and_every_step_and_writes_nothing(
 
 
 def test_a_takeover_stopped_after_any_write_is_finished_by_the_next_run_with_no_failed_request(
-        app_world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+        make_app_world: Callable[..., RunningSim], capsys: pytest.CaptureFixture[str]) -> None:
+    app_world = make_app_world(1, 1)  # one node per cluster: the same writes, less to probe
     # A clean takeover: how many writes it makes, and what it leaves.
     _https_chain(app_world)
     app_world.sim.journal.reset()
@@ -129,7 +131,8 @@ def test_a_takeover_stopped_after_any_write_is_finished_by_the_next_run_with_no_
         app_world.sim.journal.reset()
         assert takeover(capsys)[0] == 0 and writes(app_world) == 0, "a finished takeover writes nothing"
         assert run_cli(APPLY, capsys)[0] == 0 and writes(app_world) == 0, "lb apply with the same inputs neither"
-    print(f"crash-point sweep: {total} stop points, {served} requests, FAILED REQUESTS {failed}")
+    with capsys.disabled():
+        print(f"\ncrash-point sweep: {total} stop points, {served} requests, FAILED REQUESTS {failed}")
     assert run_cli(DESTROY, capsys)[0] == 0
     assert [r["name"] for r in app_world.sim.compute.resources("globalForwardingRules")] == [], \
         "lb destroy deletes the adopted rules too"
@@ -142,9 +145,12 @@ def test_rollback_mid_way_restores_the_old_chain_with_no_failed_request(
     before = _world(app_world)
     app_world.sim.journal.reset()
     assert takeover(capsys)[0] == 0
-    # Where to stop: after the rules moved to gitlab-mci's proxies, and after their scheme was migrated.
+    # Where to stop: before any rule is adopted, between the two rules, after both moved to gitlab-mci's proxies,
+    # and after their scheme was migrated.
     paths = [e.path for e in app_world.sim.journal.writes("compute")]
-    points = {"after the switch": max(i for i, p in enumerate(paths) if p.endswith("/setTarget")) + 2,
+    labels = [i for i, p in enumerate(paths) if p.endswith("/setLabels")]
+    points = {"after the build": labels[0] + 1, "with one rule switched, one not": labels[1] + 1,
+              "after the switch": max(i for i, p in enumerate(paths) if p.endswith("/setTarget")) + 2,
               "after the rules' migration": max(i for i, p in enumerate(paths) if "/forwardingRules/" in p
                                                 and not p.endswith(("/setTarget", "/setLabels"))) + 2}
     for where, k in points.items():
@@ -157,12 +163,14 @@ def test_rollback_mid_way_restores_the_old_chain_with_no_failed_request(
             app_world.sim.faults.clear()
             traffic.served(20)
             code, out, err = takeover(capsys, "prod1,prod2", "--rollback", "--dry-run", "--detailed-exitcode")
-            assert code == 2 and "switch globalForwardingRules/mci1-fw--shop back to targetHttpProxies/mci1-tp--shop" \
-                in out, out + err
+            assert code == 2 and "delete gitlab-mci's chain" in out, out + err
+            if where != "after the build":
+                assert "switch globalForwardingRules/mci1-fw--shop back to targetHttpProxies/mci1-tp--shop" in out
             code, out, err = takeover(capsys, "prod1,prod2", "--rollback")
             assert code == 0, err
             traffic.served(20)
-        traffic.report(f"rollback {where}", {})
+        with capsys.disabled():
+            traffic.report(f"\nrollback {where}", phases(err))
         assert not traffic.failed, (where, traffic.failed[:3])
         assert {r[2] for r in traffic.results[-10:]} == {"classic"}, "the old chain serves again"
         assert _world(app_world) == before, f"rollback {where}: the world as it was before the takeover"

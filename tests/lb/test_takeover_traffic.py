@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from gitlab_mci.sim.spec import parse_spec
+from tests.cli_helpers import run_cli
 from tests.conftest import RunningSim
 from tests.lb.takeover_world import Traffic, kubemci, leftovers, phases, takeover
 from tests.lb.test_discovery import deploy_app
@@ -38,7 +39,8 @@ def _taken_over_with_traffic(running: RunningSim, capsys: pytest.CaptureFixture[
         assert code == 0, err
         running.sim.dataplane.refresh()
         traffic.served(30)  # and gitlab-mci's after the old chain is gone
-    traffic.report(label, phases(err))
+    with capsys.disabled():
+        traffic.report(f"\n{label}", phases(err))
     assert len(traffic.results) / traffic.seconds >= 20, "at least 20 requests/s"
     assert not traffic.failed, traffic.failed[:5]
     assert leftovers(running) == []
@@ -58,6 +60,8 @@ def test_takeover_of_a_kubemci_https_chain_to_external_managed_drops_no_request(
         rule = _rule(app_world, name)
         assert (rule["portRange"], rule["loadBalancingScheme"], rule["labels"]["gitlab-mci-lb"]) == (
             port, "EXTERNAL_MANAGED", "shop")
+    code, out, err = run_cli(["lb", "status", "--lb", "shop", "--context", "prod1,prod2"], capsys)
+    assert code == 0 and "listener mci1-fws--shop (taken over): " in out, out + err
     proxy = app_world.sim.compute.get("targetHttpsProxies", "gmci-sp-shop", project=P)
     assert [c.rsplit("/", 1)[1] for c in proxy["sslCertificates"]] == ["mci1-ssl--shop"], "the user's certificate"
 
@@ -96,3 +100,69 @@ def test_takeover_of_a_two_cluster_chain_onto_three_clusters_drops_no_request(
     clusters = [r[3] for r in traffic.results]
     assert set(clusters[:30]) == {"prod1", "prod2"}
     assert set(clusters[-30:]) == {"prod1", "prod2", "prod3"}, "the third cluster serves after the takeover"
+
+
+def test_takeover_of_a_hand_made_https_chain_with_an_http_redirect_drops_no_request(
+        app_world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    """What a Terraform user runs: their own names, HTTP answered with a redirect to HTTPS, a named port `http`, and a
+    firewall rule that also opens SSH (shared: kept)."""
+    from gitlab_mci.gcp import Compute
+    from gitlab_mci.lb.engine import ComputeApi
+
+    api = ComputeApi(Compute(P, app_world.sim.compute_url))
+    g = f"https://www.googleapis.com/compute/v1/projects/{P}"
+    groups = app_world.sim.compute.resources("instanceGroups")
+    for group in groups:
+        zone = group["zone"].rsplit("/", 1)[1]
+        api.wait("named port", api.rest.post(f"zones/{zone}/instanceGroups/{group['name']}/setNamedPorts", {
+            "namedPorts": [{"name": "http", "port": 30999}], "fingerprint": group["fingerprint"]}))
+    cert, key = self_signed("shop.example.com")
+    for coll, body in (
+            ("globalAddresses", {"name": "tf-ip"}),
+            ("firewalls", {"name": "allow-google-hc", "network": f"{g}/global/networks/default",
+                           "sourceRanges": ["130.211.0.0/22", "35.191.0.0/16"],
+                           "allowed": [{"IPProtocol": "tcp", "ports": ["30999", "22"]}]}),
+            ("healthChecks", {"name": "tf-hc", "type": "HTTP",
+                              "httpHealthCheck": {"port": 30999, "requestPath": "/healthz"}}),
+            ("backendServices", {"name": "tf-backend", "protocol": "HTTP", "portName": "http",
+                                 "loadBalancingScheme": "EXTERNAL", "healthChecks": [f"{g}/global/healthChecks/tf-hc"],
+                                 "backends": [{"group": x["selfLink"]} for x in groups]}),
+            ("urlMaps", {"name": "tf-urlmap", "defaultService": f"{g}/global/backendServices/tf-backend"}),
+            ("urlMaps", {"name": "tf-redirect", "defaultUrlRedirect": {"httpsRedirect": True}}),
+            ("sslCertificates", {"name": "tf-cert", "certificate": cert, "privateKey": key}),
+            ("targetHttpsProxies", {"name": "tf-https", "urlMap": f"{g}/global/urlMaps/tf-urlmap",
+                                    "sslCertificates": [f"{g}/global/sslCertificates/tf-cert"]}),
+            ("targetHttpProxies", {"name": "tf-http", "urlMap": f"{g}/global/urlMaps/tf-redirect"}),
+            ("globalForwardingRules", {"name": "tf-https-rule", "IPAddress": f"{g}/global/addresses/tf-ip",
+                                       "portRange": "443", "loadBalancingScheme": "EXTERNAL",
+                                       "target": f"{g}/global/targetHttpsProxies/tf-https"}),
+            ("globalForwardingRules", {"name": "tf-http-rule", "IPAddress": f"{g}/global/addresses/tf-ip",
+                                       "portRange": "80", "loadBalancingScheme": "EXTERNAL",
+                                       "target": f"{g}/global/targetHttpProxies/tf-http"})):
+        api.insert(coll, body)
+    assert app_world.sim.dataplane.wait_health("HEALTHY", timeout=20)
+    vip = (api.get("globalAddresses", "tf-ip") or {})["address"]
+    with Traffic(app_world, vip, (443,)) as traffic:
+        traffic.served(30)
+        code, out, err = takeover(capsys, "prod1,prod2", "--step-wait", "0.3", address="tf-ip")
+        assert code == 0, err
+        traffic.served(30)
+    with capsys.disabled():
+        traffic.report("\nhand-made HTTPS + redirect → EXTERNAL_MANAGED", phases(err))
+    assert not traffic.failed, traffic.failed[:5]
+    assert "--ssl-certificate tf-cert --https-redirect --scheme EXTERNAL_MANAGED" in out
+    left = sorted(f"{c}/{r['name']}" for c in ("globalForwardingRules", "targetHttpProxies", "targetHttpsProxies",
+                                               "urlMaps", "backendServices", "healthChecks", "firewalls",
+                                               "sslCertificates", "globalAddresses")
+                  for r in app_world.sim.compute.resources(c) if not r["name"].startswith("gmci-"))
+    assert left == ["firewalls/allow-google-hc", "globalAddresses/tf-ip", "globalForwardingRules/tf-http-rule",
+                    "globalForwardingRules/tf-https-rule", "sslCertificates/tf-cert"], left
+    assert all("http" not in [p["name"] for p in x.get("namedPorts", [])]
+               for x in app_world.sim.compute.resources("instanceGroups")), "the old chain's named port went"
+    um = app_world.sim.compute.get("urlMaps", "gmci-rd-shop", project=P)
+    assert um is not None and um["defaultUrlRedirect"]["httpsRedirect"]
+    app_world.sim.journal.reset()
+    code, _, err = run_cli(["lb", "apply", "--lb", "shop", "--context", "prod1,prod2", "--static-ip", "tf-ip",
+                            "--ssl-certificate", "tf-cert", "--https-redirect", "--service", "shop-auto-deploy",
+                            "--port", "web", "--check-interval-sec", "1"], capsys)
+    assert code == 0 and app_world.sim.journal.writes("compute") == [], err
