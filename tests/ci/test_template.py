@@ -464,7 +464,8 @@ def test_a_project_moving_from_kubemci_gets_one_manual_takeover_job_that_the_loa
     assert job["rules"][0] == TEARDOWN_NEVER
     assert job["rules"][1] == {"if": '"web-ip" == "" || "self-managed" == "hosted"', "when": "never"}
     assert {"job": "mci-takeover", "optional": True, "artifacts": False} in body["mci-lb"]["needs"]
-    assert job["script"][-1] == 'gitlab-mci lb takeover --address "$MCI_TAKEOVER_ADDRESS"'
+    assert job["script"][-2] == 'gitlab-mci lb takeover --address "$MCI_TAKEOVER_ADDRESS"'
+    assert "gitlab-mci lb plan --detailed-exitcode" in job["script"][-1]  # mci-lb's inputs keep what was taken
     assert body[".mci-clusters"]["script"][0] in job["script"]  # --context, --service from the pins, as mci-lb
 
     # Without the input the job never runs (and mci-lb's need of it is optional); in hosted mode neither.
