@@ -208,6 +208,8 @@ def phases(lines: list[tuple[float, str]], started: float, ended: float, answers
     for t, line in [*lines, (ended, "(done)")]:
         if line == "(done)" and t - begin < 0.05:
             break
+        if "[wait]" in line and t - begin < 0.1:
+            continue  # backends already healthy: the check belongs to the step it let through
         result.append(Phase(line.strip(), t - begin, tally([a for a in answers if begin <= a.t < t])))
         begin = t
     return result
