@@ -36,7 +36,7 @@ class DemoFailed(UserError):
     """An expectation of the demo did not hold."""
 
 
-class _Stopped(Exception):
+class Stopped(Exception):
     """A step failed: the later steps depend on it, so the story ends there (teardown still runs)."""
 
 
@@ -96,7 +96,14 @@ class Output:
             else:
                 print(f"    {line}", flush=True)
         if failed:
-            raise _Stopped
+            raise Stopped
+
+    def note(self, text: str) -> None:
+        """A line of figures under a step, always shown."""
+        if self.fancy:
+            self.console.print(f"      {text}", markup=False)
+        else:
+            print(f"      {text}", flush=True)
 
     def command_output(self, text: str) -> None:
         if self.verbose and text.strip():
@@ -120,14 +127,14 @@ def run_cli(args: list[str], out: Output) -> tuple[int, str]:
     return code, text
 
 
-def _expect(cond: bool, message: str) -> None:
+def expect(cond: bool, message: str) -> None:
     if not cond:
         raise DemoFailed(message)
 
 
-def _must(args: list[str], out: Output) -> str:
+def must(args: list[str], out: Output) -> str:
     code, text = run_cli(args, out)
-    _expect(code == 0, f"`gitlab-mci {' '.join(args)}` exited {code}: {text.strip().splitlines()[-1:] or ''}")
+    expect(code == 0, f"`gitlab-mci {' '.join(args)}` exited {code}: {text.strip().splitlines()[-1:] or ''}")
     return text
 
 
@@ -201,7 +208,7 @@ def run(*, verbose: bool = False, fancy: bool | None = None, requests: int = 40,
     with tempfile.TemporaryDirectory(prefix="gitlab-mci-demo-") as tmp, Simulator(spec) as sim:
         try:
             _story(sim, Path(tmp), out, report, requests, listener or _listener)
-        except _Stopped:
+        except Stopped:
             pass
         finally:
             os.environ.clear()
@@ -214,8 +221,9 @@ def _listener(sim: Any, vip: str, port: int) -> str:
     return url
 
 
-def _story(sim: Any, tmp: Path, out: Output, report: Report, requests: int,
-           listener: Callable[[Any, str, int], str]) -> None:
+def deploy_app(sim: Any, tmp: Path, out: Output, report: Report) -> str:
+    """The simulator's files and environment, then the app deployed to every environment as the pipeline does it;
+    returns the clusters as a --context value."""
     files = sim.write_files(tmp / "sim")
     os.environ.update(sim.env(files))
     for key in ("GITLAB_CI", "HELM_UPGRADE_EXTRA_ARGS", "KUBE_CONTEXT", "MCI_LB_NAME"):
@@ -230,21 +238,27 @@ def _story(sim: Any, tmp: Path, out: Output, report: Report, requests: int,
         with out.step(report, f"pipeline, environment {env}: values, HELM_UPGRADE_EXTRA_ARGS, deploy, pin") as step:
             os.environ.update({"KUBE_CONTEXT": env, "CI_ENVIRONMENT_SLUG": env, "HELM_RELEASE_NAME": RELEASE,
                                "MCI_NODE_PORT": NODE_PORT, "KUBE_NAMESPACE": "default"})
-            _must(["helm", "values", "--values-file", str(values)], out)
-            extra = _must(["helm", "extra-args", "--values-file", str(values), "--extra-args", "--atomic"], out).strip()
-            _must(["sim", "deploy", "--extra-args", extra], out)
-            _must(["nodeport", "pin"], out)
+            must(["helm", "values", "--values-file", str(values)], out)
+            extra = must(["helm", "extra-args", "--values-file", str(values), "--extra-args", "--atomic"], out).strip()
+            must(["sim", "deploy", "--extra-args", extra], out)
+            must(["nodeport", "pin"], out)
             step.detail = f"Service {RELEASE}-auto-deploy on node port {NODE_PORT}"
     for key in ("KUBE_CONTEXT", "CI_ENVIRONMENT_SLUG"):
         os.environ.pop(key, None)
 
     with out.step(report, "node port verified in every cluster"):
-        _must(["nodeport", "verify", "--context", contexts], out)
+        must(["nodeport", "verify", "--context", contexts], out)
+    return contexts
+
+
+def _story(sim: Any, tmp: Path, out: Output, report: Report, requests: int,
+           listener: Callable[[Any, str, int], str]) -> None:
+    contexts = deploy_app(sim, tmp, out, report)
 
     dotenv = tmp / "mci.env"
     with out.step(report, f"load balancer {LB}: apply") as step:
         started = time.monotonic()
-        _must(["lb", "apply", "--lb", LB, "--context", contexts, "--service", f"{RELEASE}-auto-deploy",
+        must(["lb", "apply", "--lb", LB, "--context", contexts, "--service", f"{RELEASE}-auto-deploy",
                "--port", "web", "--check-interval-sec", str(CHECK_INTERVAL),
                "--unhealthy-threshold", str(UNHEALTHY_THRESHOLD), "--dotenv", str(dotenv)], out)
         report.figures["apply_s"] = round(time.monotonic() - started, 2)
@@ -253,18 +267,18 @@ def _story(sim: Any, tmp: Path, out: Output, report: Report, requests: int,
         url = listener(sim, vip, 80)
         step.detail = f"VIP {vip}, served locally at {url}"
         report.figures["vip"] = vip
-        _must(["lb", "apply", "--lb", LB, "--context", contexts, "--service", f"{RELEASE}-auto-deploy",
+        must(["lb", "apply", "--lb", LB, "--context", contexts, "--service", f"{RELEASE}-auto-deploy",
                "--port", "web", "--check-interval-sec", str(CHECK_INTERVAL),
                "--unhealthy-threshold", str(UNHEALTHY_THRESHOLD)], out)
 
     with out.step(report, "every cluster and zone has healthy backends (getHealth)"):
-        _must(["lb", "status", "--lb", LB, "--context", contexts, "--wait", "30"], out)
+        must(["lb", "status", "--lb", LB, "--context", contexts, "--wait", "30"], out)
 
     with out.step(report, f"{requests} requests: both clusters serve") as step:
         seen = sample(url, requests)
         step.detail = ", ".join(f"{k} {v}" for k, v in sorted(seen.items()))
-        _expect(seen["error"] == 0, f"{seen['error']} request(s) failed")
-        _expect(all(seen[n] > 0 for n, _ in ENVIRONMENTS), "not every cluster answered")
+        expect(seen["error"] == 0, f"{seen['error']} request(s) failed")
+        expect(all(seen[n] > 0 for n, _ in ENVIRONMENTS), "not every cluster answered")
         report.figures["before"] = dict(seen)
 
     detection = CHECK_INTERVAL * UNHEALTHY_THRESHOLD + CHECK_INTERVAL
@@ -276,9 +290,9 @@ def _story(sim: Any, tmp: Path, out: Output, report: Report, requests: int,
         step.detail = (f"all traffic on prod2 after {failover['switch_s']:.1f}s (health check detection "
                        f"{detection}s); then {sum(after.values())} requests: "
                        + ", ".join(f"{k} {v}" for k, v in sorted(after.items())))
-        _expect(failover["switch_s"] <= detection + 0.5, f"failover took {failover['switch_s']:.1f}s, more than "
+        expect(failover["switch_s"] <= detection + 0.5, f"failover took {failover['switch_s']:.1f}s, more than "
                 f"the health checks' {detection}s")
-        _expect(set(after) == {"prod2"}, "requests failed or reached prod1 after the failover")
+        expect(set(after) == {"prod2"}, "requests failed or reached prod1 after the failover")
 
     with out.step(report, "prod1 heals: both clusters serve again") as step:
         sim.dataplane.heal("prod1")
@@ -287,15 +301,15 @@ def _story(sim: Any, tmp: Path, out: Output, report: Report, requests: int,
             seen = sample(url, 10, pause=0.05)
             if seen["prod1"] and seen["prod2"]:
                 break
-            _expect(time.monotonic() < deadline, "prod1 did not come back")
+            expect(time.monotonic() < deadline, "prod1 did not come back")
         step.detail = ", ".join(f"{k} {v}" for k, v in sorted(seen.items()))
 
     with out.step(report, "teardown: lb destroy --release-ip leaves nothing behind") as step:
-        _must(["lb", "destroy", "--lb", LB, "--context", contexts, "--release-ip"], out)
+        must(["lb", "destroy", "--lb", LB, "--context", contexts, "--release-ip"], out)
         left = [r["name"] for r in sim.compute.resources() if str(r.get("description", "")).startswith(
             f"gitlab-mci:lb={LB} ")]
-        _expect(not left, f"left behind: {', '.join(left)}")
-        _expect(fetch(url, timeout=0.5) is None, "the VIP still answers")
+        expect(not left, f"left behind: {', '.join(left)}")
+        expect(fetch(url, timeout=0.5) is None, "the VIP still answers")
         step.detail = "0 owned resources"
 
 

@@ -534,3 +534,112 @@ def test_switching_the_example_from_instance_groups_to_neg_under_load_fails_no_r
         assert example.kubectl(context, "get", "service", "shop-auto-deploy", "-n", "shop")["spec"]["type"] == "ClusterIP"
     assert len(settled.log) > 100 and settled.failed == [], settled.failed[:5]
     assert {cluster for _, status, cluster in settled.log[-40:]} == {"prod1", "prod2"}
+
+
+def _compute_writes(example: Example) -> int:
+    """Compute writes the simulator has served so far (its journal)."""
+    url = f"{example.sim_env()['GITLAB_MCI_COMPUTE_ENDPOINT']}/_sim/journal"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        entries = json.load(resp)["entries"]
+    return sum(1 for e in entries if e["service"] == "compute" and e["write"])
+
+
+def _the_recipes_world(example: Example, tmp_path: Path) -> tuple[str, dict[int, str]]:
+    """What the recipe left running: the app deployed by the production jobs (release shop on node port 30999 in both
+    clusters), and kubemci's classic chain on the reserved address web-ip with the user's certificate. Returns the
+    address and its listeners (port → loopback URL)."""
+    from tests.pki import write_pair
+
+    deployed = example.run("production: [prod1]", "production: [prod2]")
+    assert deployed.returncode == 0, deployed.stdout[-4000:] + deployed.stderr[-2000:]
+    cert, key, _ = write_pair(tmp_path, "shop")
+    made = json.loads(example.gitlab_mci("sim", "kubemci", "--lb", "shop", "--static-ip", "web-ip", "--context",
+                                         "prod1,prod2", "--certificate-file", str(cert), "--key-file", str(key),
+                                         "--state-dir", str(example.work / "sim"), "-o", "json").stdout)
+    vip: str = made["vip"]
+    with urllib.request.urlopen(f"{example.sim_env()['GITLAB_MCI_COMPUTE_ENDPOINT']}/_sim/state", timeout=10) as resp:
+        listeners = {item["port"]: item["url"] for item in json.load(resp)["listeners"] if item["vip"] == vip}
+    assert sorted(listeners) == [80, 443]
+    return vip, listeners
+
+
+def test_a_project_moving_from_kubemci_takes_it_over_in_the_manual_job_with_no_failed_request(
+        example: Example, tmp_path: Path) -> None:
+    """The recipe's project switches its .gitlab-ci.yml to the template with takeover_address: the pipeline deploys
+    and pins as usual, `mci-takeover` (run by hand) moves the running kubemci load balancer while requests flow
+    through its address, and `mci-lb` then finds nothing to change; the next pipeline, without the input, neither."""
+    from gitlab_mci.demo_takeover import Traffic
+
+    vip, listeners = _the_recipes_world(example, tmp_path)
+
+    inputs = ("      lb_name: shop\n",
+              "      lb_name: shop\n      static_ip: web-ip\n      certificates: mci1-ssl--shop\n")
+    takeover = example.variant("takeover.gitlab-ci.yml", inputs,
+                               ("      static_ip: web-ip\n", "      static_ip: web-ip\n      takeover_address: web-ip\n"))
+    with Traffic(listeners, rate=20.0) as traffic:
+        traffic.more(10)
+        proc = example.run("--file", takeover, "--manual", "mci-takeover")
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+        ran = results(proc.stdout)
+        assert {job: ran.get(job) for job in ("mci-takeover", "mci-lb", "mci-status")} == dict.fromkeys(
+            ("mci-takeover", "mci-lb", "mci-status"), "PASS"), ran
+        traffic.more(10)
+    answers = traffic.answers
+    failed = [a for a in answers if not a.ok]
+    print(f"{len(answers)} requests through web-ip during the takeover pipeline, {len(failed)} failed")
+    assert not failed, failed[:5]
+    assert "taking over the load balancer on web-ip as shop" in example.log("mci-takeover")
+
+    # kubemci's chain is gone; its address serves gitlab-mci's, and both clusters answer.
+    assert [b["name"] for b in example.compute("backendServices") if b["name"].startswith("mci1-")] == []
+    assert [b["name"] for b in example.compute("backendServices")], "gitlab-mci's backend service serves"
+    rules = [r for r in example.compute("forwardingRules") if r["IPAddress"] == vip]
+    assert sorted(r["portRange"] for r in rules) == ["443-443", "80-80"]
+    assert {a.cluster for a in answers[-10:]} == {"prod1", "prod2"}
+
+    # The next pipeline, the input dropped as docs/ci-template.md says: mci-lb changes nothing in Compute.
+    after = example.variant("after.gitlab-ci.yml", inputs)
+    before = _compute_writes(example)
+    again = example.run("--file", after)
+    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-2000:]
+    assert results(again.stdout)["mci-lb"] == "PASS" and "mci-takeover" not in results(again.stdout)
+    assert _compute_writes(example) == before, "the first apply after a takeover must find nothing to change"
+
+
+def test_the_takeover_job_is_manual_and_blocking_only_in_a_takeover_pipeline(listing: Example) -> None:
+    example = listing
+    assert "mci-takeover" not in listed(example)  # the example has no takeover_address
+    takeover = example.variant("takeover-listing.gitlab-ci.yml",
+                               ("      lb_name: shop\n", "      lb_name: shop\n      takeover_address: web-ip\n"))
+    jobs = listed(example, "--file", takeover)
+    assert jobs["mci-takeover"]["when"] == "manual" and jobs["mci-takeover"]["allow_failure"] is False
+    assert jobs["mci-lb"]["when"] == "on_success"
+    down = listed(example, "--file", takeover, "--input", "mci_teardown=true")
+    assert {name for name in down if name.startswith("mci-")} == {"mci-teardown"}
+
+
+def test_a_takeover_whose_inputs_would_drop_https_stops_before_the_load_balancer_job_changes_anything(
+        example: Example, tmp_path: Path) -> None:
+    """A user who sets takeover_address but forgets the certificates input: the takeover itself keeps HTTPS, and the
+    apply that follows would remove it. mci-takeover checks `lb plan` with the pipeline's inputs and fails, so mci-lb
+    never runs, and HTTPS keeps serving."""
+    from gitlab_mci.demo_takeover import Traffic
+
+    vip, listeners = _the_recipes_world(example, tmp_path)
+    forgot = example.variant("forgot-certificates.gitlab-ci.yml", (
+        "      lb_name: shop\n", "      lb_name: shop\n      static_ip: web-ip\n      takeover_address: web-ip\n"))
+    with Traffic(listeners, rate=20.0) as traffic:
+        traffic.more(10)
+        proc = example.run("--file", forgot, "--manual", "mci-takeover")
+        traffic.more(10)
+    assert proc.returncode != 0
+    ran = results(proc.stdout)
+    assert ran["mci-takeover"] == "FAIL" and "mci-lb" not in ran and "mci-status" not in ran, ran
+    log = example.log("mci-takeover")
+    assert "web-ip (" in log and "taken over in" in log  # the takeover itself finished, keeping HTTPS
+    assert "- globalForwardingRules/mci1-fws--shop" in log  # what the apply would have deleted: the HTTPS rule
+    assert "with these inputs mci-lb would change the load balancer just taken over" in log
+    failed = [a for a in traffic.answers if not a.ok]
+    assert not failed, failed[:5]
+    rules = sorted(r["portRange"] for r in example.compute("forwardingRules") if r["IPAddress"] == vip)
+    assert rules == ["443-443", "80-80"], "HTTPS is still served on the address"

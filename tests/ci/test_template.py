@@ -19,7 +19,7 @@ EXAMPLE = ROOT / "examples" / "auto-devops-two-clusters"
 EXAMPLE_INPUTS = {"environments": ["prod1", "prod2"], "node_port": 30999, "lb_name": "shop", "release": "shop",
                   "disable_ingress": True, "teardown": False}
 OUR_JOBS = {"mci-check", "mci-check-staging", "mci-check-review", "mci-pin", "mci-expose", "mci-lb", "mci-status",
-            "mci-teardown", "mci-drain", "mci-undrain"}
+            "mci-teardown", "mci-drain", "mci-undrain", "mci-takeover"}
 # Auto DevOps' deploy jobs: the template gives each the teardown rule first (production ones also the hook).
 AUTO_DEVOPS_DEPLOYS = {"production", "production_manual", "staging", "review", "canary",
                        *(f"{kind}rollout {pct}%" for kind in ("", "timed ") for pct in (10, 25, 50, 100))}
@@ -64,7 +64,9 @@ def test_every_document_of_the_template_validates_against_gitlabs_ci_schema(tmp_
     {**EXAMPLE_INPUTS, "mode": "hosted", "teardown": True, "release_ip": True, "scheme": "EXTERNAL",
      "certificates": "shop-2026,shop-2027", "https_redirect": True, "static_ip": "shop-ip", "internal_port": "8080"},
     {**EXAMPLE_INPUTS, "mode": "gateway", "config_context": "prod1"},
-], ids=["defaults", "example", "hosted-teardown-https", "gateway"])
+    {**EXAMPLE_INPUTS, "takeover_address": "web-ip", "static_ip": "web-ip", "certificates": "mci1-ssl--shop",
+     "scheme": "EXTERNAL"},
+], ids=["defaults", "example", "hosted-teardown-https", "gateway", "takeover"])
 def test_rendered_template_validates(tmp_path: Path, inputs: dict[str, Any]) -> None:
     check_schema(tmp_path, {"rendered": render.dump(rendered(inputs))})
 
@@ -99,6 +101,7 @@ def test_example_includes_the_template_with_inputs_the_template_accepts() -> Non
     ({"scheme": "INTERNAL"}, "not in the list of allowed options"),
     ({"node-port": 30999}, "unknown input"),
     ({"release": "Shop"}, "does not match required regex"),
+    ({"takeover_address": "web-ip; rm -rf /"}, "does not match required regex"),
 ])
 def test_inputs_gitlab_would_refuse(inputs: dict[str, Any], message: str) -> None:
     with pytest.raises(render.InputError, match=message):
@@ -183,7 +186,8 @@ def test_pin_jobs_one_per_environment_without_a_deployment_after_the_deploys() -
 def test_load_balancer_job_waits_for_every_environment_holds_a_resource_group_and_publishes_the_url() -> None:
     lb = rendered(EXAMPLE_INPUTS)["mci-lb"]
     assert [(n["job"], n.get("optional", False)) for n in lb["needs"]] == [
-        ("production", True), ("production_manual", True), ("mci-pin", True), ("mci-expose", True)]  # as backends says
+        ("production", True), ("production_manual", True), ("mci-pin", True), ("mci-expose", True),  # as backends says
+        ("mci-takeover", True)]  # only in a takeover pipeline
     assert lb["resource_group"] == "mci-lb-shop"
     assert lb["environment"] == {"name": "global", "url": "$MCI_URL", "on_stop": "mci-teardown"}
     assert lb["artifacts"] == {"reports": {"dotenv": "mci.env"}}
@@ -538,3 +542,29 @@ def test_check_job_with_neg_backends_refuses_a_users_own_neg_annotation_the_hook
     assert bad.returncode != 0
     assert bad.stderr.strip().endswith(
         "leave the cloud.google.com/neg annotation out of your values (the deploy sets it)"), bad.stderr
+
+
+def test_a_project_moving_from_kubemci_gets_one_manual_takeover_job_that_the_load_balancer_job_waits_for() -> None:
+    inputs = {**EXAMPLE_INPUTS, "takeover_address": "web-ip", "static_ip": "web-ip"}
+    body = render.expand_references(rendered(inputs))
+    job = body["mci-takeover"]
+    assert job["stage"] == body["mci-lb"]["stage"]
+    # the clusters and namespace, by dotenv: from the pins, or the expose jobs with backends: neg
+    assert job["needs"] == [{"job": "mci-pin", "optional": True}, {"job": "mci-expose", "optional": True}]
+    assert job["resource_group"] == body["mci-lb"]["resource_group"] == "mci-lb-shop"  # never beside an apply
+    assert job["environment"] == {"name": "global", "action": "prepare"}  # its credentials, no deployment
+    assert job["variables"]["MCI_TAKEOVER_ADDRESS"] == "web-ip" and job["variables"]["MCI_STATIC_IP"] == "web-ip"
+    # Manual without allow_failure: blocking, so mci-lb (which needs it) never applies before the takeover is done.
+    assert job["rules"][-1] == {"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH", "when": "manual"}
+    assert job["rules"][0] == TEARDOWN_NEVER
+    assert job["rules"][1] == {"if": '"web-ip" == "" || "self-managed" == "hosted"', "when": "never"}
+    assert {"job": "mci-takeover", "optional": True, "artifacts": False} in body["mci-lb"]["needs"]
+    assert job["script"][-2] == 'gitlab-mci lb takeover --address "$MCI_TAKEOVER_ADDRESS"'
+    assert "gitlab-mci lb plan --detailed-exitcode" in job["script"][-1]  # mci-lb's inputs keep what was taken
+    assert body[".mci-clusters"]["script"][0] in job["script"]  # --context, --service from the pins, as mci-lb
+
+    # Without the input the job never runs (and mci-lb's need of it is optional); in hosted mode neither.
+    off = rendered(EXAMPLE_INPUTS)["mci-takeover"]["rules"][1]
+    assert off == {"if": '"" == "" || "self-managed" == "hosted"', "when": "never"}
+    hosted = rendered({**inputs, "mode": "hosted"})["mci-takeover"]["rules"][1]
+    assert hosted == {"if": '"web-ip" == "" || "hosted" == "hosted"', "when": "never"}
