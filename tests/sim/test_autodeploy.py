@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import kubernetes_validate
@@ -105,9 +106,12 @@ def test_a_neg_deploy_annotates_the_service_keeping_the_users_annotations_and_gk
     assert svc.spec.type == "ClusterIP" and svc.spec.ports[0].node_port is None
     neg = '{"exposed_ports":{"5000":{"name":"gmci-neg-shop-5000"}}}'
     assert svc.metadata.annotations == {"prometheus.io/scrape": "true", "cloud.google.com/neg": neg}
-    status = '{"network_endpoint_groups":{"5000":"gmci-neg-shop-5000"},"zones":["europe-west1-b"]}'
-    core.patch_namespaced_service("neg1-auto-deploy", "default",
-                                  {"metadata": {"annotations": {"cloud.google.com/neg-status": status}}})
+    # The simulator's NEG controller (GKE's) writes neg-status on the annotated Service: wait for it rather than
+    # write one by hand, which the controller would overwrite under the test's feet.
+    assert env.sim.negs.settle(10)
+    status = core.read_namespaced_service("neg1-auto-deploy", "default").metadata.annotations[
+        "cloud.google.com/neg-status"]
+    assert json.loads(status)["network_endpoint_groups"] == {"5000": "gmci-neg-shop-5000"}
     assert cli(["sim", "deploy", "--context", "prod1", "--release", "neg1", "--extra-args", extra], capsys)[0] == 0
     again = core.read_namespaced_service("neg1-auto-deploy", "default").metadata.annotations
     assert again["cloud.google.com/neg-status"] == status and again["cloud.google.com/neg"] == neg
