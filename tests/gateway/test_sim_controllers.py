@@ -31,10 +31,13 @@ def export(running: RunningSim, cluster: str, name: str) -> None:
 
 
 def test_service_imports_appear_in_every_member_only_after_the_delay(gateway_world: RunningSim) -> None:
-    gateway_world.sim.mcs.delay = 0.5
+    # A delay far longer than the check takes, so "not yet" does not depend on how fast kubectl answers.
+    gateway_world.sim.mcs.delay = 60.0
     export(gateway_world, "prod2", "shop-auto-deploy")
     # Right after the export: no import yet anywhere (GKE takes minutes; the simulator its delay).
     assert json.loads(kubectl(gateway_world, "get", "serviceimports", "-o", "json"))["items"] == []
+    gateway_world.sim.mcs.delay = 0.0
+    gateway_world.sim.mcs.poke()
     assert gateway_world.sim.mcs.settle()
     for cluster in CLUSTERS:
         found = json.loads(kubectl(gateway_world, "get", "serviceimport", "shop-auto-deploy", "-o", "json",
