@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from gitlab_mci.sim.gkehub import GkeHubEmulator
     from gitlab_mci.sim.kube import KubeApiServer
     from gitlab_mci.sim.spec import WorldSpec
+    from gitlab_mci.sim.world import ClusterRecord
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -138,6 +139,37 @@ class Reconciler:
 
     def reconcile(self) -> None:
         raise NotImplementedError
+
+
+class FleetController(Reconciler):
+    """A controller Google hosts for the fleet (Multi Cluster Ingress, multi-cluster Gateway): it watches every
+    cluster and the GKE Hub, works from the config cluster, and gives a load balancer without a reserved address an
+    ephemeral VIP from its own range (``vip_prefix``.x.y, apart from the Compute emulator's reserved addresses)."""
+
+    vip_prefix = "127.2"
+
+    def __init__(self, spec: WorldSpec, records: list[ClusterRecord], clusters: dict[str, KubeApiServer],
+                 compute: ComputeEmulator, hub: GkeHubEmulator, *, delay: float = 3.0) -> None:
+        super().__init__(delay)  # the provisioning delay
+        self.spec = spec
+        self.records = {r.spec.name: r for r in records}
+        self.clusters = clusters
+        self.compute = compute
+        self.hub = hub
+        self._ephemeral = (f"{self.vip_prefix}.{a}.{b}" for a in range(256) for b in range(1, 255))
+        self._vips: dict[tuple[str, str], str] = {}
+        self._seeded: dict[tuple[str, str, str], Obj] = {}  # what was last written to Compute, to write changes only
+        self.watch(clusters.values())
+        hub.add_listener(self.poke)
+
+    def config_cluster(self) -> str | None:
+        return config_cluster(self.spec, self.hub)
+
+    def ephemeral_vip(self, ns: str, name: str) -> str:
+        """The ephemeral VIP of an object (the same one for as long as the simulation runs)."""
+        if (ns, name) not in self._vips:
+            self._vips[(ns, name)] = next(self._ephemeral)
+        return self._vips[(ns, name)]
 
 
 def fleet_members(spec: WorldSpec, hub: GkeHubEmulator) -> list[str]:

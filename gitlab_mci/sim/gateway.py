@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gitlab_mci.sim.controller import (
-    Reconciler,
-    config_cluster,
+    FleetController,
     converge_compute,
     converge_services,
     fleet_members,
@@ -113,31 +112,19 @@ class _Entry:
                 self.route["metadata"]["namespace"], self.route["metadata"]["name"], self.rule)
 
 
-class GatewayController(Reconciler):
+class GatewayController(FleetController):
     """Reconciles multi-cluster Gateways and HTTPRoutes in the config cluster; see the module docstring."""
 
     name = "sim-gateway-controller"
     watched = frozenset(_WATCHED)
+    vip_prefix = "127.3"  # apart from the MCI controller's
 
     def __init__(self, spec: WorldSpec, records: list[ClusterRecord], clusters: dict[str, KubeApiServer],
                  compute: ComputeEmulator, hub: GkeHubEmulator, *, delay: float = 3.0) -> None:
-        super().__init__(delay)
-        self.spec = spec
-        self.records = {r.spec.name: r for r in records}
-        self.clusters = clusters
-        self.compute = compute
-        self.hub = hub
-        self._classes_in: set[str] = set()
-        self._ephemeral = (f"127.3.{a}.{b}" for a in range(256) for b in range(1, 255))  # apart from MCI's
-        self._vips: dict[tuple[str, str], str] = {}
-        self._seeded: dict[tuple[str, str, str], Obj] = {}
         for kube in clusters.values():
-            install_gateway_api(kube)
-        self.watch(clusters.values())
-        hub.add_listener(self.poke)
-
-    def config_cluster(self) -> str | None:
-        return config_cluster(self.spec, self.hub)
+            install_gateway_api(kube)  # before watching: the CRDs GKE has are no change to reconcile
+        super().__init__(spec, records, clusters, compute, hub, delay=delay)
+        self._classes_in: set[str] = set()
 
     # --- reconcile -------------------------------------------------------------------------------------------------
 
@@ -280,9 +267,7 @@ class GatewayController(Reconciler):
         ns, name = gw["metadata"]["namespace"], gw["metadata"]["name"]
         addresses = gw["spec"].get("addresses") or []
         if not addresses:
-            if (ns, name) not in self._vips:
-                self._vips[(ns, name)] = next(self._ephemeral)
-            return self._vips[(ns, name)]
+            return self.ephemeral_vip(ns, name)
         addr = addresses[0]
         if addr.get("type") != "NamedAddress":
             fail(f"address type {addr.get('type')!r} is not supported; use NamedAddress (a reserved global address)")

@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gitlab_mci.sim.controller import (
-    Reconciler,
-    config_cluster,
+    FleetController,
     converge_compute,
     converge_services,
     fleet_members,
@@ -39,11 +38,7 @@ from gitlab_mci.sim.names import cluster_uid as cluster_uid  # where the hosted 
 from gitlab_mci.sim.names import gke_neg_name as gke_neg_name
 
 if TYPE_CHECKING:
-    from gitlab_mci.sim.compute import ComputeEmulator
-    from gitlab_mci.sim.gkehub import GkeHubEmulator
     from gitlab_mci.sim.kube import KubeApiServer
-    from gitlab_mci.sim.spec import WorldSpec
-    from gitlab_mci.sim.world import ClusterRecord
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -75,30 +70,13 @@ class _Desired:
     errors: list[str] = field(default_factory=list)
 
 
-class MciController(Reconciler):
+class MciController(FleetController):
     """Reconciles MultiClusterIngress / MultiClusterService in the config cluster; see the module docstring."""
 
     name = "sim-mci-controller"
     watched = frozenset(_WATCHED)
 
-    def __init__(self, spec: WorldSpec, records: list[ClusterRecord], clusters: dict[str, KubeApiServer],
-                 compute: ComputeEmulator, hub: GkeHubEmulator, *, delay: float = 3.0) -> None:
-        super().__init__(delay)  # the provisioning delay
-        self.spec = spec
-        self.records = {r.spec.name: r for r in records}
-        self.clusters = clusters
-        self.compute = compute
-        self.hub = hub
-        self._ephemeral = iter(_ephemeral_pool())
-        self._vips: dict[tuple[str, str], str] = {}
-        self._seeded: dict[tuple[str, str, str], Obj] = {}  # what was last written to Compute, to write changes only
-        self.watch(clusters.values())
-        hub.add_listener(self.poke)
-
     # --- reconcile -------------------------------------------------------------------------------------------------
-
-    def config_cluster(self) -> str | None:
-        return config_cluster(self.spec, self.hub)
 
     def reconcile(self) -> None:
         """One pass over every object: converge Compute, derived Services, status and finalizers."""
@@ -284,7 +262,7 @@ class MciController(Reconciler):
             out.compute[("urlMaps", "", http_map)] = {
                 "name": http_map, "defaultUrlRedirect": {"httpsRedirect": True,
                                                          "redirectResponseCode": "MOVED_PERMANENTLY_DEFAULT"}}
-        vip = notes.get("networking.gke.io/static-ip") or self._ephemeral_vip(ns, name)
+        vip = notes.get("networking.gke.io/static-ip") or self.ephemeral_vip(ns, name)
         proxies, rules = [um], []
         out.compute[("targetHttpProxies", "", um)] = {"name": um, "urlMap": f"{g}/urlMaps/{http_map}"}
         fw_http = fit(f"{prefix}-fw-{ns}-{name}")
@@ -368,12 +346,6 @@ class MciController(Reconciler):
         fc = kube.get("networking.gke.io/v1beta1", "FrontendConfig", name, ns)
         return bool((((fc or {}).get("spec") or {}).get("redirectToHttps") or {}).get("enabled"))
 
-    def _ephemeral_vip(self, ns: str, name: str) -> str:
-        key = (ns, name)
-        if key not in self._vips:
-            self._vips[key] = next(self._ephemeral)
-        return self._vips[key]
-
     # --- converge --------------------------------------------------------------------------------------------------
 
     def _write_status(self, kube: KubeApiServer, mci: Obj, status: Obj) -> None:
@@ -423,10 +395,3 @@ def _path(obj: Obj) -> str:
 
 def _int(value: Any, default: int) -> int:
     return int(value) if isinstance(value, int) or (isinstance(value, str) and value.isdigit()) else default
-
-
-def _ephemeral_pool() -> Any:
-    """Ephemeral VIPs: a range apart from the Compute emulator's reserved addresses (127.1.0.0/16)."""
-    for third in range(256):
-        for fourth in range(1, 255):
-            yield f"127.2.{third}.{fourth}"
