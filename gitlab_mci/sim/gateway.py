@@ -23,16 +23,23 @@ emulators (no HTTP), so they never show in the request journal.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gitlab_mci.sim.mci import _b36, _fit, _hash
+from gitlab_mci.sim.controller import (
+    FleetController,
+    converge_compute,
+    converge_services,
+    fleet_members,
+    kube_call,
+    warning_event,
+)
 from gitlab_mci.sim.mcs import FEATURE as MCS_FEATURE
-from gitlab_mci.sim.mcs import MCS_API, Reconciler, has_kind, install_crd, kube_call
+from gitlab_mci.sim.mcs import MCS_API, has_kind, install_crd
+from gitlab_mci.sim.names import b36, fit, name_hash
 
 if TYPE_CHECKING:
     from gitlab_mci.sim.compute import ComputeEmulator
@@ -105,31 +112,19 @@ class _Entry:
                 self.route["metadata"]["namespace"], self.route["metadata"]["name"], self.rule)
 
 
-class GatewayController(Reconciler):
+class GatewayController(FleetController):
     """Reconciles multi-cluster Gateways and HTTPRoutes in the config cluster; see the module docstring."""
 
     name = "sim-gateway-controller"
+    watched = frozenset(_WATCHED)
+    vip_prefix = "127.3"  # apart from the MCI controller's
 
     def __init__(self, spec: WorldSpec, records: list[ClusterRecord], clusters: dict[str, KubeApiServer],
                  compute: ComputeEmulator, hub: GkeHubEmulator, *, delay: float = 3.0) -> None:
-        super().__init__(delay)
-        self.spec = spec
-        self.records = {r.spec.name: r for r in records}
-        self.clusters = clusters
-        self.compute = compute
-        self.hub = hub
-        self._classes_in: set[str] = set()
-        self._ephemeral = (f"127.3.{a}.{b}" for a in range(256) for b in range(1, 255))  # apart from MCI's
-        self._vips: dict[tuple[str, str], str] = {}
-        self._seeded: dict[tuple[str, str, str], Obj] = {}
         for kube in clusters.values():
-            install_gateway_api(kube)
-            kube.add_listener(lambda _e, obj: self.poke() if obj.get("kind") in _WATCHED else None)
-        hub.add_listener(self.poke)
-
-    def config_cluster(self) -> str | None:
-        link = self.hub.config_link()
-        return next((c.name for c in self.spec.clusters if c.link == link), None) if link else None
+            install_gateway_api(kube)  # before watching: the CRDs GKE has are no change to reconcile
+        super().__init__(spec, records, clusters, compute, hub, delay=delay)
+        self._classes_in: set[str] = set()
 
     # --- reconcile -------------------------------------------------------------------------------------------------
 
@@ -151,14 +146,17 @@ class GatewayController(Reconciler):
             self._classes_in.add(config)
         gateways = [g for g in kube.list(GATEWAY_API, "Gateway") if g["spec"].get("gatewayClassName") in CLASSES]
         routes = kube.list(GATEWAY_API, "HTTPRoute")
-        members = [c.name for c in self.spec.clusters if c.link in self.hub.member_links()]
+        members = fleet_members(self.spec, self.hub)
         out = _Desired()
         for gw in gateways:
             if not gw["metadata"].get("deletionTimestamp"):
                 self._ensure_finalizer(kube, gw)
                 self._desired_gateway(kube, gw, routes, members, out)
-        self._converge_services(members, out)
-        self._converge_compute(out)
+        converge_services(self.clusters, members, out.services, DERIVED_BY)
+        for msg in converge_compute(self.compute, self.spec.project, _ORDER, out.compute, self._seeded,
+                                    prefix=PREFIX, neg_marker=_NEG_MARKER):
+            if msg not in self.errors:
+                self.errors.append(msg)
         for gw in gateways:
             key = (gw["metadata"]["namespace"], gw["metadata"]["name"])
             if gw["metadata"].get("deletionTimestamp"):
@@ -185,7 +183,7 @@ class GatewayController(Reconciler):
         ns, name = gw["metadata"]["namespace"], gw["metadata"]["name"]
         gen = int(gw["metadata"].get("generation") or 1)
         scheme = CLASSES[gw["spec"]["gatewayClassName"]]
-        short = f"{PREFIX}-{ns[:10]}-{name[:20]}-{_b36(ns, name, n=6)}"
+        short = f"{PREFIX}-{ns[:10]}-{name[:20]}-{b36(ns, name, n=6)}"
         g = f"{API}/projects/{self.spec.project}/global"
         problems: list[str] = []
 
@@ -269,9 +267,7 @@ class GatewayController(Reconciler):
         ns, name = gw["metadata"]["namespace"], gw["metadata"]["name"]
         addresses = gw["spec"].get("addresses") or []
         if not addresses:
-            if (ns, name) not in self._vips:
-                self._vips[(ns, name)] = next(self._ephemeral)
-            return self._vips[(ns, name)]
+            return self.ephemeral_vip(ns, name)
         addr = addresses[0]
         if addr.get("type") != "NamedAddress":
             fail(f"address type {addr.get('type')!r} is not supported; use NamedAddress (a reserved global address)")
@@ -361,7 +357,7 @@ class GatewayController(Reconciler):
             refuse(f"backendRef ServiceImport {ns}/{name} has no port {port}")
             return None
         g = f"{API}/projects/{self.spec.project}/global"
-        bs = _fit(f"{PREFIX}-{ns[:10]}-{name[:28]}-{port}-{_b36(short, ns, name, port, n=6)}")
+        bs = fit(f"{PREFIX}-{ns[:10]}-{name[:28]}-{port}-{b36(short, ns, name, port, n=6)}")
         negs: list[str] = []
         exporters = [str(c.get("cluster")) for c in (imp.get("status") or {}).get("clusters") or []]
         for cluster in exporters:
@@ -403,9 +399,9 @@ class GatewayController(Reconciler):
         if sport is None:
             return []
         target = sport.get("targetPort", port)
-        uid = _hash(self.spec.project, cluster)
-        derived = _fit(f"{PREFIX}-{name[:30]}-{_b36(ns, name, n=10)}")
-        neg = _fit(f"k8s1-{uid}-{ns[:10]}-{name[:20]}-{port}-{_hash('mcg', cluster, ns, name, port)}")
+        uid = name_hash(self.spec.project, cluster)
+        derived = fit(f"{PREFIX}-{name[:30]}-{b36(ns, name, n=10)}")
+        neg = fit(f"k8s1-{uid}-{ns[:10]}-{name[:20]}-{port}-{name_hash('mcg', cluster, ns, name, port)}")
         zones = list(self.records[cluster].spec.zones)
         urls = []
         for zone in zones:
@@ -457,52 +453,6 @@ class GatewayController(Reconciler):
 
     # --- converge --------------------------------------------------------------------------------------------------
 
-    def _converge_services(self, members: list[str], out: _Desired) -> None:
-        for cluster in members:
-            kube = self.clusters[cluster]
-            for svc in kube.list("v1", "Service", label_selector=f"app.kubernetes.io/managed-by={DERIVED_BY}"):
-                key = (cluster, svc["metadata"]["namespace"], svc["metadata"]["name"])
-                if key not in out.services:
-                    kube_call(kube, "DELETE", f"/api/v1/namespaces/{key[1]}/services/{key[2]}")
-        for (cluster, ns, name), svc in out.services.items():
-            kube = self.clusters[cluster]
-            live = kube.get("v1", "Service", name, ns)
-            if live is None:
-                kube_call(kube, "POST", f"/api/v1/namespaces/{ns}/services", svc)
-            elif live["metadata"].get("annotations", {}).get("cloud.google.com/neg-status") != \
-                    svc["metadata"]["annotations"]["cloud.google.com/neg-status"] or \
-                    live["spec"].get("selector") != svc["spec"]["selector"]:
-                kube_call(kube, "PATCH", f"/api/v1/namespaces/{ns}/services/{name}",
-                          {"metadata": {"annotations": svc["metadata"]["annotations"]},
-                           "spec": {"selector": svc["spec"]["selector"], "ports": svc["spec"]["ports"]}})
-
-    def _converge_compute(self, out: _Desired) -> None:
-        project = self.spec.project
-        for coll in _ORDER:
-            for (c, zone, name), body in out.compute.items():
-                if c != coll:
-                    continue
-                live = self.compute.get(coll, name, project=project, zone=zone or None)
-                if live is not None and self._seeded.get((coll, zone, name)) == body:
-                    continue
-                try:
-                    self.compute.seed(coll, body, project=project, zone=zone or None)
-                    self._seeded[(coll, zone, name)] = copy.deepcopy(body)
-                except Exception as exc:  # say so, go on with the rest
-                    msg = f"{coll}/{name}: {exc}"
-                    if msg not in self.errors:
-                        self.errors.append(msg)
-        for coll in reversed(_ORDER):
-            for live in self.compute.resources(coll):
-                name = live["name"]
-                zone = live["zone"].rsplit("/", 1)[-1] if live.get("zone") else ""
-                ours = name.startswith(f"{PREFIX}-") or (coll == "networkEndpointGroups"
-                                                        and _NEG_MARKER in str(live.get("description", "")))
-                if ours and (coll, zone, name) not in out.compute and \
-                        live["selfLink"].split("/projects/")[1].startswith(f"{project}/"):
-                    self.compute.remove(coll, name, project=project, zone=zone or None)
-                    self._seeded.pop((coll, zone, name), None)
-
     def _write_status(self, kube: KubeApiServer, plural: str, obj: Obj, status: Obj, *, force: bool = False) -> None:
         if not force and _strip_times(obj.get("status") or {}) == _strip_times(status):
             return
@@ -523,15 +473,8 @@ class GatewayController(Reconciler):
             kube_call(kube, "PATCH", _gw_path(gw), {"metadata": {"finalizers": rest or None}})
 
     def _warning_event(self, kube: KubeApiServer, kind: str, ns: str, name: str, message: str) -> None:
-        event_name = f"{name}.{_hash(kind, message, n=16)}"
-        if kube.get("v1", "Event", event_name, ns) is not None or kube.get("v1", "Namespace", ns) is None:
-            return
-        now = _now()
-        kube_call(kube, "POST", f"/api/v1/namespaces/{ns}/events", {
-            "apiVersion": "v1", "kind": "Event", "metadata": {"name": event_name, "namespace": ns},
-            "involvedObject": {"apiVersion": GATEWAY_API, "kind": kind, "name": name, "namespace": ns},
-            "reason": "SYNC", "message": message, "type": "Warning", "count": 1,
-            "firstTimestamp": now, "lastTimestamp": now, "source": {"component": "multi-cluster-gateway-controller"}})
+        warning_event(kube, {"apiVersion": GATEWAY_API, "kind": kind, "name": name, "namespace": ns},
+                      f"{name}.{name_hash(kind, message, n=16)}", "SYNC", message, "multi-cluster-gateway-controller")
 
 
 def _gw_path(gw: Obj) -> str:

@@ -18,25 +18,27 @@ Its writes go straight to the emulators (no HTTP), so they never show in the req
 from __future__ import annotations
 
 import base64
-import copy
-import hashlib
 import json
 import logging
 import re
-import threading
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gitlab_mci.sim.httpd import Request
+from gitlab_mci.sim.controller import (
+    FleetController,
+    converge_compute,
+    converge_services,
+    fleet_members,
+    kube_call,
+    warning_event,
+)
 from gitlab_mci.sim.mci_features import backend_config_fields, backend_config_name, frontend_config_fields
+from gitlab_mci.sim.names import b36, fit, name_hash
+from gitlab_mci.sim.names import cluster_uid as cluster_uid  # where the hosted controller's callers find them
+from gitlab_mci.sim.names import gke_neg_name as gke_neg_name
 
 if TYPE_CHECKING:
-    from gitlab_mci.sim.compute import ComputeEmulator
-    from gitlab_mci.sim.gkehub import GkeHubEmulator
     from gitlab_mci.sim.kube import KubeApiServer
-    from gitlab_mci.sim.spec import WorldSpec
-    from gitlab_mci.sim.world import ClusterRecord
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -53,41 +55,9 @@ _NEG_MARKER = '"gitlab-mci-sim":"neg"'
 _ERROR_RE = re.compile(r"^(MultiClusterIngress|MultiClusterService) ([^/ ]+)/([^: ]+): (.*)$")
 
 
-def _hash(*parts: object, n: int = 8, alphabet: str = "0123456789abcdef") -> str:
-    digest = int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest(), "big")
-    out = []
-    for _ in range(n):
-        digest, i = divmod(digest, len(alphabet))
-        out.append(alphabet[i])
-    return "".join(out)
-
-
-def _b36(*parts: object, n: int) -> str:
-    return _hash(*parts, n=n, alphabet="0123456789abcdefghijklmnopqrstuvwxyz")
-
-
-def _fit(name: str, limit: int = 63) -> str:
-    if len(name) <= limit:
-        return name
-    return f"{name[:limit - 9].rstrip('-')}-{_hash(name)}"
-
-
-def cluster_uid(project: str, cluster: str) -> str:
-    """The 8 hexadecimal characters GKE's NEG names and descriptions carry for a cluster (its UID's prefix)."""
-    return _hash(project, cluster)
-
-
-def gke_neg_name(project: str, cluster: str, namespace: str, service: str, port: str | int) -> str:
-    """The name GKE's NEG controller gives a Service port's NEGs when none is asked for:
-    ``k8s1-<cluster uid>-<namespace>-<service>-<port>-<8 hex>``, parts truncated, at most 63 characters."""
-    port = str(port)
-    return _fit(f"k8s1-{cluster_uid(project, cluster)}-{namespace[:10]}-{service[:23]}-{port[:5]}-"
-                f"{_hash(cluster, namespace, service, port)}")
-
-
 def derived_service_name(namespace: str, mcs: str) -> str:
     """The derived Service GKE makes for a MultiClusterService: ``mci-<mcs>-svc-<16 characters>``."""
-    return f"mci-{mcs[:38].rstrip('-')}-svc-{_b36(namespace, mcs, n=16)}"
+    return f"mci-{mcs[:38].rstrip('-')}-svc-{b36(namespace, mcs, n=16)}"
 
 
 @dataclass
@@ -100,133 +70,42 @@ class _Desired:
     errors: list[str] = field(default_factory=list)
 
 
-class MciController:
+class MciController(FleetController):
     """Reconciles MultiClusterIngress / MultiClusterService in the config cluster; see the module docstring."""
 
-    def __init__(self, spec: WorldSpec, records: list[ClusterRecord], clusters: dict[str, KubeApiServer],
-                 compute: ComputeEmulator, hub: GkeHubEmulator, *, delay: float = 3.0) -> None:
-        self.spec = spec
-        self.records = {r.spec.name: r for r in records}
-        self.clusters = clusters
-        self.compute = compute
-        self.hub = hub
-        self.delay = delay
-        self.errors: list[str] = []  # what the controller could not do, newest last (also logged)
-        self.reconciles = 0
-        self._cond = threading.Condition()
-        self._dirty_at: float | None = None
-        self._busy = False
-        self._stopped = True
-        self._thread: threading.Thread | None = None
-        self._local = threading.local()
-        self._ephemeral = iter(_ephemeral_pool())
-        self._vips: dict[tuple[str, str], str] = {}
-        self._seeded: dict[tuple[str, str, str], Obj] = {}  # what was last written to Compute, to write changes only
-        for kube in clusters.values():
-            kube.add_listener(self._on_kube)
-        hub.add_listener(self.poke)
-
-    # --- lifecycle -------------------------------------------------------------------------------------------------
-
-    def start(self) -> MciController:
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="sim-mci-controller", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def poke(self) -> None:
-        """Something changed: reconcile once the provisioning delay has passed."""
-        if getattr(self._local, "writing", False):
-            return
-        with self._cond:
-            self._dirty_at = time.monotonic()
-            self._cond.notify_all()
-
-    def settle(self, timeout: float = 10.0) -> bool:
-        """Wait until nothing is pending (tests); ``False`` on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._dirty_at is not None or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.05))
-        return True
-
-    def _on_kube(self, event: str, obj: Obj) -> None:
-        if obj.get("kind") in _WATCHED:
-            self.poke()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                if self._stopped:
-                    return
-                if self._dirty_at is None:
-                    self._cond.wait(0.5)
-                    continue
-                due = self._dirty_at + self.delay
-                now = time.monotonic()
-                if now < due:
-                    self._cond.wait(due - now)
-                    continue
-                self._dirty_at = None
-                self._busy = True
-            try:
-                self.reconcile()
-            except Exception as exc:  # the controller must keep running, and say what went wrong
-                log.exception("simulated MCI controller failed")
-                self.errors.append(f"reconcile failed: {exc!r}")
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
+    name = "sim-mci-controller"
+    watched = frozenset(_WATCHED)
 
     # --- reconcile -------------------------------------------------------------------------------------------------
 
-    def config_cluster(self) -> str | None:
-        link = self.hub.config_link()
-        return next((c.name for c in self.spec.clusters if c.link == link), None) if link else None
-
     def reconcile(self) -> None:
         """One pass over every object: converge Compute, derived Services, status and finalizers."""
-        self._local.writing = True
-        try:
-            self.reconciles += 1
-            config = self.config_cluster()
-            kube = self.clusters[config] if config else None
-            mcis = kube.list("networking.gke.io/v1", "MultiClusterIngress") if kube else []
-            mcss = kube.list("networking.gke.io/v1", "MultiClusterService") if kube else []
-            members = [c.name for c in self.spec.clusters if c.link in self.hub.member_links()]
-            desired = self._desired(kube, mcis, mcss, members)
+        config = self.config_cluster()
+        kube = self.clusters[config] if config else None
+        mcis = kube.list("networking.gke.io/v1", "MultiClusterIngress") if kube else []
+        mcss = kube.list("networking.gke.io/v1", "MultiClusterService") if kube else []
+        members = fleet_members(self.spec, self.hub)
+        desired = self._desired(kube, mcis, mcss, members)
+        if kube is not None:
+            for obj in [*mcis, *mcss]:
+                self._ensure_finalizer(kube, obj)
+        converge_services(self.clusters, self.clusters, desired.services, "multi-cluster-ingress", "sim-mci")
+        desired.errors += converge_compute(self.compute, self.spec.project, _ORDER, desired.compute, self._seeded,
+                                           prefix="mci", neg_marker=_NEG_MARKER)
+        if kube is not None:
+            for mci in mcis:
+                key = (mci["metadata"]["namespace"], mci["metadata"]["name"])
+                if not mci["metadata"].get("deletionTimestamp"):
+                    self._write_status(kube, mci, desired.status.get(key, {}))
+            for obj in [*mcis, *mcss]:
+                if obj["metadata"].get("deletionTimestamp"):
+                    self._drop_finalizer(kube, obj)
+        for error in desired.errors:
+            if error not in self.errors:
+                log.warning("simulated MCI controller: %s", error)
+                self.errors.append(error)
             if kube is not None:
-                for obj in [*mcis, *mcss]:
-                    self._ensure_finalizer(kube, obj)
-            self._converge_services(desired)
-            self._converge_compute(desired)
-            if kube is not None:
-                for mci in mcis:
-                    key = (mci["metadata"]["namespace"], mci["metadata"]["name"])
-                    if not mci["metadata"].get("deletionTimestamp"):
-                        self._write_status(kube, mci, desired.status.get(key, {}))
-                for obj in [*mcis, *mcss]:
-                    if obj["metadata"].get("deletionTimestamp"):
-                        self._drop_finalizer(kube, obj)
-            for error in desired.errors:
-                if error not in self.errors:
-                    log.warning("simulated MCI controller: %s", error)
-                    self.errors.append(error)
-                if kube is not None:
-                    self._warning_event(kube, error)
-        finally:
-            self._local.writing = False
+                self._warning_event(kube, error)
 
     def _desired(self, kube: KubeApiServer | None, mcis: list[Obj], mcss: list[Obj], members: list[str]) -> _Desired:
         out = _Desired()
@@ -303,7 +182,7 @@ class MciController:
         ns, name = mci["metadata"]["namespace"], mci["metadata"]["name"]
         notes = mci["metadata"].get("annotations") or {}
         template = ((mci.get("spec") or {}).get("template") or {}).get("spec") or {}
-        prefix = f"mci-{_b36(ns, name, n=6)}"
+        prefix = f"mci-{b36(ns, name, n=6)}"
         g = f"{API}/projects/{self.spec.project}/global"
         where = f"MultiClusterIngress {ns}/{name}"
 
@@ -324,7 +203,7 @@ class MciController:
                 out.errors.append(f"{where}: MultiClusterService {ns}/{mcs} has no port {port}")
                 return None
             number = str(spec_port.get("port"))
-            bs_name = _fit(f"{prefix}-{number}-{ns}-{mcs}")
+            bs_name = fit(f"{prefix}-{number}-{ns}-{mcs}")
             path = self._health_path(kube, source)
             out.compute[("healthChecks", "", bs_name)] = {
                 "name": bs_name, "type": "HTTP", "description": f'{{"mci":"{ns}/{name}"}}',
@@ -364,7 +243,7 @@ class MciController:
         if default is None:
             out.errors.append(f"{where}: no backend could be built; no load balancer")
             return
-        um = _fit(f"{prefix}-{ns}-{name}")
+        um = fit(f"{prefix}-{ns}-{name}")
         out.compute[("urlMaps", "", um)] = {"name": um, "defaultService": default, "hostRules": host_rules,
                                            "pathMatchers": matchers}
         redirect = self._redirect(kube, ns, notes.get("networking.gke.io/frontend-config"))
@@ -379,14 +258,14 @@ class MciController:
                 certs.append(cert)
         http_map = um
         if redirect and certs:
-            http_map = _fit(f"{prefix}-rm-{ns}-{name}")
+            http_map = fit(f"{prefix}-rm-{ns}-{name}")
             out.compute[("urlMaps", "", http_map)] = {
                 "name": http_map, "defaultUrlRedirect": {"httpsRedirect": True,
                                                          "redirectResponseCode": "MOVED_PERMANENTLY_DEFAULT"}}
-        vip = notes.get("networking.gke.io/static-ip") or self._ephemeral_vip(ns, name)
+        vip = notes.get("networking.gke.io/static-ip") or self.ephemeral_vip(ns, name)
         proxies, rules = [um], []
         out.compute[("targetHttpProxies", "", um)] = {"name": um, "urlMap": f"{g}/urlMaps/{http_map}"}
-        fw_http = _fit(f"{prefix}-fw-{ns}-{name}")
+        fw_http = fit(f"{prefix}-fw-{ns}-{name}")
         out.compute[("globalForwardingRules", "", fw_http)] = {
             "name": fw_http, "IPAddress": vip, "IPProtocol": "TCP", "portRange": "80-80",
             "loadBalancingScheme": "EXTERNAL", "target": f"{g}/targetHttpProxies/{um}"}
@@ -398,7 +277,7 @@ class MciController:
                 "sslCertificates": [f"{g}/sslCertificates/{c}" for c in certs],
                 **frontend_config_fields(kube.get("networking.gke.io/v1beta1", "FrontendConfig", fc_name, ns)
                                          if fc_name else None, self.spec.project)}
-            fws = _fit(f"{prefix}-fws-{ns}-{name}")
+            fws = fit(f"{prefix}-fws-{ns}-{name}")
             out.compute[("globalForwardingRules", "", fws)] = {
                 "name": fws, "IPAddress": vip, "IPProtocol": "TCP", "portRange": "443-443",
                 "loadBalancingScheme": "EXTERNAL", "target": f"{g}/targetHttpsProxies/{um}"}
@@ -406,7 +285,7 @@ class MciController:
         used_mcs = {m for m, _ in services}
         derived = {derived_service_name(ns, m) for m in used_mcs}
         clusters = sorted({c for (c, sns, sname) in out.services if sns == ns and sname in derived})
-        fw = _fit(f"{prefix}-default-l7")
+        fw = fit(f"{prefix}-default-l7")
         target_ports = sorted({str(b["defaultPort"]) for (coll, _z, _n), b in out.compute.items()
                                if coll == "networkEndpointGroups"})
         out.compute[("firewalls", "", fw)] = {
@@ -442,7 +321,7 @@ class MciController:
             out.errors.append(f"{where}: Secret {ns}/{secret} " + ("not found" if found is None else
                                                                     "has no valid tls.crt and tls.key"))
             return None
-        name = _fit(f"{prefix}-{_hash(ns, secret, cert, n=8)}-{ns}-{secret}")  # a new name when the Secret changes
+        name = fit(f"{prefix}-{name_hash(ns, secret, cert, n=8)}-{ns}-{secret}")  # a new name when the Secret changes
         out.compute[("sslCertificates", "", name)] = {
             "name": name, "type": "SELF_MANAGED", "certificate": cert, "privateKey": key,
             "description": f'{{"mci":"{where.split(" ", 1)[1]}","secret":"{secret}"}}'}
@@ -467,56 +346,7 @@ class MciController:
         fc = kube.get("networking.gke.io/v1beta1", "FrontendConfig", name, ns)
         return bool((((fc or {}).get("spec") or {}).get("redirectToHttps") or {}).get("enabled"))
 
-    def _ephemeral_vip(self, ns: str, name: str) -> str:
-        key = (ns, name)
-        if key not in self._vips:
-            self._vips[key] = next(self._ephemeral)
-        return self._vips[key]
-
     # --- converge --------------------------------------------------------------------------------------------------
-
-    def _converge_services(self, desired: _Desired) -> None:
-        for cluster, kube in self.clusters.items():
-            for svc in kube.list("v1", "Service", label_selector="app.kubernetes.io/managed-by=multi-cluster-ingress"):
-                key = (cluster, svc["metadata"]["namespace"], svc["metadata"]["name"])
-                if key not in desired.services:
-                    self._call(kube, "DELETE", f"/api/v1/namespaces/{key[1]}/services/{key[2]}")
-        for (cluster, ns, name), svc in desired.services.items():
-            kube = self.clusters[cluster]
-            live = kube.get("v1", "Service", name, ns)
-            if live is None:
-                self._call(kube, "POST", f"/api/v1/namespaces/{ns}/services", svc)
-            elif any(live["metadata"].get(k, {}).get(x) != v for k in ("labels", "annotations")
-                     for x, v in svc["metadata"][k].items()) \
-                    or live["spec"].get("selector") != svc["spec"]["selector"] or _ports(live) != _ports(svc):
-                patch = {"metadata": {k: svc["metadata"][k] for k in ("labels", "annotations")},
-                         "spec": {"selector": svc["spec"]["selector"], "ports": svc["spec"]["ports"]}}
-                self._call(kube, "PATCH", f"/api/v1/namespaces/{ns}/services/{name}", patch)
-
-    def _converge_compute(self, desired: _Desired) -> None:
-        project = self.spec.project
-        for coll in _ORDER:
-            for (c, zone, name), body in desired.compute.items():
-                if c != coll:
-                    continue
-                live = self.compute.get(coll, name, project=project, zone=zone or None)
-                if live is not None and self._seeded.get((coll, zone, name)) == body:
-                    continue
-                try:
-                    self.compute.seed(coll, body, project=project, zone=zone or None)
-                    self._seeded[(coll, zone, name)] = copy.deepcopy(body)
-                except Exception as exc:  # a reference that does not exist: say so, go on with the rest
-                    desired.errors.append(f"{coll}/{name}: {exc}")
-        for coll in reversed(_ORDER):
-            for live in self.compute.resources(coll):
-                name = live["name"]
-                zone = live["zone"].rsplit("/", 1)[-1] if live.get("zone") else ""
-                ours = name.startswith("mci-") or (coll == "networkEndpointGroups"
-                                                   and _NEG_MARKER in str(live.get("description", "")))
-                if ours and (coll, zone, name) not in desired.compute and \
-                        live["selfLink"].split("/projects/")[1].startswith(f"{project}/"):
-                    self.compute.remove(coll, name, project=project, zone=zone or None)
-                    self._seeded.pop((coll, zone, name), None)
 
     def _write_status(self, kube: KubeApiServer, mci: Obj, status: Obj) -> None:
         if (mci.get("status") or {}) == status:
@@ -547,26 +377,13 @@ class MciController:
         if m is None:
             return
         kind, ns, name, message = m.groups()
-        event_name = f"{name}.{_hash(kind, message, n=16)}"
-        if kube.get("v1", "Event", event_name, ns) is not None or kube.get("v1", "Namespace", ns) is None:
-            return
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        self._call(kube, "POST", f"/api/v1/namespaces/{ns}/events", {
-            "apiVersion": "v1", "kind": "Event", "metadata": {"name": event_name, "namespace": ns},
-            "involvedObject": {"apiVersion": "networking.gke.io/v1", "kind": kind, "name": name, "namespace": ns},
-            "reason": "SyncError", "message": message, "type": "Warning", "count": 1,
-            "firstTimestamp": now, "lastTimestamp": now,
-            "source": {"component": "multi-cluster-ingress-controller"}})
+        warning_event(kube, {"apiVersion": "networking.gke.io/v1", "kind": kind, "name": name, "namespace": ns},
+                      f"{name}.{name_hash(kind, message, n=16)}", "SyncError", message,
+                      "multi-cluster-ingress-controller", "sim-mci")
 
     @staticmethod
     def _call(kube: KubeApiServer, method: str, path: str, body: Obj | None = None) -> Obj:
-        ctype = "application/merge-patch+json" if method == "PATCH" else "application/json"
-        req = Request(method=method, path=path, query={}, headers={"content-type": ctype},
-                      body=json.dumps(body).encode() if body is not None else b"", service="sim-mci")
-        resp = kube.handle(req)
-        if resp.status >= 400 and not (method == "DELETE" and resp.status == 404):
-            raise RuntimeError(f"{method} {path}: {resp.status} {resp.body}")
-        return copy.deepcopy(resp.body) if isinstance(resp.body, dict) else {}
+        return kube_call(kube, method, path, body, "sim-mci")
 
 
 def _path(obj: Obj) -> str:
@@ -576,17 +393,5 @@ def _path(obj: Obj) -> str:
     return f"/apis/{group}/{version}/namespaces/{obj['metadata']['namespace']}/{plural}/{obj['metadata']['name']}"
 
 
-def _ports(svc: Obj) -> list[tuple[Any, ...]]:
-    return [(p.get("name"), p.get("protocol", "TCP"), p.get("port"), p.get("targetPort", p.get("port")))
-            for p in (svc.get("spec") or {}).get("ports") or []]
-
-
 def _int(value: Any, default: int) -> int:
     return int(value) if isinstance(value, int) or (isinstance(value, str) and value.isdigit()) else default
-
-
-def _ephemeral_pool() -> Any:
-    """Ephemeral VIPs: a range apart from the Compute emulator's reserved addresses (127.1.0.0/16)."""
-    for third in range(256):
-        for fourth in range(1, 255):
-            yield f"127.2.{third}.{fourth}"

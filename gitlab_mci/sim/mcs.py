@@ -7,19 +7,17 @@ namespace) a ``ServiceImport`` of the same name in that namespace of **every** m
 exporting clusters. An export whose Service does not exist gets ``Exported: False`` and no import. Imports nobody
 exports any more are deleted. Its writes go straight to the API servers (no HTTP), so they never show in the journal.
 
-:class:`Reconciler` is the small debounce-then-reconcile loop the simulated Gateway controller shares.
+Its reconcile loop is :class:`gitlab_mci.sim.controller.Reconciler`; :func:`install_crd` and :func:`has_kind`
+serve the simulated Gateway controller too.
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from gitlab_mci.sim.httpd import Request
+from gitlab_mci.sim.controller import Reconciler, fleet_members, kube_call
 
 if TYPE_CHECKING:
     from gitlab_mci.sim.gkehub import GkeHubEmulator
@@ -33,17 +31,6 @@ FEATURE = "multiclusterservicediscovery"
 MCS_API = "net.gke.io/v1"
 IMPORTER = "gke-mcs-importer"  # the managed-by label of the imports this controller makes
 _WATCHED = {"ServiceExport", "ServiceImport", "Service", "Namespace", "CustomResourceDefinition"}
-
-
-def kube_call(kube: KubeApiServer, method: str, path: str, body: Obj | None = None, service: str = "sim") -> Obj:
-    """One request to a simulated API server from a controller (errors raise; a DELETE of nothing is fine)."""
-    ctype = "application/merge-patch+json" if method == "PATCH" else "application/json"
-    req = Request(method=method, path=path, query={}, headers={"content-type": ctype},
-                  body=json.dumps(body).encode() if body is not None else b"", service=service)
-    resp = kube.handle(req)
-    if resp.status >= 400 and not (method == "DELETE" and resp.status == 404):
-        raise RuntimeError(f"{method} {path}: {resp.status} {resp.body}")
-    return copy.deepcopy(resp.body) if isinstance(resp.body, dict) else {}
 
 
 def install_crd(kube: KubeApiServer, group: str, version: str, plural: str, kind: str, *, namespaced: bool = True,
@@ -70,88 +57,11 @@ def has_kind(kube: KubeApiServer, api_version: str, kind: str) -> bool:
     return True
 
 
-class Reconciler:
-    """Reconcile ``delay`` seconds after the last change, on a thread; :meth:`settle` waits for quiet (tests)."""
-
-    name = "sim-controller"
-
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
-        self.errors: list[str] = []
-        self.reconciles = 0
-        self._cond = threading.Condition()
-        self._dirty_at: float | None = None
-        self._busy = False
-        self._stopped = True
-        self._thread: threading.Thread | None = None
-        self._local = threading.local()
-
-    def start(self) -> Reconciler:
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def poke(self) -> None:
-        if getattr(self._local, "writing", False):
-            return
-        with self._cond:
-            self._dirty_at = time.monotonic()
-            self._cond.notify_all()
-
-    def settle(self, timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._dirty_at is not None or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.05))
-        return True
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                if self._stopped:
-                    return
-                if self._dirty_at is None:
-                    self._cond.wait(0.5)
-                    continue
-                due = self._dirty_at + self.delay
-                now = time.monotonic()
-                if now < due:
-                    self._cond.wait(due - now)
-                    continue
-                self._dirty_at = None
-                self._busy = True
-            self._local.writing = True
-            try:
-                self.reconciles += 1
-                self.reconcile()
-            except Exception as exc:  # a controller keeps running, and says what went wrong
-                log.exception("%s failed", self.name)
-                self.errors.append(f"reconcile failed: {exc!r}")
-            finally:
-                self._local.writing = False
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
-
-    def reconcile(self) -> None:
-        raise NotImplementedError
-
-
 class McsController(Reconciler):
     """ServiceExport → ServiceImport in every member cluster; see the module docstring."""
 
     name = "sim-mcs-controller"
+    watched = frozenset(_WATCHED)
 
     def __init__(self, spec: WorldSpec, clusters: dict[str, KubeApiServer], hub: GkeHubEmulator, *,
                  delay: float = 3.0) -> None:
@@ -160,13 +70,11 @@ class McsController(Reconciler):
         self.clusters = clusters
         self.hub = hub
         self._installed: set[str] = set()  # clusters given the CRDs once (a user may delete them again)
-        for kube in clusters.values():
-            kube.add_listener(lambda _e, obj: self.poke() if obj.get("kind") in _WATCHED else None)
+        self.watch(clusters.values())
         hub.add_listener(self.poke)
 
     def members(self) -> list[str]:
-        links = self.hub.member_links()
-        return [c.name for c in self.spec.clusters if c.link in links]
+        return fleet_members(self.spec, self.hub)
 
     def reconcile(self) -> None:
         if not self.hub.feature_enabled(FEATURE):

@@ -6,7 +6,7 @@ cluster, after a short sync delay (``negSyncDelay`` in the world spec):
 
 - one zonal NEG per exposed port in every zone where the cluster has nodes: ``GCE_VM_IP_PORT``, the cluster's network
   and subnetwork, a JSON description naming cluster, namespace, Service and port, named as asked or as GKE names it
-  (:func:`gitlab_mci.sim.mci.gke_neg_name`);
+  (:func:`gitlab_mci.sim.names.gke_neg_name`);
 - its endpoints are the pods the Service selects in that zone whose containers are ready (instance = node,
   ipAddress = pod IP, port = the Service port's target port), kept in sync as pods come and go;
 - ``cloud.google.com/neg-status`` written back on the Service: ``{"network_endpoint_groups": {"5000": "my-neg"},
@@ -24,17 +24,15 @@ straight to the emulators (no HTTP), as GKE's controllers are not the user's req
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import re
-import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
-from gitlab_mci.sim.httpd import Request
-from gitlab_mci.sim.mci import _hash, cluster_uid, gke_neg_name
+from gitlab_mci.sim.controller import Reconciler, kube_call, warning_event
+from gitlab_mci.sim.names import cluster_uid, gke_neg_name, name_hash
 
 if TYPE_CHECKING:
     from gitlab_mci.sim.compute import ComputeEmulator
@@ -82,99 +80,39 @@ class _Plan:
     endpoint_negs: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)  # (cluster, ns, pod) -> URLs
 
 
-class NegController:
+class NegController(Reconciler):
     """Reconciles NEG-annotated Services of every cluster into Compute; see the module docstring."""
+
+    name = "sim-neg-controller"
+    watched = frozenset(_WATCHED)
+    # The sync delay counts from the first change, and the controller's own writes are changes too (a pod whose
+    # gate opens lets its Deployment's rollout create the next pod). Health checks are not kube events: while a
+    # readiness gate or a deletion waits (`_pending`), look again at the data plane's pace.
+    debounce = False
+    own_writes_poke = True
+    recheck = RECHECK
 
     def __init__(self, spec: WorldSpec, records: list[ClusterRecord], clusters: dict[str, KubeApiServer],
                  compute: ComputeEmulator, dataplane: DataPlane | None = None, *, delay: float = 0.2) -> None:
+        super().__init__(delay)  # the sync delay
         self.spec = spec
         self.records = {r.spec.name: r for r in records}
         self.clusters = clusters
         self.compute = compute
         self.dataplane = dataplane
-        self.delay = delay
-        self.errors: list[str] = []
-        self.reconciles = 0
-        self._cond = threading.Condition()
-        self._dirty_at: float | None = None
-        self._busy = False
-        self._pending = False  # a readiness gate or a deletion waits: look again soon
         # Services whose neg-status this controller wrote: the only ones it removes it from (Google's hosted
         # controllers write neg-status on their own derived Services).
         self._statuses: set[tuple[str, str, str]] = set()
-        self._stopped = True
-        self._thread: threading.Thread | None = None
+        self.watch(clusters.values())
         for name, kube in clusters.items():
-            kube.add_listener(self._on_kube)
             kube.pod_mutators.append(self._mutator(name))
 
     # --- lifecycle -------------------------------------------------------------------------------------------------
 
-    def start(self) -> NegController:
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="sim-neg-controller", daemon=True)
-        self._thread.start()
-        self.poke()
+    def start(self) -> Self:
+        super().start()
+        self.poke()  # what the clusters already hold
         return self
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def poke(self) -> None:
-        """Something changed: reconcile once the sync delay has passed. Changes the controller's own writes cause
-        count too (a pod whose gate opens lets its Deployment's rollout create the next pod)."""
-        with self._cond:
-            if self._dirty_at is None:
-                self._dirty_at = time.monotonic()
-            self._cond.notify_all()
-
-    def settle(self, timeout: float = 10.0) -> bool:
-        """Wait until nothing is pending (tests); ``False`` on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._dirty_at is not None or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.05))
-        return True
-
-    def _on_kube(self, event: str, obj: Obj) -> None:
-        if obj.get("kind") in _WATCHED:
-            self.poke()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                if self._stopped:
-                    return
-                if self._dirty_at is None:
-                    # Health checks are not kube events: while a readiness gate or a deletion waits, look again at
-                    # the data plane's pace (without counting as a change `settle` waits for).
-                    self._cond.wait(RECHECK if self._pending else 0.5)
-                    if self._dirty_at is None and not (self._pending and not self._stopped):
-                        continue
-                if self._dirty_at is not None:
-                    due = self._dirty_at + self.delay
-                    now = time.monotonic()
-                    if now < due:
-                        self._cond.wait(due - now)
-                        continue
-                self._dirty_at = None
-                self._busy = True
-            try:
-                self.reconcile()
-            except Exception as exc:  # the controller must keep running, and say what went wrong
-                log.exception("simulated NEG controller failed")
-                self.errors.append(f"reconcile failed: {exc!r}")
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
 
     # --- admission: the readiness gate -----------------------------------------------------------------------------
 
@@ -199,7 +137,6 @@ class NegController:
 
     def reconcile(self) -> None:
         """One pass over every cluster: NEGs and their endpoints, neg-status, readiness gates, events."""
-        self.reconciles += 1
         plan = _Plan()
         claimed = self._claimed()
         for cluster in self.clusters:
@@ -401,16 +338,8 @@ class NegController:
         if key not in self.errors:
             log.warning("simulated NEG controller: %s", key)
             self.errors.append(key)
-        kube = self.clusters[cluster]
-        event_name = f"{name}.{_hash('neg', reason, message, n=16)}"
-        if kube.get("v1", "Event", event_name, ns) is not None or kube.get("v1", "Namespace", ns) is None:
-            return
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        _call(kube, "POST", f"/api/v1/namespaces/{ns}/events", {
-            "apiVersion": "v1", "kind": "Event", "metadata": {"name": event_name, "namespace": ns},
-            "involvedObject": {"apiVersion": "v1", "kind": "Service", "name": name, "namespace": ns},
-            "reason": reason, "message": message, "type": "Warning", "count": 1,
-            "firstTimestamp": now, "lastTimestamp": now, "source": {"component": "neg-controller"}})
+        warning_event(self.clusters[cluster], {"apiVersion": "v1", "kind": "Service", "name": name, "namespace": ns},
+                      f"{name}.{name_hash('neg', reason, message, n=16)}", reason, message, "neg-controller", "sim-neg")
 
 
 def _exposed(svc: Obj) -> dict[str, Obj] | str | None:
@@ -504,10 +433,4 @@ def _epoch(timestamp: str | None) -> float:
 
 
 def _call(kube: KubeApiServer, method: str, path: str, body: Obj | None = None) -> Obj:
-    ctype = "application/merge-patch+json" if method == "PATCH" else "application/json"
-    req = Request(method=method, path=path, query={}, headers={"content-type": ctype},
-                  body=json.dumps(body).encode() if body is not None else b"", service="sim-neg")
-    resp = kube.handle(req)
-    if resp.status >= 400 and not (method == "DELETE" and resp.status == 404):
-        raise RuntimeError(f"{method} {path}: {resp.status} {resp.body}")
-    return copy.deepcopy(resp.body) if isinstance(resp.body, dict) else {}
+    return kube_call(kube, method, path, body, "sim-neg")
