@@ -197,6 +197,8 @@ _DEFAULTS: dict[str, dict[str, tuple[Any, Callable[[Any], bool]]]] = {
         "logConfig": ({"enable": False, "sampleRate": 1.0}, lambda v: not (v or {}).get("enable")),
         "sessionAffinity": ("NONE", lambda v: v in (None, "", "NONE")),
         "affinityCookieTtlSec": (0, lambda v: not v),
+        # Compute's default for a backend service made through the API (as gitlab-mci makes them) is 0 s.
+        "connectionDraining": ({"drainingTimeoutSec": 0}, lambda v: not (v or {}).get("drainingTimeoutSec")),
         "consistentHash": (None, _absent),
         "customRequestHeaders": ([], _absent),
         "customResponseHeaders": ([], _absent),
