@@ -194,6 +194,8 @@ OPTION_CASES: list[tuple[str, Case, str]] = [
     ("negative caching of a code Cloud CDN does not cache", lambda d: [*LB, *SVC, "--features-file", _file(
         d, "f.yaml", "cdn: {enabled: true, negativeCaching: true, negativeCachingPolicy: [{code: 500, ttl: 60}]}\n")],
      "negativeCachingPolicy code 500 is not one Cloud CDN caches"),
+    ("Cloud CDN with IAP", lambda d: [*LB, *SVC, "--cdn", "--iap-client-file", _file(
+        d, "iap.json", '{"client_id": "c", "client_secret": "s"}')], "cdn and iap (from flags) exclude each other"),
     ("cookie TTL without cookie affinity",
      lambda d: [*LB, *SVC, "--session-affinity", "CLIENT_IP", "--affinity-cookie-ttl-sec", "60"],
      "affinityCookieTtlSec (from flags) needs affinityType GENERATED_COOKIE or HTTP_COOKIE"),
