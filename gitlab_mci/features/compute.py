@@ -40,6 +40,12 @@ def check_values(features: Features) -> None:
         raise UserError(f"sessionAffinity.affinityCookieTtlSec (from {features.origin['sessionAffinity']}) needs "
                         "affinityType GENERATED_COOKIE or HTTP_COOKIE")
     cdn = features.get("cdn") or {}
+    if cdn.get("enabled") and (features.get("iap") or {}).get("enabled"):
+        both = features.origin["cdn"], features.origin["iap"]
+        named = f"cdn and iap (from {both[0]})" if both[0] == both[1] else \
+            f"cdn (from {both[0]}) and iap (from {both[1]})"
+        raise UserError(f"{named} exclude each other: Google's IAP is incompatible with Cloud CDN on one backend "
+                        "service; give one")
     if not cdn.get("enabled"):
         return
     where = f"cdn (from {features.origin['cdn']})"
@@ -197,6 +203,8 @@ _DEFAULTS: dict[str, dict[str, tuple[Any, Callable[[Any], bool]]]] = {
         "logConfig": ({"enable": False, "sampleRate": 1.0}, lambda v: not (v or {}).get("enable")),
         "sessionAffinity": ("NONE", lambda v: v in (None, "", "NONE")),
         "affinityCookieTtlSec": (0, lambda v: not v),
+        # Compute's default for a backend service made through the API (as gitlab-mci makes them) is 0 s.
+        "connectionDraining": ({"drainingTimeoutSec": 0}, lambda v: not (v or {}).get("drainingTimeoutSec")),
         "consistentHash": (None, _absent),
         "customRequestHeaders": ([], _absent),
         "customResponseHeaders": ([], _absent),

@@ -167,6 +167,40 @@ def test_removing_an_option_returns_the_field_to_its_default_with_one_write(
     reapply_writes_nothing(world, capsys)
 
 
+@pytest.mark.parametrize("way", ["flag", "file", "backend-config"])
+def test_a_draining_timeout_no_longer_given_returns_to_computes_0_s_in_one_write(
+        world: RunningSim, tmp_path: Path, capsys: pytest.CaptureFixture[str], way: str) -> None:
+    # gitlab-mci makes its backend services through the API, where Compute's default drain is 0 s.
+    extra: list[str] = []
+    if way == "flag":
+        extra = ["--draining-timeout-sec", "45"]
+    elif way == "file":
+        (tmp_path / "features.yaml").write_text("connectionDraining: {drainingTimeoutSec: 45}\n")
+        extra = ["--features-file", str(tmp_path / "features.yaml")]
+    else:
+        give_backend_config(world, {"connectionDraining": {"drainingTimeoutSec": 45}})
+    apply(world, capsys, *extra)
+    described = gcloud_json(world, "compute", "backend-services", "describe", BS, "--global")
+    assert described["connectionDraining"]["drainingTimeoutSec"] == 45
+    if way == "backend-config":
+        api = k8s.ApiClient(k8s.Configuration(host=world.sim.kube_url("prod1")))
+        k8s.CustomObjectsApi(api).patch_namespaced_custom_object(
+            "cloud.google.com", "v1", "default", "backendconfigs", "shop-bc", {"spec": {"connectionDraining": None}})
+        extra = []
+    elif way == "file":
+        (tmp_path / "features.yaml").write_text("logging: {enable: false}\n")
+    else:
+        extra = []
+    world.sim.journal.reset()
+    apply(world, capsys, *extra)
+    assert [w for w in writes(world) if BS in w[1]] != [], writes(world)
+    assert len([w for w in writes(world) if BS in w[1]]) == 1, writes(world)
+    assert [w for w in writes(world) if BS not in w[1]] == [], writes(world)
+    described = gcloud_json(world, "compute", "backend-services", "describe", BS, "--global")
+    assert described.get("connectionDraining", {}).get("drainingTimeoutSec", 0) == 0, described
+    reapply_writes_nothing(world, capsys, *extra)
+
+
 def test_outlier_detection_and_locality_policy_on_the_global_external_alb(
         world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
     extra = ["--outlier-consecutive-errors", "5", "--locality-lb-policy", "LEAST_REQUEST"]
