@@ -196,18 +196,31 @@ def measure_failover(url: str, survivor: str, *, limit: float, interval: float =
 def run(*, verbose: bool = False, fancy: bool | None = None, requests: int = 40,
         listener: Callable[[Any, str, int], str] | None = None) -> Report:
     """Run the demo; the report says what held."""
+    return on_simulator(
+        {"operationLatency": 0.05, "managedCertDelay": 1.0},
+        lambda sim, tmp, out, report: _story(sim, tmp, out, report, requests, listener or simulated_url),
+        verbose=verbose, fancy=fancy)
+
+
+Story = Callable[[Any, Path, Output, Report], None]  # (simulator, scratch directory, output, report)
+
+
+def on_simulator(spec: dict[str, Any], story: Story, *, verbose: bool, fancy: bool | None) -> Report:
+    """Tell ``story`` on a fresh simulator of the demo's clusters (``spec`` adds to the simulator's spec) in a
+    scratch directory; the environment the story changes is put back after. A step that fails ends the story
+    (:class:`Stopped`); the report says what held."""
     from gitlab_mci.sim.runtime import Simulator
     from gitlab_mci.sim.spec import parse_spec
 
     fancy = (not os.environ.get("CI")) and os.isatty(1) if fancy is None else fancy
     out = Output(fancy=fancy, verbose=verbose)
     report = Report()
-    spec = parse_spec({"project": "demo-project", "operationLatency": 0.05, "managedCertDelay": 1.0,
-                       "clusters": [{"name": n, "location": z, "nodes": 2} for n, z in ENVIRONMENTS]})
+    parsed = parse_spec({"project": "demo-project", **spec,
+                         "clusters": [{"name": n, "location": z, "nodes": 2} for n, z in ENVIRONMENTS]})
     saved_env = dict(os.environ)
-    with tempfile.TemporaryDirectory(prefix="gitlab-mci-demo-") as tmp, Simulator(spec) as sim:
+    with tempfile.TemporaryDirectory(prefix="gitlab-mci-demo-") as tmp, Simulator(parsed) as sim:
         try:
-            _story(sim, Path(tmp), out, report, requests, listener or _listener)
+            story(sim, Path(tmp), out, report)
         except Stopped:
             pass
         finally:
@@ -216,7 +229,8 @@ def run(*, verbose: bool = False, fancy: bool | None = None, requests: int = 40,
     return report
 
 
-def _listener(sim: Any, vip: str, port: int) -> str:
+def simulated_url(sim: Any, vip: str, port: int) -> str:
+    """Where the simulator's data plane serves ``vip:port`` (a demo's default listener)."""
     url: str = sim.dataplane.url_for(vip, port)
     return url
 
