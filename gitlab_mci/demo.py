@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from gitlab_mci.errors import UserError
 
@@ -113,18 +113,23 @@ class Output:
 
 def run_cli(args: list[str], out: Output) -> tuple[int, str]:
     """Run a gitlab-mci command in this process, as a job would run it; returns (exit code, output)."""
-    from gitlab_mci.cli import main
-
     buffer = io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-        try:
-            main(args)
-        except SystemExit as exc:
-            code = int(exc.code or 0)
+    code = call_main(args, buffer, buffer)
     text = buffer.getvalue()
     out.command_output(f"$ gitlab-mci {' '.join(args)}\n{text}")
     return code, text
+
+
+def call_main(args: list[str], stdout: io.TextIOBase | TextIO, stderr: io.TextIOBase | TextIO) -> int:
+    """The CLI's entry point in this process, its output into ``stdout`` and ``stderr``; its exit code."""
+    from gitlab_mci.cli import main
+
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            main(args)
+        except SystemExit as exc:
+            return int(exc.code or 0)
+    return 0
 
 
 def expect(cond: bool, message: str) -> None:
@@ -328,11 +333,17 @@ def _story(sim: Any, tmp: Path, out: Output, report: Report, requests: int,
 
 
 def summary(report: Report) -> str:
+    """The demo's last line: where it failed, or what it measured."""
+    fo = report.figures.get("failover", {})
+    return summary_line(report, "demo", (
+        f"apply {report.figures.get('apply_s')}s; failover {fo.get('switch_s', 0):.1f}s with "
+        f"{fo.get('errors_before', 0)} failed request(s) during detection and none after"))
+
+
+def summary_line(report: Report, demo: str, figures: str) -> str:
+    """``<demo> FAILED at: <the first step that failed>``, else ``<demo> passed: <steps>; <figures>``."""
     failed = [s for s in report.steps if not s.ok]
     total = sum(s.seconds for s in report.steps)
     if failed:
-        return f"demo FAILED at: {failed[0].title} — {failed[0].detail} ({total:.1f}s)"
-    fo = report.figures.get("failover", {})
-    return (f"demo passed: {len(report.steps)} steps in {total:.1f}s; apply {report.figures.get('apply_s')}s; "
-            f"failover {fo.get('switch_s', 0):.1f}s with {fo.get('errors_before', 0)} failed request(s) during "
-            "detection and none after")
+        return f"{demo} FAILED at: {failed[0].title} — {failed[0].detail} ({total:.1f}s)"
+    return f"{demo} passed: {len(report.steps)} steps in {total:.1f}s; {figures}"

@@ -9,7 +9,6 @@ real command, run in this process against the simulator.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import ssl
@@ -31,11 +30,13 @@ from gitlab_mci.demo import (
     UNHEALTHY_THRESHOLD,
     Output,
     Report,
+    call_main,
     deploy_app,
     expect,
     must,
     on_simulator,
     simulated_url,
+    summary_line,
 )
 from gitlab_mci.selfsigned import self_signed
 
@@ -183,16 +184,9 @@ class Phase:
 
 def run_timed(args: list[str], out: Output) -> tuple[int, str, list[tuple[float, str]], float, float]:
     """A gitlab-mci command in this process: (exit code, stdout, stderr lines with their times, start, end)."""
-    from gitlab_mci.cli import main
-
     stdout, stderr = io.StringIO(), _TimedLines()
-    code = 0
     started = time.monotonic()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        try:
-            main(args)
-        except SystemExit as exc:
-            code = int(exc.code or 0)
+    code = call_main(args, stdout, stderr)
     ended = time.monotonic()
     stderr.write("\n")
     out.command_output(f"$ gitlab-mci {' '.join(args)}\n{stdout.getvalue()}"
@@ -347,12 +341,9 @@ def _kubemci_left(sim: Any, names: dict[str, str]) -> list[str]:
 
 
 def summary(report: Report) -> str:
-    failed = [s for s in report.steps if not s.ok]
-    total = sum(s.seconds for s in report.steps)
-    if failed:
-        return f"takeover demo FAILED at: {failed[0].title} — {failed[0].detail} ({total:.1f}s)"
+    """The takeover demo's last line: where it failed, or what it measured."""
     t = report.figures.get("traffic", {})
-    return (f"takeover demo passed: {len(report.steps)} steps in {total:.1f}s; takeover "
-            f"{report.figures.get('takeover_s')}s in {len(report.figures.get('phases', []))} phases; "
-            f"{t.get('served', 0)} requests served through {ADDRESS} ({t.get('rate', 0):g}/s), "
-            f"{t.get('failed', 0)} failed")
+    return summary_line(report, "takeover demo", (
+        f"takeover {report.figures.get('takeover_s')}s in {len(report.figures.get('phases', []))} phases; "
+        f"{t.get('served', 0)} requests served through {ADDRESS} ({t.get('rate', 0):g}/s), "
+        f"{t.get('failed', 0)} failed"))

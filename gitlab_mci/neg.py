@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gitlab_mci.errors import UserError
-from gitlab_mci.kube import Cluster, api_error_message
+from gitlab_mci.kube import Cluster
 from gitlab_mci.lb.names import Namer
 from gitlab_mci.nodeport import (
     ServiceRef,
@@ -27,6 +27,7 @@ from gitlab_mci.nodeport import (
     find_service,
     fixed_width,
     parallel,
+    patch_service,
     require_service,
     service_name,
     serving_port,
@@ -128,7 +129,6 @@ def expose(cluster: Cluster, ref: ServiceRef, namer: Namer, *, timeout: float,
            progress: Callable[[str], None] = lambda _: None) -> Row:
     """Annotate the Service so GKE makes our NEG for its serving port (no write when it already asks for it), then
     wait until the NEG controller reports it; :class:`NegTimeout` when it does not within ``timeout`` seconds."""
-    from kubernetes.client.exceptions import ApiException
 
     where = f"context {cluster.context!r}"
     svc = require_service(cluster, ref)
@@ -146,12 +146,8 @@ def expose(cluster: Cluster, ref: ServiceRef, namer: Namer, *, timeout: float,
         # Only this annotation changes; resourceVersion makes a concurrent edit of it a conflict, not a lost write.
         body = {"metadata": {"resourceVersion": svc["metadata"].get("resourceVersion"),
                              "annotations": {NEG_ANNOTATION: json.dumps(wanted, separators=(",", ":"))}}}
-        try:
-            cluster.call(f"annotate Service {name}", cluster.core.patch_namespaced_service,
-                         svc["metadata"]["name"], svc["metadata"]["namespace"], body)
-        except ApiException as exc:
-            raise UserError(f"{where}: cannot annotate Service {name} with {NEG_ANNOTATION}: "
-                            f"{api_error_message(exc)}") from None
+        patch_service(cluster, svc, body, f"annotate Service {name}",
+                      f"{where}: cannot annotate Service {name} with {NEG_ANNOTATION}")
         status = "exposed"
     zones = wait_for_status(cluster, ref, name, port, neg, timeout=timeout, progress=progress)
     return Row(cluster.context, name, svc["spec"].get("type", "ClusterIP"), port, neg, zones, status)

@@ -106,6 +106,18 @@ def service_name(svc: dict[str, Any]) -> str:
     return f"{svc['metadata']['namespace']}/{svc['metadata']['name']}"
 
 
+def patch_service(cluster: Cluster, svc: dict[str, Any], body: dict[str, Any], action: str, failed: str) -> None:
+    """Patch the Service (read as a dict) with ``body``; ``action`` names the call, and the API's refusal is the
+    user's error ``<failed>: <why>``."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        cluster.call(action, cluster.core.patch_namespaced_service, svc["metadata"]["name"],
+                     svc["metadata"]["namespace"], body)
+    except ApiException as exc:
+        raise UserError(f"{failed}: {api_error_message(exc)}") from None
+
+
 def _to_dict(cluster: Cluster, obj: Any) -> dict[str, Any]:
     result: dict[str, Any] = cluster.api.sanitize_for_serialization(obj)
     return result
@@ -144,7 +156,6 @@ def _holder(cluster: Cluster, node_port: int, except_uid: str | None) -> str | N
 
 def pin(cluster: Cluster, ref: ServiceRef, node_port: int, *, timeout: float = 60.0) -> Row:
     """Make the serving port's node port equal ``node_port``; no write when it already is."""
-    from kubernetes.client.exceptions import ApiException
 
     where = f"context {cluster.context!r}"
     svc = require_service(cluster, ref)
@@ -164,12 +175,8 @@ def pin(cluster: Cluster, ref: ServiceRef, node_port: int, *, timeout: float = 6
                         "pick another --node-port (or `--node-port auto`)")
     # Strategic merge: Service ports merge by `port`, so only this port's nodePort changes.
     body = {"spec": {"ports": [{"port": port["port"], "nodePort": node_port}]}}
-    try:
-        cluster.call(f"patch Service {name}", cluster.core.patch_namespaced_service,
-                     svc["metadata"]["name"], svc["metadata"]["namespace"], body)
-    except ApiException as exc:
-        raise UserError(f"{where}: cannot set node port {node_port} on Service {name}: "
-                        f"{api_error_message(exc)}") from None
+    patch_service(cluster, svc, body, f"patch Service {name}",
+                  f"{where}: cannot set node port {node_port} on Service {name}")
     deadline = time.monotonic() + timeout
     while True:
         now = find_service(cluster, ref)

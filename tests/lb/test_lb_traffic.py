@@ -17,6 +17,7 @@ from google.cloud import compute_v1
 
 from gitlab_mci.gcp import Compute
 from tests.cli_helpers import run_cli as cli
+from tests.clients import backend_service as read_backend_service
 from tests.conftest import RunningSim
 
 P = "demo-project"
@@ -35,8 +36,7 @@ def world(app_world: RunningSim) -> RunningSim:
 
 def scalers(world: RunningSim) -> dict[str, float]:
     """Each cluster's capacityScaler as Compute holds it, read with the real client."""
-    gc = Compute(P, world.sim.compute_url)
-    bs = gc.client(compute_v1.BackendServicesClient).get(project=P, backend_service=BS)
+    bs = read_backend_service(world, BS)
     zone_of = {"us-central1-a": "prod1", "europe-west1-b": "prod2"}
     return {zone_of[b.group.split("/zones/")[1].split("/")[0]]: b.capacity_scaler for b in bs.backends}
 
@@ -292,17 +292,9 @@ def test_a_drain_racing_a_colleagues_change_to_another_cluster_keeps_both(
 
 def test_a_cluster_added_while_another_is_drained_joins_serving_and_the_drain_stays(
         make_sim: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from gitlab_mci.sim.spec import parse_spec
-    from tests.lb.test_discovery import deploy_app
+    from tests.lb.app_clusters import app_clusters
 
-    running = make_sim(parse_spec({"clusters": [
-        {"name": "prod1", "location": "us-central1-a", "nodes": 1},
-        {"name": "prod2", "location": "europe-west1-b", "nodes": 1},
-        {"name": "prod3", "location": "asia-east1-a", "nodes": 1}]}))
-    for name in ("prod1", "prod2", "prod3"):
-        deploy_app(running, name, 30999)
-    for key, value in running.env.items():
-        monkeypatch.setenv(key, value)
+    running = app_clusters(make_sim, monkeypatch, nodes=1)
     routing = ["--service", "shop-auto-deploy", "--port", "web"]
     two, three = ["--lb", "shop", "--context", "prod1,prod2"], ["--lb", "shop", "--context", "prod1,prod2,prod3"]
     assert cli(["lb", "apply", *two, *routing, "--weight", "prod2=2"], capsys)[0] == 0
