@@ -517,7 +517,7 @@ def test_example_pipeline_with_neg_backends_exposes_instead_of_pinning_and_serve
 def test_switching_the_example_from_instance_groups_to_neg_under_load_fails_no_request(example: Example) -> None:
     """docs/ci-template.md's switch: one pipeline with `backends: neg` that keeps the node port (the user's
     HELM_UPGRADE_EXTRA_ARGS), then the plain `backends: neg` pipeline, both under 20 requests/s on the VIP."""
-    from tests.lb.neg_world import Load
+    from tests.traffic import Load
 
     first = example.run()
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]

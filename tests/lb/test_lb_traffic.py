@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import time
 from collections import Counter
 from typing import Any
@@ -19,6 +18,7 @@ from gitlab_mci.gcp import Compute
 from tests.cli_helpers import run_cli as cli
 from tests.clients import backend_service as read_backend_service
 from tests.conftest import RunningSim
+from tests.traffic import Load, cluster_of
 
 P = "demo-project"
 BASE = ["--lb", "shop", "--context", "prod1,prod2", "--service", "shop-auto-deploy", "--port", "web"]
@@ -58,10 +58,6 @@ def routed_drained(world: RunningSim, services: list[str], zone: str) -> None:
             return
         assert time.monotonic() < deadline, views
         time.sleep(0.02)
-
-
-def cluster_of(reply: requests.Response) -> str:
-    return reply.headers["X-Sim-Backend"].split("/", 1)[0]
 
 
 def test_weights_3_to_1_send_three_quarters_of_the_requests_to_the_heavier_cluster(
@@ -181,44 +177,22 @@ def test_status_shows_each_clusters_weight_and_drain_state(
     assert "| Weight |" in out and "| drained |" in out and "| 3 (x1) |" in out
 
 
-def _load(url: str, stop: threading.Event, log: list[tuple[float, int, str]], rate: float = 20.0) -> None:
-    """Requests at ``rate`` per second on a fixed schedule: (time sent, status, cluster or error)."""
-    with requests.Session() as s:
-        began = time.monotonic()
-        i = 0
-        while not stop.is_set():
-            sent = time.monotonic()
-            try:
-                r = s.get(f"{url}/", timeout=5)
-                log.append((sent, r.status_code, cluster_of(r) if r.status_code == 200 else r.text[:60]))
-            except requests.RequestException as exc:
-                log.append((sent, 0, type(exc).__name__))
-            i += 1
-            stop.wait(max(0.0, began + i / rate - time.monotonic()))
-
-
 def test_drain_under_20_requests_per_second_fails_no_request_and_moves_prod1s_share_to_0_and_back(
         world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(["lb", "apply", *BASE], capsys)[0] == 0
     url = serving_url(world)
-    stop, log = threading.Event(), []  # type: ignore[var-annotated]
-    load = threading.Thread(target=_load, args=(url, stop, log), daemon=True)
-    load.start()
-    try:
-        time.sleep(2.0)  # the load's baseline: both clusters serve
+    with Load(url) as load:
+        load.hold(2.0)  # the load's baseline: both clusters serve
         began = time.monotonic()
         code, _, err = cli(["lb", "drain", "prod1", *WHERE], capsys)
         drained_at = time.monotonic()
         assert code == 0, err
-        time.sleep(3.0)
+        load.hold(3.0)
         code, _, err = cli(["lb", "undrain", "prod1", *WHERE], capsys)
         undrained_at = time.monotonic()
         assert code == 0, err
-        time.sleep(2.0)
-    finally:
-        stop.set()
-        load.join(timeout=10)
-    failed = [e for e in log if e[1] != 200]
+        load.hold(2.0)
+    log, failed = load.log, load.failed
     assert failed == [], failed[:5]
     before = [c for t, _, c in log if t < began]
     during = [(t, c) for t, _, c in log if drained_at <= t < undrained_at]
