@@ -37,7 +37,8 @@ from typing import Any
 import yaml
 
 from bench.lb_bench import LATENCY
-from gitlab_mci.demo_takeover import Traffic, self_signed, tally
+from gitlab_mci.demo_takeover import Traffic, tally
+from gitlab_mci.selfsigned import self_signed
 
 ZONES = ("us-central1-a", "europe-west1-b", "asia-east1-a", "us-east1-b", "europe-west4-a", "asia-south1-a")
 RATE = 40.0

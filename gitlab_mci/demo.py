@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from gitlab_mci.errors import UserError
 
@@ -113,18 +113,23 @@ class Output:
 
 def run_cli(args: list[str], out: Output) -> tuple[int, str]:
     """Run a gitlab-mci command in this process, as a job would run it; returns (exit code, output)."""
-    from gitlab_mci.cli import main
-
     buffer = io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-        try:
-            main(args)
-        except SystemExit as exc:
-            code = int(exc.code or 0)
+    code = call_main(args, buffer, buffer)
     text = buffer.getvalue()
     out.command_output(f"$ gitlab-mci {' '.join(args)}\n{text}")
     return code, text
+
+
+def call_main(args: list[str], stdout: io.TextIOBase | TextIO, stderr: io.TextIOBase | TextIO) -> int:
+    """The CLI's entry point in this process, its output into ``stdout`` and ``stderr``; its exit code."""
+    from gitlab_mci.cli import main
+
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            main(args)
+        except SystemExit as exc:
+            return int(exc.code or 0)
+    return 0
 
 
 def expect(cond: bool, message: str) -> None:
@@ -196,18 +201,31 @@ def measure_failover(url: str, survivor: str, *, limit: float, interval: float =
 def run(*, verbose: bool = False, fancy: bool | None = None, requests: int = 40,
         listener: Callable[[Any, str, int], str] | None = None) -> Report:
     """Run the demo; the report says what held."""
+    return on_simulator(
+        {"operationLatency": 0.05, "managedCertDelay": 1.0},
+        lambda sim, tmp, out, report: _story(sim, tmp, out, report, requests, listener or simulated_url),
+        verbose=verbose, fancy=fancy)
+
+
+Story = Callable[[Any, Path, Output, Report], None]  # (simulator, scratch directory, output, report)
+
+
+def on_simulator(spec: dict[str, Any], story: Story, *, verbose: bool, fancy: bool | None) -> Report:
+    """Tell ``story`` on a fresh simulator of the demo's clusters (``spec`` adds to the simulator's spec) in a
+    scratch directory; the environment the story changes is put back after. A step that fails ends the story
+    (:class:`Stopped`); the report says what held."""
     from gitlab_mci.sim.runtime import Simulator
     from gitlab_mci.sim.spec import parse_spec
 
     fancy = (not os.environ.get("CI")) and os.isatty(1) if fancy is None else fancy
     out = Output(fancy=fancy, verbose=verbose)
     report = Report()
-    spec = parse_spec({"project": "demo-project", "operationLatency": 0.05, "managedCertDelay": 1.0,
-                       "clusters": [{"name": n, "location": z, "nodes": 2} for n, z in ENVIRONMENTS]})
+    parsed = parse_spec({"project": "demo-project", **spec,
+                         "clusters": [{"name": n, "location": z, "nodes": 2} for n, z in ENVIRONMENTS]})
     saved_env = dict(os.environ)
-    with tempfile.TemporaryDirectory(prefix="gitlab-mci-demo-") as tmp, Simulator(spec) as sim:
+    with tempfile.TemporaryDirectory(prefix="gitlab-mci-demo-") as tmp, Simulator(parsed) as sim:
         try:
-            _story(sim, Path(tmp), out, report, requests, listener or _listener)
+            story(sim, Path(tmp), out, report)
         except Stopped:
             pass
         finally:
@@ -216,7 +234,8 @@ def run(*, verbose: bool = False, fancy: bool | None = None, requests: int = 40,
     return report
 
 
-def _listener(sim: Any, vip: str, port: int) -> str:
+def simulated_url(sim: Any, vip: str, port: int) -> str:
+    """Where the simulator's data plane serves ``vip:port`` (a demo's default listener)."""
     url: str = sim.dataplane.url_for(vip, port)
     return url
 
@@ -314,11 +333,17 @@ def _story(sim: Any, tmp: Path, out: Output, report: Report, requests: int,
 
 
 def summary(report: Report) -> str:
+    """The demo's last line: where it failed, or what it measured."""
+    fo = report.figures.get("failover", {})
+    return summary_line(report, "demo", (
+        f"apply {report.figures.get('apply_s')}s; failover {fo.get('switch_s', 0):.1f}s with "
+        f"{fo.get('errors_before', 0)} failed request(s) during detection and none after"))
+
+
+def summary_line(report: Report, demo: str, figures: str) -> str:
+    """``<demo> FAILED at: <the first step that failed>``, else ``<demo> passed: <steps>; <figures>``."""
     failed = [s for s in report.steps if not s.ok]
     total = sum(s.seconds for s in report.steps)
     if failed:
-        return f"demo FAILED at: {failed[0].title} — {failed[0].detail} ({total:.1f}s)"
-    fo = report.figures.get("failover", {})
-    return (f"demo passed: {len(report.steps)} steps in {total:.1f}s; apply {report.figures.get('apply_s')}s; "
-            f"failover {fo.get('switch_s', 0):.1f}s with {fo.get('errors_before', 0)} failed request(s) during "
-            "detection and none after")
+        return f"{demo} FAILED at: {failed[0].title} — {failed[0].detail} ({total:.1f}s)"
+    return f"{demo} passed: {len(report.steps)} steps in {total:.1f}s; {figures}"

@@ -9,12 +9,9 @@ real command, run in this process against the simulator.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
 import ssl
-import tempfile
 import threading
 import time
 import urllib.error
@@ -33,11 +30,15 @@ from gitlab_mci.demo import (
     UNHEALTHY_THRESHOLD,
     Output,
     Report,
-    Stopped,
+    call_main,
     deploy_app,
     expect,
     must,
+    on_simulator,
+    simulated_url,
+    summary_line,
 )
+from gitlab_mci.selfsigned import self_signed
 
 LB = "shop"  # the kubemci load balancer's name, kept for gitlab-mci's
 ADDRESS = "web-ip"  # the recipe's `gcloud compute addresses create web-ip --global`
@@ -183,16 +184,9 @@ class Phase:
 
 def run_timed(args: list[str], out: Output) -> tuple[int, str, list[tuple[float, str]], float, float]:
     """A gitlab-mci command in this process: (exit code, stdout, stderr lines with their times, start, end)."""
-    from gitlab_mci.cli import main
-
     stdout, stderr = io.StringIO(), _TimedLines()
-    code = 0
     started = time.monotonic()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        try:
-            main(args)
-        except SystemExit as exc:
-            code = int(exc.code or 0)
+    code = call_main(args, stdout, stderr)
     ended = time.monotonic()
     stderr.write("\n")
     out.command_output(f"$ gitlab-mci {' '.join(args)}\n{stdout.getvalue()}"
@@ -219,55 +213,13 @@ def phases(lines: list[tuple[float, str]], started: float, ended: float, answers
 # The story
 
 
-def self_signed(host: str) -> tuple[str, str]:
-    """A self-signed certificate for ``host`` and its key (PEM): the recipe's `gcloud compute ssl-certificates
-    create` is given the user's own."""
-    from datetime import UTC, datetime, timedelta
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = datetime.now(UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(hours=1))
-            .not_valid_after(now + timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-            .sign(key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM).decode(),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()).decode())
-
-
 def run(*, verbose: bool = False, fancy: bool | None = None, rate: float = RATE, scheme: str = "EXTERNAL_MANAGED",
         operation_latency: float = 0.05, listener: Callable[[Any, str, int], str] | None = None) -> Report:
     """Run the takeover demo; the report says what held, its figures what was measured."""
-    from gitlab_mci.sim.runtime import Simulator
-    from gitlab_mci.sim.spec import parse_spec
-
-    fancy = (not os.environ.get("CI")) and os.isatty(1) if fancy is None else fancy
-    out = Output(fancy=fancy, verbose=verbose)
-    report = Report()
-    spec = parse_spec({"project": "demo-project", "operationLatency": operation_latency,
-                       "clusters": [{"name": n, "location": z, "nodes": 2} for n, z in ENVIRONMENTS]})
-    saved_env = dict(os.environ)
-    with tempfile.TemporaryDirectory(prefix="gitlab-mci-demo-") as tmp, Simulator(spec) as sim:
-        try:
-            _story(sim, Path(tmp), out, report, rate, scheme, listener or _listener)
-        except Stopped:
-            pass
-        finally:
-            os.environ.clear()
-            os.environ.update(saved_env)
-    return report
-
-
-def _listener(sim: Any, vip: str, port: int) -> str:
-    url: str = sim.dataplane.url_for(vip, port)
-    return url
+    return on_simulator(
+        {"operationLatency": operation_latency},
+        lambda sim, tmp, out, report: _story(sim, tmp, out, report, rate, scheme, listener or simulated_url),
+        verbose=verbose, fancy=fancy)
 
 
 def _story(sim: Any, tmp: Path, out: Output, report: Report, rate: float, scheme: str,
@@ -389,12 +341,9 @@ def _kubemci_left(sim: Any, names: dict[str, str]) -> list[str]:
 
 
 def summary(report: Report) -> str:
-    failed = [s for s in report.steps if not s.ok]
-    total = sum(s.seconds for s in report.steps)
-    if failed:
-        return f"takeover demo FAILED at: {failed[0].title} — {failed[0].detail} ({total:.1f}s)"
+    """The takeover demo's last line: where it failed, or what it measured."""
     t = report.figures.get("traffic", {})
-    return (f"takeover demo passed: {len(report.steps)} steps in {total:.1f}s; takeover "
-            f"{report.figures.get('takeover_s')}s in {len(report.figures.get('phases', []))} phases; "
-            f"{t.get('served', 0)} requests served through {ADDRESS} ({t.get('rate', 0):g}/s), "
-            f"{t.get('failed', 0)} failed")
+    return summary_line(report, "takeover demo", (
+        f"takeover {report.figures.get('takeover_s')}s in {len(report.figures.get('phases', []))} phases; "
+        f"{t.get('served', 0)} requests served through {ADDRESS} ({t.get('rate', 0):g}/s), "
+        f"{t.get('failed', 0)} failed"))

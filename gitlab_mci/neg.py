@@ -19,9 +19,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gitlab_mci.errors import UserError
-from gitlab_mci.kube import Cluster, api_error_message
+from gitlab_mci.kube import Cluster
 from gitlab_mci.lb.names import Namer
-from gitlab_mci.nodeport import ServiceRef, find_service, parallel, serving_port
+from gitlab_mci.nodeport import (
+    ServiceRef,
+    ServiceRow,
+    find_service,
+    fixed_width,
+    parallel,
+    patch_service,
+    require_service,
+    service_name,
+    serving_port,
+)
 
 NEG_ANNOTATION = "cloud.google.com/neg"
 NEG_STATUS_ANNOTATION = "cloud.google.com/neg-status"
@@ -36,13 +46,9 @@ class NegTimeout(UserError):
 
 
 @dataclass(frozen=True)
-class Row:
+class Row(ServiceRow):
     """One line of the expose/verify report."""
 
-    cluster: str
-    service: str
-    type: str
-    port: int | None
     neg: str
     zones: list[str] = field(default_factory=list)
     status: str = "ok"  # ok | exposed (annotated now) | missing | not-exposed | pending
@@ -101,10 +107,6 @@ def neg_status(svc: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
             [str(z) for z in zones] if isinstance(zones, list) else [])
 
 
-def _name(svc: dict[str, Any]) -> str:
-    return f"{svc['metadata']['namespace']}/{svc['metadata']['name']}"
-
-
 def _claimant(cluster: Cluster, neg: str, except_uid: str | None) -> str | None:
     """Another Service in the cluster whose annotation already asks for a NEG of that name."""
     services = cluster.call("list Services", cluster.core.list_service_for_all_namespaces).items
@@ -123,23 +125,14 @@ def _claimant(cluster: Cluster, neg: str, except_uid: str | None) -> str | None:
     return None
 
 
-def _find(cluster: Cluster, ref: ServiceRef) -> dict[str, Any]:
-    svc = find_service(cluster, ref)
-    if svc is None:
-        raise UserError(f"context {cluster.context!r}: no Service {ref.describe()} (nor one labelled "
-                        f"app={ref.release},track=stable); has the app been deployed there?")
-    return svc
-
-
 def expose(cluster: Cluster, ref: ServiceRef, namer: Namer, *, timeout: float,
            progress: Callable[[str], None] = lambda _: None) -> Row:
     """Annotate the Service so GKE makes our NEG for its serving port (no write when it already asks for it), then
     wait until the NEG controller reports it; :class:`NegTimeout` when it does not within ``timeout`` seconds."""
-    from kubernetes.client.exceptions import ApiException
 
     where = f"context {cluster.context!r}"
-    svc = _find(cluster, ref)
-    name = _name(svc)
+    svc = require_service(cluster, ref)
+    name = service_name(svc)
     port = int(serving_port(svc, ref.port, f"{where}: Service {name}")["port"])
     neg = namer.neg_name(port)
     current = (svc["metadata"].get("annotations") or {}).get(NEG_ANNOTATION)
@@ -153,12 +146,8 @@ def expose(cluster: Cluster, ref: ServiceRef, namer: Namer, *, timeout: float,
         # Only this annotation changes; resourceVersion makes a concurrent edit of it a conflict, not a lost write.
         body = {"metadata": {"resourceVersion": svc["metadata"].get("resourceVersion"),
                              "annotations": {NEG_ANNOTATION: json.dumps(wanted, separators=(",", ":"))}}}
-        try:
-            cluster.call(f"annotate Service {name}", cluster.core.patch_namespaced_service,
-                         svc["metadata"]["name"], svc["metadata"]["namespace"], body)
-        except ApiException as exc:
-            raise UserError(f"{where}: cannot annotate Service {name} with {NEG_ANNOTATION}: "
-                            f"{api_error_message(exc)}") from None
+        patch_service(cluster, svc, body, f"annotate Service {name}",
+                      f"{where}: cannot annotate Service {name} with {NEG_ANNOTATION}")
         status = "exposed"
     zones = wait_for_status(cluster, ref, name, port, neg, timeout=timeout, progress=progress)
     return Row(cluster.context, name, svc["spec"].get("type", "ClusterIP"), port, neg, zones, status)
@@ -211,7 +200,7 @@ def inspect(cluster: Cluster, ref: ServiceRef, namer: Namer) -> Row:
     svc = find_service(cluster, ref)
     if svc is None:
         return Row(cluster.context, ref.describe(), "-", None, "-", [], "missing")
-    name = _name(svc)
+    name = service_name(svc)
     where = f"context {cluster.context!r}: Service {name}"
     port = int(serving_port(svc, ref.port, where)["port"])
     neg = namer.neg_name(port)
@@ -240,8 +229,6 @@ def dotenv_lines(row: Row) -> list[str]:
 
 def render_table(rows: Sequence[Row]) -> str:
     """A fixed-width table: cluster, Service, port, NEG, zones, status."""
-    head = ("CLUSTER", "SERVICE", "PORT", "NEG", "ZONES", "STATUS")
-    cells = [head] + [(r.cluster, r.service, str(r.port or "-"), r.neg, ",".join(r.zones) or "-", r.status)
-                      for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+    return fixed_width(("CLUSTER", "SERVICE", "PORT", "NEG", "ZONES", "STATUS"),
+                       [(r.cluster, r.service, str(r.port or "-"), r.neg, ",".join(r.zones) or "-", r.status)
+                        for r in rows])

@@ -34,13 +34,19 @@ class ServiceRef:
 
 
 @dataclass(frozen=True)
-class Row:
-    """One line of the pin/verify report."""
+class ServiceRow:
+    """What a row of a per-cluster Service report starts with (`nodeport`'s and `neg`'s)."""
 
     cluster: str
-    service: str
+    service: str  # namespace/name
     type: str
-    port: int | None
+    port: int | None  # the serving port
+
+
+@dataclass(frozen=True)
+class Row(ServiceRow):
+    """One line of the pin/verify report."""
+
     node_port: int | None
     status: str  # ok | patched | mismatch | missing | not-nodeport
 
@@ -86,6 +92,32 @@ def find_service(cluster: Cluster, ref: ServiceRef, *, namespace_may_be_missing:
     return _to_dict(cluster, found[0]) if len(found) == 1 else None
 
 
+def require_service(cluster: Cluster, ref: ServiceRef) -> dict[str, Any]:
+    """The Service as a dict; its absence is the user's error (the app is not deployed there)."""
+    svc = find_service(cluster, ref)
+    if svc is None:
+        raise UserError(f"context {cluster.context!r}: no Service {ref.describe()} (nor one labelled "
+                        f"app={ref.release},track=stable); has the app been deployed there?")
+    return svc
+
+
+def service_name(svc: dict[str, Any]) -> str:
+    """``namespace/name`` of a Service read as a dict."""
+    return f"{svc['metadata']['namespace']}/{svc['metadata']['name']}"
+
+
+def patch_service(cluster: Cluster, svc: dict[str, Any], body: dict[str, Any], action: str, failed: str) -> None:
+    """Patch the Service (read as a dict) with ``body``; ``action`` names the call, and the API's refusal is the
+    user's error ``<failed>: <why>``."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        cluster.call(action, cluster.core.patch_namespaced_service, svc["metadata"]["name"],
+                     svc["metadata"]["namespace"], body)
+    except ApiException as exc:
+        raise UserError(f"{failed}: {api_error_message(exc)}") from None
+
+
 def _to_dict(cluster: Cluster, obj: Any) -> dict[str, Any]:
     result: dict[str, Any] = cluster.api.sanitize_for_serialization(obj)
     return result
@@ -124,14 +156,10 @@ def _holder(cluster: Cluster, node_port: int, except_uid: str | None) -> str | N
 
 def pin(cluster: Cluster, ref: ServiceRef, node_port: int, *, timeout: float = 60.0) -> Row:
     """Make the serving port's node port equal ``node_port``; no write when it already is."""
-    from kubernetes.client.exceptions import ApiException
 
     where = f"context {cluster.context!r}"
-    svc = find_service(cluster, ref)
-    if svc is None:
-        raise UserError(f"{where}: no Service {ref.describe()} (nor one labelled app={ref.release},track=stable); "
-                        "has the app been deployed there?")
-    name = f"{svc['metadata']['namespace']}/{svc['metadata']['name']}"
+    svc = require_service(cluster, ref)
+    name = service_name(svc)
     stype = svc["spec"].get("type", "ClusterIP")
     if stype not in ("NodePort", "LoadBalancer"):
         raise UserError(
@@ -147,12 +175,8 @@ def pin(cluster: Cluster, ref: ServiceRef, node_port: int, *, timeout: float = 6
                         "pick another --node-port (or `--node-port auto`)")
     # Strategic merge: Service ports merge by `port`, so only this port's nodePort changes.
     body = {"spec": {"ports": [{"port": port["port"], "nodePort": node_port}]}}
-    try:
-        cluster.call(f"patch Service {name}", cluster.core.patch_namespaced_service,
-                     svc["metadata"]["name"], svc["metadata"]["namespace"], body)
-    except ApiException as exc:
-        raise UserError(f"{where}: cannot set node port {node_port} on Service {name}: "
-                        f"{api_error_message(exc)}") from None
+    patch_service(cluster, svc, body, f"patch Service {name}",
+                  f"{where}: cannot set node port {node_port} on Service {name}")
     deadline = time.monotonic() + timeout
     while True:
         now = find_service(cluster, ref)
@@ -168,7 +192,7 @@ def inspect(cluster: Cluster, ref: ServiceRef, node_port: int | None) -> Row:
     svc = find_service(cluster, ref)
     if svc is None:
         return Row(cluster.context, ref.describe(), "-", None, None, "missing")
-    name = f"{svc['metadata']['namespace']}/{svc['metadata']['name']}"
+    name = service_name(svc)
     stype = svc["spec"].get("type", "ClusterIP")
     port = serving_port(svc, ref.port, f"context {cluster.context!r}: Service {name}")
     actual = port.get("nodePort")
@@ -232,7 +256,7 @@ def choose_auto(clusters: Sequence[Cluster], ref: ServiceRef) -> tuple[int, str]
         svc = find_service(cluster, ref, namespace_may_be_missing=True)
         if svc is None:
             return None, used_node_ports(cluster)
-        where = f"context {cluster.context!r}: Service {svc['metadata']['namespace']}/{svc['metadata']['name']}"
+        where = f"context {cluster.context!r}: Service {service_name(svc)}"
         current = serving_port(svc, ref.port, where).get("nodePort")
         return current, used_node_ports(cluster, svc["metadata"].get("uid"))
 
@@ -256,9 +280,13 @@ def parallel(items: Sequence[I], fn: Callable[[I], T]) -> list[T]:
 
 def render_table(rows: Sequence[Row]) -> str:
     """A fixed-width table: cluster, Service, type, port, node port, status."""
-    head = ("CLUSTER", "SERVICE", "TYPE", "PORT", "NODE PORT", "STATUS")
-    cells = [head] + [
-        (r.cluster, r.service, r.type, str(r.port or "-"), str(r.node_port or "-"), r.status) for r in rows
-    ]
+    return fixed_width(("CLUSTER", "SERVICE", "TYPE", "PORT", "NODE PORT", "STATUS"),
+                       [(r.cluster, r.service, r.type, str(r.port or "-"), str(r.node_port or "-"), r.status)
+                        for r in rows])
+
+
+def fixed_width(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """``head`` and ``rows`` in columns two spaces apart, each as wide as its widest cell; no trailing blanks."""
+    cells = [head, *rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)

@@ -22,7 +22,6 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gitlab_mci.acceptance import inventory
@@ -232,26 +231,13 @@ class Journey:
     def certificate(self) -> tuple[Path, Path]:
         """A self-signed certificate for the run (acc-<id>.example), made here and never kept; requests over HTTPS
         trust exactly it, so an answer proves the load balancer serves the run's certificate."""
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
+        from gitlab_mci.selfsigned import self_signed
 
-        host = f"{self.names.lb}.example"
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-        now = datetime.now(UTC)
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(hours=1))
-                .not_valid_after(now + timedelta(days=2))
-                .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-                .sign(key, hashes.SHA256()))
-        pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+        pem, key = self_signed(f"{self.names.lb}.example", days=2)
         cert_path, key_path = self.tmp / "run.crt", self.tmp / "run.key"
         cert_path.write_text(pem)
         key_path.touch(mode=0o600)
-        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
+        key_path.write_text(key)
         self.tls = ssl.create_default_context(cadata=pem)
         self.tls.check_hostname = False  # the VIP is an IP address; the chain must still be the run's certificate
         return cert_path, key_path

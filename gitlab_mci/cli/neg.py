@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from gitlab_mci.cli.nodeport import _contexts, _release, _use_kubeconfig, port_option, service_option
+from gitlab_mci.cli.nodeport import (
+    _contexts,
+    _release,
+    _use_kubeconfig,
+    port_option,
+    report_rows,
+    service_option,
+)
 from gitlab_mci.cli.options import (
     FILE,
     context_option,
@@ -20,7 +29,31 @@ from gitlab_mci.cli.options import (
     release_option,
     timeout_option,
 )
-from gitlab_mci.errors import UserError
+
+if TYPE_CHECKING:
+    from gitlab_mci.lb.names import Namer
+    from gitlab_mci.nodeport import ServiceRef
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _service_options(fn: F) -> F:
+    """The options both commands find the load balancer's Service with (in this order in --help)."""
+    for option in reversed((lb_option, release_option, namespace_option, service_option, port_option,
+                            kubeconfig_option)):
+        fn = option(fn)
+    return fn
+
+
+def _service(lb_name: str, release: str | None, namespace: str, service: str | None, port: str | None,
+             kubeconfig: Path | None) -> tuple[Namer, ServiceRef]:
+    """The load balancer's names and the Service the options point at; the kubeconfig given, if any, in effect."""
+    from gitlab_mci.lb.names import Namer
+    from gitlab_mci.nodeport import ServiceRef
+
+    ref = ServiceRef(namespace, _release(release, service), service, port)
+    _use_kubeconfig(kubeconfig)
+    return Namer(lb_name), ref
 
 
 @click.group()
@@ -36,12 +69,7 @@ def command() -> None:
 
 @command.command("expose")
 @context_option
-@lb_option
-@release_option
-@namespace_option
-@service_option
-@port_option
-@kubeconfig_option
+@_service_options
 @timeout_option(300.0)
 @click.option("--dotenv", type=FILE, default=None,
               help="Also append MCI_NEG_NAME and MCI_NEG_ZONES_<CONTEXT> to this dotenv file (for GitLab's "
@@ -56,12 +84,9 @@ def expose_cmd(context: str | None, lb_name: str, release: str | None, namespace
     they are (ClusterIP needs no node port). No write when it already carries it. --timeout bounds the wait until
     GKE's NEG controller reports the NEG and its zones in `cloud.google.com/neg-status` (exit 3 when it does not).
     """
-    from gitlab_mci import kube, neg, nodeport
-    from gitlab_mci.lb.names import Namer
+    from gitlab_mci import kube, neg
 
-    namer = Namer(lb_name)
-    ref = nodeport.ServiceRef(namespace, _release(release, service), service, port)
-    _use_kubeconfig(kubeconfig)
+    namer, ref = _service(lb_name, release, namespace, service, port, kubeconfig)
     cluster = kube.connect(context)
     row = neg.expose(cluster, ref, namer, timeout=timeout,
                      progress=lambda line: click.echo(f"gitlab-mci: {line}", err=True))
@@ -78,12 +103,7 @@ def expose_cmd(context: str | None, lb_name: str, release: str | None, namespace
 
 @command.command("verify")
 @contexts_option
-@lb_option
-@release_option
-@namespace_option
-@service_option
-@port_option
-@kubeconfig_option
+@_service_options
 @output_option(["text", "json"])
 def verify_cmd(contexts: tuple[str, ...], lb_name: str, release: str | None, namespace: str, service: str | None,
                port: str | None, kubeconfig: Path | None, output: str) -> None:
@@ -93,18 +113,8 @@ def verify_cmd(contexts: tuple[str, ...], lb_name: str, release: str | None, nam
     yet, `not-exposed` without the annotation. Without --context, every context of the kubeconfig is checked.
     """
     from gitlab_mci import kube, neg, nodeport
-    from gitlab_mci.lb.names import Namer
 
-    namer = Namer(lb_name)
-    ref = nodeport.ServiceRef(namespace, _release(release, service), service, port)
-    _use_kubeconfig(kubeconfig)
+    namer, ref = _service(lb_name, release, namespace, service, port, kubeconfig)
     names = _contexts(contexts) or kube.list_contexts()
     rows = neg.verify(nodeport.parallel(names, kube.connect), ref, namer)
-    if output == "json":
-        click.echo(json.dumps([asdict(r) for r in rows], indent=2))
-    else:
-        click.echo(neg.render_table(rows))
-    bad = [r for r in rows if not r.ok]
-    if bad:
-        raise UserError(f"{len(bad)} of {len(rows)} Service(s) are not exposed: "
-                        + ", ".join(f"{r.cluster} {r.service} ({r.status})" for r in bad))
+    report_rows(rows, output, neg.render_table(rows), "exposed")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,6 +21,9 @@ from gitlab_mci.cli.options import (
 )
 from gitlab_mci.errors import UserError
 from gitlab_mci.helm import DEFAULT_NODE_PORT, NODE_PORT_MAX, NODE_PORT_MIN, check_node_port, parse_port
+
+if TYPE_CHECKING:
+    from gitlab_mci import neg, nodeport
 
 
 def _node_port(value: str) -> int | None:
@@ -132,13 +137,18 @@ def verify_cmd(contexts: tuple[str, ...], release: str | None, namespace: str, s
     names = _contexts(contexts) or kube.list_contexts()
     clusters = nodeport.parallel(names, kube.connect)
     rows = nodeport.verify(clusters, refs, wanted)
+    report_rows(rows, output, nodeport.render_table(rows), "pinned")
+
+
+def report_rows(rows: Sequence[nodeport.Row] | Sequence[neg.Row], output: str, table: str, state: str) -> None:
+    """Print a verify report (``table`` as text, else the rows as JSON); exit 1 naming each Service not ``state``."""
     if output == "json":
         click.echo(json.dumps([asdict(r) for r in rows], indent=2))
     else:
-        click.echo(nodeport.render_table(rows))
+        click.echo(table)
     bad = [r for r in rows if not r.ok]
     if bad:
-        raise UserError(f"{len(bad)} of {len(rows)} Service(s) are not pinned: "
+        raise UserError(f"{len(bad)} of {len(rows)} Service(s) are not {state}: "
                         + ", ".join(f"{r.cluster} {r.service} ({r.status})" for r in bad))
 
 

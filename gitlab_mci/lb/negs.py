@@ -73,23 +73,38 @@ def _exposed(svc: ServiceInfo) -> dict[str, Any]:
 def check_exposed(clusters: Sequence[ClusterInfo], wanted: Sequence[Wanted]) -> None:
     """Every Service port asked for carries the NEG annotation in every cluster (offline: discovery read it), and
     no two clusters with nodes in one zone ask for the same NEG name there (GKE would make only one)."""
-    asked: dict[tuple[str, str, str], str] = {}
+
+    def asked(c: ClusterInfo, w: Wanted) -> str | None:
+        svc = c.services.get(w.service)
+        if svc is None:
+            raise UserError(f"Service {w.service!r} (routed to by the Ingress) does not exist in context "
+                            f"{c.context!r}")
+        if str(w.port) not in _exposed(svc):
+            raise UserError(f"Service {w.service!r} port {w.port} in context {c.context!r} is not exposed as "
+                            f"NEGs (no {NEG_ANNOTATION} annotation for it): {EXPOSE_HINT}")
+        name = (_exposed(svc)[str(w.port)] or {}).get("name")
+        return str(name) if name else None
+
+    _one_neg_per_zone(clusters, wanted, asked, lambda other, c, zone, w, name: (
+        f"contexts {other!r} and {c.context!r} both have nodes in zone {zone} and ask for NEG {name} there for "
+        f"Service {w.service!r} port {w.port}: only one can have it; expose each cluster's Service with its own "
+        "NEG name"))
+
+
+def _one_neg_per_zone(clusters: Sequence[ClusterInfo], wanted: Sequence[Wanted],
+                      name_of: Callable[[ClusterInfo, Wanted], str | None],
+                      clash: Callable[[str, ClusterInfo, str, Wanted, str], str]) -> None:
+    """A NEG name is one NEG per zone and project: refuse (``clash(other context, cluster, zone, wanted, name)``)
+    when two clusters with nodes in one zone would share one. Clusters and ports in order, so the first problem
+    found is the one said."""
+    seen: dict[tuple[str, str, str], str] = {}
     for c in clusters:
         for w in wanted:
-            svc = c.services.get(w.service)
-            if svc is None:
-                raise UserError(f"Service {w.service!r} (routed to by the Ingress) does not exist in context "
-                                f"{c.context!r}")
-            if str(w.port) not in _exposed(svc):
-                raise UserError(f"Service {w.service!r} port {w.port} in context {c.context!r} is not exposed as "
-                                f"NEGs (no {NEG_ANNOTATION} annotation for it): {EXPOSE_HINT}")
-            name = (_exposed(svc)[str(w.port)] or {}).get("name")
+            name = name_of(c, w)
             for zone in c.zones if name else ():
-                other = asked.setdefault((c.project, zone, str(name)), c.context)
+                other = seen.setdefault((c.project, zone, str(name)), c.context)
                 if other != c.context:
-                    raise UserError(f"contexts {other!r} and {c.context!r} both have nodes in zone {zone} and ask "
-                                    f"for NEG {name} there for Service {w.service!r} port {w.port}: only one can have "
-                                    "it; expose each cluster's Service with its own NEG name")
+                    raise UserError(clash(other, c, zone, w, str(name)))
 
 
 def neg_status(svc: ServiceInfo) -> tuple[dict[str, str], tuple[str, ...]]:
@@ -170,16 +185,11 @@ def _missing(clusters: Sequence[ClusterInfo], wanted: Sequence[Wanted], compute:
 
 def _check_distinct(clusters: Sequence[ClusterInfo], wanted: Sequence[Wanted]) -> None:
     """Two clusters with nodes in one zone cannot both have a NEG of the same name there."""
-    seen: dict[tuple[str, str, str], str] = {}
-    for c in clusters:
-        for w in wanted:
-            name = neg_status(c.services[w.service])[0].get(str(w.port))
-            for zone in c.zones if name else ():
-                other = seen.setdefault((c.project, zone, str(name)), c.context)
-                if other != c.context:
-                    raise UserError(f"contexts {other!r} and {c.context!r} both have nodes in zone {zone}, where "
-                                    f"their NEGs for Service {w.service!r} port {w.port} would both be {name}: use "
-                                    "--backends instance-groups, or clusters in distinct zones")
+    _one_neg_per_zone(clusters, wanted, lambda c, w: neg_status(c.services[w.service])[0].get(str(w.port)),
+                      lambda other, c, zone, w, name: (
+                          f"contexts {other!r} and {c.context!r} both have nodes in zone {zone}, where their NEGs "
+                          f"for Service {w.service!r} port {w.port} would both be {name}: use --backends "
+                          "instance-groups, or clusters in distinct zones"))
 
 
 def wait_for_negs(kube: Sequence[Cluster], clusters: Sequence[ClusterInfo], compute: Compute, namespace: str,

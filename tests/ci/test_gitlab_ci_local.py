@@ -153,6 +153,18 @@ def safe(job: str) -> str:
     return re.sub(r"[^\w-]+", lambda m: base64.urlsafe_b64encode(m.group().encode()).decode().rstrip("="), job)
 
 
+def listeners(example: Example, vip: str) -> dict[int, str]:
+    """Port -> the simulated data plane's URL, for every listener of the address ``vip``."""
+    with urllib.request.urlopen(f"{example.sim_env()['GITLAB_MCI_COMPUTE_ENDPOINT']}/_sim/state", timeout=10) as resp:
+        return {item["port"]: item["url"] for item in json.load(resp)["listeners"] if item["vip"] == vip}
+
+
+def lb_url(example: Example) -> str:
+    """Where the load balancer's address (gmci-ip-shop) serves HTTP."""
+    [address] = [a for a in example.compute("addresses") if a["name"] == "gmci-ip-shop"]
+    return listeners(example, address["address"])[80]
+
+
 def results(output: str) -> dict[str, str]:
     """Job name → PASS / FAIL / WARN from gitlab-ci-local's summary."""
     return dict((name.strip(), status) for status, name in re.findall(r"^ (PASS|FAIL|WARN) +(.+?) *$", output, re.M))
@@ -259,52 +271,56 @@ def test_the_template_works_as_a_ci_cd_component(listing: Example) -> None:
     assert as_component.stdout[as_component.stdout.index("---"):] == as_project.stdout[as_project.stdout.index("---"):]
 
 
-def test_hosted_mode_deploys_without_node_ports_and_publishes_the_multi_cluster_ingress_vip(example: Example) -> None:
+def _pipeline_in_mode(example: Example, mode: str, *features: str) -> str:
+    """The example's pipeline with ``mode`` (the fleet enabled first, once, as its users do) run to green: the pin,
+    load balancer and status jobs pass and every cluster serves the chart's own ClusterIP Service (NEG backends, no
+    node port). Returns the variant's file for the teardown."""
     assert example.run("--list").returncode == 0  # the checkout and its simulator
-    example.gitlab_mci("fleet", "enable", "--context", "prod1,prod2", "--config-context", "prod1")  # once per fleet
-    hosted = example.variant("hosted.gitlab-ci.yml",
-                             ("      lb_name: shop\n", "      lb_name: shop\n      mode: hosted\n      config_context: prod1\n"))
-    proc = example.run("--file", hosted)
+    example.gitlab_mci("fleet", "enable", "--context", "prod1,prod2", "--config-context", "prod1", *features)
+    variant = example.variant(f"{mode}.gitlab-ci.yml",
+                              ("      lb_name: shop\n",
+                               f"      lb_name: shop\n      mode: {mode}\n      config_context: prod1\n"))
+    proc = example.run("--file", variant)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     ran = results(proc.stdout)
-    assert {job: ran[job] for job in ("mci-pin: [prod1]", "mci-pin: [prod2]", "mci-lb", "mci-status")} == dict.fromkeys(
-        ("mci-pin: [prod1]", "mci-pin: [prod2]", "mci-lb", "mci-status"), "PASS")
-    for context in CONTEXTS:  # NEG backends: the chart's own ClusterIP Service, no node port
+    jobs = ("mci-pin: [prod1]", "mci-pin: [prod2]", "mci-lb", "mci-status")
+    assert {job: ran[job] for job in jobs} == dict.fromkeys(jobs, "PASS")
+    for context in CONTEXTS:
         assert example.kubectl(context, "get", "service", "shop-auto-deploy", "-n", "shop")["spec"]["type"] == "ClusterIP"
-    mci = example.kubectl("prod1", "get", "multiclusteringress", "shop", "-n", "shop")
-    dotenv = (example.app / ".gitlab-ci-local/artifacts/mci-lb/.gitlab-ci-reports/dotenv/mci.env").read_text()
-    assert f"MCI_VIP={mci['status']['VIP']}\n" in dotenv
-    assert f"VIP: {mci['status']['VIP']}" in (example.app / ".gitlab-ci-local/artifacts/mci-status/mci-status.md").read_text()
+    return variant
 
-    down = example.run("--file", hosted, "--input", "mci_teardown=true")
+
+def _published(example: Example, vip: str, status_line: str) -> None:
+    """The load balancer job's dotenv carries ``vip`` and the status job's report says ``status_line``."""
+    dotenv = (example.app / ".gitlab-ci-local/artifacts/mci-lb/.gitlab-ci-reports/dotenv/mci.env").read_text()
+    assert f"MCI_VIP={vip}\n" in dotenv
+    assert status_line in (example.app / ".gitlab-ci-local/artifacts/mci-status/mci-status.md").read_text()
+
+
+def _torn_down(example: Example, variant: str) -> None:
+    down = example.run("--file", variant, "--input", "mci_teardown=true")
     assert down.returncode == 0, down.stdout[-4000:] + down.stderr[-2000:]
     assert results(down.stdout)["mci-teardown"] == "PASS"
+
+
+def test_hosted_mode_deploys_without_node_ports_and_publishes_the_multi_cluster_ingress_vip(example: Example) -> None:
+    hosted = _pipeline_in_mode(example, "hosted")
+    mci = example.kubectl("prod1", "get", "multiclusteringress", "shop", "-n", "shop")
+    _published(example, mci["status"]["VIP"], f"VIP: {mci['status']['VIP']}")
+
+    _torn_down(example, hosted)
     assert example.kubectl("prod1", "get", "multiclusteringress", "-n", "shop")["items"] == []
 
 
 def test_gateway_mode_exports_every_cluster_and_publishes_the_gateways_address(example: Example) -> None:
-    assert example.run("--list").returncode == 0  # the checkout and its simulator
-    example.gitlab_mci("fleet", "enable", "--context", "prod1,prod2", "--config-context", "prod1",
-                       "--features", "gateway")  # once per fleet
-    gateway = example.variant("gateway.gitlab-ci.yml",
-                              ("      lb_name: shop\n", "      lb_name: shop\n      mode: gateway\n      config_context: prod1\n"))
-    proc = example.run("--file", gateway)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    ran = results(proc.stdout)
-    assert {job: ran[job] for job in ("mci-pin: [prod1]", "mci-pin: [prod2]", "mci-lb", "mci-status")} == dict.fromkeys(
-        ("mci-pin: [prod1]", "mci-pin: [prod2]", "mci-lb", "mci-status"), "PASS")
-    for context in CONTEXTS:  # NEG backends: the chart's own ClusterIP Service, and its per-cluster export
-        assert example.kubectl(context, "get", "service", "shop-auto-deploy", "-n", "shop")["spec"]["type"] == "ClusterIP"
+    gateway = _pipeline_in_mode(example, "gateway", "--features", "gateway")
+    for context in CONTEXTS:  # and its per-cluster export
         assert example.kubectl(context, "get", "serviceexport", f"shop-auto-deploy-{context}", "-n", "shop")
     gw = example.kubectl("prod1", "get", "gateway", "shop", "-n", "shop")
     address = gw["status"]["addresses"][0]["value"]
-    dotenv = (example.app / ".gitlab-ci-local/artifacts/mci-lb/.gitlab-ci-reports/dotenv/mci.env").read_text()
-    assert f"MCI_VIP={address}\n" in dotenv
-    assert f"address: {address}" in (example.app / ".gitlab-ci-local/artifacts/mci-status/mci-status.md").read_text()
+    _published(example, address, f"address: {address}")
 
-    down = example.run("--file", gateway, "--input", "mci_teardown=true")
-    assert down.returncode == 0, down.stdout[-4000:] + down.stderr[-2000:]
-    assert results(down.stdout)["mci-teardown"] == "PASS"
+    _torn_down(example, gateway)
     assert example.kubectl("prod1", "get", "gateways", "-n", "shop")["items"] == []
     for context in CONTEXTS:
         assert example.kubectl(context, "get", "serviceexports", "-n", "shop")["items"] == []
@@ -427,10 +443,7 @@ def test_a_project_whose_own_values_run_the_app_on_8080_is_deployed_on_8080_and_
     for backend_health in ("prod1 / us-central1-a (3/3)", "prod2 / europe-west1-b (3/3)"):
         assert backend_health in example.log("mci-status")
     # A request through the simulator's data plane, to the load balancer's VIP, reaches the app.
-    [address] = [a for a in example.compute("addresses") if a["name"] == "gmci-ip-shop"]
-    with urllib.request.urlopen(f"{example.sim_env()['GITLAB_MCI_COMPUTE_ENDPOINT']}/_sim/state", timeout=10) as resp:
-        state = json.load(resp)
-    [url] = [item["url"] for item in state["listeners"] if item["vip"] == address["address"] and item["port"] == 80]
+    url = lb_url(example)
     with urllib.request.urlopen(f"{url}/", timeout=10) as resp:
         assert resp.status == 200
 
@@ -489,10 +502,7 @@ def test_example_pipeline_with_neg_backends_exposes_instead_of_pinning_and_serve
     backends = [b["group"] for bs in example.compute("backendServices") for b in bs["backends"]]
     assert sorted(g.split("/zones/")[1] for g in backends) == [
         "europe-west1-b/networkEndpointGroups/gmci-neg-shop-5000", "us-central1-a/networkEndpointGroups/gmci-neg-shop-5000"]
-    [address] = [a for a in example.compute("addresses") if a["name"] == "gmci-ip-shop"]
-    with urllib.request.urlopen(f"{example.sim_env()['GITLAB_MCI_COMPUTE_ENDPOINT']}/_sim/state", timeout=10) as resp:
-        state = json.load(resp)
-    [url] = [item["url"] for item in state["listeners"] if item["vip"] == address["address"] and item["port"] == 80]
+    url = lb_url(example)
     with urllib.request.urlopen(f"{url}/", timeout=10) as resp:
         assert resp.status == 200
 
@@ -507,14 +517,11 @@ def test_example_pipeline_with_neg_backends_exposes_instead_of_pinning_and_serve
 def test_switching_the_example_from_instance_groups_to_neg_under_load_fails_no_request(example: Example) -> None:
     """docs/ci-template.md's switch: one pipeline with `backends: neg` that keeps the node port (the user's
     HELM_UPGRADE_EXTRA_ARGS), then the plain `backends: neg` pipeline, both under 20 requests/s on the VIP."""
-    from tests.lb.neg_world import Load
+    from tests.traffic import Load
 
     first = example.run()
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
-    [address] = [a for a in example.compute("addresses") if a["name"] == "gmci-ip-shop"]
-    with urllib.request.urlopen(f"{example.sim_env()['GITLAB_MCI_COMPUTE_ENDPOINT']}/_sim/state", timeout=10) as resp:
-        state = json.load(resp)
-    [url] = [item["url"] for item in state["listeners"] if item["vip"] == address["address"] and item["port"] == 80]
+    url = lb_url(example)
     neg = example.variant("neg.gitlab-ci.yml", ("      lb_name: shop\n", "      lb_name: shop\n      backends: neg\n"))
     keep = "--set service.type=NodePort --set service.nodePort=30999"
     keep_node_port = example.variables("keep-node-port.yml", f"HELM_UPGRADE_EXTRA_ARGS:\n  values:\n"
@@ -557,10 +564,9 @@ def _the_recipes_world(example: Example, tmp_path: Path) -> tuple[str, dict[int,
                                          "prod1,prod2", "--certificate-file", str(cert), "--key-file", str(key),
                                          "--state-dir", str(example.work / "sim"), "-o", "json").stdout)
     vip: str = made["vip"]
-    with urllib.request.urlopen(f"{example.sim_env()['GITLAB_MCI_COMPUTE_ENDPOINT']}/_sim/state", timeout=10) as resp:
-        listeners = {item["port"]: item["url"] for item in json.load(resp)["listeners"] if item["vip"] == vip}
-    assert sorted(listeners) == [80, 443]
-    return vip, listeners
+    served = listeners(example, vip)
+    assert sorted(served) == [80, 443]
+    return vip, served
 
 
 def test_a_project_moving_from_kubemci_takes_it_over_in_the_manual_job_with_no_failed_request(

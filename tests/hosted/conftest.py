@@ -27,9 +27,8 @@ def deploy_service(running: RunningSim, cluster: str, namespace: str = "default"
                  "ports": [{"name": "web", "port": 5000, "targetPort": 5000, "protocol": "TCP"}]}})
 
 
-@pytest.fixture
-def fleet(make_sim: Any, monkeypatch: pytest.MonkeyPatch) -> RunningSim:
-    """prod1 (config cluster) and prod2, both fleet members, with the app's Service; empty journal."""
+def make_fleet(make_sim: Any, monkeypatch: pytest.MonkeyPatch) -> RunningSim:
+    """prod1 (config cluster) and prod2, both fleet members, with the app's Service; clients pointed at them."""
     running: RunningSim = make_sim(parse_spec({
         "clusters": [{"name": "prod1", "location": "us-central1-a"}, {"name": "prod2", "location": "europe-west1-b"}],
         "mciProvisioningDelay": 0.05}))
@@ -39,5 +38,12 @@ def fleet(make_sim: Any, monkeypatch: pytest.MonkeyPatch) -> RunningSim:
     running.sim.gkehub.enable_mci("prod1")
     for key, value in running.env.items():
         monkeypatch.setenv(key, value)
+    return running
+
+
+@pytest.fixture
+def fleet(make_sim: Any, monkeypatch: pytest.MonkeyPatch) -> RunningSim:
+    """The fleet of :func:`make_fleet`, with an empty journal."""
+    running = make_fleet(make_sim, monkeypatch)
     running.sim.journal.reset()
     return running

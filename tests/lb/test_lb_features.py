@@ -14,8 +14,8 @@ import requests
 from google.cloud import compute_v1
 from kubernetes import client as k8s
 
-from gitlab_mci.gcp import Compute
 from tests.cli_helpers import run_cli as cli
+from tests.clients import backend_service as read_backend_service
 from tests.conftest import RunningSim
 
 P = "demo-project"
@@ -31,9 +31,7 @@ def world(app_world: RunningSim) -> RunningSim:
 
 def backend_service(world: RunningSim) -> dict[str, Any]:
     """The backend service as Compute holds it, read with google-cloud-compute."""
-    gc = Compute(P, world.sim.compute_url)
-    bs = gc.client(compute_v1.BackendServicesClient).get(project=P, backend_service=BS)
-    return dict(json.loads(compute_v1.BackendService.to_json(bs)))
+    return dict(json.loads(compute_v1.BackendService.to_json(read_backend_service(world, BS))))
 
 
 def gcloud_json(world: RunningSim, *args: str) -> Any:

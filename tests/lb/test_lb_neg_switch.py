@@ -12,7 +12,8 @@ from google.cloud import compute_v1
 from gitlab_mci.gcp import Compute
 from tests.cli_helpers import run_cli as cli
 from tests.conftest import RunningSim
-from tests.lb.neg_world import BASE, PORT, Load, P, neg_world, serving_url
+from tests.lb.neg_world import BASE, PORT, P, neg_world, serving_url
+from tests.traffic import Load
 
 NODE_PORT = 30999
 

@@ -16,7 +16,8 @@ from kubernetes import client as k8s
 from gitlab_mci.gcp import Compute
 from tests.cli_helpers import run_cli as cli
 from tests.conftest import RunningSim
-from tests.lb.neg_world import BASE, NEG, PORT, SERVICE, WHERE, Load, P, kube, neg_world, serving_url
+from tests.lb.neg_world import BASE, NEG, PORT, SERVICE, WHERE, P, kube, neg_world, serving_url
+from tests.traffic import Load
 
 BS = f"gmci-bsn-shop-{PORT}"
 HC = f"gmci-hcn-shop-{PORT}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import time
 from collections import Counter
 from typing import Any
@@ -17,7 +16,9 @@ from google.cloud import compute_v1
 
 from gitlab_mci.gcp import Compute
 from tests.cli_helpers import run_cli as cli
+from tests.clients import backend_service as read_backend_service
 from tests.conftest import RunningSim
+from tests.traffic import Load, cluster_of
 
 P = "demo-project"
 BASE = ["--lb", "shop", "--context", "prod1,prod2", "--service", "shop-auto-deploy", "--port", "web"]
@@ -35,8 +36,7 @@ def world(app_world: RunningSim) -> RunningSim:
 
 def scalers(world: RunningSim) -> dict[str, float]:
     """Each cluster's capacityScaler as Compute holds it, read with the real client."""
-    gc = Compute(P, world.sim.compute_url)
-    bs = gc.client(compute_v1.BackendServicesClient).get(project=P, backend_service=BS)
+    bs = read_backend_service(world, BS)
     zone_of = {"us-central1-a": "prod1", "europe-west1-b": "prod2"}
     return {zone_of[b.group.split("/zones/")[1].split("/")[0]]: b.capacity_scaler for b in bs.backends}
 
@@ -58,10 +58,6 @@ def routed_drained(world: RunningSim, services: list[str], zone: str) -> None:
             return
         assert time.monotonic() < deadline, views
         time.sleep(0.02)
-
-
-def cluster_of(reply: requests.Response) -> str:
-    return reply.headers["X-Sim-Backend"].split("/", 1)[0]
 
 
 def test_weights_3_to_1_send_three_quarters_of_the_requests_to_the_heavier_cluster(
@@ -181,44 +177,22 @@ def test_status_shows_each_clusters_weight_and_drain_state(
     assert "| Weight |" in out and "| drained |" in out and "| 3 (x1) |" in out
 
 
-def _load(url: str, stop: threading.Event, log: list[tuple[float, int, str]], rate: float = 20.0) -> None:
-    """Requests at ``rate`` per second on a fixed schedule: (time sent, status, cluster or error)."""
-    with requests.Session() as s:
-        began = time.monotonic()
-        i = 0
-        while not stop.is_set():
-            sent = time.monotonic()
-            try:
-                r = s.get(f"{url}/", timeout=5)
-                log.append((sent, r.status_code, cluster_of(r) if r.status_code == 200 else r.text[:60]))
-            except requests.RequestException as exc:
-                log.append((sent, 0, type(exc).__name__))
-            i += 1
-            stop.wait(max(0.0, began + i / rate - time.monotonic()))
-
-
 def test_drain_under_20_requests_per_second_fails_no_request_and_moves_prod1s_share_to_0_and_back(
         world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(["lb", "apply", *BASE], capsys)[0] == 0
     url = serving_url(world)
-    stop, log = threading.Event(), []  # type: ignore[var-annotated]
-    load = threading.Thread(target=_load, args=(url, stop, log), daemon=True)
-    load.start()
-    try:
-        time.sleep(2.0)  # the load's baseline: both clusters serve
+    with Load(url) as load:
+        load.hold(2.0)  # the load's baseline: both clusters serve
         began = time.monotonic()
         code, _, err = cli(["lb", "drain", "prod1", *WHERE], capsys)
         drained_at = time.monotonic()
         assert code == 0, err
-        time.sleep(3.0)
+        load.hold(3.0)
         code, _, err = cli(["lb", "undrain", "prod1", *WHERE], capsys)
         undrained_at = time.monotonic()
         assert code == 0, err
-        time.sleep(2.0)
-    finally:
-        stop.set()
-        load.join(timeout=10)
-    failed = [e for e in log if e[1] != 200]
+        load.hold(2.0)
+    log, failed = load.log, load.failed
     assert failed == [], failed[:5]
     before = [c for t, _, c in log if t < began]
     during = [(t, c) for t, _, c in log if drained_at <= t < undrained_at]
@@ -292,17 +266,9 @@ def test_a_drain_racing_a_colleagues_change_to_another_cluster_keeps_both(
 
 def test_a_cluster_added_while_another_is_drained_joins_serving_and_the_drain_stays(
         make_sim: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from gitlab_mci.sim.spec import parse_spec
-    from tests.lb.test_discovery import deploy_app
+    from tests.lb.app_clusters import app_clusters
 
-    running = make_sim(parse_spec({"clusters": [
-        {"name": "prod1", "location": "us-central1-a", "nodes": 1},
-        {"name": "prod2", "location": "europe-west1-b", "nodes": 1},
-        {"name": "prod3", "location": "asia-east1-a", "nodes": 1}]}))
-    for name in ("prod1", "prod2", "prod3"):
-        deploy_app(running, name, 30999)
-    for key, value in running.env.items():
-        monkeypatch.setenv(key, value)
+    running = app_clusters(make_sim, monkeypatch, nodes=1)
     routing = ["--service", "shop-auto-deploy", "--port", "web"]
     two, three = ["--lb", "shop", "--context", "prod1,prod2"], ["--lb", "shop", "--context", "prod1,prod2,prod3"]
     assert cli(["lb", "apply", *two, *routing, "--weight", "prod2=2"], capsys)[0] == 0

@@ -12,11 +12,10 @@ from typing import Any
 
 import pytest
 
-from gitlab_mci.sim.spec import parse_spec
 from tests.cli_helpers import run_cli
 from tests.conftest import RunningSim
+from tests.lb.app_clusters import app_clusters
 from tests.lb.takeover_world import Traffic, kubemci, leftovers, phases, takeover
-from tests.lb.test_discovery import deploy_app
 from tests.pki import self_signed
 
 P = "demo-project"
@@ -87,14 +86,7 @@ def test_takeover_of_an_http_only_chain_drops_no_request(
 def test_takeover_of_a_two_cluster_chain_onto_three_clusters_drops_no_request(
         make_sim: Callable[[Any], RunningSim], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
-    running = make_sim(parse_spec({"clusters": [
-        {"name": "prod1", "location": "us-central1-a", "nodes": 2},
-        {"name": "prod2", "location": "europe-west1-b", "nodes": 2},
-        {"name": "prod3", "location": "asia-east1-a", "nodes": 2}]}))
-    for name in ("prod1", "prod2", "prod3"):
-        deploy_app(running, name, 30999)
-    for k, v in running.env.items():
-        monkeypatch.setenv(k, v)
+    running = app_clusters(make_sim, monkeypatch)
     kubemci(running, ("prod1", "prod2"))
     traffic = _taken_over_with_traffic(running, capsys, "two clusters → three", (80,), "prod1,prod2,prod3")
     clusters = [r[3] for r in traffic.results]

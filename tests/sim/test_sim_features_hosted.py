@@ -7,8 +7,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
-import subprocess
 import time
 from typing import Any
 
@@ -18,35 +16,19 @@ from kubernetes import client as k8s
 
 from gitlab_mci.gcp import Compute
 from gitlab_mci.sim.listeners import self_signed
-from gitlab_mci.sim.spec import parse_spec
 from tests.cli_helpers import run_cli as cli
+from tests.clients import gcloud
 from tests.conftest import RunningSim
 
 P = "demo-project"
 
 
-def gcloud(sim: RunningSim, *args: str) -> str:
-    env = {**os.environ, "CLOUDSDK_CONFIG": str(sim.files.gcloud_config)}
-    done = subprocess.run(["gcloud", *args, "--quiet"], capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 @pytest.fixture
 def fleet(make_sim: Any, monkeypatch: pytest.MonkeyPatch) -> RunningSim:
     """prod1 (config cluster) and prod2, fleet members with the app's Service, clients pointed here."""
-    from tests.hosted.conftest import deploy_service
+    from tests.hosted.conftest import make_fleet
 
-    running: RunningSim = make_sim(parse_spec({
-        "clusters": [{"name": "prod1", "location": "us-central1-a"}, {"name": "prod2", "location": "europe-west1-b"}],
-        "mciProvisioningDelay": 0.05}))
-    for name in ("prod1", "prod2"):
-        deploy_service(running, name)
-        running.sim.gkehub.register(name)
-    running.sim.gkehub.enable_mci("prod1")
-    for key, value in running.env.items():
-        monkeypatch.setenv(key, value)
-    return running
+    return make_fleet(make_sim, monkeypatch)
 
 
 def controller_backend_service(fleet: RunningSim, **expected: Any) -> dict[str, Any]:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import ssl
-import subprocess
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -15,17 +13,11 @@ import pytest
 from gitlab_mci.sim.kubemci import kubemci_name
 from gitlab_mci.sim.spec import parse_spec
 from tests.cli_helpers import run_cli
+from tests.clients import gcloud
 from tests.conftest import RunningSim
 from tests.pki import write_pair
 
 P = "demo-project"
-
-
-def _gcloud(running: RunningSim, *args: str) -> str:
-    env = {**os.environ, "CLOUDSDK_CONFIG": str(running.files.gcloud_config)}
-    done = subprocess.run(["gcloud", *args, "--quiet"], capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def _clusters(url: str, n: int = 20, context: ssl.SSLContext | None = None) -> set[str]:
@@ -58,11 +50,11 @@ def test_the_recipes_https_kubemci_chain_on_a_reserved_ip_answers_from_both_clus
     assert _clusters(dataplane.url_for(vip, 443), context=insecure) == {"prod1", "prod2"}
 
     # What a user's gcloud shows of it: kubemci's chain on the user's address, classic, no gitlab-mci marker.
-    rules = json.loads(_gcloud(app_world, "compute", "forwarding-rules", "list", "--global", "--format=json"))
+    rules = json.loads(gcloud(app_world, "compute", "forwarding-rules", "list", "--global", "--format=json"))
     assert sorted((r["name"], r["portRange"], r["IPAddress"], r["loadBalancingScheme"]) for r in rules) == [
         ("mci1-fw--shop", "80-80", vip, "EXTERNAL"), ("mci1-fws--shop", "443-443", vip, "EXTERNAL")]
     assert all(not r.get("labels") for r in rules)
-    bs = json.loads(_gcloud(app_world, "compute", "backend-services", "describe", "mci1-be-30999--shop", "--global",
+    bs = json.loads(gcloud(app_world, "compute", "backend-services", "describe", "mci1-be-30999--shop", "--global",
                             "--format=json"))
     assert (bs["loadBalancingScheme"], bs["protocol"], bs["port"], bs["portName"]) == (
         "EXTERNAL", "HTTP", 30999, "port30999")
@@ -70,11 +62,11 @@ def test_the_recipes_https_kubemci_chain_on_a_reserved_ip_answers_from_both_clus
     assert {b["group"] for b in bs["backends"]} == groups
     assert {(b["balancingMode"], b["maxRatePerInstance"]) for b in bs["backends"]} == {("RATE", 1e14)}
     assert "gitlab-mci" not in json.dumps(bs)
-    hc = json.loads(_gcloud(app_world, "compute", "health-checks", "describe", "mci1-hc-30999--shop",
+    hc = json.loads(gcloud(app_world, "compute", "health-checks", "describe", "mci1-hc-30999--shop",
                             "--format=json"))
     assert (hc["httpHealthCheck"]["port"], hc["httpHealthCheck"]["requestPath"], hc["checkIntervalSec"]) == (
         30999, "/healthz", 60), "the pods' readiness path, kubemci's 60 s interval"
-    address = json.loads(_gcloud(app_world, "compute", "addresses", "describe", "web-ip", "--global",
+    address = json.loads(gcloud(app_world, "compute", "addresses", "describe", "web-ip", "--global",
                                  "--format=json"))
     assert address["address"] == vip and address["status"] == "IN_USE"
     firewall = app_world.sim.compute.get("firewalls", "mci1-fr--shop", project=P)
