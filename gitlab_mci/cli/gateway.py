@@ -17,6 +17,7 @@ from gitlab_mci.cli.options import (
     config_context_option,
     detailed_exitcode_option,
     dotenv_option,
+    features_options,
     fleet_contexts_option,
     https_redirect_option,
     kubeconfig_option,
@@ -30,6 +31,7 @@ from gitlab_mci.cli.options import (
     stack,
     static_ip_option,
     timeout_option,
+    timeout_sec_option,
     wait_option,
 )
 from gitlab_mci.errors import UserError
@@ -54,16 +56,19 @@ def _options(f: Any) -> Any:
         click.option("--health-check-path", envvar="MCI_HEALTH_CHECK_PATH",
                      help="Health check path (a HealthCheckPolicy per cluster; default: GKE's) "
                           "[env: MCI_HEALTH_CHECK_PATH]."),
+        timeout_sec_option,
         static_ip_option,
         ssl_certificate_option,
         https_redirect_option,
         adopt_option,
         output_option(["text", "json"]),
+        features_options,
     ]
     return _where(routing(stack(decorators)(f)))
 
 
 def _prepare(kw: dict[str, Any]) -> Any:
+    from gitlab_mci.features.sources import Flags
     from gitlab_mci.gateway.model import Inputs
     from gitlab_mci.gateway.prepare import prepare
 
@@ -72,7 +77,8 @@ def _prepare(kw: dict[str, Any]) -> Any:
         service=kw["service"], port=kw["port"], namespace=kw["namespace"], project=kw["project"],
         static_ip=kw["static_ip"], https_redirect=kw["https_redirect"], ssl_certificates=kw["ssl_certificates"],
         gateway_class=kw["gateway_class"], httproute_file=kw["httproute_file"], kubeconfig=kw["kubeconfig"],
-        adopt=kw["adopt"], health_check_path=kw["health_check_path"]))
+        adopt=kw["adopt"], health_check_path=kw["health_check_path"], timeout_sec=kw["timeout_sec"],
+        feature_flags=Flags.from_kw(kw), features_file=kw["features_file"]))
 
 
 def _connect(kw: dict[str, Any]) -> tuple[Any, dict[str, Any]]:

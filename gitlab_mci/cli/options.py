@@ -150,6 +150,11 @@ def timeout_option(default: float) -> Decorator:
                         metavar="SECONDS", help="Seconds to wait at most.")
 
 
+# The backend timeout: lb's backend services; gateway's GCPBackendPolicy (rendered only when not GKE's 30 s).
+timeout_sec_option = click.option("--timeout-sec", type=int, default=30, show_default=True,
+                                  help="Backend timeout in seconds.")
+
+
 # Production load balancer options (docs/features.md): the same flags on lb and hosted plan/apply.
 class _Headers(click.ParamType):  # type: ignore[type-arg]
     """NAME:VALUE; from the variable, one per line (values have spaces and commas)."""

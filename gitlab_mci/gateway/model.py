@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gitlab_mci.errors import UserError
+from gitlab_mci.features.sources import Flags
 
 Obj = dict[str, Any]
 RESERVED_PREFIXES = ("gkemcg", "gkegw", "mci-")  # GKE's controllers own these names (Compute, derived Services)
@@ -54,6 +55,9 @@ class Inputs:
     health_check_path: str | None = None
     kubeconfig: Path | None = None
     adopt: bool = False
+    timeout_sec: int | None = None  # GCPBackendPolicy timeoutSec (None: GKE's 30 s)
+    feature_flags: Flags = field(default_factory=Flags)  # production options (docs/features.md)
+    features_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,8 @@ class GatewayModel:
     https_redirect: bool = False
     drained: dict[str, int] = field(default_factory=dict)
     health_check_path: str | None = None
+    backend_policy: Obj = field(default_factory=dict)  # GCPBackendPolicy spec.default per export (empty: none)
+    gateway_policy: Obj = field(default_factory=dict)  # GCPGatewayPolicy spec.default (empty: none)
 
     @property
     def labels(self) -> dict[str, str]:

@@ -172,10 +172,14 @@ def live_weights(route: Obj | None) -> tuple[dict[str, int], dict[str, int]]:
 def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) -> Prepared:
     """Check every input, then read: nothing is written before this returns."""
     from gitlab_mci import kube
+    from gitlab_mci.features import exists
+    from gitlab_mci.features import sources as features_sources
     from gitlab_mci.fleet import Hub, parse_contexts, resolve_link, same_membership
+    from gitlab_mci.gateway import policies
     from gitlab_mci.gcp import Compute
     from gitlab_mci.hosted.model import check_health_path, check_namespace
     from gitlab_mci.hosted.prepare import _certificate, _global_address, _split, config_spec, routing
+    from gitlab_mci.lb.engine import ComputeApi
     from gitlab_mci.lb.inputs import check_resource_name
     from gitlab_mci.nodeport import parallel
 
@@ -186,6 +190,8 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     namespace = check_namespace(inputs.namespace)
     gateway_class = inputs.gateway_class or DEFAULT_CLASS
     health_path = check_health_path(inputs.health_check_path)
+    features = features_sources.gather(inputs.feature_flags, inputs.features_file)
+    policies.check(features, inputs.timeout_sec)
     if inputs.httproute_file is not None:
         if inputs.ingress is not None:
             raise UserError("give the routing once: --ingress or --httproute-file, not both")
@@ -204,6 +210,11 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
         check_resource_name(cert, "--ssl-certificate")
     if inputs.https_redirect and not certs:
         raise UserError("--https-redirect needs HTTPS: give the certificate(s) with --ssl-certificate")
+    if features.get("sslPolicy") and not certs:
+        raise UserError(f"sslPolicy (from {features.origin['sslPolicy']}) applies to HTTPS: give the certificate(s) "
+                        "with --ssl-certificate")
+    backend_policy = policies.backend_default(features, inputs.timeout_sec)
+    gateway_policy = policies.gateway_default(features)
     if len(certs) > 15:
         raise UserError(f"{len(certs)} certificates: a load balancer serves at most 15")
     specs = parse_contexts(inputs.contexts)
@@ -267,6 +278,10 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     for context, member in serving:
         if context != config.context:
             _crds(member, ("serviceexports.net.gke.io",), "a serving cluster")
+    if backend_policy:
+        _crds(cluster, ("gcpbackendpolicies.networking.gke.io",), "the config cluster")
+    if gateway_policy:
+        _crds(cluster, ("gcpgatewaypolicies.networking.gke.io",), "the config cluster")
     _gateway_class(cluster, gateway_class)
     ours = {export_name(name, c) for name in services for c in cluster_names.values()}
     for rule in rules:
@@ -278,6 +293,7 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     if inputs.static_ip:
         _global_address(compute, inputs.static_ip)
     parallel(list(certs), lambda c: _certificate(compute, c))
+    exists.compute_references(ComputeApi(compute), features)
 
     # --- what exists ---------------------------------------------------------------------------------------------
     live_route = read(cluster, "HTTPRoute", namespace, lb)
@@ -289,7 +305,8 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
                          services=services, rules=rules, hostnames=hostnames, static_ip=inputs.static_ip,
                          pre_shared_certs=certs, https_redirect=inputs.https_redirect,
                          drained={k: v for k, v in drained.items() if k in cluster_names.values()},
-                         health_check_path=health_path)
+                         health_check_path=health_path, backend_policy=backend_policy,
+                         gateway_policy=gateway_policy)
     wanted = desired(model, config.context)
     for d in wanted:
         d.obj["metadata"].setdefault("annotations", {})
@@ -298,7 +315,7 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
                 {c.cluster: c.weight for c in clusters}, sort_keys=True)
         if not d.obj["metadata"]["annotations"]:
             del d.obj["metadata"]["annotations"]
-        if d.obj["kind"] in ("Gateway", "HTTPRoute"):
+        if d.obj["kind"] in ("Gateway", "HTTPRoute", "GCPBackendPolicy", "GCPGatewayPolicy"):
             validate(d.obj, f"{d.obj['kind']} {namespace}/{d.obj['metadata']['name']}")
     live: dict[tuple[str, str, str], Obj] = {}
     for d in wanted:
