@@ -239,18 +239,11 @@ def _route_clusters(config: Any, namespace: str, lb: str, known: dict[str, Any])
     """The serving clusters the HTTPRoute records (context by cluster), so that a delete given only the config
     cluster still removes the exports in every cluster."""
     from gitlab_mci import kube
-    from gitlab_mci.gateway.model import CLUSTERS_ANNOTATION
-    from gitlab_mci.gateway.prepare import owned_by, read
+    from gitlab_mci.gateway.prepare import read, recorded_contexts
 
-    route = read(config, "HTTPRoute", namespace, lb)
-    if route is None or not owned_by(route, lb):
-        return {}
-    try:
-        recorded = json.loads((route["metadata"].get("annotations") or {}).get(CLUSTERS_ANNOTATION) or "{}")
-    except ValueError:
-        return {}
-    missing = sorted({str(c) for c in recorded.values()} - set(known) - {config.context})
-    return {context: kube.connect(context) for context in missing}
+    recorded = recorded_contexts(read(config, "HTTPRoute", namespace, lb), lb)
+    return {context: kube.connect(context) for context in recorded if context not in known
+            and context != config.context}
 
 
 def _weights_out(output: str, lb: str, weights: dict[str, int], change: Any) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from gitlab_mci.errors import UserError
 from gitlab_mci.gateway.manifests import APPLY_ORDER, KINDS, Desired, desired
 from gitlab_mci.gateway.model import (
+    CLUSTERS_ANNOTATION,
     DEFAULT_CLASS,
     DRAINED_ANNOTATION,
     LB_LABEL,
@@ -167,6 +168,18 @@ def live_weights(route: Obj | None) -> tuple[dict[str, int], dict[str, int]]:
     except (ValueError, AttributeError):
         return {}, {}
     return weights, drained
+
+
+def recorded_contexts(route: Obj | None, lb: str) -> list[str]:
+    """The contexts of the serving clusters a live HTTPRoute of ours records (``gitlab-mci/clusters``): where its
+    exports are, even for a cluster no longer given with --context."""
+    if route is None or not owned_by(route, lb):
+        return []
+    try:
+        recorded = json.loads((route["metadata"].get("annotations") or {}).get(CLUSTERS_ANNOTATION) or "{}")
+    except ValueError:
+        return []
+    return sorted({str(c) for c in recorded.values()}) if isinstance(recorded, dict) else []
 
 
 def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) -> Prepared:
@@ -330,8 +343,12 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
                             f"{d.context!r} and {whose}; rename ours or pass --adopt to take it over")
         live[d.key] = found
     wanted_keys = {d.key for d in wanted}
+    dropped = [c for c in recorded_contexts(live_route, lb) if c not in connected]  # no longer in --context
+    if dropped:
+        say(f"removing the exports of {', '.join(dropped)} (no longer in --context)")
+        connected.update(zip(dropped, parallel(dropped, kube.connect), strict=True))
     stale: list[tuple[str, Obj]] = []
-    for context in contexts:
+    for context in [*contexts, *dropped]:
         for kind in APPLY_ORDER:
             for obj in list_ours(connected[context], kind, namespace, lb):
                 if (context, kind, obj["metadata"]["name"]) not in wanted_keys:

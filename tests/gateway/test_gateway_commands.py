@@ -380,3 +380,26 @@ def test_a_health_check_path_is_a_health_check_policy_per_cluster_that_gke_follo
     assert cli(["gateway", "delete", *WHERE], capsys)[0] == 0
     assert custom(gateway_world).list_namespaced_custom_object("networking.gke.io", "v1", "default",
                                                                "healthcheckpolicies")["items"] == []
+
+
+def test_a_cluster_dropped_from_context_loses_its_exports_and_a_rerun_writes_nothing(
+        gateway_world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["gateway", "apply", *BASE], capsys)[0] == 0
+    two = ["--lb", "shop", "--context", "prod1,prod2", "--service", "shop-auto-deploy", "--port", "web"]
+    code, _, err = cli(["gateway", "apply", *two], capsys)
+    assert code == 0, err
+    assert "- ServiceExport default/shop-auto-deploy-prod3 (prod3)" in err
+    assert "- Service default/shop-auto-deploy-prod3 (prod3)" in err
+    prod3 = gateway_world.sim.clusters["prod3"]
+    assert prod3.get("net.gke.io/v1", "ServiceExport", "shop-auto-deploy-prod3", "default") is None
+    assert prod3.get("v1", "Service", "shop-auto-deploy-prod3", "default") is None
+    assert prod3.get("v1", "Service", "shop-auto-deploy", "default") is not None  # the app's own: not ours
+    converged(gateway_world)
+    assert set(clusters_seen(serving_everywhere(gateway_world, ("prod1", "prod2")), 60)) == {"prod1", "prod2"}
+    gateway_world.sim.journal.reset()
+    code, out, _ = cli(["gateway", "apply", *two], capsys)
+    assert code == 0 and "No changes" in out, out
+    assert gateway_world.sim.journal.writes() == []
+    assert cli(["gateway", "delete", "--lb", "shop", "--context", "prod1,prod2"], capsys)[0] == 0
+    assert gateway_world.sim.mcs.settle() and gateway_world.sim.gateway.settle()
+    assert ours(gateway_world) == []
