@@ -43,13 +43,16 @@ def _where(f: Any) -> Any:
                   kubeconfig_option])(f)
 
 
+_httproute_file_option = click.option(
+    "--httproute-file", type=FILE, envvar="MCI_HTTPROUTE_FILE",
+    help="Instead of --ingress: an HTTPRoute manifest whose rules (path and header matches, filters) route; its "
+         "backendRefs to Services are split per cluster [env: MCI_HTTPROUTE_FILE].")
+
+
 def _options(f: Any) -> Any:
     """Options of the commands that build the desired objects (plan, apply)."""
     decorators = [
-        click.option("--httproute-file", type=FILE, envvar="MCI_HTTPROUTE_FILE",
-                     help="Instead of --ingress: an HTTPRoute manifest whose rules (path and header matches, "
-                          "filters) route; its backendRefs to Services are split per cluster "
-                          "[env: MCI_HTTPROUTE_FILE]."),
+        _httproute_file_option,
         click.option("--gateway-class", envvar="MCI_GATEWAY_CLASS", default="gke-l7-global-external-managed-mc",
                      show_default=True, help="A multi-cluster GatewayClass of the config cluster "
                                              "[env: MCI_GATEWAY_CLASS]."),
@@ -67,18 +70,23 @@ def _options(f: Any) -> Any:
     return _where(routing(stack(decorators)(f)))
 
 
-def _prepare(kw: dict[str, Any]) -> Any:
+def _inputs(kw: dict[str, Any]) -> Any:
     from gitlab_mci.features.sources import Flags
     from gitlab_mci.gateway.model import Inputs
-    from gitlab_mci.gateway.prepare import prepare
 
-    return prepare(Inputs(
+    return Inputs(
         lb=kw["lb_name"], contexts=kw["contexts"], config_context=kw["config_context"], ingress=kw["ingress"],
         service=kw["service"], port=kw["port"], namespace=kw["namespace"], project=kw["project"],
         static_ip=kw["static_ip"], https_redirect=kw["https_redirect"], ssl_certificates=kw["ssl_certificates"],
         gateway_class=kw["gateway_class"], httproute_file=kw["httproute_file"], kubeconfig=kw["kubeconfig"],
         adopt=kw["adopt"], health_check_path=kw["health_check_path"], timeout_sec=kw["timeout_sec"],
-        feature_flags=Flags.from_kw(kw), features_file=kw["features_file"]))
+        feature_flags=Flags.from_kw(kw), features_file=kw["features_file"])
+
+
+def _prepare(kw: dict[str, Any]) -> Any:
+    from gitlab_mci.gateway.prepare import prepare
+
+    return prepare(_inputs(kw))
 
 
 def _connect(kw: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -184,6 +192,37 @@ def apply_cmd(timeout: float, no_wait: bool, dotenv: Path | None, **kw: Any) -> 
         click.echo(f"Gateway {model.namespace}/{model.lb} applied; not waiting for it")
     if dotenv is not None and address:
         dotenv.write_text(f"MCI_VIP={address}\nMCI_URL={url}\n")
+
+
+@command.command("export")
+@stack([lb_option, fleet_contexts_option, namespace_option, project_option, kubeconfig_option])
+@routing
+@_httproute_file_option
+@adopt_option
+@output_option(["text", "json"])
+def export_cmd(output: str, **kw: Any) -> None:
+    """Export one cluster's app: the Service <service>-<cluster> and its ServiceExport, in the --context cluster
+    (default: the kubeconfig's current context).
+
+    For the CI job of each production environment, after its deploy: `apply`, run once afterwards over every
+    cluster, finds them as it would write them (no write) and adds the Gateway and HTTPRoutes. The same checks as
+    apply for that cluster (namespace, the app's Service, the serviceexports CRD); never deletes anything.
+    """
+    from gitlab_mci.gateway.engine import diff, execute, summary
+    from gitlab_mci.gateway.model import DEFAULT_CLASS
+    from gitlab_mci.gateway.prepare import prepare_export
+
+    kw.update(config_context=None, static_ip=None, https_redirect=False, ssl_certificates=(), health_check_path=None,
+              gateway_class=DEFAULT_CLASS, timeout_sec=None, features_file=None)
+    prepared = prepare_export(_inputs(kw))
+    changes = diff(prepared)
+    execute(prepared.clusters, changes)
+    if output == "json":
+        click.echo(json.dumps({"changes": [c.as_json() for c in changes]}, indent=2))
+        return
+    for change in changes:
+        click.echo(change.describe())
+    click.echo(summary(changes))
 
 
 @command.command("status")

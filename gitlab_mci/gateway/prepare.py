@@ -170,6 +170,67 @@ def live_weights(route: Obj | None) -> tuple[dict[str, int], dict[str, int]]:
     return weights, drained
 
 
+def _routing(inputs: Inputs) -> tuple[list[str], list[Obj], dict[str, list[Any]]]:
+    """(hostnames, HTTPRoute rules, the app Services routed to with their ports), from the routing inputs."""
+    from gitlab_mci.hosted.prepare import routing
+
+    if inputs.httproute_file is not None:
+        if inputs.ingress is not None:
+            raise UserError("give the routing once: --ingress or --httproute-file, not both")
+        hostnames, rules = rules_from_httproute(inputs.httproute_file)
+    else:
+        hostnames, rules = rules_from_ingress(routing(inputs))  # type: ignore[arg-type]
+    wanted_ports: dict[str, list[Any]] = {}
+    for rule in rules:
+        for ref in rule.get("backendRefs") or []:
+            if "service" in ref:
+                wanted_ports.setdefault(ref["service"], []).append(ref["port"])
+    return hostnames, rules, wanted_ports
+
+
+def prepare_export(inputs: Inputs) -> Prepared:
+    """One serving cluster's part, for the CI job of its environment: the per-cluster Service and ServiceExport of
+    every app Service routed to (what ``prepare`` renders for that cluster), checked and read; nothing else — the
+    Gateway, HTTPRoutes and policies are ``apply``'s, and nothing is deleted."""
+    from gitlab_mci import kube
+    from gitlab_mci.fleet import parse_contexts, resolve_link
+    from gitlab_mci.gcp import Compute
+    from gitlab_mci.hosted.model import check_namespace
+    from gitlab_mci.hosted.prepare import _namespace_exists
+
+    lb = check_name(inputs.lb, "--lb (the Gateway and HTTPRoute name)")
+    namespace = check_namespace(inputs.namespace)
+    _hostnames, _rules, wanted_ports = _routing(inputs)
+    specs = parse_contexts(inputs.contexts)
+    if len(specs) > 1:
+        raise UserError(f"gateway export writes one cluster's exports: give one --context (got {len(specs)})")
+    if inputs.kubeconfig:
+        os.environ["KUBECONFIG"] = str(inputs.kubeconfig)
+    cluster = kube.connect(specs[0].context if specs else None)  # none given: the kubeconfig's current context
+    spec = specs[0] if specs else parse_contexts([cluster.context])[0]
+    if not _namespace_exists(cluster, namespace):
+        raise UserError(f"namespace {namespace!r} does not exist in context {spec.context!r}: deploy there first")
+    _crds(cluster, ("serviceexports.net.gke.io",), "a serving cluster")
+    name = resolve_link(spec, cluster, None if spec.link else Compute.from_env(inputs.project)).split("/", 1)[1]
+    services = {svc: _app_service([(spec.context, cluster)], namespace, svc, ports)
+                for svc, ports in wanted_ports.items()}
+    for svc in services:
+        check_name(export_name(svc, name), f"the per-cluster Service of {svc} in cluster {name}")
+    model = GatewayModel(lb=lb, namespace=namespace, gateway_class=DEFAULT_CLASS,
+                         clusters=[Serving(spec.context, name)], services=services, rules=[])
+    wanted = [d for d in desired(model, spec.context) if d.obj["kind"] in ("Service", "ServiceExport")]
+    live: dict[tuple[str, str, str], Obj] = {}
+    for d in wanted:
+        found = read(cluster, d.obj["kind"], namespace, d.obj["metadata"]["name"])
+        if found is not None and not owned_by(found, lb) and not inputs.adopt:
+            raise UserError(f"{d.obj['kind']} {namespace}/{d.obj['metadata']['name']} already exists in context "
+                            f"{spec.context!r} and was not created by gitlab-mci for load balancer {lb}; rename ours "
+                            "or pass --adopt to take it over")
+        if found is not None:
+            live[d.key] = found
+    return Prepared(model, wanted, {spec.context: cluster}, cluster, live)
+
+
 def recorded_contexts(route: Obj | None, lb: str) -> list[str]:
     """The contexts of the serving clusters a live HTTPRoute of ours records (``gitlab-mci/clusters``): where its
     exports are, even for a cluster no longer given with --context."""
@@ -191,7 +252,7 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     from gitlab_mci.gateway import policies
     from gitlab_mci.gcp import Compute
     from gitlab_mci.hosted.model import check_health_path, check_namespace
-    from gitlab_mci.hosted.prepare import _certificate, _global_address, _split, config_spec, routing
+    from gitlab_mci.hosted.prepare import _certificate, _global_address, _split, config_spec
     from gitlab_mci.lb.engine import ComputeApi
     from gitlab_mci.lb.inputs import check_resource_name
     from gitlab_mci.nodeport import parallel
@@ -205,17 +266,7 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     health_path = check_health_path(inputs.health_check_path)
     features = features_sources.gather(inputs.feature_flags, inputs.features_file)
     policies.check(features, inputs.timeout_sec)
-    if inputs.httproute_file is not None:
-        if inputs.ingress is not None:
-            raise UserError("give the routing once: --ingress or --httproute-file, not both")
-        hostnames, rules = rules_from_httproute(inputs.httproute_file)
-    else:
-        hostnames, rules = rules_from_ingress(routing(inputs))  # type: ignore[arg-type]
-    wanted_ports: dict[str, list[Any]] = {}
-    for rule in rules:
-        for ref in rule.get("backendRefs") or []:
-            if "service" in ref:
-                wanted_ports.setdefault(ref["service"], []).append(ref["port"])
+    hostnames, rules, wanted_ports = _routing(inputs)
     if inputs.static_ip:
         check_resource_name(inputs.static_ip, "--static-ip")
     certs = _split(inputs.ssl_certificates)

@@ -291,8 +291,12 @@ def test_gateway_mode_exports_every_cluster_and_publishes_the_gateways_address(e
     proc = example.run("--file", gateway)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     ran = results(proc.stdout)
-    assert {job: ran[job] for job in ("mci-pin: [prod1]", "mci-pin: [prod2]", "mci-lb", "mci-status")} == dict.fromkeys(
-        ("mci-pin: [prod1]", "mci-pin: [prod2]", "mci-lb", "mci-status"), "PASS")
+    jobs = ("mci-export: [prod1]", "mci-export: [prod2]", "mci-lb", "mci-status")
+    assert {job: ran[job] for job in jobs} == dict.fromkeys(jobs, "PASS")
+    assert not any(job.startswith("mci-pin") for job in ran)  # the export jobs replace it in gateway mode
+    # Each environment's job exported its cluster; the one mci-lb after them wrote no export.
+    lb_log = (example.app / ".gitlab-ci-local/output/mci-lb.log").read_text()
+    assert "ServiceExport" not in lb_log and "+ Gateway shop/shop (prod1)" in lb_log, lb_log[-3000:]
     for context in CONTEXTS:  # NEG backends: the chart's own ClusterIP Service, and its per-cluster export
         assert example.kubectl(context, "get", "service", "shop-auto-deploy", "-n", "shop")["spec"]["type"] == "ClusterIP"
         assert example.kubectl(context, "get", "serviceexport", f"shop-auto-deploy-{context}", "-n", "shop")

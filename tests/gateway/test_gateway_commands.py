@@ -403,3 +403,33 @@ def test_a_cluster_dropped_from_context_loses_its_exports_and_a_rerun_writes_not
     assert cli(["gateway", "delete", "--lb", "shop", "--context", "prod1,prod2"], capsys)[0] == 0
     assert gateway_world.sim.mcs.settle() and gateway_world.sim.gateway.settle()
     assert ours(gateway_world) == []
+
+
+def test_each_environment_exports_its_cluster_and_the_one_apply_after_writes_no_export(
+        gateway_world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    """The CI template's mode gateway: `gateway export` in each production environment's job after its deploy,
+    then `gateway apply` once over every cluster."""
+    route = ["--lb", "shop", "--service", "shop-auto-deploy", "--port", "web"]
+    for name in CLUSTERS:
+        code, out, err = cli(["gateway", "export", *route, "--context", name], capsys)
+        assert code == 0, err
+        assert f"+ ServiceExport default/shop-auto-deploy-{name} ({name})" in out
+        kube = gateway_world.sim.clusters[name]
+        assert kube.get("net.gke.io/v1", "ServiceExport", f"shop-auto-deploy-{name}", "default") is not None
+        others = [c for c in CLUSTERS if c != name]
+        assert all(kube.get("v1", "Service", f"shop-auto-deploy-{c}", "default") is None for c in others)
+    gateway_world.sim.journal.reset()
+    code, out, _ = cli(["gateway", "export", *route, "--context", "prod2"], capsys)
+    assert code == 0 and "No changes" in out, out
+    assert gateway_world.sim.journal.writes() == []
+    code, _, err = cli(["gateway", "apply", *BASE], capsys)
+    assert code == 0 and "ServiceExport" not in err and "+ Gateway default/shop (prod1)" in err, err
+    converged(gateway_world)
+    assert set(clusters_seen(serving_everywhere(gateway_world), 60)) == set(CLUSTERS)
+    # The app not deployed there (yet): one line, nothing written.
+    k8s.CoreV1Api(api(gateway_world, "prod3")).delete_namespaced_service("shop-auto-deploy", "default")
+    gateway_world.sim.journal.reset()
+    code, _, err = cli(["gateway", "export", *route, "--context", "prod3"], capsys)
+    assert code == 1 and "Service default/shop-auto-deploy (routed to) does not exist in context 'prod3'" in err
+    assert len(err.strip().splitlines()) == 1 and gateway_world.sim.journal.writes() == []
+    assert cli(["gateway", "delete", *WHERE], capsys)[0] == 0
