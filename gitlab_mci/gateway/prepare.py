@@ -393,6 +393,7 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
             raise UserError(f"{d.obj['kind']} {namespace}/{d.obj['metadata']['name']} already exists in context "
                             f"{d.context!r} and {whose}; rename ours or pass --adopt to take it over")
         live[d.key] = found
+    _quotas(compute, _needed(wanted, live, lb))
     wanted_keys = {d.key for d in wanted}
     dropped = [c for c in recorded_contexts(live_route, lb) if c not in connected]  # no longer in --context
     if dropped:
@@ -405,6 +406,47 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
                 if (context, kind, obj["metadata"]["name"]) not in wanted_keys:
                     stale.append((context, obj))
     return Prepared(model, wanted, connected, cluster, live, stale)
+
+
+def _refs(route: Obj | None) -> set[str]:
+    return {str(ref.get("name")) for rule in ((route or {}).get("spec") or {}).get("rules") or []
+            for ref in rule.get("backendRefs") or [] if ref.get("kind") == "ServiceImport"}
+
+
+def _needed(wanted: list[Desired], live: dict[tuple[str, str, str], Obj], lb: str) -> dict[str, int]:
+    """The Compute resources GKE's controller will add for this apply, by quota metric: a backend service and a
+    health check per ServiceImport the HTTPRoutes newly route to; a URL map and proxy per listener of a new Gateway."""
+    routes = [d for d in wanted if d.obj["kind"] == "HTTPRoute"]
+    new_refs: set[str] = set()
+    for d in routes:
+        new_refs |= _refs(d.obj) - _refs(live.get(d.key))
+    need = {"BACKEND_SERVICES": len(new_refs), "HEALTH_CHECKS": len(new_refs)}
+    gateway = next(d for d in wanted if d.obj["kind"] == "Gateway")
+    if gateway.key not in live:
+        protocols = [str(lst.get("protocol")) for lst in gateway.obj["spec"]["listeners"]]
+        need.update(URL_MAPS=len(protocols), TARGET_HTTP_PROXIES=protocols.count("HTTP"),
+                    TARGET_HTTPS_PROXIES=protocols.count("HTTPS"))
+    return {metric: n for metric, n in need.items() if n}
+
+
+def _quotas(compute: Any, need: dict[str, int]) -> None:
+    """The project's Compute quotas (projects.get) leave room for what GKE's controller will build: it would fail
+    half-way, in a Warning event, long after apply returned."""
+    from gitlab_mci.compute_rest import ComputeApiError
+
+    if not need:
+        return
+    try:
+        project = compute.rest.request("GET", compute.project)
+    except ComputeApiError as exc:
+        raise UserError(f"cannot read the quotas of project {compute.project}: {exc}") from None
+    for quota in project.get("quotas") or []:
+        metric = str(quota.get("metric"))
+        limit, usage = float(quota.get("limit") or 0), float(quota.get("usage") or 0)
+        if metric in need and usage + need[metric] > limit:
+            raise UserError(f"quota {metric} of project {compute.project}: {usage:g} of {limit:g} used, and the "
+                            f"Gateway needs {need[metric]} more (GKE's controller builds one per listener or per "
+                            "cluster's export); raise the quota or free some first")
 
 
 def _gateway_class(cluster: Cluster, name: str) -> None:

@@ -433,3 +433,31 @@ def test_each_environment_exports_its_cluster_and_the_one_apply_after_writes_no_
     assert code == 1 and "Service default/shop-auto-deploy (routed to) does not exist in context 'prod3'" in err
     assert len(err.strip().splitlines()) == 1 and gateway_world.sim.journal.writes() == []
     assert cli(["gateway", "delete", *WHERE], capsys)[0] == 0
+
+
+def test_a_project_without_backend_service_quota_for_every_export_is_refused_before_any_write(
+        gateway_world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    """GKE's controller would make one gkemcg1- backend service (and health check) per cluster's export and fail
+    half-way in Compute; gitlab-mci reads the project's quotas (projects.get, as `gcloud compute project-info
+    describe` shows them) first."""
+    from tests.sim.test_compute_gcloud import gcloud
+
+    gateway_world.sim.compute.quota_limits["BACKEND_SERVICES"] = 4
+    gateway_world.sim.compute.seed("backendServices", {"name": "someone-elses", "protocol": "HTTP"},
+                                   project="demo-project")
+    gateway_world.sim.compute.seed("backendServices", {"name": "someone-elses-2", "protocol": "HTTP"},
+                                   project="demo-project")
+    quotas = json.loads(gcloud(gateway_world, "compute", "project-info", "describe", "--format", "json"))["quotas"]
+    assert {"metric": "BACKEND_SERVICES", "limit": 4.0, "usage": 2.0} in quotas
+    gateway_world.sim.journal.reset()
+    code, _, err = cli(["gateway", "apply", *BASE], capsys)
+    assert code == 1, err
+    assert "quota BACKEND_SERVICES of project demo-project: 2 of 4 used, and the Gateway needs 3 more" in err
+    assert len(err.strip().splitlines()) == 1 and gateway_world.sim.journal.writes() == []
+    gateway_world.sim.compute.quota_limits["BACKEND_SERVICES"] = 5
+    assert cli(["gateway", "apply", *BASE, "--no-wait"], capsys)[0] == 0
+    converged(gateway_world)
+    # Once built, its own backend services are counted as used, not needed again.
+    code, out, err = cli(["gateway", "apply", *BASE, "--no-wait"], capsys)
+    assert code == 0 and "No changes" in out, err
+    assert cli(["gateway", "delete", *WHERE], capsys)[0] == 0
