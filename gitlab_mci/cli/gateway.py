@@ -14,11 +14,11 @@ import click
 from gitlab_mci.cli.options import (
     FILE,
     adopt_option,
-    config_context_option,
     detailed_exitcode_option,
     dotenv_option,
     features_options,
     fleet_contexts_option,
+    fleet_where,
     https_redirect_option,
     kubeconfig_option,
     lb_option,
@@ -36,11 +36,7 @@ from gitlab_mci.cli.options import (
 )
 from gitlab_mci.errors import UserError
 
-
-def _where(f: Any) -> Any:
-    """Options every gateway command takes: which load balancer, in which config cluster and namespace."""
-    return stack([lb_option, fleet_contexts_option, config_context_option, namespace_option, project_option,
-                  kubeconfig_option])(f)
+_where = fleet_where
 
 
 _httproute_file_option = click.option(
@@ -71,16 +67,11 @@ def _options(f: Any) -> Any:
 
 
 def _inputs(kw: dict[str, Any]) -> Any:
-    from gitlab_mci.features.sources import Flags
+    from gitlab_mci.cli.hosted import inputs_kw
     from gitlab_mci.gateway.model import Inputs
 
-    return Inputs(
-        lb=kw["lb_name"], contexts=kw["contexts"], config_context=kw["config_context"], ingress=kw["ingress"],
-        service=kw["service"], port=kw["port"], namespace=kw["namespace"], project=kw["project"],
-        static_ip=kw["static_ip"], https_redirect=kw["https_redirect"], ssl_certificates=kw["ssl_certificates"],
-        gateway_class=kw["gateway_class"], httproute_file=kw["httproute_file"], kubeconfig=kw["kubeconfig"],
-        adopt=kw["adopt"], health_check_path=kw["health_check_path"], timeout_sec=kw["timeout_sec"],
-        feature_flags=Flags.from_kw(kw), features_file=kw["features_file"])
+    return Inputs(**inputs_kw(kw), gateway_class=kw["gateway_class"], httproute_file=kw["httproute_file"],
+                  timeout_sec=kw["timeout_sec"])
 
 
 def _prepare(kw: dict[str, Any]) -> Any:
@@ -234,15 +225,10 @@ def status_cmd(output: str, wait: float, **kw: Any) -> None:
 
     Healthy, for --wait: the Gateway is Accepted and Programmed with an address.
     """
-    from gitlab_mci.gateway.engine import backoff, render_status, status
+    from gitlab_mci.gateway.engine import look, render_status, status
 
     cluster, _ = _connect(kw)
-    started = time.monotonic()
-    while True:
-        state = status(cluster, kw["namespace"], kw["lb_name"])
-        if state is None or state["address"] or time.monotonic() >= started + wait:
-            break
-        time.sleep(min(backoff(time.monotonic() - started, 2.0), max(0.05, started + wait - time.monotonic())))
+    state = look(lambda: status(cluster, kw["namespace"], kw["lb_name"]), lambda s: bool(s["address"]), wait)
     if state is None:
         raise UserError(f"Gateway {kw['namespace']}/{kw['lb_name']} not found in context {cluster.context!r}")
     click.echo(json.dumps(state, indent=2) if output == "json" else render_status(state))

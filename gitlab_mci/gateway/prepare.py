@@ -179,7 +179,7 @@ def _routing(inputs: Inputs) -> tuple[list[str], list[Obj], dict[str, list[Any]]
             raise UserError("give the routing once: --ingress or --httproute-file, not both")
         hostnames, rules = rules_from_httproute(inputs.httproute_file)
     else:
-        hostnames, rules = rules_from_ingress(routing(inputs))  # type: ignore[arg-type]
+        hostnames, rules = rules_from_ingress(routing(inputs))
     wanted_ports: dict[str, list[Any]] = {}
     for rule in rules:
         for ref in rule.get("backendRefs") or []:
@@ -284,7 +284,7 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     specs = parse_contexts(inputs.contexts)
     if not specs:
         raise UserError("no clusters: pass --context for every cluster to serve from (or set MCI_CONTEXTS)")
-    config = config_spec(inputs, specs)  # type: ignore[arg-type]
+    config = config_spec(inputs, specs)
     if inputs.kubeconfig:
         os.environ["KUBECONFIG"] = str(inputs.kubeconfig)
     compute = Compute.from_env(inputs.project)
