@@ -24,15 +24,9 @@ from gitlab_mci.gateway.model import (
     GatewayModel,
     export_name,
 )
+from gitlab_mci.hosted.manifests import KindInfo
 
 Obj = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class KindInfo:
-    group: str
-    version: str
-    plural: str
 
 
 KINDS: dict[str, KindInfo] = {

@@ -248,11 +248,18 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     from gitlab_mci import kube
     from gitlab_mci.features import exists
     from gitlab_mci.features import sources as features_sources
-    from gitlab_mci.fleet import Hub, parse_contexts, resolve_link, same_membership
+    from gitlab_mci.fleet import Hub, parse_contexts, resolve_link
     from gitlab_mci.gateway import policies
     from gitlab_mci.gcp import Compute
     from gitlab_mci.hosted.model import check_health_path, check_namespace
-    from gitlab_mci.hosted.prepare import _certificate, _global_address, _split, config_spec
+    from gitlab_mci.hosted.prepare import (
+        _certificate,
+        _global_address,
+        _split,
+        check_config_member,
+        check_members,
+        config_spec,
+    )
     from gitlab_mci.lb.engine import ComputeApi
     from gitlab_mci.lb.inputs import check_resource_name
     from gitlab_mci.nodeport import parallel
@@ -317,10 +324,7 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     member_links = [m.link for m in members if m.link]
     enable_hint = f"with: gitlab-mci fleet enable --features gateway --context {','.join(contexts)} " \
                   f"--config-context {config.context}"
-    for s in specs:
-        if links[s.context] not in member_links:
-            raise UserError(f"--context {s.context}: cluster link {links[s.context]!r} is not a member of the fleet "
-                            f"of project {compute.project}; register it {enable_hint}")
+    check_members(specs, links, member_links, compute.project, "", enable_hint)
     if hub.feature_named(MCS_FEATURE) is None:
         raise UserError(f"multi-cluster Services ({MCS_FEATURE}) are not enabled in the fleet of project "
                         f"{compute.project}: a multi-cluster Gateway routes to ServiceImports; enable it {enable_hint}")
@@ -328,11 +332,8 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     if config_membership is None:
         raise UserError(f"multi-cluster Gateway has no config cluster in the fleet of project {compute.project} "
                         f"(the multiclusteringress feature's config membership); enable it {enable_hint}")
-    config_member = next((m for m in members if same_membership(m.name, config_membership)), None)
-    if config_member is None or config_member.link != links[config.context]:
-        actual = config_member.link if config_member else config_membership
-        raise UserError(f"--config-context {config.context} is cluster {links[config.context]}, but the fleet's "
-                        f"config cluster is {actual}; point --config-context at it, or change it {enable_hint}")
+    check_config_member(members, config_membership, config.context, links[config.context], "config cluster",
+                        enable_hint)
 
     # --- CRDs, GatewayClass, ServiceImports ------------------------------------------------------------------------
     cluster = connected[config.context]
