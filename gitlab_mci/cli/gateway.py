@@ -153,6 +153,7 @@ def apply_cmd(timeout: float, no_wait: bool, dotenv: Path | None, **kw: Any) -> 
     set by `gateway weight`/`drain`. --timeout bounds the wait for Accepted/Programmed and the address (GKE can
     take several minutes); --https-redirect needs --ssl-certificate.
     """
+    from gitlab_mci.cli.hosted import publish
     from gitlab_mci.gateway.engine import diff, execute, summary, wait_ready
 
     started = time.monotonic()
@@ -174,15 +175,10 @@ def apply_cmd(timeout: float, no_wait: bool, dotenv: Path | None, **kw: Any) -> 
         routes = [d.obj["metadata"]["name"] for d in prepared.desired if d.obj["kind"] == "HTTPRoute"]
         address = wait_ready(prepared.config, model.namespace, model.lb, routes, timeout=timeout,
                              progress=say if text else None)
-    url = (f"https://{address}/" if model.https_redirect else f"http://{address}/") if address else None
-    if kw["output"] == "json":
-        click.echo(json.dumps({"changes": [c.as_json() for c in changes], "vip": address, "url": url}, indent=2))
-    elif address:
-        click.echo(f"Gateway {model.namespace}/{model.lb} ready at {url} ({time.monotonic() - started:.1f}s)")
-    else:
-        click.echo(f"Gateway {model.namespace}/{model.lb} applied; not waiting for it")
-    if dotenv is not None and address:
-        dotenv.write_text(f"MCI_VIP={address}\nMCI_URL={url}\n")
+    publish(kw["output"], changes, address, model.https_redirect, dotenv,
+            ready=lambda url: f"Gateway {model.namespace}/{model.lb} ready at {url} "
+                              f"({time.monotonic() - started:.1f}s)",
+            not_waiting=f"Gateway {model.namespace}/{model.lb} applied; not waiting for it")
 
 
 @command.command("export")
@@ -271,6 +267,15 @@ def _route_clusters(config: Any, namespace: str, lb: str, known: dict[str, Any])
             and context != config.context}
 
 
+def _reweigh(kw: dict[str, Any], output: str, wanted: dict[str, int], **how: str) -> None:
+    """weight, drain, undrain: one write of the HTTPRoute's weights, then the shares."""
+    from gitlab_mci.gateway.engine import set_weights
+
+    config, _ = _connect(kw)
+    new, change = set_weights(config, kw["namespace"], kw["lb_name"], wanted, **how)
+    _weights_out(output, kw["lb_name"], new, change)
+
+
 def _weights_out(output: str, lb: str, weights: dict[str, int], change: Any) -> None:
     if output == "json":
         click.echo(json.dumps({"lb": lb, "weights": weights, "changed": change is not None}, indent=2))
@@ -290,13 +295,9 @@ def weight_cmd(weights: tuple[str, ...], output: str, **kw: Any) -> None:
     A cluster is its GKE cluster name or its --context; clusters not named keep their weight. The weights may not
     all be 0. One write: the HTTPRoute's weighted backendRefs; `apply` keeps them.
     """
-    from gitlab_mci.gateway.engine import set_weights
     from gitlab_mci.gateway.model import parse_weights
 
-    wanted = parse_weights(weights)
-    config, _ = _connect(kw)
-    new, change = set_weights(config, kw["namespace"], kw["lb_name"], wanted)
-    _weights_out(output, kw["lb_name"], new, change)
+    _reweigh(kw, output, parse_weights(weights))
 
 
 @command.command("drain")
@@ -305,11 +306,7 @@ def weight_cmd(weights: tuple[str, ...], output: str, **kw: Any) -> None:
 @output_option(["text", "json"])
 def drain_cmd(cluster: str, output: str, **kw: Any) -> None:
     """Send no new request to CLUSTER (weight 0; its weight is remembered for undrain); refused for the last one."""
-    from gitlab_mci.gateway.engine import set_weights
-
-    config, _ = _connect(kw)
-    new, change = set_weights(config, kw["namespace"], kw["lb_name"], {}, drain=cluster)
-    _weights_out(output, kw["lb_name"], new, change)
+    _reweigh(kw, output, {}, drain=cluster)
 
 
 @command.command("undrain")
@@ -318,8 +315,4 @@ def drain_cmd(cluster: str, output: str, **kw: Any) -> None:
 @output_option(["text", "json"])
 def undrain_cmd(cluster: str, output: str, **kw: Any) -> None:
     """Give CLUSTER its weight from before the drain again (1 when none was recorded)."""
-    from gitlab_mci.gateway.engine import set_weights
-
-    config, _ = _connect(kw)
-    new, change = set_weights(config, kw["namespace"], kw["lb_name"], {}, undrain=cluster)
-    _weights_out(output, kw["lb_name"], new, change)
+    _reweigh(kw, output, {}, undrain=cluster)

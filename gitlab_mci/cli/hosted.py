@@ -168,16 +168,24 @@ def apply_cmd(timeout: float, no_wait: bool, dotenv: Path | None, **kw: Any) -> 
             mci = wait_for_vip(prepared.config, model.namespace, model.lb, timeout=timeout,
                                progress=say if text else None)
             vip = mci["status"]["VIP"]
-    url = (f"https://{vip}/" if model.https_redirect else f"http://{vip}/") if vip else None
-    if kw["output"] == "json":
-        click.echo(json.dumps({"changes": [c.as_json() for c in changes], "vip": vip, "url": url}, indent=2))
-    elif vip:
-        click.echo(f"MultiClusterIngress {model.namespace}/{model.lb} ready at {url} (VIP {vip}, "
-                   f"{time.monotonic() - started:.1f}s)")
+    publish(kw["output"], changes, vip, model.https_redirect, dotenv,
+            ready=lambda url: f"MultiClusterIngress {model.namespace}/{model.lb} ready at {url} (VIP {vip}, "
+                              f"{time.monotonic() - started:.1f}s)",
+            not_waiting=f"MultiClusterIngress {model.namespace}/{model.lb} applied; not waiting for the VIP")
+
+
+def publish(output: str, changes: list[Any], address: str | None, https: bool, dotenv: Path | None, *,
+            ready: Any, not_waiting: str) -> None:
+    """What `apply` prints once done (``ready(url)`` or ``not_waiting``; JSON with -o json), and the dotenv file."""
+    url = (f"https://{address}/" if https else f"http://{address}/") if address else None
+    if output == "json":
+        click.echo(json.dumps({"changes": [c.as_json() for c in changes], "vip": address, "url": url}, indent=2))
+    elif address:
+        click.echo(ready(url))
     else:
-        click.echo(f"MultiClusterIngress {model.namespace}/{model.lb} applied; not waiting for the VIP")
-    if dotenv is not None and vip:
-        dotenv.write_text(f"MCI_VIP={vip}\nMCI_URL={url}\n")
+        click.echo(not_waiting)
+    if dotenv is not None and address:
+        dotenv.write_text(f"MCI_VIP={address}\nMCI_URL={url}\n")
 
 
 @command.command("status")
