@@ -284,8 +284,6 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     if features.get("sslPolicy") and not certs:
         raise UserError(f"sslPolicy (from {features.origin['sslPolicy']}) applies to HTTPS: give the certificate(s) "
                         "with --ssl-certificate")
-    backend_policy = policies.backend_default(features, inputs.timeout_sec)
-    gateway_policy = policies.gateway_default(features)
     if len(certs) > 15:
         raise UserError(f"{len(certs)} certificates: a load balancer serves at most 15")
     specs = parse_contexts(inputs.contexts)
@@ -317,6 +315,16 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     for name in services:
         for c in cluster_names.values():
             check_name(export_name(name, c), f"the per-cluster Service of {name} in cluster {c}")
+    # A GKE Ingress user's BackendConfig (their Service's annotation, as the first cluster has it), which GKE's
+    # Gateway controller ignores: what a GCPBackendPolicy can say is carried over, the rest refused by name.
+    for name, svc in services.items():
+        app = read(serving[0][1], "Service", namespace, name) or {}
+        port = svc.port_number(wanted_ports[name][0]) if wanted_ports.get(name) else None
+        features = features.merged(features_sources.from_backend_config(
+            serving[0][1], namespace, name, dict((app.get("metadata") or {}).get("annotations") or {}), port))
+    policies.check(features, inputs.timeout_sec)
+    backend_policy = policies.backend_default(features, inputs.timeout_sec)
+    gateway_policy = policies.gateway_default(features)
 
     # --- fleet ---------------------------------------------------------------------------------------------------
     hub = Hub(compute.project)

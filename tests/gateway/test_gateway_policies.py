@@ -119,3 +119,38 @@ def test_options_the_gateway_cannot_express_are_refused_by_name_with_no_write(
     assert code == 1 and said in err, err
     assert len(err.strip().splitlines()) == 1
     assert gateway_world.sim.journal.writes() == []
+
+
+def test_a_gke_ingress_users_backend_config_becomes_the_gcp_backend_policy(
+        gateway_world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    """Moving from GKE Ingress: the Service's cloud.google.com/backend-config names a BackendConfig, which GKE's
+    Gateway controller ignores; gateway mode carries what it can say into the GCPBackendPolicy, and refuses the rest
+    by name."""
+    import json
+
+    from kubernetes import client as k8s
+
+    from tests.gateway.conftest import api
+
+    bc = {"apiVersion": "cloud.google.com/v1", "kind": "BackendConfig", "metadata": {"name": "shop-bc"},
+          "spec": {"connectionDraining": {"drainingTimeoutSec": 33}, "sessionAffinity": {"affinityType": "CLIENT_IP"},
+                   "timeoutSec": 40}}
+    for name in ("prod1", "prod2", "prod3"):
+        k8s.CustomObjectsApi(api(gateway_world, name)).create_namespaced_custom_object(
+            "cloud.google.com", "v1", "default", "backendconfigs", bc)
+        k8s.CoreV1Api(api(gateway_world, name)).patch_namespaced_service("shop-auto-deploy", "default", {
+            "metadata": {"annotations": {"cloud.google.com/backend-config": json.dumps({"default": "shop-bc"})}}})
+    code, out, err = cli(["gateway", "plan", *BASE, "-o", "json"], capsys)
+    assert code == 0, err
+    policies = [d for d in json.loads(out)["desired"] if d["kind"] == "GCPBackendPolicy"]
+    assert len(policies) == 3
+    assert policies[0]["spec"]["default"] == {"connectionDraining": {"drainingTimeoutSec": 33},
+                                              "sessionAffinity": {"type": "CLIENT_IP"}}
+    code, _, err = cli(["gateway", "plan", *BASE, "--draining-timeout-sec", "5"], capsys)
+    assert code == 1 and "flags" in err and "BackendConfig default/shop-bc" in err, err
+    k8s.CustomObjectsApi(api(gateway_world, "prod1")).patch_namespaced_custom_object(
+        "cloud.google.com", "v1", "default", "backendconfigs", "shop-bc", {"spec": {"cdn": {"enabled": True}}})
+    gateway_world.sim.journal.reset()
+    code, _, err = cli(["gateway", "apply", *BASE], capsys)
+    assert code == 1 and "cdn (from BackendConfig default/shop-bc" in err and "not available in gateway mode" in err
+    assert gateway_world.sim.journal.writes() == []
