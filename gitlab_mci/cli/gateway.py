@@ -14,10 +14,11 @@ import click
 from gitlab_mci.cli.options import (
     FILE,
     adopt_option,
-    config_context_option,
     detailed_exitcode_option,
     dotenv_option,
+    features_options,
     fleet_contexts_option,
+    fleet_where,
     https_redirect_option,
     kubeconfig_option,
     lb_option,
@@ -30,49 +31,53 @@ from gitlab_mci.cli.options import (
     stack,
     static_ip_option,
     timeout_option,
+    timeout_sec_option,
     wait_option,
 )
 from gitlab_mci.errors import UserError
 
+_where = fleet_where
 
-def _where(f: Any) -> Any:
-    """Options every gateway command takes: which load balancer, in which config cluster and namespace."""
-    return stack([lb_option, fleet_contexts_option, config_context_option, namespace_option, project_option,
-                  kubeconfig_option])(f)
+
+_httproute_file_option = click.option(
+    "--httproute-file", type=FILE, envvar="MCI_HTTPROUTE_FILE",
+    help="Instead of --ingress: an HTTPRoute manifest whose rules (path and header matches, filters) route; its "
+         "backendRefs to Services are split per cluster [env: MCI_HTTPROUTE_FILE].")
 
 
 def _options(f: Any) -> Any:
     """Options of the commands that build the desired objects (plan, apply)."""
     decorators = [
-        click.option("--httproute-file", type=FILE, envvar="MCI_HTTPROUTE_FILE",
-                     help="Instead of --ingress: an HTTPRoute manifest whose rules (path and header matches, "
-                          "filters) route; its backendRefs to Services are split per cluster "
-                          "[env: MCI_HTTPROUTE_FILE]."),
+        _httproute_file_option,
         click.option("--gateway-class", envvar="MCI_GATEWAY_CLASS", default="gke-l7-global-external-managed-mc",
                      show_default=True, help="A multi-cluster GatewayClass of the config cluster "
                                              "[env: MCI_GATEWAY_CLASS]."),
         click.option("--health-check-path", envvar="MCI_HEALTH_CHECK_PATH",
                      help="Health check path (a HealthCheckPolicy per cluster; default: GKE's) "
                           "[env: MCI_HEALTH_CHECK_PATH]."),
+        timeout_sec_option,
         static_ip_option,
         ssl_certificate_option,
         https_redirect_option,
         adopt_option,
         output_option(["text", "json"]),
+        features_options,
     ]
     return _where(routing(stack(decorators)(f)))
 
 
-def _prepare(kw: dict[str, Any]) -> Any:
+def _inputs(kw: dict[str, Any]) -> Any:
+    from gitlab_mci.cli.hosted import inputs_kw
     from gitlab_mci.gateway.model import Inputs
+
+    return Inputs(**inputs_kw(kw), gateway_class=kw["gateway_class"], httproute_file=kw["httproute_file"],
+                  timeout_sec=kw["timeout_sec"])
+
+
+def _prepare(kw: dict[str, Any]) -> Any:
     from gitlab_mci.gateway.prepare import prepare
 
-    return prepare(Inputs(
-        lb=kw["lb_name"], contexts=kw["contexts"], config_context=kw["config_context"], ingress=kw["ingress"],
-        service=kw["service"], port=kw["port"], namespace=kw["namespace"], project=kw["project"],
-        static_ip=kw["static_ip"], https_redirect=kw["https_redirect"], ssl_certificates=kw["ssl_certificates"],
-        gateway_class=kw["gateway_class"], httproute_file=kw["httproute_file"], kubeconfig=kw["kubeconfig"],
-        adopt=kw["adopt"], health_check_path=kw["health_check_path"]))
+    return prepare(_inputs(kw))
 
 
 def _connect(kw: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -148,6 +153,7 @@ def apply_cmd(timeout: float, no_wait: bool, dotenv: Path | None, **kw: Any) -> 
     set by `gateway weight`/`drain`. --timeout bounds the wait for Accepted/Programmed and the address (GKE can
     take several minutes); --https-redirect needs --ssl-certificate.
     """
+    from gitlab_mci.cli.hosted import publish
     from gitlab_mci.gateway.engine import diff, execute, summary, wait_ready
 
     started = time.monotonic()
@@ -169,15 +175,41 @@ def apply_cmd(timeout: float, no_wait: bool, dotenv: Path | None, **kw: Any) -> 
         routes = [d.obj["metadata"]["name"] for d in prepared.desired if d.obj["kind"] == "HTTPRoute"]
         address = wait_ready(prepared.config, model.namespace, model.lb, routes, timeout=timeout,
                              progress=say if text else None)
-    url = (f"https://{address}/" if model.https_redirect else f"http://{address}/") if address else None
-    if kw["output"] == "json":
-        click.echo(json.dumps({"changes": [c.as_json() for c in changes], "vip": address, "url": url}, indent=2))
-    elif address:
-        click.echo(f"Gateway {model.namespace}/{model.lb} ready at {url} ({time.monotonic() - started:.1f}s)")
-    else:
-        click.echo(f"Gateway {model.namespace}/{model.lb} applied; not waiting for it")
-    if dotenv is not None and address:
-        dotenv.write_text(f"MCI_VIP={address}\nMCI_URL={url}\n")
+    publish(kw["output"], changes, address, model.https_redirect, dotenv,
+            ready=lambda url: f"Gateway {model.namespace}/{model.lb} ready at {url} "
+                              f"({time.monotonic() - started:.1f}s)",
+            not_waiting=f"Gateway {model.namespace}/{model.lb} applied; not waiting for it")
+
+
+@command.command("export")
+@stack([lb_option, fleet_contexts_option, namespace_option, project_option, kubeconfig_option])
+@routing
+@_httproute_file_option
+@adopt_option
+@output_option(["text", "json"])
+def export_cmd(output: str, **kw: Any) -> None:
+    """Export one cluster's app: the Service <service>-<cluster> and its ServiceExport, in the --context cluster
+    (default: the kubeconfig's current context).
+
+    For the CI job of each production environment, after its deploy: `apply`, run once afterwards over every
+    cluster, finds them as it would write them (no write) and adds the Gateway and HTTPRoutes. The same checks as
+    apply for that cluster (namespace, the app's Service, the serviceexports CRD); never deletes anything.
+    """
+    from gitlab_mci.gateway.engine import diff, execute, summary
+    from gitlab_mci.gateway.model import DEFAULT_CLASS
+    from gitlab_mci.gateway.prepare import prepare_export
+
+    kw.update(config_context=None, static_ip=None, https_redirect=False, ssl_certificates=(), health_check_path=None,
+              gateway_class=DEFAULT_CLASS, timeout_sec=None, features_file=None)
+    prepared = prepare_export(_inputs(kw))
+    changes = diff(prepared)
+    execute(prepared.clusters, changes)
+    if output == "json":
+        click.echo(json.dumps({"changes": [c.as_json() for c in changes]}, indent=2))
+        return
+    for change in changes:
+        click.echo(change.describe())
+    click.echo(summary(changes))
 
 
 @command.command("status")
@@ -189,15 +221,10 @@ def status_cmd(output: str, wait: float, **kw: Any) -> None:
 
     Healthy, for --wait: the Gateway is Accepted and Programmed with an address.
     """
-    from gitlab_mci.gateway.engine import backoff, render_status, status
+    from gitlab_mci.gateway.engine import look, render_status, status
 
     cluster, _ = _connect(kw)
-    started = time.monotonic()
-    while True:
-        state = status(cluster, kw["namespace"], kw["lb_name"])
-        if state is None or state["address"] or time.monotonic() >= started + wait:
-            break
-        time.sleep(min(backoff(time.monotonic() - started, 2.0), max(0.05, started + wait - time.monotonic())))
+    state = look(lambda: status(cluster, kw["namespace"], kw["lb_name"]), lambda s: bool(s["address"]), wait)
     if state is None:
         raise UserError(f"Gateway {kw['namespace']}/{kw['lb_name']} not found in context {cluster.context!r}")
     click.echo(json.dumps(state, indent=2) if output == "json" else render_status(state))
@@ -233,18 +260,20 @@ def _route_clusters(config: Any, namespace: str, lb: str, known: dict[str, Any])
     """The serving clusters the HTTPRoute records (context by cluster), so that a delete given only the config
     cluster still removes the exports in every cluster."""
     from gitlab_mci import kube
-    from gitlab_mci.gateway.model import CLUSTERS_ANNOTATION
-    from gitlab_mci.gateway.prepare import owned_by, read
+    from gitlab_mci.gateway.prepare import read, recorded_contexts
 
-    route = read(config, "HTTPRoute", namespace, lb)
-    if route is None or not owned_by(route, lb):
-        return {}
-    try:
-        recorded = json.loads((route["metadata"].get("annotations") or {}).get(CLUSTERS_ANNOTATION) or "{}")
-    except ValueError:
-        return {}
-    missing = sorted({str(c) for c in recorded.values()} - set(known) - {config.context})
-    return {context: kube.connect(context) for context in missing}
+    recorded = recorded_contexts(read(config, "HTTPRoute", namespace, lb), lb)
+    return {context: kube.connect(context) for context in recorded if context not in known
+            and context != config.context}
+
+
+def _reweigh(kw: dict[str, Any], output: str, wanted: dict[str, int], **how: str) -> None:
+    """weight, drain, undrain: one write of the HTTPRoute's weights, then the shares."""
+    from gitlab_mci.gateway.engine import set_weights
+
+    config, _ = _connect(kw)
+    new, change = set_weights(config, kw["namespace"], kw["lb_name"], wanted, **how)
+    _weights_out(output, kw["lb_name"], new, change)
 
 
 def _weights_out(output: str, lb: str, weights: dict[str, int], change: Any) -> None:
@@ -266,13 +295,9 @@ def weight_cmd(weights: tuple[str, ...], output: str, **kw: Any) -> None:
     A cluster is its GKE cluster name or its --context; clusters not named keep their weight. The weights may not
     all be 0. One write: the HTTPRoute's weighted backendRefs; `apply` keeps them.
     """
-    from gitlab_mci.gateway.engine import set_weights
     from gitlab_mci.gateway.model import parse_weights
 
-    wanted = parse_weights(weights)
-    config, _ = _connect(kw)
-    new, change = set_weights(config, kw["namespace"], kw["lb_name"], wanted)
-    _weights_out(output, kw["lb_name"], new, change)
+    _reweigh(kw, output, parse_weights(weights))
 
 
 @command.command("drain")
@@ -281,11 +306,7 @@ def weight_cmd(weights: tuple[str, ...], output: str, **kw: Any) -> None:
 @output_option(["text", "json"])
 def drain_cmd(cluster: str, output: str, **kw: Any) -> None:
     """Send no new request to CLUSTER (weight 0; its weight is remembered for undrain); refused for the last one."""
-    from gitlab_mci.gateway.engine import set_weights
-
-    config, _ = _connect(kw)
-    new, change = set_weights(config, kw["namespace"], kw["lb_name"], {}, drain=cluster)
-    _weights_out(output, kw["lb_name"], new, change)
+    _reweigh(kw, output, {}, drain=cluster)
 
 
 @command.command("undrain")
@@ -294,8 +315,4 @@ def drain_cmd(cluster: str, output: str, **kw: Any) -> None:
 @output_option(["text", "json"])
 def undrain_cmd(cluster: str, output: str, **kw: Any) -> None:
     """Give CLUSTER its weight from before the drain again (1 when none was recorded)."""
-    from gitlab_mci.gateway.engine import set_weights
-
-    config, _ = _connect(kw)
-    new, change = set_weights(config, kw["namespace"], kw["lb_name"], {}, undrain=cluster)
-    _weights_out(output, kw["lb_name"], new, change)
+    _reweigh(kw, output, {}, undrain=cluster)

@@ -13,18 +13,13 @@ import click
 
 from gitlab_mci.cli.options import (
     adopt_option,
-    config_context_option,
     detailed_exitcode_option,
     dotenv_option,
     features_options,
-    fleet_contexts_option,
+    fleet_where,
     https_redirect_option,
-    kubeconfig_option,
-    lb_option,
-    namespace_option,
     no_wait_option,
     output_option,
-    project_option,
     routing,
     ssl_certificate_option,
     stack,
@@ -34,11 +29,7 @@ from gitlab_mci.cli.options import (
 )
 from gitlab_mci.errors import UserError
 
-
-def _where(f: Any) -> Any:
-    """Options every hosted command takes: which load balancer, in which config cluster and namespace."""
-    return stack([lb_option, fleet_contexts_option, config_context_option, namespace_option, project_option,
-                  kubeconfig_option])(f)
+_where = fleet_where
 
 
 def _options(f: Any) -> Any:
@@ -56,17 +47,24 @@ def _options(f: Any) -> Any:
     return _where(routing(stack(decorators)(f)))
 
 
-def _prepare(kw: dict[str, Any], text: bool) -> Any:
+def inputs_kw(kw: dict[str, Any]) -> dict[str, Any]:
+    """The fields of :class:`gitlab_mci.hosted.model.Inputs` from a plan/apply command's options (the gateway
+    commands' Inputs add their own)."""
     from gitlab_mci.features.sources import Flags
-    from gitlab_mci.hosted.model import Inputs
-    from gitlab_mci.hosted.prepare import prepare
 
-    return prepare(Inputs(
+    return dict(
         lb=kw["lb_name"], contexts=kw["contexts"], config_context=kw["config_context"], ingress=kw["ingress"],
         service=kw["service"], port=kw["port"], namespace=kw["namespace"], project=kw["project"],
         static_ip=kw["static_ip"], https_redirect=kw["https_redirect"], ssl_certificates=kw["ssl_certificates"],
         health_check_path=kw["health_check_path"], kubeconfig=kw["kubeconfig"], adopt=kw["adopt"],
-        feature_flags=Flags.from_kw(kw), features_file=kw["features_file"]))
+        feature_flags=Flags.from_kw(kw), features_file=kw["features_file"])
+
+
+def _prepare(kw: dict[str, Any], text: bool) -> Any:
+    from gitlab_mci.hosted.model import Inputs
+    from gitlab_mci.hosted.prepare import prepare
+
+    return prepare(Inputs(**inputs_kw(kw)))
 
 
 def _config_cluster(kw: dict[str, Any]) -> Any:
@@ -170,16 +168,24 @@ def apply_cmd(timeout: float, no_wait: bool, dotenv: Path | None, **kw: Any) -> 
             mci = wait_for_vip(prepared.config, model.namespace, model.lb, timeout=timeout,
                                progress=say if text else None)
             vip = mci["status"]["VIP"]
-    url = (f"https://{vip}/" if model.https_redirect else f"http://{vip}/") if vip else None
-    if kw["output"] == "json":
-        click.echo(json.dumps({"changes": [c.as_json() for c in changes], "vip": vip, "url": url}, indent=2))
-    elif vip:
-        click.echo(f"MultiClusterIngress {model.namespace}/{model.lb} ready at {url} (VIP {vip}, "
-                   f"{time.monotonic() - started:.1f}s)")
+    publish(kw["output"], changes, vip, model.https_redirect, dotenv,
+            ready=lambda url: f"MultiClusterIngress {model.namespace}/{model.lb} ready at {url} (VIP {vip}, "
+                              f"{time.monotonic() - started:.1f}s)",
+            not_waiting=f"MultiClusterIngress {model.namespace}/{model.lb} applied; not waiting for the VIP")
+
+
+def publish(output: str, changes: list[Any], address: str | None, https: bool, dotenv: Path | None, *,
+            ready: Any, not_waiting: str) -> None:
+    """What `apply` prints once done (``ready(url)`` or ``not_waiting``; JSON with -o json), and the dotenv file."""
+    url = (f"https://{address}/" if https else f"http://{address}/") if address else None
+    if output == "json":
+        click.echo(json.dumps({"changes": [c.as_json() for c in changes], "vip": address, "url": url}, indent=2))
+    elif address:
+        click.echo(ready(url))
     else:
-        click.echo(f"MultiClusterIngress {model.namespace}/{model.lb} applied; not waiting for the VIP")
-    if dotenv is not None and vip:
-        dotenv.write_text(f"MCI_VIP={vip}\nMCI_URL={url}\n")
+        click.echo(not_waiting)
+    if dotenv is not None and address:
+        dotenv.write_text(f"MCI_VIP={address}\nMCI_URL={url}\n")
 
 
 @command.command("status")
@@ -192,15 +198,10 @@ def status_cmd(output: str, wait: float, **kw: Any) -> None:
     Healthy, for --wait: the MultiClusterIngress has a VIP. `-o markdown` adds a Mermaid diagram of the cloud
     resources.
     """
-    from gitlab_mci.hosted.engine import backoff, render_markdown, render_status, status
+    from gitlab_mci.hosted.engine import look, render_markdown, render_status, status
 
     cluster = _config_cluster(kw)
-    started = time.monotonic()
-    while True:
-        state = status(cluster, kw["namespace"], kw["lb_name"])
-        if state is None or state["vip"] or time.monotonic() >= started + wait:
-            break
-        time.sleep(min(backoff(time.monotonic() - started, 2.0), max(0.05, started + wait - time.monotonic())))
+    state = look(lambda: status(cluster, kw["namespace"], kw["lb_name"]), lambda s: bool(s["vip"]), wait)
     if state is None:
         raise UserError(f"MultiClusterIngress {kw['namespace']}/{kw['lb_name']} not found in context "
                         f"{cluster.context!r}")

@@ -32,6 +32,7 @@ from gitlab_mci.cli.options import (
     stack,
     static_ip_option,
     timeout_option,
+    timeout_sec_option,
     wait_option,
     weight_option,
 )
@@ -50,7 +51,7 @@ _backend_tuning = [
                  help="Seconds between health checks (also their timeout)."),
     click.option("--unhealthy-threshold", type=int, default=2, show_default=True,
                  help="Failed health checks before a backend is taken out of rotation."),
-    click.option("--timeout-sec", type=int, default=30, show_default=True, help="Backend timeout in seconds."),
+    timeout_sec_option,
 ]
 _balancing_mode_option = click.option(
     "--balancing-mode", type=click.Choice(["UTILIZATION", "RATE", "CONNECTION"]), default=None,

@@ -150,6 +150,18 @@ def timeout_option(default: float) -> Decorator:
                         metavar="SECONDS", help="Seconds to wait at most.")
 
 
+def fleet_where(f: Any) -> Any:
+    """Options every hosted and gateway command takes: which load balancer, in which clusters, config cluster and
+    namespace."""
+    return stack([lb_option, fleet_contexts_option, config_context_option, namespace_option, project_option,
+                  kubeconfig_option])(f)
+
+
+# The backend timeout: lb's backend services; gateway's GCPBackendPolicy (rendered only when not GKE's 30 s).
+timeout_sec_option = click.option("--timeout-sec", type=int, default=30, show_default=True,
+                                  help="Backend timeout in seconds.")
+
+
 # Production load balancer options (docs/features.md): the same flags on lb and hosted plan/apply.
 class _Headers(click.ParamType):  # type: ignore[type-arg]
     """NAME:VALUE; from the variable, one per line (values have spaces and commas)."""

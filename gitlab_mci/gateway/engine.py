@@ -11,15 +11,24 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from gitlab_mci.errors import UserError
 from gitlab_mci.gateway.manifests import APPLY_ORDER, CONFIG_KINDS, KINDS
 from gitlab_mci.gateway.model import CLUSTERS_ANNOTATION, DRAINED_ANNOTATION, FIELD_MANAGER, check_weights
 from gitlab_mci.gateway.prepare import WEIGHTS_ANNOTATION, list_ours, live_weights, owned_by, read
-from gitlab_mci.hosted.engine import backoff, merge_diff
+from gitlab_mci.hosted.engine import (
+    _api_error,
+    backoff,
+    change_paths,
+    look,
+    merge_diff,
+    plan_summary,
+    poll_until,
+    warnings,
+)
 
-__all__ = ["backoff", "diff", "execute", "status", "wait_ready"]
+__all__ = ["backoff", "diff", "execute", "look", "status", "wait_ready", "warnings"]
 
 if TYPE_CHECKING:
     from gitlab_mci.gateway.prepare import Prepared
@@ -50,12 +59,8 @@ class Change:
                 "name": self.name, **({"patch": self.body} if self.action == "update" else {})}
 
 
-def _paths(patch: Obj, prefix: str = "") -> list[str]:
-    out: list[str] = []
-    for k, v in patch.items():
-        path = f"{prefix}.{k}" if prefix else k
-        out += _paths(v, path) if isinstance(v, dict) and v and path.count(".") < 2 else [path]
-    return out
+def _paths(patch: Obj) -> list[str]:
+    return change_paths(patch, 3)
 
 
 def object_patch(live: Obj, want: Obj) -> Obj:
@@ -106,16 +111,8 @@ def diff(prepared: Prepared) -> list[Change]:
 
 
 def summary(changes: list[Change]) -> str:
-    if not changes:
-        return "No changes. The Gateway, HTTPRoutes and exports match the inputs."
-    count = {a: sum(1 for c in changes if c.action == a) for a in ("create", "update", "delete")}
-    return f"Plan: {count['create']} to add, {count['update']} to change, {count['delete']} to destroy."
-
-
-def _api_error(exc: Any) -> str:
-    from gitlab_mci.kube import api_error_message
-
-    return api_error_message(exc)
+    return plan_summary([c.action for c in changes],
+                        "No changes. The Gateway, HTTPRoutes and exports match the inputs.")
 
 
 def execute(clusters: dict[str, Cluster], changes: list[Change], progress: Progress | None = None) -> None:
@@ -163,19 +160,6 @@ def _delete(cluster: Cluster, what: str, fn: Callable[..., Any], *args: Any) -> 
             raise
 
 
-def warnings(cluster: Cluster, kind: str, namespace: str, name: str) -> list[str]:
-    """Messages of the Warning Events GKE's controller recorded on an object, oldest first."""
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        listed = cluster.call("list Events", cluster.core.list_namespaced_event, namespace,
-                              field_selector=f"involvedObject.kind={kind},involvedObject.name={name},type=Warning")
-    except ApiException:
-        return []
-    events = sorted(listed.items, key=lambda e: str(e.last_timestamp or e.first_timestamp or ""))
-    return [str(e.message) for e in events if e.message]
-
-
 def condition(obj: Obj | None, kind: str) -> Obj:
     for c in ((obj or {}).get("status") or {}).get("conditions") or []:
         if c.get("type") == kind:
@@ -208,32 +192,30 @@ def wait_ready(cluster: Cluster, namespace: str, name: str, routes: list[str], *
                interval: float = 2.0, progress: Progress | None = None) -> str:
     """Poll the Gateway until Accepted and Programmed with an address, and every HTTPRoute's parents Accepted and
     ResolvedRefs; its address. On time-out, quote the controller's conditions and Warning events."""
-    started = time.monotonic()
-    next_note = started + 10.0
-    while True:
+    last: Obj = {}
+
+    def check() -> str | None:
         gateway = read(cluster, "Gateway", namespace, name)
         if gateway is None:
             raise UserError(f"Gateway {namespace}/{name} disappeared while waiting for it")
+        last.update(gateway=gateway, issues=_route_problems(cluster, namespace, routes))
         address = ready(gateway)
-        route_issues = _route_problems(cluster, namespace, routes)
         routes_seen = all(((read(cluster, "HTTPRoute", namespace, r) or {}).get("status") or {}).get("parents")
                           for r in routes)
-        if address and routes_seen and not route_issues:
-            return address
-        now = time.monotonic()
-        if now - started >= timeout:
-            said = [*route_issues, *warnings(cluster, "Gateway", namespace, name),
-                    *(w for r in routes for w in warnings(cluster, "HTTPRoute", namespace, r))]
-            programmed = condition(gateway, "Programmed")
-            if programmed.get("status") == "False" and programmed.get("message"):
-                said.insert(0, f"Programmed=False ({programmed.get('reason')}): {programmed['message']}")
-            reason = f"; GKE says: {said[0]}" if said else " (GKE can take several minutes; raise --timeout)"
-            raise UserError(f"Gateway {namespace}/{name} is not ready after {timeout:g}s{reason}; see "
-                            "`gitlab-mci gateway status`")
-        if progress and now >= next_note:
-            progress(f"still waiting for the Gateway ({now - started:.0f}s of {timeout:g}s)")
-            next_note = now + 10.0
-        time.sleep(min(backoff(now - started, interval), max(0.05, timeout - (now - started))))
+        return address if address and routes_seen and not last["issues"] else None
+
+    def timed_out() -> NoReturn:
+        said = [*last["issues"], *warnings(cluster, "Gateway", namespace, name),
+                *(w for r in routes for w in warnings(cluster, "HTTPRoute", namespace, r))]
+        programmed = condition(last["gateway"], "Programmed")
+        if programmed.get("status") == "False" and programmed.get("message"):
+            said.insert(0, f"Programmed=False ({programmed.get('reason')}): {programmed['message']}")
+        reason = f"; GKE says: {said[0]}" if said else " (GKE can take several minutes; raise --timeout)"
+        raise UserError(f"Gateway {namespace}/{name} is not ready after {timeout:g}s{reason}; see "
+                        "`gitlab-mci gateway status`")
+
+    return poll_until(check, timeout=timeout, interval=interval, progress=progress, waiting_for="the Gateway",
+                      timed_out=timed_out)
 
 
 def status(cluster: Cluster, namespace: str, lb: str) -> Obj | None:

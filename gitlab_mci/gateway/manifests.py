@@ -24,15 +24,9 @@ from gitlab_mci.gateway.model import (
     GatewayModel,
     export_name,
 )
+from gitlab_mci.hosted.manifests import KindInfo
 
 Obj = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class KindInfo:
-    group: str
-    version: str
-    plural: str
 
 
 KINDS: dict[str, KindInfo] = {
@@ -41,11 +35,15 @@ KINDS: dict[str, KindInfo] = {
     "Gateway": KindInfo("gateway.networking.k8s.io", "v1", "gateways"),
     "HTTPRoute": KindInfo("gateway.networking.k8s.io", "v1", "httproutes"),
     "HealthCheckPolicy": KindInfo("networking.gke.io", "v1", "healthcheckpolicies"),
+    "GCPBackendPolicy": KindInfo("networking.gke.io", "v1", "gcpbackendpolicies"),
+    "GCPGatewayPolicy": KindInfo("networking.gke.io", "v1", "gcpgatewaypolicies"),
     "ServiceImport": KindInfo("net.gke.io", "v1", "serviceimports"),  # GKE's, read only
 }
 # Apply in this order (what is referred to first), delete in reverse.
-APPLY_ORDER = ("Service", "ServiceExport", "HealthCheckPolicy", "Gateway", "HTTPRoute")
-CONFIG_KINDS = ("HealthCheckPolicy", "Gateway", "HTTPRoute")  # in the config cluster only
+APPLY_ORDER = ("Service", "ServiceExport", "HealthCheckPolicy", "GCPBackendPolicy", "GCPGatewayPolicy", "Gateway",
+               "HTTPRoute")
+CONFIG_KINDS = ("HealthCheckPolicy", "GCPBackendPolicy", "GCPGatewayPolicy", "Gateway", "HTTPRoute")
+POLICY_API = "networking.gke.io/v1"  # in the config cluster only
 
 
 @dataclass(frozen=True)
@@ -115,6 +113,19 @@ def desired(model: GatewayModel, config_context: str) -> list[Desired]:
                     "spec": {"default": {"config": {"type": "HTTP", "httpHealthCheck": {
                                  "requestPath": model.health_check_path}}},
                              "targetRef": {"group": "net.gke.io", "kind": "ServiceImport", "name": name}}}))
+    if model.backend_policy:  # GKE's GCPBackendPolicy, one per ServiceImport: the production options
+        for c in model.clusters:
+            for svc in model.services.values():
+                name = export_name(svc.name, c.cluster)
+                out.append(Desired(config_context, {
+                    "apiVersion": POLICY_API, "kind": "GCPBackendPolicy", "metadata": _meta(model, name),
+                    "spec": {"default": dict(model.backend_policy),
+                             "targetRef": {"group": "net.gke.io", "kind": "ServiceImport", "name": name}}}))
+    if model.gateway_policy:
+        out.append(Desired(config_context, {
+            "apiVersion": POLICY_API, "kind": "GCPGatewayPolicy", "metadata": _meta(model, model.lb),
+            "spec": {"default": dict(model.gateway_policy),
+                     "targetRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": model.lb}}}))
     listeners: list[Obj] = [{"name": "http", "protocol": "HTTP", "port": 80}]
     if model.pre_shared_certs:
         listeners.append({"name": "https", "protocol": "HTTPS", "port": 443, "tls": {

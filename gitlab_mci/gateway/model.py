@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gitlab_mci.errors import UserError
+from gitlab_mci.hosted.model import Inputs as HostedInputs
 
 Obj = dict[str, Any]
 RESERVED_PREFIXES = ("gkemcg", "gkegw", "mci-")  # GKE's controllers own these names (Compute, derived Services)
@@ -35,25 +36,12 @@ _SCHEMAS = Path(__file__).parent / "schemas"
 
 
 @dataclass
-class Inputs:
-    """Everything the user gave, as given."""
+class Inputs(HostedInputs):
+    """Everything the user gave, as given: hosted mode's inputs, and what only the Gateway takes."""
 
-    lb: str
-    contexts: Sequence[str] = ()
-    config_context: str | None = None
-    ingress: Path | None = None
-    service: str | None = None
-    port: str = "5000"
-    namespace: str = "default"
-    project: str | None = None
-    static_ip: str | None = None
-    https_redirect: bool = False
-    ssl_certificates: Sequence[str] = ()
     gateway_class: str = DEFAULT_CLASS
     httproute_file: Path | None = None
-    health_check_path: str | None = None
-    kubeconfig: Path | None = None
-    adopt: bool = False
+    timeout_sec: int | None = None  # GCPBackendPolicy timeoutSec (GKE's 30 s: no policy)
 
 
 @dataclass(frozen=True)
@@ -96,6 +84,8 @@ class GatewayModel:
     https_redirect: bool = False
     drained: dict[str, int] = field(default_factory=dict)
     health_check_path: str | None = None
+    backend_policy: Obj = field(default_factory=dict)  # GCPBackendPolicy spec.default per export (empty: none)
+    gateway_policy: Obj = field(default_factory=dict)  # GCPGatewayPolicy spec.default (empty: none)
 
     @property
     def labels(self) -> dict[str, str]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from gitlab_mci.errors import UserError
 from gitlab_mci.gateway.manifests import APPLY_ORDER, KINDS, Desired, desired
 from gitlab_mci.gateway.model import (
+    CLUSTERS_ANNOTATION,
     DEFAULT_CLASS,
     DRAINED_ANNOTATION,
     LB_LABEL,
@@ -169,13 +170,97 @@ def live_weights(route: Obj | None) -> tuple[dict[str, int], dict[str, int]]:
     return weights, drained
 
 
+def _routing(inputs: Inputs) -> tuple[list[str], list[Obj], dict[str, list[Any]]]:
+    """(hostnames, HTTPRoute rules, the app Services routed to with their ports), from the routing inputs."""
+    from gitlab_mci.hosted.prepare import routing
+
+    if inputs.httproute_file is not None:
+        if inputs.ingress is not None:
+            raise UserError("give the routing once: --ingress or --httproute-file, not both")
+        hostnames, rules = rules_from_httproute(inputs.httproute_file)
+    else:
+        hostnames, rules = rules_from_ingress(routing(inputs))
+    wanted_ports: dict[str, list[Any]] = {}
+    for rule in rules:
+        for ref in rule.get("backendRefs") or []:
+            if "service" in ref:
+                wanted_ports.setdefault(ref["service"], []).append(ref["port"])
+    return hostnames, rules, wanted_ports
+
+
+def prepare_export(inputs: Inputs) -> Prepared:
+    """One serving cluster's part, for the CI job of its environment: the per-cluster Service and ServiceExport of
+    every app Service routed to (what ``prepare`` renders for that cluster), checked and read; nothing else — the
+    Gateway, HTTPRoutes and policies are ``apply``'s, and nothing is deleted."""
+    from gitlab_mci import kube
+    from gitlab_mci.fleet import parse_contexts, resolve_link
+    from gitlab_mci.gcp import Compute
+    from gitlab_mci.hosted.model import check_namespace
+    from gitlab_mci.hosted.prepare import _namespace_exists
+
+    lb = check_name(inputs.lb, "--lb (the Gateway and HTTPRoute name)")
+    namespace = check_namespace(inputs.namespace)
+    _hostnames, _rules, wanted_ports = _routing(inputs)
+    specs = parse_contexts(inputs.contexts)
+    if len(specs) > 1:
+        raise UserError(f"gateway export writes one cluster's exports: give one --context (got {len(specs)})")
+    if inputs.kubeconfig:
+        os.environ["KUBECONFIG"] = str(inputs.kubeconfig)
+    cluster = kube.connect(specs[0].context if specs else None)  # none given: the kubeconfig's current context
+    spec = specs[0] if specs else parse_contexts([cluster.context])[0]
+    if not _namespace_exists(cluster, namespace):
+        raise UserError(f"namespace {namespace!r} does not exist in context {spec.context!r}: deploy there first")
+    _crds(cluster, ("serviceexports.net.gke.io",), "a serving cluster")
+    name = resolve_link(spec, cluster, None if spec.link else Compute.from_env(inputs.project)).split("/", 1)[1]
+    services = {svc: _app_service([(spec.context, cluster)], namespace, svc, ports)
+                for svc, ports in wanted_ports.items()}
+    for svc in services:
+        check_name(export_name(svc, name), f"the per-cluster Service of {svc} in cluster {name}")
+    model = GatewayModel(lb=lb, namespace=namespace, gateway_class=DEFAULT_CLASS,
+                         clusters=[Serving(spec.context, name)], services=services, rules=[])
+    wanted = [d for d in desired(model, spec.context) if d.obj["kind"] in ("Service", "ServiceExport")]
+    live: dict[tuple[str, str, str], Obj] = {}
+    for d in wanted:
+        found = read(cluster, d.obj["kind"], namespace, d.obj["metadata"]["name"])
+        if found is not None and not owned_by(found, lb) and not inputs.adopt:
+            raise UserError(f"{d.obj['kind']} {namespace}/{d.obj['metadata']['name']} already exists in context "
+                            f"{spec.context!r} and was not created by gitlab-mci for load balancer {lb}; rename ours "
+                            "or pass --adopt to take it over")
+        if found is not None:
+            live[d.key] = found
+    return Prepared(model, wanted, {spec.context: cluster}, cluster, live)
+
+
+def recorded_contexts(route: Obj | None, lb: str) -> list[str]:
+    """The contexts of the serving clusters a live HTTPRoute of ours records (``gitlab-mci/clusters``): where its
+    exports are, even for a cluster no longer given with --context."""
+    if route is None or not owned_by(route, lb):
+        return []
+    try:
+        recorded = json.loads((route["metadata"].get("annotations") or {}).get(CLUSTERS_ANNOTATION) or "{}")
+    except ValueError:
+        return []
+    return sorted({str(c) for c in recorded.values()}) if isinstance(recorded, dict) else []
+
+
 def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) -> Prepared:
     """Check every input, then read: nothing is written before this returns."""
     from gitlab_mci import kube
-    from gitlab_mci.fleet import Hub, parse_contexts, resolve_link, same_membership
+    from gitlab_mci.features import exists
+    from gitlab_mci.features import sources as features_sources
+    from gitlab_mci.fleet import Hub, parse_contexts, resolve_link
+    from gitlab_mci.gateway import policies
     from gitlab_mci.gcp import Compute
     from gitlab_mci.hosted.model import check_health_path, check_namespace
-    from gitlab_mci.hosted.prepare import _certificate, _global_address, _split, config_spec, routing
+    from gitlab_mci.hosted.prepare import (
+        _certificate,
+        _global_address,
+        _split,
+        check_config_member,
+        check_members,
+        config_spec,
+    )
+    from gitlab_mci.lb.engine import ComputeApi
     from gitlab_mci.lb.inputs import check_resource_name
     from gitlab_mci.nodeport import parallel
 
@@ -186,17 +271,9 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     namespace = check_namespace(inputs.namespace)
     gateway_class = inputs.gateway_class or DEFAULT_CLASS
     health_path = check_health_path(inputs.health_check_path)
-    if inputs.httproute_file is not None:
-        if inputs.ingress is not None:
-            raise UserError("give the routing once: --ingress or --httproute-file, not both")
-        hostnames, rules = rules_from_httproute(inputs.httproute_file)
-    else:
-        hostnames, rules = rules_from_ingress(routing(inputs))  # type: ignore[arg-type]
-    wanted_ports: dict[str, list[Any]] = {}
-    for rule in rules:
-        for ref in rule.get("backendRefs") or []:
-            if "service" in ref:
-                wanted_ports.setdefault(ref["service"], []).append(ref["port"])
+    features = features_sources.gather(inputs.feature_flags, inputs.features_file)
+    policies.check(features, inputs.timeout_sec)
+    hostnames, rules, wanted_ports = _routing(inputs)
     if inputs.static_ip:
         check_resource_name(inputs.static_ip, "--static-ip")
     certs = _split(inputs.ssl_certificates)
@@ -204,12 +281,15 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
         check_resource_name(cert, "--ssl-certificate")
     if inputs.https_redirect and not certs:
         raise UserError("--https-redirect needs HTTPS: give the certificate(s) with --ssl-certificate")
+    if features.get("sslPolicy") and not certs:
+        raise UserError(f"sslPolicy (from {features.origin['sslPolicy']}) applies to HTTPS: give the certificate(s) "
+                        "with --ssl-certificate")
     if len(certs) > 15:
         raise UserError(f"{len(certs)} certificates: a load balancer serves at most 15")
     specs = parse_contexts(inputs.contexts)
     if not specs:
         raise UserError("no clusters: pass --context for every cluster to serve from (or set MCI_CONTEXTS)")
-    config = config_spec(inputs, specs)  # type: ignore[arg-type]
+    config = config_spec(inputs, specs)
     if inputs.kubeconfig:
         os.environ["KUBECONFIG"] = str(inputs.kubeconfig)
     compute = Compute.from_env(inputs.project)
@@ -235,6 +315,16 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     for name in services:
         for c in cluster_names.values():
             check_name(export_name(name, c), f"the per-cluster Service of {name} in cluster {c}")
+    # A GKE Ingress user's BackendConfig (their Service's annotation, as the first cluster has it), which GKE's
+    # Gateway controller ignores: what a GCPBackendPolicy can say is carried over, the rest refused by name.
+    for name, svc in services.items():
+        app = read(serving[0][1], "Service", namespace, name) or {}
+        port = svc.port_number(wanted_ports[name][0]) if wanted_ports.get(name) else None
+        features = features.merged(features_sources.from_backend_config(
+            serving[0][1], namespace, name, dict((app.get("metadata") or {}).get("annotations") or {}), port))
+    policies.check(features, inputs.timeout_sec)
+    backend_policy = policies.backend_default(features, inputs.timeout_sec)
+    gateway_policy = policies.gateway_default(features)
 
     # --- fleet ---------------------------------------------------------------------------------------------------
     hub = Hub(compute.project)
@@ -242,10 +332,7 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     member_links = [m.link for m in members if m.link]
     enable_hint = f"with: gitlab-mci fleet enable --features gateway --context {','.join(contexts)} " \
                   f"--config-context {config.context}"
-    for s in specs:
-        if links[s.context] not in member_links:
-            raise UserError(f"--context {s.context}: cluster link {links[s.context]!r} is not a member of the fleet "
-                            f"of project {compute.project}; register it {enable_hint}")
+    check_members(specs, links, member_links, compute.project, "", enable_hint)
     if hub.feature_named(MCS_FEATURE) is None:
         raise UserError(f"multi-cluster Services ({MCS_FEATURE}) are not enabled in the fleet of project "
                         f"{compute.project}: a multi-cluster Gateway routes to ServiceImports; enable it {enable_hint}")
@@ -253,11 +340,8 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     if config_membership is None:
         raise UserError(f"multi-cluster Gateway has no config cluster in the fleet of project {compute.project} "
                         f"(the multiclusteringress feature's config membership); enable it {enable_hint}")
-    config_member = next((m for m in members if same_membership(m.name, config_membership)), None)
-    if config_member is None or config_member.link != links[config.context]:
-        actual = config_member.link if config_member else config_membership
-        raise UserError(f"--config-context {config.context} is cluster {links[config.context]}, but the fleet's "
-                        f"config cluster is {actual}; point --config-context at it, or change it {enable_hint}")
+    check_config_member(members, config_membership, config.context, links[config.context], "config cluster",
+                        enable_hint)
 
     # --- CRDs, GatewayClass, ServiceImports ------------------------------------------------------------------------
     cluster = connected[config.context]
@@ -267,6 +351,10 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     for context, member in serving:
         if context != config.context:
             _crds(member, ("serviceexports.net.gke.io",), "a serving cluster")
+    if backend_policy:
+        _crds(cluster, ("gcpbackendpolicies.networking.gke.io",), "the config cluster")
+    if gateway_policy:
+        _crds(cluster, ("gcpgatewaypolicies.networking.gke.io",), "the config cluster")
     _gateway_class(cluster, gateway_class)
     ours = {export_name(name, c) for name in services for c in cluster_names.values()}
     for rule in rules:
@@ -278,6 +366,7 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     if inputs.static_ip:
         _global_address(compute, inputs.static_ip)
     parallel(list(certs), lambda c: _certificate(compute, c))
+    exists.compute_references(ComputeApi(compute), features)
 
     # --- what exists ---------------------------------------------------------------------------------------------
     live_route = read(cluster, "HTTPRoute", namespace, lb)
@@ -289,7 +378,8 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
                          services=services, rules=rules, hostnames=hostnames, static_ip=inputs.static_ip,
                          pre_shared_certs=certs, https_redirect=inputs.https_redirect,
                          drained={k: v for k, v in drained.items() if k in cluster_names.values()},
-                         health_check_path=health_path)
+                         health_check_path=health_path, backend_policy=backend_policy,
+                         gateway_policy=gateway_policy)
     wanted = desired(model, config.context)
     for d in wanted:
         d.obj["metadata"].setdefault("annotations", {})
@@ -298,7 +388,7 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
                 {c.cluster: c.weight for c in clusters}, sort_keys=True)
         if not d.obj["metadata"]["annotations"]:
             del d.obj["metadata"]["annotations"]
-        if d.obj["kind"] in ("Gateway", "HTTPRoute"):
+        if d.obj["kind"] in ("Gateway", "HTTPRoute", "GCPBackendPolicy", "GCPGatewayPolicy"):
             validate(d.obj, f"{d.obj['kind']} {namespace}/{d.obj['metadata']['name']}")
     live: dict[tuple[str, str, str], Obj] = {}
     for d in wanted:
@@ -312,14 +402,60 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
             raise UserError(f"{d.obj['kind']} {namespace}/{d.obj['metadata']['name']} already exists in context "
                             f"{d.context!r} and {whose}; rename ours or pass --adopt to take it over")
         live[d.key] = found
+    _quotas(compute, _needed(wanted, live, lb))
     wanted_keys = {d.key for d in wanted}
+    dropped = [c for c in recorded_contexts(live_route, lb) if c not in connected]  # no longer in --context
+    if dropped:
+        say(f"removing the exports of {', '.join(dropped)} (no longer in --context)")
+        connected.update(zip(dropped, parallel(dropped, kube.connect), strict=True))
     stale: list[tuple[str, Obj]] = []
-    for context in contexts:
+    for context in [*contexts, *dropped]:
         for kind in APPLY_ORDER:
             for obj in list_ours(connected[context], kind, namespace, lb):
                 if (context, kind, obj["metadata"]["name"]) not in wanted_keys:
                     stale.append((context, obj))
     return Prepared(model, wanted, connected, cluster, live, stale)
+
+
+def _refs(route: Obj | None) -> set[str]:
+    return {str(ref.get("name")) for rule in ((route or {}).get("spec") or {}).get("rules") or []
+            for ref in rule.get("backendRefs") or [] if ref.get("kind") == "ServiceImport"}
+
+
+def _needed(wanted: list[Desired], live: dict[tuple[str, str, str], Obj], lb: str) -> dict[str, int]:
+    """The Compute resources GKE's controller will add for this apply, by quota metric: a backend service and a
+    health check per ServiceImport the HTTPRoutes newly route to; a URL map and proxy per listener of a new Gateway."""
+    routes = [d for d in wanted if d.obj["kind"] == "HTTPRoute"]
+    new_refs: set[str] = set()
+    for d in routes:
+        new_refs |= _refs(d.obj) - _refs(live.get(d.key))
+    need = {"BACKEND_SERVICES": len(new_refs), "HEALTH_CHECKS": len(new_refs)}
+    gateway = next(d for d in wanted if d.obj["kind"] == "Gateway")
+    if gateway.key not in live:
+        protocols = [str(lst.get("protocol")) for lst in gateway.obj["spec"]["listeners"]]
+        need.update(URL_MAPS=len(protocols), TARGET_HTTP_PROXIES=protocols.count("HTTP"),
+                    TARGET_HTTPS_PROXIES=protocols.count("HTTPS"))
+    return {metric: n for metric, n in need.items() if n}
+
+
+def _quotas(compute: Any, need: dict[str, int]) -> None:
+    """The project's Compute quotas (projects.get) leave room for what GKE's controller will build: it would fail
+    half-way, in a Warning event, long after apply returned."""
+    from gitlab_mci.compute_rest import ComputeApiError
+
+    if not need:
+        return
+    try:
+        project = compute.rest.request("GET", compute.project)
+    except ComputeApiError as exc:
+        raise UserError(f"cannot read the quotas of project {compute.project}: {exc}") from None
+    for quota in project.get("quotas") or []:
+        metric = str(quota.get("metric"))
+        limit, usage = float(quota.get("limit") or 0), float(quota.get("usage") or 0)
+        if metric in need and usage + need[metric] > limit:
+            raise UserError(f"quota {metric} of project {compute.project}: {usage:g} of {limit:g} used, and the "
+                            f"Gateway needs {need[metric]} more (GKE's controller builds one per listener or per "
+                            "cluster's export); raise the quota or free some first")
 
 
 def _gateway_class(cluster: Cluster, name: str) -> None:

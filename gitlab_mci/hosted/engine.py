@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from gitlab_mci.errors import UserError
 from gitlab_mci.hosted.manifests import APPLY_ORDER, KINDS
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 Obj = dict[str, Any]
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -48,15 +49,20 @@ class Change:
                 **({"patch": self.body} if self.action == "update" else {})}
 
 
-def _paths(patch: Obj, prefix: str = "") -> list[str]:
+def change_paths(patch: Obj, depth: int, prefix: str = "") -> list[str]:
+    """The dotted paths a merge patch changes, at most ``depth`` keys deep (what a plan line names)."""
     out: list[str] = []
     for k, v in patch.items():
         path = f"{prefix}.{k}" if prefix else k
-        if isinstance(v, dict) and v and prefix.count(".") < 2:
-            out += _paths(v, path)
+        if isinstance(v, dict) and v and path.count(".") + 1 < depth:
+            out += change_paths(v, depth, path)
         else:
             out.append(path)
     return out
+
+
+def _paths(patch: Obj) -> list[str]:
+    return change_paths(patch, 4)
 
 
 def merge_diff(live: Any, want: Any) -> Any:
@@ -116,11 +122,16 @@ def diff(prepared: Prepared) -> list[Change]:
     return changes
 
 
-def summary(changes: list[Change]) -> str:
-    if not changes:
-        return "No changes. The Multi Cluster Ingress objects match the inputs."
-    count = {a: sum(1 for c in changes if c.action == a) for a in ("create", "update", "delete")}
+def plan_summary(actions: list[str], nothing: str) -> str:
+    """The plan's count line (``nothing`` when there is no change)."""
+    if not actions:
+        return nothing
+    count = {a: actions.count(a) for a in ("create", "update", "delete")}
     return f"Plan: {count['create']} to add, {count['update']} to change, {count['delete']} to destroy."
+
+
+def summary(changes: list[Change]) -> str:
+    return plan_summary([c.action for c in changes], "No changes. The Multi Cluster Ingress objects match the inputs.")
 
 
 def _api_error(exc: Any) -> str:
@@ -185,28 +196,54 @@ def warnings(cluster: Cluster, kind: str, namespace: str, name: str) -> list[str
     return [str(e.message) for e in events if e.message]
 
 
-def wait_for_vip(cluster: Cluster, namespace: str, name: str, *, timeout: float, interval: float = 2.0,
-                 progress: Progress | None = None) -> Obj:
-    """Poll the MultiClusterIngress until ``status.VIP`` is set; the object when it is."""
+def poll_until(check: Callable[[], T | None], *, timeout: float, interval: float, progress: Progress | None,
+               waiting_for: str, timed_out: Callable[[], NoReturn]) -> T:
+    """``check()`` until it returns something (its answer); ``timed_out()`` (which raises) after ``timeout``
+    seconds. A progress note every 10 s; short first polls (a change the controller picks up at once), then every
+    ``interval`` seconds."""
     started = time.monotonic()
     next_note = started + 10.0
     while True:
+        got = check()
+        if got is not None:
+            return got
+        now = time.monotonic()
+        if now - started >= timeout:
+            timed_out()
+        if progress and now >= next_note:
+            progress(f"still waiting for {waiting_for} ({now - started:.0f}s of {timeout:g}s)")
+            next_note = now + 10.0
+        time.sleep(min(backoff(now - started, interval), max(0.05, timeout - (now - started))))
+
+
+def look(fetch: Callable[[], Obj | None], done: Callable[[Obj], bool], wait: float) -> Obj | None:
+    """``status --wait``: ``fetch()`` until it is ``None``, ``done`` or ``wait`` seconds have passed; the last state."""
+    started = time.monotonic()
+    while True:
+        state = fetch()
+        if state is None or done(state) or time.monotonic() >= started + wait:
+            return state
+        time.sleep(min(backoff(time.monotonic() - started, 2.0), max(0.05, started + wait - time.monotonic())))
+
+
+def wait_for_vip(cluster: Cluster, namespace: str, name: str, *, timeout: float, interval: float = 2.0,
+                 progress: Progress | None = None) -> Obj:
+    """Poll the MultiClusterIngress until ``status.VIP`` is set; the object when it is."""
+
+    def check() -> Obj | None:
         mci = get(cluster, "MultiClusterIngress", namespace, name)
         if mci is None:
             raise UserError(f"MultiClusterIngress {namespace}/{name} disappeared while waiting for its VIP")
-        if (mci.get("status") or {}).get("VIP"):
-            return mci
-        now = time.monotonic()
-        if now - started >= timeout:
-            said = warnings(cluster, "MultiClusterIngress", namespace, name)
-            reason = f"; GKE says: {said[-1]}" if said else " (GKE can take about 10 minutes; raise --timeout)"
-            raise UserError(f"MultiClusterIngress {namespace}/{name} has no VIP after {timeout:g}s{reason}; see "
-                            "`gitlab-mci hosted status`")
-        if progress and now >= next_note:
-            progress(f"still waiting for the VIP ({now - started:.0f}s of {timeout:g}s)")
-            next_note = now + 10.0
-        # Short first polls (a change the controller picks up at once), then every `interval` seconds.
-        time.sleep(min(backoff(now - started, interval), max(0.05, timeout - (now - started))))
+        return mci if (mci.get("status") or {}).get("VIP") else None
+
+    def timed_out() -> NoReturn:
+        said = warnings(cluster, "MultiClusterIngress", namespace, name)
+        reason = f"; GKE says: {said[-1]}" if said else " (GKE can take about 10 minutes; raise --timeout)"
+        raise UserError(f"MultiClusterIngress {namespace}/{name} has no VIP after {timeout:g}s{reason}; see "
+                        "`gitlab-mci hosted status`")
+
+    return poll_until(check, timeout=timeout, interval=interval, progress=progress, waiting_for="the VIP",
+                      timed_out=timed_out)
 
 
 def backoff(elapsed: float, interval: float) -> float:

@@ -72,6 +72,28 @@ def _split(values: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def check_members(specs: list[ContextSpec], links: dict[str, str], member_links: list[str], project: str,
+                  listing: str, hint: str) -> None:
+    """Every --context cluster is a fleet member."""
+    for s in specs:
+        link = links[s.context]
+        if link not in member_links:
+            raise UserError(f"--context {s.context}: cluster link {link!r} is not a member of the fleet of project "
+                            f"{project}{listing}; register it {hint}")
+
+
+def check_config_member(members: list[Any], config_membership: str, context: str, link: str, what: str,
+                        hint: str) -> None:
+    """The fleet's config membership is the --config-context cluster."""
+    from gitlab_mci.fleet import same_membership
+
+    config_member = next((m for m in members if same_membership(m.name, config_membership)), None)
+    if config_member is None or config_member.link != link:
+        actual = config_member.link if config_member else config_membership
+        raise UserError(f"--config-context {context} is cluster {link}, but the fleet's {what} is {actual}; point "
+                        f"--config-context at it, or change it {hint}")
+
+
 def config_spec(inputs: Inputs, specs: list[ContextSpec]) -> ContextSpec:
     from gitlab_mci.fleet import parse_context
 
@@ -227,7 +249,7 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     from gitlab_mci.features import hosted as features_hosted
     from gitlab_mci.features import sources as features_sources
     from gitlab_mci.features.model import Features
-    from gitlab_mci.fleet import MAX_CLUSTERS, Hub, parse_contexts, resolve_link, same_membership
+    from gitlab_mci.fleet import MAX_CLUSTERS, Hub, parse_contexts, resolve_link
     from gitlab_mci.gcp import Compute
     from gitlab_mci.lb.engine import ComputeApi
     from gitlab_mci.lb.inputs import check_resource_name
@@ -317,22 +339,14 @@ def prepare(inputs: Inputs, *, progress: Callable[[str], None] | None = None) ->
     member_links = [m.link for m in members if m.link]
     enable_hint = f"with: gitlab-mci fleet enable --context {','.join(s.context for s in specs)} " \
                   f"--config-context {config.context}"
-    for s in specs:
-        link = links[s.context]
-        if link not in member_links:
-            raise UserError(f"--context {s.context}: cluster link {link!r} is not a member of the fleet of project "
-                            f"{compute.project} (members: {', '.join(sorted(member_links)) or 'none'}); "
-                            f"register it {enable_hint}")
+    check_members(specs, links, member_links, compute.project,
+                  f" (members: {', '.join(sorted(member_links)) or 'none'})", enable_hint)
     config_membership = hub.config_membership()
     if config_membership is None:
         raise UserError(f"Multi Cluster Ingress is not enabled in the fleet of project {compute.project}; "
                         f"enable it {enable_hint}")
-    config_member = next((m for m in members if same_membership(m.name, config_membership)), None)
-    if config_member is None or config_member.link != links[config.context]:
-        actual = config_member.link if config_member else config_membership
-        raise UserError(f"--config-context {config.context} is cluster {links[config.context]}, but the fleet's "
-                        f"Multi Cluster Ingress config cluster is {actual}; point --config-context at it, or "
-                        f"change it {enable_hint}")
+    check_config_member(members, config_membership, config.context, links[config.context],
+                        "Multi Cluster Ingress config cluster", enable_hint)
     selection = None if sorted(serving) == sorted(set(member_links)) else tuple(serving)
 
     # --- Compute -------------------------------------------------------------------------------------------------

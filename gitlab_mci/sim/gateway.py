@@ -64,7 +64,7 @@ _NEG_MARKER = '"gitlab-mci-sim":"mcg-neg"'
 _ORDER = ("networkEndpointGroups", "healthChecks", "backendServices", "urlMaps", "targetHttpProxies",
           "targetHttpsProxies", "globalForwardingRules")
 _WATCHED = {"Gateway", "HTTPRoute", "GatewayClass", "HealthCheckPolicy", "ServiceImport", "ServiceExport", "Service",
-            "Namespace", "CustomResourceDefinition"}
+            "Namespace", "CustomResourceDefinition", "GCPBackendPolicy", "GCPGatewayPolicy"}
 _REDIRECT_CODES = {301: "MOVED_PERMANENTLY_DEFAULT", 302: "FOUND", 303: "SEE_OTHER", 307: "TEMPORARY_REDIRECT",
                    308: "PERMANENT_REDIRECT"}
 
@@ -76,6 +76,8 @@ def install_gateway_api(kube: KubeApiServer) -> None:
     install_crd(kube, "gateway.networking.k8s.io", "v1", "gateways", "Gateway", short=("gtw",))
     install_crd(kube, "gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
     install_crd(kube, "networking.gke.io", "v1", "healthcheckpolicies", "HealthCheckPolicy")
+    install_crd(kube, "networking.gke.io", "v1", "gcpbackendpolicies", "GCPBackendPolicy")
+    install_crd(kube, "networking.gke.io", "v1", "gcpgatewaypolicies", "GCPGatewayPolicy")
 
 
 def _now() -> str:
@@ -241,6 +243,9 @@ class GatewayController(FleetController):
                 proxy: Obj = {"name": um, "urlMap": f"{g}/urlMaps/{um}"}
                 if proto == "HTTPS":
                     proxy["sslCertificates"] = [f"{g}/sslCertificates/{c}" for c in certs]
+                    ssl_policy = self._policy_default(kube, "GCPGatewayPolicy", ns, "Gateway", name).get("sslPolicy")
+                    if ssl_policy:
+                        proxy["sslPolicy"] = f"{g}/sslPolicies/{ssl_policy}"
                 out.compute[(coll, "", um)] = proxy
                 out.compute[("globalForwardingRules", "", um)] = {
                     "name": um, "IPAddress": ip, "IPProtocol": "TCP", "portRange": f"{lst['port']}-{lst['port']}",
@@ -373,21 +378,50 @@ class GatewayController(FleetController):
             "name": bs, "protocol": "HTTP", "loadBalancingScheme": scheme,
             "description": f'{{"gateway-import":"{ns}/{name}","port":{port}}}',
             "healthChecks": [f"{g}/healthChecks/{bs}"],
-            "backends": [{"group": url, "balancingMode": "RATE", "maxRatePerEndpoint": 1e8} for url in negs]}
+            "backends": [{"group": url, "balancingMode": "RATE", "maxRatePerEndpoint": 1e8} for url in negs],
+            **self._backend_policy(kube, ns, name)}
         services[key] = f"{g}/backendServices/{bs}"
         return services[key]
 
     @staticmethod
-    def _health_path(kube: KubeApiServer, ns: str, name: str) -> str:
-        """A HealthCheckPolicy's requestPath for the ServiceImport, else GKE's default ``/``."""
-        if not has_kind(kube, "networking.gke.io/v1", "HealthCheckPolicy"):
-            return "/"
-        for policy in kube.list("networking.gke.io/v1", "HealthCheckPolicy", ns):
+    def _policy_default(kube: KubeApiServer, kind: str, ns: str, target_kind: str, name: str) -> Obj:
+        """``spec.default`` of the policy of ``kind`` whose targetRef is ``target_kind`` ``name`` (empty: none)."""
+        if not has_kind(kube, "networking.gke.io/v1", kind):
+            return {}
+        for policy in kube.list("networking.gke.io/v1", kind, ns):
             ref = (policy.get("spec") or {}).get("targetRef") or {}
-            if ref.get("kind") == "ServiceImport" and ref.get("name") == name:
-                config = ((policy["spec"].get("default") or {}).get("config") or {})
-                return str((config.get("httpHealthCheck") or {}).get("requestPath") or "/")
-        return "/"
+            if ref.get("kind") == target_kind and ref.get("name") == name:
+                return dict(policy["spec"].get("default") or {})
+        return {}
+
+    def _backend_policy(self, kube: KubeApiServer, ns: str, name: str) -> Obj:
+        """The backend service fields a GCPBackendPolicy targeting the ServiceImport sets, as GKE maps them."""
+        spec = self._policy_default(kube, "GCPBackendPolicy", ns, "ServiceImport", name)
+        out: Obj = {}
+        if "timeoutSec" in spec:
+            out["timeoutSec"] = int(spec["timeoutSec"])
+        if "connectionDraining" in spec:
+            out["connectionDraining"] = {"drainingTimeoutSec": int(spec["connectionDraining"].get(
+                "drainingTimeoutSec", 0))}
+        if "logging" in spec:
+            out["logConfig"] = {"enable": bool(spec["logging"].get("enabled")),
+                                **({"sampleRate": int(spec["logging"]["sampleRate"]) / 1_000_000}
+                                   if "sampleRate" in spec["logging"] else {})}
+        affinity = spec.get("sessionAffinity") or {}
+        if affinity.get("type"):
+            out["sessionAffinity"] = affinity["type"]
+            if "cookieTtlSec" in affinity:
+                out["affinityCookieTtlSec"] = int(affinity["cookieTtlSec"])
+        if spec.get("securityPolicy"):
+            out["securityPolicy"] = f"{API}/projects/{self.spec.project}/global/securityPolicies/" \
+                                    f"{spec['securityPolicy']}"
+        return out
+
+    @classmethod
+    def _health_path(cls, kube: KubeApiServer, ns: str, name: str) -> str:
+        """A HealthCheckPolicy's requestPath for the ServiceImport, else GKE's default ``/``."""
+        config = cls._policy_default(kube, "HealthCheckPolicy", ns, "ServiceImport", name).get("config") or {}
+        return str((config.get("httpHealthCheck") or {}).get("requestPath") or "/")
 
     def _negs(self, cluster: str, ns: str, name: str, port: int, out: _Desired) -> list[str]:
         """The NEGs (one per zone) of ``name``'s pods in ``cluster``, and the headless Service that makes them."""

@@ -271,10 +271,11 @@ def test_the_template_works_as_a_ci_cd_component(listing: Example) -> None:
     assert as_component.stdout[as_component.stdout.index("---"):] == as_project.stdout[as_project.stdout.index("---"):]
 
 
-def _pipeline_in_mode(example: Example, mode: str, *features: str) -> str:
-    """The example's pipeline with ``mode`` (the fleet enabled first, once, as its users do) run to green: the pin,
-    load balancer and status jobs pass and every cluster serves the chart's own ClusterIP Service (NEG backends, no
-    node port). Returns the variant's file for the teardown."""
+def _pipeline_in_mode(example: Example, mode: str, *features: str, env_job: str = "mci-pin") -> str:
+    """The example's pipeline with ``mode`` (the fleet enabled first, once, as its users do) run to green: the
+    per-environment job (``env_job``: the pins, or gateway mode's exports), load balancer and status jobs pass, no
+    other per-environment job ran, and every cluster serves the chart's own ClusterIP Service (NEG backends, no node
+    port). Returns the variant's file for the teardown."""
     assert example.run("--list").returncode == 0  # the checkout and its simulator
     example.gitlab_mci("fleet", "enable", "--context", "prod1,prod2", "--config-context", "prod1", *features)
     variant = example.variant(f"{mode}.gitlab-ci.yml",
@@ -283,8 +284,10 @@ def _pipeline_in_mode(example: Example, mode: str, *features: str) -> str:
     proc = example.run("--file", variant)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     ran = results(proc.stdout)
-    jobs = ("mci-pin: [prod1]", "mci-pin: [prod2]", "mci-lb", "mci-status")
+    jobs = (f"{env_job}: [prod1]", f"{env_job}: [prod2]", "mci-lb", "mci-status")
     assert {job: ran[job] for job in jobs} == dict.fromkeys(jobs, "PASS")
+    others = {"mci-pin", "mci-expose", "mci-export"} - {env_job}
+    assert not [job for job in ran if job.split(":")[0] in others], ran
     for context in CONTEXTS:
         assert example.kubectl(context, "get", "service", "shop-auto-deploy", "-n", "shop")["spec"]["type"] == "ClusterIP"
     return variant
@@ -313,7 +316,10 @@ def test_hosted_mode_deploys_without_node_ports_and_publishes_the_multi_cluster_
 
 
 def test_gateway_mode_exports_every_cluster_and_publishes_the_gateways_address(example: Example) -> None:
-    gateway = _pipeline_in_mode(example, "gateway", "--features", "gateway")
+    gateway = _pipeline_in_mode(example, "gateway", "--features", "gateway", env_job="mci-export")
+    # Each environment's job exported its cluster; the one mci-lb after them wrote no export.
+    lb_log = (example.app / ".gitlab-ci-local/output/mci-lb.log").read_text()
+    assert "ServiceExport" not in lb_log and "+ Gateway shop/shop (prod1)" in lb_log, lb_log[-3000:]
     for context in CONTEXTS:  # and its per-cluster export
         assert example.kubectl(context, "get", "serviceexport", f"shop-auto-deploy-{context}", "-n", "shop")
     gw = example.kubectl("prod1", "get", "gateway", "shop", "-n", "shop")

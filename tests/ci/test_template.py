@@ -18,7 +18,8 @@ TEMPLATE = ROOT / "ci-templates" / "mci.gitlab-ci.yml"
 EXAMPLE = ROOT / "examples" / "auto-devops-two-clusters"
 EXAMPLE_INPUTS = {"environments": ["prod1", "prod2"], "node_port": 30999, "lb_name": "shop", "release": "shop",
                   "disable_ingress": True, "teardown": False}
-OUR_JOBS = {"mci-check", "mci-check-staging", "mci-check-review", "mci-pin", "mci-expose", "mci-lb", "mci-status",
+OUR_JOBS = {"mci-check", "mci-check-staging", "mci-check-review", "mci-pin", "mci-expose", "mci-export", "mci-lb",
+            "mci-status",
             "mci-teardown", "mci-drain", "mci-undrain", "mci-takeover"}
 # Auto DevOps' deploy jobs: the template gives each the teardown rule first (production ones also the hook).
 AUTO_DEVOPS_DEPLOYS = {"production", "production_manual", "staging", "review", "canary",
@@ -187,6 +188,7 @@ def test_load_balancer_job_waits_for_every_environment_holds_a_resource_group_an
     lb = rendered(EXAMPLE_INPUTS)["mci-lb"]
     assert [(n["job"], n.get("optional", False)) for n in lb["needs"]] == [
         ("production", True), ("production_manual", True), ("mci-pin", True), ("mci-expose", True),  # as backends says
+        ("mci-export", True),  # gateway mode
         ("mci-takeover", True)]  # only in a takeover pipeline
     assert lb["resource_group"] == "mci-lb-shop"
     assert lb["environment"] == {"name": "global", "url": "$MCI_URL", "on_stop": "mci-teardown"}
@@ -223,7 +225,7 @@ def test_cluster_maintenance_gets_a_manual_drain_and_undrain_job_per_production_
     # Never alongside an apply or a teardown of the same load balancer; with its credentials, creating no deployment.
     assert drain["resource_group"] == body["mci-lb"]["resource_group"] == "mci-lb-shop"
     assert drain["environment"] == {"name": "global", "action": "access"}
-    assert [n["job"] for n in drain["needs"]] == ["mci-pin", "mci-expose", "mci-lb"]  # the contexts, by dotenv
+    assert [n["job"] for n in drain["needs"]] == ["mci-pin", "mci-expose", "mci-export", "mci-lb"]  # the contexts
     assert drain["rules"] == [TEARDOWN_NEVER, {"if": '"self-managed" == "hosted"', "when": "never"},
                               {"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH", "when": "manual",
                                "allow_failure": True}]  # manual, and never blocking the pipeline
@@ -473,13 +475,17 @@ def _rule_matches(rule: dict[str, Any]) -> bool:
 
 
 def test_with_neg_backends_the_expose_job_replaces_the_pin_job() -> None:
-    for inputs, pin, expose in (({}, True, False), ({"backends": "neg"}, False, True),
-                                ({"backends": "neg", "mode": "hosted"}, True, False)):
+    for inputs, pin, expose, export in (({}, True, False, False), ({"backends": "neg"}, False, True, False),
+                                        ({"backends": "neg", "mode": "hosted"}, True, False, False),
+                                        ({"mode": "gateway"}, False, False, True),
+                                        ({"mode": "gateway", "backends": "neg"}, False, False, True)):
         body = render.expand_references(rendered({**EXAMPLE_INPUTS, **inputs}))
         # The first rule of each is its input switch (`when: never` when it matches); the rest are .mci-rules.
         assert (not _rule_matches(body["mci-pin"]["rules"][0])) is pin, inputs
         assert (not _rule_matches(body["mci-expose"]["rules"][0])) is expose, inputs
-        assert body["mci-pin"]["rules"][1:] == body["mci-expose"]["rules"][1:] == body[".mci-rules"]["rules"]
+        assert (not _rule_matches(body["mci-export"]["rules"][0])) is export, inputs
+        assert body["mci-pin"]["rules"][1:] == body["mci-expose"]["rules"][1:] == body["mci-export"]["rules"][1:] \
+            == body[".mci-rules"]["rules"]
     expose = render.expand_references(rendered({**EXAMPLE_INPUTS, "backends": "neg"}))["mci-expose"]
     assert expose["extends"] == "mci-pin"  # its environment, needs, stage, variables and dotenv report
     assert 'gitlab-mci neg expose --dotenv "mci-pin-$CI_ENVIRONMENT_SLUG.env"' in expose["script"]
@@ -568,3 +574,14 @@ def test_a_project_moving_from_kubemci_gets_one_manual_takeover_job_that_the_loa
     assert off == {"if": '"" == "" || "self-managed" == "hosted"', "when": "never"}
     hosted = rendered({**inputs, "mode": "hosted"})["mci-takeover"]["rules"][1]
     assert hosted == {"if": '"web-ip" == "" || "hosted" == "hosted"', "when": "never"}
+
+
+def test_in_gateway_mode_each_environment_exports_its_cluster_and_the_lb_job_applies_the_gateway_once() -> None:
+    body = render.expand_references(rendered({**EXAMPLE_INPUTS, "mode": "gateway", "config_context": "prod1"}))
+    export = body["mci-export"]
+    assert export["extends"] == ["mci-pin", ".mci-google"]  # per environment, after its deploy, with credentials
+    script = "\n".join(line for line in export["script"] if isinstance(line, str))
+    assert 'gitlab-mci gateway export --context "$KUBE_CONTEXT"' in script
+    assert 'mci-pin-$CI_ENVIRONMENT_SLUG.env' in script  # the context and namespace, for mci-lb and the drains
+    lb = "\n".join(line for line in body["mci-lb"]["script"] if isinstance(line, str))
+    assert lb.count("gitlab-mci gateway apply") == 1 and "gateway export" not in lb

@@ -4,6 +4,7 @@ schemas kept in gitlab_mci/gateway/schemas accept what gitlab-mci renders and re
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -115,4 +116,28 @@ def _break(kind: str, change: Any) -> dict[str, Any]:
 def test_the_schemas_refuse_what_the_gateway_api_refuses(kind: str, change: Any, said: str) -> None:
     with pytest.raises(UserError) as caught:
         validate(_break(kind, change), "test")
+    assert said in str(caught.value), caught.value
+
+
+POLICY_MODEL = dataclasses.replace(
+    MODEL, backend_policy={"timeoutSec": 45, "logging": {"enabled": True, "sampleRate": 500000}},
+    gateway_policy={"sslPolicy": "shop-tls"})
+
+
+@pytest.mark.parametrize(("kind", "change", "said"), [
+    ("GCPBackendPolicy", lambda s: s["default"].update(timeoutSec=0), "spec.default.timeoutSec"),
+    ("GCPBackendPolicy", lambda s: s["default"]["logging"].update(sampleRate=0.5), "spec.default.logging.sampleRate"),
+    ("GCPBackendPolicy", lambda s: s["default"].update(cdn={"enabled": True}), "spec.default"),
+    ("GCPBackendPolicy", lambda s: s["targetRef"].update(kind="Service"), "spec.targetRef.kind"),
+    ("GCPGatewayPolicy", lambda s: s["default"].update(sslPolicy=""), "spec.default.sslPolicy"),
+])
+def test_the_policy_schemas_refuse_what_gke_refuses(kind: str, change: Any, said: str) -> None:
+    rendered = [d.obj for d in desired(POLICY_MODEL, "prod1") if d.obj["kind"] == kind]
+    assert len(rendered) == (1 if kind == "GCPGatewayPolicy" else 2)  # a backend policy per cluster's ServiceImport
+    for obj in rendered:
+        validate(obj, "test")
+    broken = copy.deepcopy(rendered[0])
+    change(broken["spec"])
+    with pytest.raises(UserError) as caught:
+        validate(broken, "test")
     assert said in str(caught.value), caught.value

@@ -380,3 +380,84 @@ def test_a_health_check_path_is_a_health_check_policy_per_cluster_that_gke_follo
     assert cli(["gateway", "delete", *WHERE], capsys)[0] == 0
     assert custom(gateway_world).list_namespaced_custom_object("networking.gke.io", "v1", "default",
                                                                "healthcheckpolicies")["items"] == []
+
+
+def test_a_cluster_dropped_from_context_loses_its_exports_and_a_rerun_writes_nothing(
+        gateway_world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["gateway", "apply", *BASE], capsys)[0] == 0
+    two = ["--lb", "shop", "--context", "prod1,prod2", "--service", "shop-auto-deploy", "--port", "web"]
+    code, _, err = cli(["gateway", "apply", *two], capsys)
+    assert code == 0, err
+    assert "- ServiceExport default/shop-auto-deploy-prod3 (prod3)" in err
+    assert "- Service default/shop-auto-deploy-prod3 (prod3)" in err
+    prod3 = gateway_world.sim.clusters["prod3"]
+    assert prod3.get("net.gke.io/v1", "ServiceExport", "shop-auto-deploy-prod3", "default") is None
+    assert prod3.get("v1", "Service", "shop-auto-deploy-prod3", "default") is None
+    assert prod3.get("v1", "Service", "shop-auto-deploy", "default") is not None  # the app's own: not ours
+    converged(gateway_world)
+    assert set(clusters_seen(serving_everywhere(gateway_world, ("prod1", "prod2")), 60)) == {"prod1", "prod2"}
+    gateway_world.sim.journal.reset()
+    code, out, _ = cli(["gateway", "apply", *two], capsys)
+    assert code == 0 and "No changes" in out, out
+    assert gateway_world.sim.journal.writes() == []
+    assert cli(["gateway", "delete", "--lb", "shop", "--context", "prod1,prod2"], capsys)[0] == 0
+    assert gateway_world.sim.mcs.settle() and gateway_world.sim.gateway.settle()
+    assert ours(gateway_world) == []
+
+
+def test_each_environment_exports_its_cluster_and_the_one_apply_after_writes_no_export(
+        gateway_world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    """The CI template's mode gateway: `gateway export` in each production environment's job after its deploy,
+    then `gateway apply` once over every cluster."""
+    route = ["--lb", "shop", "--service", "shop-auto-deploy", "--port", "web"]
+    for name in CLUSTERS:
+        code, out, err = cli(["gateway", "export", *route, "--context", name], capsys)
+        assert code == 0, err
+        assert f"+ ServiceExport default/shop-auto-deploy-{name} ({name})" in out
+        kube = gateway_world.sim.clusters[name]
+        assert kube.get("net.gke.io/v1", "ServiceExport", f"shop-auto-deploy-{name}", "default") is not None
+        others = [c for c in CLUSTERS if c != name]
+        assert all(kube.get("v1", "Service", f"shop-auto-deploy-{c}", "default") is None for c in others)
+    gateway_world.sim.journal.reset()
+    code, out, _ = cli(["gateway", "export", *route, "--context", "prod2"], capsys)
+    assert code == 0 and "No changes" in out, out
+    assert gateway_world.sim.journal.writes() == []
+    code, _, err = cli(["gateway", "apply", *BASE], capsys)
+    assert code == 0 and "ServiceExport" not in err and "+ Gateway default/shop (prod1)" in err, err
+    converged(gateway_world)
+    assert set(clusters_seen(serving_everywhere(gateway_world), 60)) == set(CLUSTERS)
+    # The app not deployed there (yet): one line, nothing written.
+    k8s.CoreV1Api(api(gateway_world, "prod3")).delete_namespaced_service("shop-auto-deploy", "default")
+    gateway_world.sim.journal.reset()
+    code, _, err = cli(["gateway", "export", *route, "--context", "prod3"], capsys)
+    assert code == 1 and "Service default/shop-auto-deploy (routed to) does not exist in context 'prod3'" in err
+    assert len(err.strip().splitlines()) == 1 and gateway_world.sim.journal.writes() == []
+    assert cli(["gateway", "delete", *WHERE], capsys)[0] == 0
+
+
+def test_a_project_without_backend_service_quota_for_every_export_is_refused_before_any_write(
+        gateway_world: RunningSim, capsys: pytest.CaptureFixture[str]) -> None:
+    """GKE's controller would make one gkemcg1- backend service (and health check) per cluster's export and fail
+    half-way in Compute; gitlab-mci reads the project's quotas (projects.get, as `gcloud compute project-info
+    describe` shows them) first."""
+    from tests.sim.test_compute_gcloud import gcloud
+
+    gateway_world.sim.compute.quota_limits["BACKEND_SERVICES"] = 4
+    gateway_world.sim.compute.seed("backendServices", {"name": "someone-elses", "protocol": "HTTP"},
+                                   project="demo-project")
+    gateway_world.sim.compute.seed("backendServices", {"name": "someone-elses-2", "protocol": "HTTP"},
+                                   project="demo-project")
+    quotas = json.loads(gcloud(gateway_world, "compute", "project-info", "describe", "--format", "json"))["quotas"]
+    assert {"metric": "BACKEND_SERVICES", "limit": 4.0, "usage": 2.0} in quotas
+    gateway_world.sim.journal.reset()
+    code, _, err = cli(["gateway", "apply", *BASE], capsys)
+    assert code == 1, err
+    assert "quota BACKEND_SERVICES of project demo-project: 2 of 4 used, and the Gateway needs 3 more" in err
+    assert len(err.strip().splitlines()) == 1 and gateway_world.sim.journal.writes() == []
+    gateway_world.sim.compute.quota_limits["BACKEND_SERVICES"] = 5
+    assert cli(["gateway", "apply", *BASE, "--no-wait"], capsys)[0] == 0
+    converged(gateway_world)
+    # Once built, its own backend services are counted as used, not needed again.
+    code, out, err = cli(["gateway", "apply", *BASE, "--no-wait"], capsys)
+    assert code == 0 and "No changes" in out, err
+    assert cli(["gateway", "delete", *WHERE], capsys)[0] == 0

@@ -34,6 +34,12 @@ _REF_RE = re.compile(r"^(?:.*?/compute/v1/)?(?:projects/(?P<project>[^/]+)/)?"
                      r"(?:global/(?P<gseg>[^/]+)|zones/(?P<zone>[^/]+)/(?P<zseg>[^/]+))/(?P<name>[^/]+)$")
 
 
+# Global quotas projects.get reports (Google's defaults for a new project), and the collection each counts.
+_QUOTA_COLLECTIONS = {"BACKEND_SERVICES": "backendServices", "HEALTH_CHECKS": "healthChecks", "URL_MAPS": "urlMaps",
+                      "TARGET_HTTP_PROXIES": "targetHttpProxies", "TARGET_HTTPS_PROXIES": "targetHttpsProxies",
+                      "SSL_CERTIFICATES": "sslCertificates"}
+_QUOTA_LIMITS = {"BACKEND_SERVICES": 75, "HEALTH_CHECKS": 75, "URL_MAPS": 30, "TARGET_HTTP_PROXIES": 30,
+                 "TARGET_HTTPS_PROXIES": 30, "SSL_CERTIFICATES": 30}
 # Regional resource → its global twin, for aggregatedList (regional resources themselves are not emulated).
 _REGIONAL_TWINS = {"addresses": "globalAddresses", "forwardingRules": "globalForwardingRules"}
 
@@ -99,6 +105,8 @@ class ComputeEmulator:
         self._pending: dict[str, Obj] = {}  # URL -> resource, for inserts not DONE yet
         self._next_id = 1000000000000000000 + int.from_bytes(os.urandom(4), "big")
         self._revision = 0  # bumped on every change that took effect, so watchers (the data plane) poll cheaply
+        # projects.get's quotas: metric -> limit (tests lower one); usage is counted from what exists.
+        self.quota_limits: dict[str, float] = dict(_QUOTA_LIMITS)
 
     # --- public API ----------------------------------------------------------------------------------------------
 
@@ -196,6 +204,8 @@ class ComputeEmulator:
             return google_error(404, f"The requested URL /compute/v1/{path} was not found on this server.",
                                 "notFound")
         method, params = routed
+        if method.resource == "projects" and method.name == "get":
+            return self._project_resource(params["project"])
         coll = self._collection_for(method)
         if method.name == "aggregatedList" and method.resource in _REGIONAL_TWINS:
             # gcloud lists addresses and forwarding rules with the regional aggregatedList; with
@@ -225,6 +235,17 @@ class ComputeEmulator:
             return google_error(400, str(exc), exc.reason)
         except ApiError as exc:
             return exc.response()
+
+    def _project_resource(self, project: str) -> Response:
+        """``projects.get``: the project and its global quotas, usage counted from the resources in it."""
+        with self._lock:
+            if project not in self._projects:
+                return ApiError(404, f"The resource 'projects/{project}' was not found", "notFound").response()
+            quotas = [{"metric": metric, "limit": float(limit),
+                       "usage": float(len(self._store.get((_QUOTA_COLLECTIONS[metric], project, ""), {})))}
+                      for metric, limit in sorted(self.quota_limits.items()) if metric in _QUOTA_COLLECTIONS]
+            return Response(200, {"kind": "compute#project", "id": str(self._projects[project]), "name": project,
+                                  "quotas": quotas, "selfLink": f"{API}projects/{project}"})
 
     def is_write(self, req: Request) -> bool:
         """Whether a request asks for a change of state: decided by the discovery method it calls, not its verb.
