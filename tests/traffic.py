@@ -48,6 +48,11 @@ class Load:
         """Let the load run this long (a window of traffic, not a wait for a state)."""
         self._stop.wait(seconds)
 
+    def spans(self, start: float, end: float) -> bool:
+        """Whether requests were sent from no later than ``start`` until no earlier than ``end`` (monotonic
+        times): the load covered that whole window, whatever its length."""
+        return bool(self.log) and self.log[0][0] <= start and self.log[-1][0] >= end
+
     @property
     def failed(self) -> list[tuple[float, int, str]]:
         return [x for x in self.log if x[1] != 200]

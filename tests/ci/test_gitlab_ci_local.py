@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -533,19 +534,27 @@ def test_switching_the_example_from_instance_groups_to_neg_under_load_fails_no_r
     keep_node_port = example.variables("keep-node-port.yml", f"HELM_UPGRADE_EXTRA_ARGS:\n  values:\n"
                                                               f"    prod1: {keep}\n    prod2: {keep}\n")
     with Load(url) as switching:
+        switching.hold(0.5)  # traffic before the pipeline starts
+        began = time.monotonic()
         proc = example.run("--file", neg, variables=keep_node_port)
+        ended = time.monotonic()
+        switching.hold(1.0)  # and after it ends
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert results(proc.stdout)["mci-expose: [prod1]"] == "PASS" and "mci-pin: [prod1]" not in results(proc.stdout)
     backends = [b["group"] for bs in example.compute("backendServices") for b in bs["backends"]]
     assert backends and all("/networkEndpointGroups/" in g for g in backends), backends
-    assert len(switching.log) > 100 and switching.failed == [], switching.failed[:5]
+    assert switching.spans(began, ended) and switching.failed == [], switching.failed[:5]
 
     with Load(url) as settled:  # the node port goes: nothing uses it any more
+        settled.hold(0.5)
+        began = time.monotonic()
         proc = example.run("--file", neg)
+        ended = time.monotonic()
+        settled.hold(2.0)  # 40 requests after the pipeline, for the clusters that answer them
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     for context in CONTEXTS:
         assert example.kubectl(context, "get", "service", "shop-auto-deploy", "-n", "shop")["spec"]["type"] == "ClusterIP"
-    assert len(settled.log) > 100 and settled.failed == [], settled.failed[:5]
+    assert settled.spans(began, ended) and settled.failed == [], settled.failed[:5]
     assert {cluster for _, status, cluster in settled.log[-40:]} == {"prod1", "prod2"}
 
 
