@@ -33,6 +33,16 @@ _HASHING = ("RING_HASH", "MAGLEV")
 _NEGATIVE_CODES = (300, 301, 302, 307, 308, 404, 405, 410, 421, 451, 501)
 
 
+def check_mode(features: Features, unsupported: dict[str, str], mode: str) -> None:
+    """The values' own rules, then each option ``mode`` cannot carry refused by name (with why, and where it came
+    from); the hosted and gateway modes share this."""
+    check_values(features)
+    for key, why in unsupported.items():
+        if features.get(key) is not None:
+            raise UserError(f"{key} (from {features.origin[key]}) is not available in {mode} mode: {why}; use "
+                            "gitlab-mci lb (self-managed) for it")
+
+
 def check_values(features: Features) -> None:
     """Rules across fields that Compute enforces, checked before any write (Compute would refuse mid-apply)."""
     aff = features.get("sessionAffinity") or {}

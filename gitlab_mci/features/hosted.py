@@ -29,13 +29,9 @@ APP_PROTOCOLS = "networking.gke.io/app-protocols"
 
 def check(features: Features) -> None:
     """Refuse, by name, an option the hosted mode cannot carry."""
-    from gitlab_mci.features.compute import check_values
+    from gitlab_mci.features.compute import check_mode
 
-    check_values(features)
-    for key, why in _NOT_HOSTED.items():
-        if features.get(key) is not None:
-            raise UserError(f"{key} (from {features.origin[key]}) is not available in hosted mode: {why}; use "
-                            "gitlab-mci lb (self-managed) for it")
+    check_mode(features, _NOT_HOSTED, "hosted")
     iap = features.get("iap") or {}
     if iap.get("enabled") and not (iap.get("oauthclientCredentials") or {}).get("secretName"):
         raise UserError(f"iap (from {features.origin['iap']}) in hosted mode needs --iap-secret: GKE reads the OAuth "

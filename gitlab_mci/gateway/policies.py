@@ -32,13 +32,9 @@ GKE_TIMEOUT_SEC = 30  # a backend service's default timeout: no policy needed fo
 
 def check(features: Features, timeout_sec: int | None) -> None:
     """Refuse, by name, what the Gateway's policies cannot carry (before any read or write)."""
-    from gitlab_mci.features.compute import check_values
+    from gitlab_mci.features.compute import check_mode
 
-    check_values(features)
-    for key, why in _NOT_GATEWAY.items():
-        if features.get(key) is not None:
-            raise UserError(f"{key} (from {features.origin[key]}) is not available in gateway mode: {why}; use "
-                            "gitlab-mci lb (self-managed) for it")
+    check_mode(features, _NOT_GATEWAY, "gateway")
     affinity = features.get("sessionAffinity") or {}
     if affinity.get("affinityType") not in (None, *_AFFINITIES):
         raise UserError(f"sessionAffinity {affinity['affinityType']} (from {features.origin['sessionAffinity']}) "
