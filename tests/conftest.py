@@ -89,10 +89,3 @@ def make_app_world(make_sim: Callable[[WorldSpec], RunningSim],
 def app_world(make_app_world: Callable[..., RunningSim]) -> RunningSim:
     """The default app world (three nodes per cluster)."""
     return make_app_world()
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slowest tests first, so the xdist workers finish together (tests/slow_first.py)."""
-    from tests.slow_first import slowest_first
-
-    slowest_first(items)
