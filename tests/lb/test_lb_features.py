@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -294,7 +295,9 @@ def test_ipv6_gets_its_own_address_and_rules_and_the_address_is_kept_when_the_op
     reapply_writes_nothing(world, capsys, "--ipv6")
     from gitlab_mci.sim.listeners import ipv6_loopback
 
-    if ipv6_loopback():  # the data plane serves the IPv6 VIP on ::1 (where this machine has an IPv6 loopback)
+    # The data plane serves the IPv6 VIP on ::1; only a machine without an IPv6 loopback (never CI) leaves it unseen.
+    assert ipv6_loopback() or not os.environ.get("CI"), "no IPv6 loopback (::1): the IPv6 VIP must be served in CI"
+    if ipv6_loopback():
         assert world.sim.dataplane.wait_health("HEALTHY", timeout=15)
         url6 = world.sim.dataplane.url_for(address["address"], 80)
         assert url6.startswith("http://[::1]:")
